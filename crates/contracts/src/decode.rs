@@ -1,0 +1,203 @@
+//! Decoding wire bytes into typed values, with errors that name the offending field.
+//!
+//! Two kinds of failure are told apart, because they are handled differently downstream (both
+//! end in the poison DLQ, with `dlq.error.kind` set from [`DecodeErrorKind::as_str`]):
+//!
+//! * [`DecodeErrorKind::Decode`]: the bytes are not UTF-8 or not JSON at all.
+//! * [`DecodeErrorKind::Validation`]: valid JSON of the wrong shape: wrong type, unknown enum
+//!   value, missing required field, `schema_version` other than 1, a string outside its length
+//!   bounds, or a rule of the model's [`Validate`] impl. The message starts with the field path,
+//!   e.g. `data.phase_name: unknown variant `foo`, expected one of ...`.
+//!
+//! Unknown keys are ignored everywhere (pydantic's `extra="ignore"`).
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::envelope::{EventEnvelope, SCHEMA_VERSION};
+
+/// What went wrong while decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecodeErrorKind {
+    /// Not UTF-8, or not JSON.
+    Decode,
+    /// Valid JSON, but not a valid instance of the expected model.
+    Validation,
+}
+
+impl DecodeErrorKind {
+    /// `"decode"` or `"validation"` (the `dlq.error.kind` header value).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DecodeErrorKind::Decode => "decode",
+            DecodeErrorKind::Validation => "validation",
+        }
+    }
+}
+
+impl fmt::Display for DecodeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decoding failure: its kind and a human-readable message naming the field path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} error: {message}")]
+pub struct DecodeError {
+    /// Decode (not JSON) or validation (wrong shape).
+    pub kind: DecodeErrorKind,
+    /// What is wrong, starting with the field path when there is one.
+    pub message: String,
+}
+
+impl DecodeError {
+    /// A [`DecodeErrorKind::Decode`] error.
+    pub fn decode(message: impl Into<String>) -> Self {
+        DecodeError {
+            kind: DecodeErrorKind::Decode,
+            message: message.into(),
+        }
+    }
+
+    /// A [`DecodeErrorKind::Validation`] error.
+    pub fn validation(message: impl Into<String>) -> Self {
+        DecodeError {
+            kind: DecodeErrorKind::Validation,
+            message: message.into(),
+        }
+    }
+}
+
+/// Rules a model has beyond its serde shape (pydantic field constraints and validators).
+///
+/// An `Err` message must start with the field path relative to the model, followed by `: `
+/// (e.g. `"prompt_payload: exactly one of ..."`); [`decode_envelope`] prefixes it with `data.`.
+pub trait Validate {
+    /// Checks the model; the default accepts everything.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Validate for Value {}
+impl Validate for serde_json::Map<String, Value> {}
+
+/// Checks a string's length in characters (Python `len`), naming the field on failure.
+pub(crate) fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), String> {
+    let len = value.chars().count();
+    if len < min || len > max {
+        Err(format!(
+            "{field}: string length must be between {min} and {max} characters, got {len}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Like [`check_len`] for an optional string (`None` is always fine).
+pub(crate) fn check_opt_len(
+    field: &str,
+    value: Option<&str>,
+    min: usize,
+    max: usize,
+) -> Result<(), String> {
+    value.map_or(Ok(()), |v| check_len(field, v, min, max))
+}
+
+/// Parses bytes as JSON without interpreting them (decode-level failures only).
+fn parse_json(bytes: &[u8]) -> Result<Value, DecodeError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| DecodeError::decode(format!("message is not valid UTF-8: {e}")))?;
+    serde_json::from_str(text)
+        .map_err(|e| DecodeError::decode(format!("message is not valid JSON: {e}")))
+}
+
+/// Joins a parent path and a child key (`"."` is serde_path_to_error's empty path).
+fn join_path(parent: &str, child: &str) -> String {
+    if parent.is_empty() || parent == "." {
+        child.to_owned()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
+/// Formats a typed-deserialization error so that it starts with the full field path.
+fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = err.path().to_string();
+    let inner = err.inner().to_string();
+    // serde reports a missing field at the parent object; name the field itself instead.
+    if let Some(rest) = inner.strip_prefix("missing field `") {
+        if let Some(field) = rest.strip_suffix('`') {
+            return format!("{}: missing required field", join_path(&path, field));
+        }
+    }
+    if path.is_empty() || path == "." {
+        inner
+    } else {
+        format!("{path}: {inner}")
+    }
+}
+
+/// Deserializes a parsed JSON value into `T`, tracking the field path for errors.
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| DecodeError::validation(describe(e)))
+}
+
+/// Decodes a Kafka message value: an [`EventEnvelope`] whose `data` is a `T`.
+///
+/// `event_type` and `source_service` are accepted whatever they hold (route on the topic);
+/// `schema_version` must be 1 when present. After serde, `T`'s [`Validate`] rules run and their
+/// message is prefixed with `data.`.
+pub fn decode_envelope<T: DeserializeOwned + Validate>(
+    bytes: &[u8],
+) -> Result<EventEnvelope<T>, DecodeError> {
+    let value = parse_json(bytes)?;
+    // Reject other schema versions before looking at `data`, whose shape may differ in them.
+    if let Some(version) = value.get("schema_version") {
+        if version.is_number() && version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
+            return Err(DecodeError::validation(format!(
+                "schema_version: unsupported schema version {version}, expected {SCHEMA_VERSION}"
+            )));
+        }
+    }
+    let envelope: EventEnvelope<T> = from_value(value)?;
+    envelope
+        .data
+        .validate()
+        .map_err(|m| DecodeError::validation(format!("data.{m}")))?;
+    Ok(envelope)
+}
+
+/// Decodes a plain JSON body (an HTTP request or response) into `T` and runs its [`Validate`]
+/// rules. Field paths in messages are relative to the body.
+pub fn decode_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let value = parse_json(bytes)?;
+    let decoded: T = from_value(value)?;
+    decoded.validate().map_err(DecodeError::validation)?;
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_strings() {
+        assert_eq!(DecodeErrorKind::Decode.as_str(), "decode");
+        assert_eq!(DecodeErrorKind::Validation.to_string(), "validation");
+        assert_eq!(
+            DecodeError::decode("x").to_string(),
+            "decode error: x".to_owned()
+        );
+    }
+
+    #[test]
+    fn check_len_counts_characters() {
+        assert!(check_len("f", "åäö", 1, 3).is_ok());
+        let err = check_len("f", "", 1, 3).unwrap_err();
+        assert!(err.starts_with("f: "), "{err}");
+    }
+}

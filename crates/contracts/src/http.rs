@@ -1,0 +1,83 @@
+//! Plain JSON bodies of the BOS → BCS HTTP API (no envelope).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::decode::{check_len, check_opt_len, Validate};
+use crate::payloads::trim;
+
+/// Body of `POST /internal/v1/pipelines/define` (BOS → BCS).
+///
+/// `batch_metadata` is the one key the platform leaves out rather than writing `null` (INDEX
+/// note 5), and `after_pipeline_id` is this project's extension (not in the platform schema);
+/// both are omitted when `None`. Strings are trimmed while decoding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BCSPipelineDefinitionRequestV1 {
+    /// The batch, 1..=255 characters.
+    #[serde(deserialize_with = "trim::string")]
+    pub batch_id: String,
+    /// The requested pipeline. The platform schema types it as a `PhaseName` value; it is kept
+    /// as a string here so that BCS can answer an unknown pipeline with its own 400 error.
+    #[serde(deserialize_with = "trim::string")]
+    pub requested_pipeline: String,
+    /// Correlation id as text (the platform types it as a 1..=100 character string, not a uuid).
+    #[serde(deserialize_with = "trim::string")]
+    pub correlation_id: String,
+    /// Free-form object describing the batch, or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_metadata: Option<Value>,
+    /// This project's: resolve only after BCS has processed this pipeline (its correlation id).
+    #[serde(
+        default,
+        deserialize_with = "trim::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub after_pipeline_id: Option<String>,
+}
+
+impl Validate for BCSPipelineDefinitionRequestV1 {
+    fn validate(&self) -> Result<(), String> {
+        check_len("batch_id", &self.batch_id, 1, 255)?;
+        check_len("requested_pipeline", &self.requested_pipeline, 1, 100)?;
+        check_len("correlation_id", &self.correlation_id, 1, 100)?;
+        check_opt_len("after_pipeline_id", self.after_pipeline_id.as_deref(), 1, 255)?;
+        match &self.batch_metadata {
+            None | Some(Value::Object(_)) | Some(Value::Null) => Ok(()),
+            Some(other) => Err(format!(
+                "batch_metadata: expected an object or null, got {}",
+                json_type_name(other)
+            )),
+        }
+    }
+}
+
+/// 200 reply of `POST /internal/v1/pipelines/define` (BCS → BOS).
+///
+/// `pruned_phases` is this project's addition (not in the platform schema): always written,
+/// `[]` when absent on input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BCSPipelineDefinitionResponseV1 {
+    /// The batch.
+    pub batch_id: String,
+    /// Phases to run, in order (phase names); may be empty when everything is already done.
+    pub final_pipeline: Vec<String>,
+    /// Human-readable summary or `null` (the platform model makes it nullable).
+    #[serde(default)]
+    pub analysis_summary: Option<String>,
+    /// This project's: phases of the requested pipeline left out because already completed.
+    #[serde(default)]
+    pub pruned_phases: Vec<String>,
+}
+
+impl Validate for BCSPipelineDefinitionResponseV1 {}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,43 @@
+//! Wire contracts of the HuleEdu pipeline core.
+//!
+//! This crate owns the JSON shapes exchanged with the existing HuleEdu platform (whose services
+//! are Python/pydantic) and this project's own dead-letter record. It is serde only: no I/O, no
+//! async, no Kafka or Redis client. Other crates build and parse every message through it.
+//!
+//! Wire rules (see `shared/contracts/huleedu/INDEX.md` and `shared/design/contracts.md`):
+//! nullable fields are written as `null`, never left out; timestamps are UTC with a `Z` and
+//! six-digit microseconds (no fraction when zero); enums are lowercase snake case; unknown keys
+//! are ignored on input; routing is by topic, never by `event_type`.
+//!
+//! Modules:
+//! - [`envelope`]: [`EventEnvelope`], the outer object of every Kafka message value.
+//! - [`decode`]: [`decode_envelope`] / [`decode_json`], [`DecodeError`] (decode vs validation,
+//!   messages naming the field path) and the [`Validate`] trait for model rules.
+//! - [`payloads`]: the platform's event payloads (`data` objects).
+//! - [`http`]: BOS → BCS pipeline-definition request and response bodies.
+//! - [`dlq`]: [`FailedEssayDlqRecordV1`] and the poison-message DLQ header names.
+//! - [`topics`]: Kafka topic names, [`topics::dlq_topic`], [`topics::initiate_command_topic`].
+//! - [`events`]: dotted event names carried inside payloads (`event` / `event_name`).
+//! - [`phase`]: [`PhaseName`].
+//! - [`status`]: [`BatchStatus`].
+//! - [`timestamp`]: [`Timestamp`] (wire-format UTC time) and [`timestamp::NaiveTimestamp`].
+//! - [`source`]: `source_service` values this project writes.
+
+pub mod decode;
+pub mod dlq;
+pub mod envelope;
+pub mod events;
+pub mod http;
+pub mod payloads;
+pub mod phase;
+pub mod source;
+pub mod status;
+pub mod timestamp;
+pub mod topics;
+
+pub use decode::{decode_envelope, decode_json, DecodeError, DecodeErrorKind, Validate};
+pub use dlq::FailedEssayDlqRecordV1;
+pub use envelope::EventEnvelope;
+pub use phase::PhaseName;
+pub use status::BatchStatus;
+pub use timestamp::Timestamp;

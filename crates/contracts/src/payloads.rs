@@ -1,0 +1,548 @@
+//! Event payloads: the envelope's `data` object, one struct per platform model
+//! (contracts.md §3, exact shapes from the platform's JSON Schemas).
+//!
+//! Field order follows the platform schemas, so serialization reproduces the platform's bytes.
+//! Nullable fields are always written (as `null`). On input, fields the platform model gives a
+//! default (`event`, `timestamp`, `correlation_id`, ...) may be absent and get the same default;
+//! unknown keys are ignored.
+//!
+//! Enumerations that drive this project's logic are typed ([`PhaseName`], [`BatchStatus`]);
+//! other platform enums (`course_code`, `event_name`, `processing_stage`) are kept as strings and
+//! passed through unchanged.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::decode::{check_len, check_opt_len, Validate};
+use crate::events;
+use crate::phase::PhaseName;
+use crate::status::BatchStatus;
+use crate::timestamp::{NaiveTimestamp, Timestamp};
+
+/// Deserializers that strip surrounding whitespace, as the platform's request models do
+/// (`str_strip_whitespace=True`).
+pub(crate) mod trim {
+    use serde::{Deserialize, Deserializer};
+
+    /// A required string, trimmed.
+    pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(trimmed(s))
+    }
+
+    /// A nullable string, trimmed.
+    pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(trimmed))
+    }
+
+    fn trimmed(s: String) -> String {
+        let t = s.trim();
+        if t.len() == s.len() {
+            s
+        } else {
+            t.to_owned()
+        }
+    }
+}
+
+fn default_event_batch_essays_ready() -> String {
+    events::BATCH_ESSAYS_READY.to_owned()
+}
+fn default_event_content_provisioning_completed() -> String {
+    events::BATCH_CONTENT_PROVISIONING_COMPLETED.to_owned()
+}
+fn default_event_pipeline_completed() -> String {
+    events::BATCH_PIPELINE_COMPLETED.to_owned()
+}
+fn default_event_phase_skipped() -> String {
+    events::BATCH_PHASE_SKIPPED.to_owned()
+}
+fn default_event_pipeline_denied() -> String {
+    events::PIPELINE_DENIED.to_owned()
+}
+fn default_skip_reason() -> String {
+    "already_completed".to_owned()
+}
+
+/// Entity type of batch-level events.
+pub const ENTITY_TYPE_BATCH: &str = "batch";
+
+// ---------------------------------------------------------------------------------------------
+// Shared building blocks
+// ---------------------------------------------------------------------------------------------
+
+/// A reference to one essay's text in the Content Service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EssayProcessingInputRefV1 {
+    /// Essay id (uuid4 text in practice).
+    pub essay_id: String,
+    /// Content Service storage id of the text (32 hex characters in practice).
+    pub text_storage_id: String,
+    /// Untyped at runtime; `null` in every flow of this project.
+    #[serde(default)]
+    pub spellcheck_metrics: Option<Value>,
+}
+
+impl EssayProcessingInputRefV1 {
+    /// A reference with `spellcheck_metrics: null`.
+    pub fn new(essay_id: impl Into<String>, text_storage_id: impl Into<String>) -> Self {
+        EssayProcessingInputRefV1 {
+            essay_id: essay_id.into(),
+            text_storage_id: text_storage_id.into(),
+            spellcheck_metrics: None,
+        }
+    }
+}
+
+/// The platform's `SystemProcessingMetadata`, nested as `metadata` in several payloads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SystemProcessingMetadata {
+    /// Id of the entity (the batch id for batch events).
+    pub entity_id: String,
+    /// `"batch"` for batch events.
+    pub entity_type: String,
+    /// Parent entity id or `null`.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// When the metadata was created.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// A platform `ProcessingStage` value (`pending`, `processing`, ...) or `null`.
+    #[serde(default)]
+    pub processing_stage: Option<String>,
+    /// Optional start time.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// Optional completion time.
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    /// The dotted event name or `null`.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Free-form error details; `{}` when there are none.
+    #[serde(default)]
+    pub error_info: Map<String, Value>,
+}
+
+impl SystemProcessingMetadata {
+    /// Metadata for a batch-level event: `entity_type` `"batch"`, timestamp now, no parent or
+    /// stage, `error_info` `{}`.
+    pub fn for_batch(batch_id: impl Into<String>, event: Option<&str>) -> Self {
+        SystemProcessingMetadata {
+            entity_id: batch_id.into(),
+            entity_type: ENTITY_TYPE_BATCH.to_owned(),
+            parent_id: None,
+            timestamp: Timestamp::now(),
+            processing_stage: None,
+            started_at: None,
+            completed_at: None,
+            event: event.map(str::to_owned),
+            error_info: Map::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client request
+// ---------------------------------------------------------------------------------------------
+
+/// The optional prompt attached to a pipeline request. Exactly one of `assignment_id` and
+/// `cms_prompt_ref` must be set (platform validator, INDEX note 10).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelinePromptPayload {
+    /// Canonical assignment id (at most 100 characters).
+    #[serde(default, deserialize_with = "trim::opt_string")]
+    pub assignment_id: Option<String>,
+    /// A `StorageReferenceMetadata` object (`{"references": {...}}`), passed through unchanged.
+    #[serde(default)]
+    pub cms_prompt_ref: Option<Value>,
+}
+
+impl PipelinePromptPayload {
+    /// The platform's rules, with field paths under `path` (empty for the payload itself).
+    fn check(&self, path: &str) -> Result<(), String> {
+        let field = |name: &str| {
+            if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            }
+        };
+        check_opt_len(&field("assignment_id"), self.assignment_id.as_deref(), 0, 100)?;
+        if self.assignment_id.is_some() == self.cms_prompt_ref.is_some() {
+            let subject = if path.is_empty() {
+                field("assignment_id")
+            } else {
+                path.to_owned()
+            };
+            return Err(format!(
+                "{subject}: exactly one of `assignment_id` and `cms_prompt_ref` must be set"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for PipelinePromptPayload {
+    fn validate(&self) -> Result<(), String> {
+        self.check("")
+    }
+}
+
+/// `huleedu.commands.batch.pipeline.v1`: a client asks BOS to run a pipeline on a batch.
+/// Strings are trimmed while decoding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientBatchPipelineRequestV1 {
+    /// Batch id, 1..=255 characters.
+    #[serde(deserialize_with = "trim::string")]
+    pub batch_id: String,
+    /// Requested pipeline (a final phase name), 1..=100 characters.
+    #[serde(deserialize_with = "trim::string")]
+    pub requested_pipeline: String,
+    /// The client's correlation id (a new uuid4 when absent, as in the platform).
+    #[serde(default = "Uuid::new_v4")]
+    pub client_correlation_id: Uuid,
+    /// Requesting user, 1..=255 characters.
+    #[serde(deserialize_with = "trim::string")]
+    pub user_id: String,
+    /// Whether this is a retry.
+    #[serde(default)]
+    pub is_retry: bool,
+    /// Why it is retried (at most 500 characters) or `null`.
+    #[serde(default, deserialize_with = "trim::opt_string")]
+    pub retry_reason: Option<String>,
+    /// Prompt attached to the request or `null`.
+    #[serde(default)]
+    pub prompt_payload: Option<PipelinePromptPayload>,
+}
+
+impl Validate for ClientBatchPipelineRequestV1 {
+    fn validate(&self) -> Result<(), String> {
+        check_len("batch_id", &self.batch_id, 1, 255)?;
+        check_len("requested_pipeline", &self.requested_pipeline, 1, 100)?;
+        check_len("user_id", &self.user_id, 1, 255)?;
+        check_opt_len("retry_reason", self.retry_reason.as_deref(), 0, 500)?;
+        if let Some(prompt) = &self.prompt_payload {
+            prompt.check("prompt_payload")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ELS → BOS
+// ---------------------------------------------------------------------------------------------
+
+/// `huleedu.els.batch.essays.ready.v1`: every essay of a batch has content (REGULAR flow).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchEssaysReady {
+    /// `"batch.essays.ready"`.
+    #[serde(default = "default_event_batch_essays_ready")]
+    pub event: String,
+    /// The batch.
+    pub batch_id: String,
+    /// The essays ready for processing.
+    pub ready_essays: Vec<EssayProcessingInputRefV1>,
+    /// Processing metadata.
+    pub metadata: SystemProcessingMetadata,
+    /// Platform `CourseCode` (`ENG5`, `SV1`, ...).
+    pub course_code: String,
+    /// `en` or `sv`.
+    pub course_language: String,
+    /// A `StorageReferenceMetadata` object or `null`.
+    #[serde(default)]
+    pub student_prompt_ref: Option<Value>,
+    /// `GUEST` or `REGULAR`.
+    pub class_type: String,
+}
+
+/// `huleedu.batch.content.provisioning.completed.v1`: content provisioning finished (GUEST flow,
+/// or REGULAR after validation failures).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchContentProvisioningCompletedV1 {
+    /// `"batch.content.provisioning.completed"`.
+    #[serde(default = "default_event_content_provisioning_completed")]
+    pub event: String,
+    /// The batch.
+    pub batch_id: String,
+    /// How many essays got content.
+    pub provisioned_count: i64,
+    /// How many were expected.
+    pub expected_count: i64,
+    /// Platform `CourseCode`.
+    pub course_code: String,
+    /// Owner of the batch.
+    pub user_id: String,
+    /// The essays to process.
+    pub essays_for_processing: Vec<EssayProcessingInputRefV1>,
+    /// Correlation id (a new uuid4 when absent, as in the platform).
+    #[serde(default = "Uuid::new_v4")]
+    pub correlation_id: Uuid,
+    /// When provisioning completed.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers (ELS) → BOS, BCS
+// ---------------------------------------------------------------------------------------------
+
+/// `huleedu.els.batch.phase.outcome.v1`: a phase finished for a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ELSBatchPhaseOutcomeV1 {
+    /// The batch.
+    pub batch_id: String,
+    /// The phase that finished.
+    pub phase_name: PhaseName,
+    /// `completed_successfully`, `completed_with_failures` or `failed_critically` in practice;
+    /// every `BatchStatus` value decodes.
+    pub phase_status: BatchStatus,
+    /// The essays that succeeded, carrying the phase's output text id.
+    pub processed_essays: Vec<EssayProcessingInputRefV1>,
+    /// Ids of the essays that failed.
+    pub failed_essay_ids: Vec<String>,
+    /// Same as the envelope's (a new uuid4 when absent, as in the platform).
+    #[serde(default = "Uuid::new_v4")]
+    pub correlation_id: Uuid,
+}
+
+// ---------------------------------------------------------------------------------------------
+// BOS → workers: initiate commands
+// ---------------------------------------------------------------------------------------------
+
+/// `huleedu.els.spellcheck.initiate.command.v1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchServiceSpellcheckInitiateCommandDataV1 {
+    /// `"batch.spellcheck.initiate.command"` (see [`events`]).
+    pub event_name: String,
+    /// The batch id.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// `"batch"`.
+    #[serde(default)]
+    pub entity_type: Option<String>,
+    /// `null` in practice.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// When the command was created.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// The essays to process.
+    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// `en` or `sv`.
+    pub language: String,
+}
+
+/// `huleedu.batch.nlp.initiate.command.v2`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchServiceNLPInitiateCommandDataV2 {
+    /// `"batch.nlp.initiate.command.v2"` (see [`events`]).
+    pub event_name: String,
+    /// The batch id.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// `"batch"`.
+    #[serde(default)]
+    pub entity_type: Option<String>,
+    /// `null` in practice.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// When the command was created.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// The essays to process.
+    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// `en` or `sv`.
+    pub language: String,
+    /// A `StorageReferenceMetadata` object or `null`.
+    #[serde(default)]
+    pub student_prompt_ref: Option<Value>,
+}
+
+/// `huleedu.batch.cj_assessment.initiate.command.v1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchServiceCJAssessmentInitiateCommandDataV1 {
+    /// `"batch.cj_assessment.initiate.command"` (see [`events`]).
+    pub event_name: String,
+    /// The batch id.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// `"batch"`.
+    #[serde(default)]
+    pub entity_type: Option<String>,
+    /// `null` in practice.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// When the command was created.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// The essays to process.
+    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// `en` or `sv`.
+    pub language: String,
+    /// Platform `CourseCode`.
+    pub course_code: String,
+    /// A `StorageReferenceMetadata` object or `null`.
+    #[serde(default)]
+    pub student_prompt_ref: Option<Value>,
+    /// `GUEST` or `REGULAR`.
+    pub class_type: String,
+    /// Canonical assignment id (at most 100 characters) or `null`.
+    #[serde(default)]
+    pub assignment_id: Option<String>,
+}
+
+impl Validate for BatchServiceCJAssessmentInitiateCommandDataV1 {
+    fn validate(&self) -> Result<(), String> {
+        check_opt_len("assignment_id", self.assignment_id.as_deref(), 0, 100)
+    }
+}
+
+/// `huleedu.batch.ai_feedback.initiate.command.v1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchServiceAIFeedbackInitiateCommandDataV1 {
+    /// `"batch.ai_feedback.initiate.command"` (see [`events`]).
+    pub event_name: String,
+    /// The batch id.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// `"batch"`.
+    #[serde(default)]
+    pub entity_type: Option<String>,
+    /// `null` in practice.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// When the command was created.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// The essays to process.
+    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// `en` or `sv`.
+    pub language: String,
+    /// Platform `CourseCode`.
+    pub course_code: String,
+    /// A `StorageReferenceMetadata` object or `null`.
+    #[serde(default)]
+    pub student_prompt_ref: Option<Value>,
+    /// `GUEST` or `REGULAR`.
+    pub class_type: String,
+    /// Owner of the batch.
+    pub owner_user_id: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// BOS → BCS, clients
+// ---------------------------------------------------------------------------------------------
+
+/// `huleedu.batch.pipeline.completed.v1`: a pipeline reached a terminal state.
+///
+/// The last three fields are this project's additions (the platform ignores unknown keys). They
+/// are always written (`null` / `[]`) and may be absent on input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchPipelineCompletedV1 {
+    /// `"batch.pipeline.completed"`.
+    #[serde(default = "default_event_pipeline_completed")]
+    pub event: String,
+    /// The batch.
+    pub batch_id: String,
+    /// Phases that ran and completed, in order (phase names).
+    pub completed_phases: Vec<String>,
+    /// `completed_successfully`, `completed_with_failures` or `failed_critically` in practice.
+    pub final_status: BatchStatus,
+    /// Wall time of the pipeline run.
+    pub processing_duration_seconds: f64,
+    /// Essays that made it through every phase.
+    pub successful_essay_count: i64,
+    /// Essays that failed in some phase.
+    pub failed_essay_count: i64,
+    /// Correlation id of the pipeline request.
+    pub correlation_id: Uuid,
+    /// Processing metadata.
+    pub metadata: SystemProcessingMetadata,
+    /// This project's: the pipeline the client requested.
+    #[serde(default)]
+    pub requested_pipeline: Option<String>,
+    /// This project's: phases skipped because they were already done.
+    #[serde(default)]
+    pub skipped_phases: Vec<String>,
+    /// This project's: why the pipeline failed, if it did.
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+}
+
+/// `huleedu.batch.phase.skipped.v1`: a phase was left out because it had already completed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSkippedV1 {
+    /// `"batch.phase.skipped"`.
+    #[serde(default = "default_event_phase_skipped")]
+    pub event: String,
+    /// The batch.
+    pub batch_id: String,
+    /// The skipped phase (a free string in the platform model).
+    pub phase_name: String,
+    /// `"already_completed"`.
+    #[serde(default = "default_skip_reason")]
+    pub skip_reason: String,
+    /// Storage id of the earlier result or `null`.
+    #[serde(default)]
+    pub storage_id: Option<String>,
+    /// Correlation id of the pipeline request.
+    pub correlation_id: Uuid,
+    /// Processing metadata.
+    pub metadata: SystemProcessingMetadata,
+}
+
+/// `huleedu.pipeline.denied.v1`: BOS refused a pipeline request (credits, rate limit).
+/// This project only decodes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDeniedV1 {
+    /// `"pipeline.denied"`.
+    #[serde(default = "default_event_pipeline_denied")]
+    pub event_name: String,
+    /// The batch id.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// `"batch"`.
+    #[serde(default)]
+    pub entity_type: Option<String>,
+    /// `null` in practice.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// When the event was created.
+    #[serde(default = "Timestamp::now")]
+    pub timestamp: Timestamp,
+    /// The batch.
+    pub batch_id: String,
+    /// Requesting user.
+    pub user_id: String,
+    /// Organisation or `null`.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// The pipeline that was denied.
+    pub requested_pipeline: String,
+    /// `insufficient_credits`, `rate_limit_exceeded`, ...
+    pub denial_reason: String,
+    /// Credits the pipeline needs.
+    pub required_credits: i64,
+    /// Credits available.
+    pub available_credits: i64,
+    /// Credits per resource or `null`.
+    #[serde(default)]
+    pub resource_breakdown: Option<Map<String, Value>>,
+    /// Naive UTC time without offset (INDEX note 3).
+    #[serde(default = "NaiveTimestamp::now")]
+    pub denied_at: NaiveTimestamp,
+}
+
+impl Validate for EssayProcessingInputRefV1 {}
+impl Validate for SystemProcessingMetadata {}
+impl Validate for BatchEssaysReady {}
+impl Validate for BatchContentProvisioningCompletedV1 {}
+impl Validate for ELSBatchPhaseOutcomeV1 {}
+impl Validate for BatchServiceSpellcheckInitiateCommandDataV1 {}
+impl Validate for BatchServiceNLPInitiateCommandDataV2 {}
+impl Validate for BatchServiceAIFeedbackInitiateCommandDataV1 {}
+impl Validate for BatchPipelineCompletedV1 {}
+impl Validate for PhaseSkippedV1 {}
+impl Validate for PipelineDeniedV1 {}

@@ -1,0 +1,377 @@
+//! The at-least-once consumer runner.
+//!
+//! One runner owns one consumer in one group and handles its messages one at a time, in order
+//! (so order per partition is kept by construction). For each message the [`Handler`] answers:
+//!
+//! - [`HandlerResult::Done`]: the effects are committed; the offset is stored and auto-committed.
+//! - [`HandlerResult::Transient`]: retried with exponential backoff; the offset is not stored and
+//!   the partition does not advance. On shutdown during a retry the message is left for the next
+//!   owner.
+//! - [`HandlerResult::Permanent`]: the original bytes, key and headers go to `<topic>.DLQ` with
+//!   the poison headers (see `huleedu_contracts::dlq::headers`), then the offset is stored. If the
+//!   DLQ itself cannot be written, that is retried like a transient failure: nothing is lost.
+//!
+//! Stored offsets are committed synchronously before partitions are revoked and at shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use huleedu_contracts::dlq::headers;
+use huleedu_contracts::topics::dlq_topic;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::context::{commit_stored, RunnerContext};
+pub use crate::context::ConsumerStatus;
+use crate::{KafkaError, KafkaSettings, Producer};
+
+/// A consumed message, owned, as the handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// Milliseconds since the epoch, when the broker reports one.
+    pub timestamp_ms: Option<i64>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Inbound {
+    fn from_message<M: Message>(m: &M) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis(),
+            headers,
+        }
+    }
+
+    /// The key as text (batch ids are UTF-8), or "" when absent or not UTF-8.
+    pub fn key_str(&self) -> &str {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or("")
+    }
+}
+
+/// Why a message is dead-lettered (`dlq.error.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Not JSON, not UTF-8: cannot be read at all.
+    Decode,
+    /// JSON of the wrong shape or with invalid values.
+    Validation,
+    /// Read fine, but handling it failed for good.
+    Handler,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Validation => "validation",
+            Self::Handler => "handler",
+        }
+    }
+}
+
+/// What the handler made of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerResult {
+    /// Effects committed (or nothing to do): move on.
+    Done,
+    /// Try again later (Redis or broker unavailable, version conflict storm...).
+    Transient(String),
+    /// Never going to work: dead-letter the original bytes and move on.
+    Permanent { kind: FailureKind, message: String },
+}
+
+impl HandlerResult {
+    pub fn permanent(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Service code run for each message.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, msg: &Inbound) -> impl Future<Output = HandlerResult> + Send;
+}
+
+/// Retry pacing for transient failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before retry number `attempt` (1-based): doubling, capped.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Counters a service exports as metrics; called once per message with its final result.
+pub trait RunnerObserver: Send + Sync + 'static {
+    fn on_result(&self, _topic: &str, _result: &HandlerResult) {}
+    fn on_retry(&self, _topic: &str) {}
+}
+
+/// The default observer records nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+impl RunnerObserver for NoObserver {}
+
+/// Runs a [`Handler`] over the messages of a set of topics, at least once each.
+pub struct ConsumerRunner<H, O = NoObserver> {
+    consumer: StreamConsumer<RunnerContext>,
+    handler: H,
+    observer: O,
+    dlq: Producer,
+    service: String,
+    group: String,
+    backoff: Backoff,
+    status: Arc<ConsumerStatus>,
+}
+
+impl<H> std::fmt::Debug for ConsumerRunner<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerRunner")
+            .field("service", &self.service)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> ConsumerRunner<H, NoObserver> {
+    /// Subscribe to `topics` in the settings' consumer group. `dlq` publishes poison messages.
+    pub fn new(
+        settings: &KafkaSettings,
+        topics: &[&str],
+        handler: H,
+        dlq: Producer,
+    ) -> Result<Self, KafkaError> {
+        let context = RunnerContext::default();
+        let status = context.status.clone();
+        let consumer: StreamConsumer<RunnerContext> = settings
+            .consumer_config()
+            .create_with_context(context)
+            .map_err(KafkaError::Client)?;
+        consumer
+            .subscribe(topics)
+            .map_err(|source| KafkaError::Subscribe {
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                source,
+            })?;
+        Ok(Self {
+            consumer,
+            handler,
+            observer: NoObserver,
+            dlq,
+            service: settings.client_id.clone(),
+            group: settings.consumer_group.clone(),
+            backoff: Backoff::default(),
+            status,
+        })
+    }
+}
+
+impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
+    /// Report results to `observer` (metrics).
+    pub fn with_observer<O2: RunnerObserver>(self, observer: O2) -> ConsumerRunner<H, O2> {
+        ConsumerRunner {
+            consumer: self.consumer,
+            handler: self.handler,
+            observer,
+            dlq: self.dlq,
+            service: self.service,
+            group: self.group,
+            backoff: self.backoff,
+            status: self.status,
+        }
+    }
+
+    /// Change the retry pacing for transient failures.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Assignment state, for readiness probes.
+    pub fn status(&self) -> Arc<ConsumerStatus> {
+        self.status.clone()
+    }
+
+    /// Consume until `shutdown` is cancelled; then commit stored offsets and close.
+    ///
+    /// A message whose handler is running when shutdown is requested is finished first; one that
+    /// is waiting for a transient retry is left unstored for the next owner.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                m = self.consumer.recv() => m,
+            };
+            let inbound = match msg {
+                Ok(m) => Inbound::from_message(&m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error; continuing");
+                    continue;
+                }
+            };
+            let span = tracing::info_span!(
+                "message",
+                topic = %inbound.topic,
+                partition = inbound.partition,
+                offset = inbound.offset,
+                key = %inbound.key_str(),
+            );
+            let finished = self.process(&inbound, &shutdown).instrument(span).await;
+            if !finished {
+                break;
+            }
+            if let Err(e) =
+                self.consumer
+                    .store_offset(&inbound.topic, inbound.partition, inbound.offset)
+            {
+                // The partition was revoked meanwhile; the next owner sees the message again.
+                tracing::warn!(error = %e, topic = %inbound.topic, partition = inbound.partition,
+                    offset = inbound.offset, "could not store offset; message may be redelivered");
+            }
+        }
+        commit_stored(&self.consumer, "shutdown");
+        let consumer = self.consumer;
+        // Closing a consumer blocks while it leaves the group: not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+        tracing::info!(service = %self.service, "consumer stopped");
+    }
+
+    /// Handle one message until it is done or dead-lettered (true), or shutdown interrupts a
+    /// retry (false: the offset must not be stored).
+    async fn process(&self, msg: &Inbound, shutdown: &CancellationToken) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            let result = self.handler.handle(msg).await;
+            let error = match &result {
+                HandlerResult::Done => {
+                    self.observer.on_result(&msg.topic, &result);
+                    return true;
+                }
+                HandlerResult::Permanent { kind, message } => {
+                    match self.dead_letter(msg, *kind, message).await {
+                        Ok(()) => {
+                            tracing::warn!(kind = kind.as_str(), reason = %message,
+                                dlq = %dlq_topic(&msg.topic), "message dead-lettered");
+                            self.observer.on_result(&msg.topic, &result);
+                            return true;
+                        }
+                        Err(e) => format!("dead-letter publish failed: {e}"),
+                    }
+                }
+                HandlerResult::Transient(e) => e.clone(),
+            };
+            attempt += 1;
+            self.observer.on_retry(&msg.topic);
+            let delay = self.backoff.delay(attempt);
+            tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %error,
+                "transient failure; partition held until it succeeds");
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn dead_letter(&self, msg: &Inbound, kind: FailureKind, reason: &str) -> Result<(), KafkaError> {
+        let mut hdrs = msg.headers.clone();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let ts = msg.timestamp_ms.map(|t| t.to_string()).unwrap_or_default();
+        for (k, v) in [
+            (headers::ORIGINAL_TOPIC, msg.topic.clone()),
+            (headers::ORIGINAL_PARTITION, msg.partition.to_string()),
+            (headers::ORIGINAL_OFFSET, msg.offset.to_string()),
+            (headers::ORIGINAL_TIMESTAMP, ts),
+            (headers::CONSUMER_GROUP, self.group.clone()),
+            (headers::SERVICE, self.service.clone()),
+            (headers::ERROR_KIND, kind.as_str().to_owned()),
+            (headers::ERROR_MESSAGE, truncate(reason, 4096).to_owned()),
+            (headers::FAILED_AT, now),
+        ] {
+            hdrs.push((k.to_owned(), v.into_bytes()));
+        }
+        self.dlq
+            .send_parts(&dlq_topic(&msg.topic), msg.key.as_deref(), &msg.payload, &hdrs)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(b.delay(1), Duration::from_millis(100));
+        assert_eq!(b.delay(2), Duration::from_millis(200));
+        assert_eq!(b.delay(4), Duration::from_millis(800));
+        assert_eq!(b.delay(5), Duration::from_secs(1));
+        assert_eq!(b.delay(100), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("åäö", 3), "å");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,117 @@
+//! rdkafka client contexts: logs to `tracing`, commit before revoke, assignment tracking.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// Routes librdkafka's log lines and errors to `tracing` (target `librdkafka`).
+#[derive(Debug, Clone, Default)]
+pub struct LogContext;
+
+fn log_line(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", facility = fac, "{msg}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
+    }
+}
+
+fn log_error(error: KafkaError, reason: &str) {
+    // Transport errors during a broker restart are expected and retried by librdkafka.
+    tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_error(error, reason);
+    }
+}
+
+/// What readiness probes need to know about a consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerStatus {
+    joined: AtomicBool,
+    assigned: AtomicUsize,
+}
+
+impl ConsumerStatus {
+    /// The consumer has joined its group and received an assignment (possibly empty, when there
+    /// are more replicas than partitions).
+    pub fn is_joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned.load(Ordering::Relaxed)
+    }
+}
+
+/// Consumer context: logging, plus a synchronous commit of stored offsets before partitions are
+/// revoked, so the next owner starts exactly after the last committed effect.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerContext {
+    pub(crate) status: Arc<ConsumerStatus>,
+}
+
+impl ClientContext for RunnerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_error(error, reason);
+    }
+}
+
+impl ConsumerContext for RunnerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Handlers run only between polls, so nothing is in flight here: every stored
+            // offset belongs to a committed effect.
+            commit_stored(consumer, "revoke");
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            self.status.assigned.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.status.assigned.store(tpl.count(), Ordering::Relaxed);
+                self.status.joined.store(true, Ordering::Relaxed);
+                let parts: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Commit stored offsets synchronously; "nothing stored" is success.
+pub(crate) fn commit_stored<C: Consumer<RunnerContext>>(consumer: &C, when: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::debug!(when, "offsets committed"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(when, error = %e, "offset commit failed; the broker may redeliver"),
+    }
+}

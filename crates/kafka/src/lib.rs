@@ -1,0 +1,53 @@
+//! Kafka plumbing for the HuleEdu pipeline services, over rdkafka (bundled librdkafka).
+//!
+//! Services never build a raw `ClientConfig`; they go through this crate:
+//!
+//! - [`settings`]: [`KafkaSettings`] from the environment, and the client configurations derived
+//!   from it (every non-default librdkafka setting has its reason next to it).
+//! - [`context`]: librdkafka's logs and errors routed to `tracing`; rebalance callbacks that
+//!   commit stored offsets before partitions are revoked.
+//! - [`producer`]: [`Producer`] — `acks=all`, idempotence, `murmur2_random`, key = batch id,
+//!   each send awaits the broker's acknowledgement.
+//! - [`admin`]: [`provision_topics`] creates missing topics at start-up.
+//! - [`consumer`]: [`ConsumerRunner`], the at-least-once loop: a [`Handler`] answers
+//!   *done*, *transient* (retry with backoff, partition does not advance) or *permanent*
+//!   (original bytes to `<topic>.DLQ` with the poison headers); offsets are stored only after
+//!   the handler's effects are committed and committed on revoke and at shutdown.
+//!
+//! Data flow: broker → `ConsumerRunner` → `Handler` (service code: decode, decide, commit to
+//! Redis) → offset stored → auto-commit. Outgoing events leave through [`Producer`], usually via
+//! the outbox relay of `huleedu-store`.
+
+pub mod admin;
+pub mod consumer;
+pub mod context;
+pub mod producer;
+pub mod settings;
+
+pub use admin::provision_topics;
+pub use consumer::{ConsumerRunner, ConsumerStatus, FailureKind, Handler, HandlerResult, Inbound};
+pub use producer::{OutgoingMessage, Producer};
+pub use settings::KafkaSettings;
+
+/// Errors of the Kafka plumbing, with the context needed to act on them.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka client could not be created")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("could not subscribe to {topics:?}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("could not create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("admin request failed")]
+    Admin(#[source] rdkafka::error::KafkaError),
+    #[error("delivery to {topic} failed")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}

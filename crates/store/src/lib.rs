@@ -1,0 +1,39 @@
+//! Redis plumbing for the HuleEdu pipeline services: the atomic apply step and the outbox.
+//!
+//! Every consumed event is handled as *read state → decide (pure) → apply atomically → store
+//! the Kafka offset*. This crate owns the two Redis halves of that:
+//!
+//! - [`Store::load`] reads a batch's versioned state (a Redis hash: the service's fields plus a
+//!   version).
+//! - [`Store::apply`] commits, in one Lua script (atomic, one round trip): the dedup check and
+//!   marker (with TTL), the version check, the new state fields (TTL refreshed), index updates
+//!   (sorted sets, e.g. deadlines), and the outgoing events appended to the outbox. It answers
+//!   [`ApplyOutcome::Applied`], [`ApplyOutcome::AlreadyApplied`] or [`ApplyOutcome::Conflict`]
+//!   (decide again from fresh state).
+//! - [`relay::OutboxRelay`] publishes outbox entries in order, waits for the broker's ack, then
+//!   removes exactly the entries it published. Event ids are inside the stored payloads, fixed
+//!   when the event was decided, so a re-send after a crash carries the same `event_id`.
+//!
+//! ## Key layout
+//!
+//! All keys of one batch share a Redis Cluster hash tag `{<prefix>:bNN}`, where `NN` is one of
+//! [`BUCKETS`] buckets chosen by hashing the batch id. Each bucket has its own outbox list, so a
+//! transaction never spans two slots and a batch's events stay in one ordered list:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{p:bNN}:state:<batch>` | hash | service fields + `_v` (version) |
+//! | `{p:bNN}:dedup:<id>` | string | dedup marker of a handled event (TTL) |
+//! | `{p:bNN}:outbox` | list | outgoing messages, oldest first |
+//! | `{p:bNN}:outbox:lease` | string | which relay instance currently drains the bucket |
+//! | `{p:bNN}:<index>` | sorted set | service indexes (e.g. deadlines) |
+
+mod keys;
+pub mod relay;
+mod settings;
+mod store;
+
+pub use keys::{bucket_of, BUCKETS};
+pub use relay::OutboxRelay;
+pub use settings::RedisSettings;
+pub use store::{ApplyOutcome, ApplyRequest, IndexOp, OutboxEntry, Store, StoreError, Versioned};

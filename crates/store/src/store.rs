@@ -1,0 +1,309 @@
+//! Versioned state, the atomic apply step and outbox entries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::keys::{bucket_of, Keys};
+use crate::RedisSettings;
+
+/// Redis failed or answered something unexpected. Always transient for a consumer: retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis command failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A batch's stored state: the service's fields and their version (0 = nothing stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versioned {
+    pub version: u64,
+    pub fields: HashMap<String, String>,
+}
+
+/// One message waiting in the outbox. The payload already holds its final `event_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    #[serde(rename = "t")]
+    pub topic: String,
+    #[serde(rename = "k")]
+    pub key: String,
+    /// The message value (UTF-8 JSON for every event this project emits).
+    #[serde(rename = "p")]
+    pub payload: String,
+}
+
+impl OutboxEntry {
+    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            payload: payload.into(),
+        }
+    }
+}
+
+/// A change to a per-bucket sorted-set index (for example phase deadlines), committed with the
+/// state. The index lives in the batch's bucket: see [`Store::index_members_due`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexOp {
+    /// Add or move `member` (usually the batch id) to `score`.
+    Upsert { index: String, member: String, score: f64 },
+    /// Remove `member`.
+    Remove { index: String, member: String },
+}
+
+/// Everything one handled event changes, committed at once by [`Store::apply`].
+#[derive(Debug, Clone, Default)]
+pub struct ApplyRequest {
+    /// The batch whose state changes (decides the bucket of every key).
+    pub batch_id: String,
+    /// The version read before deciding; the commit fails with `Conflict` if it moved.
+    pub expected_version: u64,
+    /// Dedup id (usually the event id); `None` when the change is not driven by an event.
+    pub dedup_id: Option<String>,
+    /// How long the dedup marker lives.
+    pub dedup_ttl: Duration,
+    /// State fields to write. Empty = state unchanged (version not bumped).
+    pub set_fields: Vec<(String, String)>,
+    /// TTL of the state hash, refreshed on every write; `None` = kept forever.
+    pub state_ttl: Option<Duration>,
+    /// Index updates.
+    pub index_ops: Vec<IndexOp>,
+    /// Messages to publish, in order.
+    pub outbox: Vec<OutboxEntry>,
+}
+
+/// The answer of [`Store::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Committed; the state now has this version.
+    Applied { version: u64 },
+    /// The dedup marker exists: this event was handled before. Nothing changed.
+    AlreadyApplied,
+    /// Someone else changed the state since it was read. Nothing changed: read and decide again.
+    Conflict { current_version: u64 },
+}
+
+const APPLY_LUA: &str = r#"
+-- KEYS[1] state hash, KEYS[2] dedup marker, KEYS[3] outbox list, KEYS[4..] index sets
+-- ARGV: expected_version, dedup_ttl_ms, state_ttl_ms, has_dedup, n_fields, n_outbox, n_index,
+--       field/value pairs..., outbox entries..., index ops (op, score, member)...
+local expected = tonumber(ARGV[1])
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'already', 0}
+end
+local current = tonumber(redis.call('HGET', KEYS[1], '_v') or '0')
+if current ~= expected then
+  return {'conflict', current}
+end
+local nf, no, ni = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local i = 8
+local version = current
+if nf > 0 then
+  version = current + 1
+  local args = {'_v', version}
+  for _ = 1, nf do
+    args[#args + 1] = ARGV[i]
+    args[#args + 1] = ARGV[i + 1]
+    i = i + 2
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+for _ = 1, no do
+  redis.call('RPUSH', KEYS[3], ARGV[i])
+  i = i + 1
+end
+for k = 1, ni do
+  local op, score, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if op == 'u' then
+    redis.call('ZADD', KEYS[3 + k], score, member)
+  else
+    redis.call('ZREM', KEYS[3 + k], member)
+  end
+  i = i + 3
+end
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
+end
+return {'applied', version}
+"#;
+
+/// The Redis side of a service: state, dedup, indexes, outbox. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+    apply_script: Arc<Script>,
+    outbox_notify: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store over a connection manager that connects lazily and reconnects on its own, so a
+    /// service starts (and reports not-ready) while Redis is down.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            keys: Keys::new(&settings.key_prefix),
+            apply_script: Arc::new(Script::new(APPLY_LUA)),
+            outbox_notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The key prefix this store writes under.
+    pub fn key_prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Woken after every apply that appended to the outbox (the relay waits on it).
+    pub(crate) fn outbox_notify(&self) -> Arc<Notify> {
+        self.outbox_notify.clone()
+    }
+
+    /// Is Redis reachable? (readiness)
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Read a batch's state and version in one round trip.
+    pub async fn load(&self, batch_id: &str) -> Result<Versioned, StoreError> {
+        let mut c = self.conn.clone();
+        let mut fields: HashMap<String, String> = c.hgetall(self.keys.state(batch_id)).await?;
+        let version = match fields.remove("_v") {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("version {v:?} of batch {batch_id}")))?,
+        };
+        Ok(Versioned { version, fields })
+    }
+
+    /// Commit a decision atomically: see [`ApplyRequest`] and [`ApplyOutcome`].
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyOutcome, StoreError> {
+        let bucket = bucket_of(&req.batch_id);
+        let mut inv = self.apply_script.prepare_invoke();
+        inv.key(self.keys.state(&req.batch_id))
+            .key(
+                req.dedup_id
+                    .as_deref()
+                    .map(|id| self.keys.dedup(&req.batch_id, id))
+                    .unwrap_or_else(|| self.keys.dedup(&req.batch_id, "-")),
+            )
+            .key(self.keys.outbox(bucket));
+        for op in &req.index_ops {
+            let index = match op {
+                IndexOp::Upsert { index, .. } | IndexOp::Remove { index, .. } => index,
+            };
+            inv.key(self.keys.index(bucket, index));
+        }
+        inv.arg(req.expected_version)
+            .arg(req.dedup_ttl.as_millis().max(1) as u64)
+            .arg(req.state_ttl.map(|t| t.as_millis().max(1) as u64).unwrap_or(0))
+            .arg(if req.dedup_id.is_some() { "1" } else { "0" })
+            .arg(req.set_fields.len())
+            .arg(req.outbox.len())
+            .arg(req.index_ops.len());
+        for (f, v) in &req.set_fields {
+            inv.arg(f).arg(v);
+        }
+        for e in &req.outbox {
+            let json = serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            inv.arg(json);
+        }
+        for op in &req.index_ops {
+            match op {
+                IndexOp::Upsert { member, score, .. } => inv.arg("u").arg(*score).arg(member),
+                IndexOp::Remove { member, .. } => inv.arg("r").arg(0).arg(member),
+            };
+        }
+        let mut c = self.conn.clone();
+        let (status, version): (String, u64) = inv.invoke_async(&mut c).await?;
+        let outcome = match status.as_str() {
+            "applied" => ApplyOutcome::Applied { version },
+            "already" => ApplyOutcome::AlreadyApplied,
+            "conflict" => ApplyOutcome::Conflict {
+                current_version: version,
+            },
+            other => return Err(StoreError::Corrupt(format!("apply answered {other:?}"))),
+        };
+        if matches!(outcome, ApplyOutcome::Applied { .. }) && !req.outbox.is_empty() {
+            self.outbox_notify.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Has this dedup id been applied for this batch?
+    pub async fn is_applied(&self, batch_id: &str, dedup_id: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(c.exists(self.keys.dedup(batch_id, dedup_id)).await?)
+    }
+
+    /// Members of `index` (in every bucket) whose score is at most `max_score`, oldest first,
+    /// at most `limit` per bucket. Used to find due deadlines after a restart.
+    pub async fn index_members_due(
+        &self,
+        index: &str,
+        max_score: f64,
+        limit: usize,
+    ) -> Result<Vec<(String, f64)>, StoreError> {
+        let mut pipe = redis::pipe();
+        for b in 0..crate::BUCKETS {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.index(b, index))
+                .arg("-inf")
+                .arg(max_score)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .arg("WITHSCORES");
+        }
+        let mut c = self.conn.clone();
+        let per_bucket: Vec<Vec<(String, f64)>> = pipe.query_async(&mut c).await?;
+        let mut all: Vec<(String, f64)> = per_bucket.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(all)
+    }
+
+    /// Number of entries waiting in all outboxes.
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let mut pipe = redis::pipe();
+        for b in 0..crate::BUCKETS {
+            pipe.llen(self.keys.outbox(b));
+        }
+        let mut c = self.conn.clone();
+        let lens: Vec<u64> = pipe.query_async(&mut c).await?;
+        Ok(lens.iter().sum())
+    }
+}

@@ -1,0 +1,250 @@
+//! Test kit for the integration and end-to-end tests of the HuleEdu pipeline services.
+//!
+//! The tests talk to a real Kafka-protocol broker and a real Redis, started on free ports by
+//! `scripts/test.sh`, which passes their addresses in `HULEEDU_TEST_KAFKA` and
+//! `HULEEDU_TEST_REDIS`. Every test uses its own topics, consumer groups and Redis key prefix
+//! ([`unique`]), so tests run in parallel without sharing state. Waiting is always for a
+//! condition with a deadline ([`wait_until`], [`TopicReader::wait_for`]), never a fixed sleep.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use huleedu_kafka::KafkaSettings;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Broker address from `HULEEDU_TEST_KAFKA`.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("HULEEDU_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!("HULEEDU_TEST_KAFKA is not set: run the suite with scripts/test.sh, which starts a broker and Redis")
+    })
+}
+
+/// Redis URL from `HULEEDU_TEST_REDIS`.
+pub fn redis_url() -> String {
+    std::env::var("HULEEDU_TEST_REDIS").unwrap_or_else(|_| {
+        panic!("HULEEDU_TEST_REDIS is not set: run the suite with scripts/test.sh, which starts a broker and Redis")
+    })
+}
+
+/// `name` plus a random suffix: topics, groups, prefixes and batch ids of one test.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// Kafka settings for a test: the test broker, a unique group, `partitions` partitions, a short
+/// session timeout so a killed member's partitions move on quickly.
+pub fn kafka_settings(client_id: &str, group: &str, partitions: i32) -> KafkaSettings {
+    let mut s = KafkaSettings::local(&kafka_bootstrap(), client_id, group);
+    s.topic_partitions = partitions;
+    s.session_timeout = Duration::from_secs(3);
+    s
+}
+
+/// Poll `cond` every 20 ms until it is true; panic with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message as a test saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn payload_str(&self) -> &str {
+        std::str::from_utf8(&self.payload).unwrap_or("<binary>")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("payload is JSON")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads topics from the beginning in the background (its own group, no commits) and keeps
+/// everything it saw, for assertions.
+#[derive(Debug)]
+pub struct TopicReader {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: CancellationToken,
+}
+
+impl TopicReader {
+    pub fn start(topics: &[&str]) -> Self {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka_bootstrap())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "5")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("reader consumer");
+        consumer.subscribe(topics).expect("subscribe");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let (s, t) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    _ = t.cancelled() => break,
+                    m = consumer.recv() => m,
+                };
+                let Ok(m) = m else { continue };
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let seen = Seen {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                };
+                s.lock().unwrap().push(seen);
+            }
+            tokio::task::spawn_blocking(move || drop(consumer));
+        });
+        Self { seen, stop }
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Messages seen so far on `topic`.
+    pub fn on(&self, topic: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|m| m.topic == topic).collect()
+    }
+
+    /// Wait until `pred` holds for the messages seen (deadline `timeout`), and return them.
+    pub async fn wait_for<F>(&self, timeout: Duration, what: &str, pred: F) -> Vec<Seen>
+    where
+        F: Fn(&[Seen]) -> bool,
+    {
+        let start = Instant::now();
+        loop {
+            let seen = self.seen();
+            if pred(&seen) {
+                return seen;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; saw {} messages: {:#?}",
+                    seen.len(),
+                    seen.iter()
+                        .map(|m| format!("{} [{}@{}] {}", m.topic, m.partition, m.offset, m.payload_str()))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TopicReader {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Kafka's murmur2 partitioner (Java client `Utils.murmur2`, `toPositive(h) % partitions`): the
+/// partition a key must land on for the platform's Java/Python clients to agree with ours.
+pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+/// Kafka's murmur2 hash of a key.
+pub fn murmur2(key: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = key.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let chunks = len / 4;
+    for i in 0..chunks {
+        let mut k = u32::from_le_bytes(key[i * 4..i * 4 + 4].try_into().unwrap());
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = &key[chunks * 4..];
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Reference values from the Java client's UtilsTest.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (b"abc", 479470107),
+        ];
+        for (key, want) in cases {
+            assert_eq!(murmur2(key) as i32, want, "{}", String::from_utf8_lossy(key));
+        }
+    }
+}

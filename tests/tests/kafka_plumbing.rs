@@ -1,0 +1,320 @@
+//! The Kafka plumbing against the real broker: producer, provisioning, consumer runner.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use huleedu_contracts::dlq::headers;
+use huleedu_contracts::topics::dlq_topic;
+use huleedu_it::{kafka_settings, murmur2_partition, unique, wait_until, TopicReader};
+use huleedu_kafka::admin::with_dlq_topics;
+use huleedu_kafka::consumer::Backoff;
+use huleedu_kafka::{
+    provision_topics, ConsumerRunner, FailureKind, Handler, HandlerResult, Inbound, KafkaSettings,
+    OutgoingMessage, Producer,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Records payloads; `rule` decides the result per payload and attempt.
+#[derive(Clone)]
+struct Recorder {
+    log: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<HashMap<String, usize>>>,
+    rule: Arc<dyn Fn(&str, usize) -> HandlerResult + Send + Sync>,
+}
+
+impl Recorder {
+    fn new(rule: impl Fn(&str, usize) -> HandlerResult + Send + Sync + 'static) -> Self {
+        Self {
+            log: Arc::default(),
+            attempts: Arc::default(),
+            rule: Arc::new(rule),
+        }
+    }
+    fn done() -> Self {
+        Self::new(|_, _| HandlerResult::Done)
+    }
+    fn handled(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+    fn attempts(&self, payload: &str) -> usize {
+        self.attempts.lock().unwrap().get(payload).copied().unwrap_or(0)
+    }
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, msg: &Inbound) -> HandlerResult {
+        let p = String::from_utf8_lossy(&msg.payload).into_owned();
+        let n = {
+            let mut a = self.attempts.lock().unwrap();
+            let n = a.entry(p.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let r = (self.rule)(&p, n);
+        if r == HandlerResult::Done {
+            self.log.lock().unwrap().push(p);
+        }
+        r
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(T, self.task).await.expect("runner stops").unwrap();
+    }
+}
+
+fn start(settings: &KafkaSettings, topic: &str, handler: Recorder) -> Running {
+    let producer = Producer::new(settings).unwrap();
+    let runner = ConsumerRunner::new(settings, &[topic], handler, producer)
+        .unwrap()
+        .with_backoff(Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+        });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runner.run(stop.clone()));
+    Running { stop, task }
+}
+
+async fn setup(partitions: i32) -> (KafkaSettings, String, Producer) {
+    let topic = unique("it.plumbing");
+    let settings = kafka_settings("it", &unique("grp"), partitions);
+    let topics = with_dlq_topics(&[topic.as_str()]);
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    provision_topics(&settings, &refs).await.unwrap();
+    let producer = Producer::new(&settings).unwrap();
+    (settings, topic, producer)
+}
+
+async fn send(p: &Producer, topic: &str, key: &str, payload: &str) -> i32 {
+    p.send(&OutgoingMessage::new(topic, key, payload))
+        .await
+        .unwrap()
+        .partition
+}
+
+fn committed(settings: &KafkaSettings, topic: &str, partitions: i32) -> Vec<Offset> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", &settings.consumer_group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let r = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    r.elements().iter().map(|e| e.offset()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_keeps_order_and_uses_the_java_partitioner() {
+    let (settings, topic, producer) = setup(3).await;
+    let handler = Recorder::done();
+    let run = start(&settings, &topic, handler.clone());
+    let mut expected = Vec::new();
+    for key in ["batch-a", "batch-b", "batch-c"] {
+        for i in 0..5 {
+            let payload = format!("{key}:{i}");
+            let partition = send(&producer, &topic, key, &payload).await;
+            assert_eq!(partition, murmur2_partition(key.as_bytes(), 3), "key {key}");
+            expected.push(payload);
+        }
+    }
+    wait_until(T, "all 15 handled", || async { handler.handled().len() >= 15 }).await;
+    let got = handler.handled();
+    assert_eq!(got.len(), 15, "no duplicates in a clean run: {got:?}");
+    for key in ["batch-a", "batch-b", "batch-c"] {
+        let per_key: Vec<_> = got.iter().filter(|p| p.starts_with(key)).cloned().collect();
+        let want: Vec<_> = expected.iter().filter(|p| p.starts_with(key)).cloned().collect();
+        assert_eq!(per_key, want, "order per batch is kept");
+    }
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_is_idempotent_and_uses_the_partition_count() {
+    let (settings, topic, _) = setup(2).await;
+    provision_topics(&settings, &[topic.as_str()]).await.unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 2);
+    let md = c
+        .fetch_metadata(Some(&dlq_topic(&topic)), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 2, "the DLQ topic exists too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_and_hold_the_partition() {
+    let (settings, topic, producer) = setup(1).await;
+    let handler = Recorder::new(|p, n| {
+        if p == "flaky" && n <= 3 {
+            HandlerResult::Transient("redis unavailable".into())
+        } else {
+            HandlerResult::Done
+        }
+    });
+    let run = start(&settings, &topic, handler.clone());
+    send(&producer, &topic, "k", "flaky").await;
+    send(&producer, &topic, "k", "after").await;
+    wait_until(T, "both handled", || async { handler.handled().len() >= 2 }).await;
+    assert_eq!(handler.attempts("flaky"), 4, "three failures then success");
+    assert_eq!(handler.handled(), vec!["flaky", "after"], "the next message waited");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_message_is_not_committed_and_comes_back() {
+    let (settings, topic, producer) = setup(1).await;
+    let failing = Recorder::new(|_, _| HandlerResult::Transient("down".into()));
+    let run = start(&settings, &topic, failing.clone());
+    send(&producer, &topic, "k", "m0").await;
+    wait_until(T, "several attempts", || async { failing.attempts("m0") >= 3 }).await;
+    run.stop().await;
+    let offsets = committed(&settings, &topic, 1);
+    assert!(
+        matches!(offsets[0], Offset::Invalid | Offset::Offset(0)),
+        "nothing past m0 committed: {offsets:?}"
+    );
+    let ok = Recorder::done();
+    let run = start(&settings, &topic, ok.clone());
+    wait_until(T, "m0 redelivered", || async { ok.handled() == vec!["m0"] }).await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_what_was_handled() {
+    let (settings, topic, producer) = setup(1).await;
+    let first = Recorder::done();
+    let run = start(&settings, &topic, first.clone());
+    for i in 0..5 {
+        send(&producer, &topic, "k", &format!("m{i}")).await;
+    }
+    wait_until(T, "5 handled", || async { first.handled().len() == 5 }).await;
+    run.stop().await;
+    assert_eq!(committed(&settings, &topic, 1), vec![Offset::Offset(5)]);
+    let second = Recorder::done();
+    let run = start(&settings, &topic, second.clone());
+    send(&producer, &topic, "k", "m5").await;
+    wait_until(T, "m5 handled", || async { !second.handled().is_empty() }).await;
+    assert_eq!(second.handled(), vec!["m5"], "nothing finished was redelivered");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_goes_to_the_dlq_with_bytes_and_headers_and_the_partition_moves_on() {
+    let (settings, topic, producer) = setup(1).await;
+    let handler = Recorder::new(|p, _| {
+        if p.starts_with("{bad") {
+            HandlerResult::permanent(FailureKind::Decode, "expected value at line 1 column 2")
+        } else {
+            HandlerResult::Done
+        }
+    });
+    let reader = TopicReader::start(&[&dlq_topic(&topic)]);
+    let run = start(&settings, &topic, handler.clone());
+    let mut poison = OutgoingMessage::new(&topic, "batch-9", "{bad json");
+    poison.headers.push(("traceparent".into(), b"00-abc-01".to_vec()));
+    let at = producer.send(&poison).await.unwrap();
+    send(&producer, &topic, "batch-9", "good").await;
+    wait_until(T, "good handled", || async { handler.handled() == vec!["good"] }).await;
+    let dlq = reader
+        .wait_for(T, "one DLQ record", |s| !s.is_empty())
+        .await;
+    assert_eq!(dlq.len(), 1);
+    let rec = &dlq[0];
+    assert_eq!(rec.payload, b"{bad json", "original bytes unchanged");
+    assert_eq!(rec.key.as_deref(), Some("batch-9"));
+    assert_eq!(rec.header("traceparent"), Some("00-abc-01"), "original headers kept");
+    assert_eq!(rec.header(headers::ORIGINAL_TOPIC), Some(topic.as_str()));
+    assert_eq!(rec.header(headers::ORIGINAL_PARTITION), Some(at.partition.to_string().as_str()));
+    assert_eq!(rec.header(headers::ORIGINAL_OFFSET), Some(at.offset.to_string().as_str()));
+    assert!(rec.header(headers::ORIGINAL_TIMESTAMP).is_some_and(|t| t.parse::<i64>().is_ok()));
+    assert_eq!(rec.header(headers::CONSUMER_GROUP), Some(settings.consumer_group.as_str()));
+    assert_eq!(rec.header(headers::SERVICE), Some("it"));
+    assert_eq!(rec.header(headers::ERROR_KIND), Some("decode"));
+    assert!(rec.header(headers::ERROR_MESSAGE).unwrap().contains("expected value"));
+    assert!(rec.header(headers::FAILED_AT).unwrap().ends_with('Z'));
+    run.stop().await;
+    assert_eq!(committed(&settings, &topic, 1), vec![Offset::Offset(2)], "both offsets stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_killed_mid_handler_sees_the_message_again_after_restart() {
+    let (settings, topic, producer) = setup(1).await;
+    send(&producer, &topic, "k", "first").await;
+    send(&producer, &topic, "k", "hang").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-probe-consumer"))
+        .env("PROBE_BOOTSTRAP", &settings.bootstrap_servers)
+        .env("PROBE_TOPIC", &topic)
+        .env("PROBE_GROUP", &settings.consumer_group)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let saw_hang = tokio::time::timeout(T, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "HANDLING hang" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("probe reached the hanging message");
+    assert!(saw_hang);
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+
+    let after = Recorder::done();
+    let run = start(&settings, &topic, after.clone());
+    wait_until(T, "hang redelivered", || async {
+        after.handled().contains(&"hang".to_string())
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_in_one_group_share_the_partitions() {
+    let (settings, topic, producer) = setup(3).await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let a = Recorder::done();
+    let b = Recorder::done();
+    let ra = start(&settings, &topic, a.clone());
+    let rb = start(&settings, &topic, b.clone());
+    for i in 0..30 {
+        send(&producer, &topic, &format!("batch-{i}"), &format!("m{i}")).await;
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    wait_until(T, "all 30 handled by the group", || async {
+        let mut all: Vec<_> = a.handled().into_iter().chain(b.handled()).collect();
+        all.sort();
+        all.dedup();
+        all.len() == 30
+    })
+    .await;
+    ra.stop().await;
+    rb.stop().await;
+}

@@ -1,0 +1,246 @@
+//! The Redis plumbing against a real Redis (and the relay against the real broker).
+
+use std::time::Duration;
+
+use huleedu_it::{kafka_settings, redis_url, unique, wait_until, TopicReader};
+use huleedu_kafka::{provision_topics, Producer};
+use huleedu_store::{
+    ApplyOutcome, ApplyRequest, IndexOp, OutboxEntry, OutboxRelay, RedisSettings, Store,
+};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(30);
+
+fn store() -> Store {
+    Store::connect(&RedisSettings {
+        url: redis_url(),
+        key_prefix: unique("it"),
+    })
+    .unwrap()
+}
+
+fn req(batch: &str, version: u64, dedup: Option<&str>, fields: &[(&str, &str)]) -> ApplyRequest {
+    ApplyRequest {
+        batch_id: batch.into(),
+        expected_version: version,
+        dedup_id: dedup.map(str::to_owned),
+        dedup_ttl: Duration::from_secs(3600),
+        set_fields: fields
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn apply_writes_state_and_bumps_the_version() {
+    let s = store();
+    let empty = s.load("b1").await.unwrap();
+    assert_eq!(empty.version, 0);
+    assert!(empty.fields.is_empty());
+    let out = s.apply(&req("b1", 0, Some("e1"), &[("state", "{\"a\":1}")])).await.unwrap();
+    assert_eq!(out, ApplyOutcome::Applied { version: 1 });
+    let v = s.load("b1").await.unwrap();
+    assert_eq!(v.version, 1);
+    assert_eq!(v.fields.get("state").map(String::as_str), Some("{\"a\":1}"));
+    assert_eq!(v.fields.len(), 1, "the version field is not a state field");
+}
+
+#[tokio::test]
+async fn two_concurrent_applies_one_wins_the_other_retries() {
+    let s = store();
+    s.apply(&req("b2", 0, None, &[("n", "0")])).await.unwrap();
+    let (ra, rb) = (
+        req("b2", 1, Some("ea"), &[("n", "a")]),
+        req("b2", 1, Some("eb"), &[("n", "b")]),
+    );
+    let (a, b) = tokio::join!(s.apply(&ra), s.apply(&rb));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let wins = [a, b]
+        .iter()
+        .filter(|o| matches!(o, ApplyOutcome::Applied { version: 2 }))
+        .count();
+    assert_eq!(wins, 1, "exactly one wins: {a:?} {b:?}");
+    let loser_id = if matches!(a, ApplyOutcome::Conflict { .. }) { "ea" } else { "eb" };
+    assert!(
+        [a, b].contains(&ApplyOutcome::Conflict { current_version: 2 }),
+        "the other is told the version moved"
+    );
+    assert!(!s.is_applied("b2", loser_id).await.unwrap(), "the loser left no dedup marker");
+    // The loser decides again from fresh state and then applies.
+    let fresh = s.load("b2").await.unwrap();
+    let retry = s.apply(&req("b2", fresh.version, Some(loser_id), &[("n", "ab")])).await.unwrap();
+    assert_eq!(retry, ApplyOutcome::Applied { version: 3 });
+}
+
+#[tokio::test]
+async fn the_same_event_twice_is_already_applied_and_adds_no_outbox_entry() {
+    let s = store();
+    let mut r = req("b3", 0, Some("evt-1"), &[("x", "1")]);
+    r.outbox.push(OutboxEntry::new("t", "b3", "{\"event_id\":\"1\"}"));
+    assert_eq!(s.apply(&r).await.unwrap(), ApplyOutcome::Applied { version: 1 });
+    assert_eq!(s.outbox_len().await.unwrap(), 1);
+    let mut again = r.clone();
+    again.expected_version = 1;
+    assert_eq!(s.apply(&again).await.unwrap(), ApplyOutcome::AlreadyApplied);
+    assert_eq!(s.outbox_len().await.unwrap(), 1, "no second outbox entry");
+    assert_eq!(s.load("b3").await.unwrap().version, 1, "state unchanged");
+}
+
+#[tokio::test]
+async fn ttls_are_set_on_state_and_dedup_markers() {
+    let prefix = unique("ttl");
+    let s = Store::connect(&RedisSettings {
+        url: redis_url(),
+        key_prefix: prefix.clone(),
+    })
+    .unwrap();
+    let mut r = req("b4", 0, Some("e4"), &[("x", "1")]);
+    r.state_ttl = Some(Duration::from_secs(100));
+    r.dedup_ttl = Duration::from_secs(50);
+    s.apply(&r).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let state = keys.iter().find(|k| k.contains(":state:b4")).expect("state key");
+    let dedup = keys.iter().find(|k| k.contains(":dedup:e4")).expect("dedup key");
+    let st: i64 = redis::cmd("PTTL").arg(state).query_async(&mut c).await.unwrap();
+    let dt: i64 = redis::cmd("PTTL").arg(dedup).query_async(&mut c).await.unwrap();
+    assert!((90_000..=100_000).contains(&st), "state ttl {st}");
+    assert!((40_000..=50_000).contains(&dt), "dedup ttl {dt}");
+}
+
+#[tokio::test]
+async fn key_prefixes_isolate_deployments() {
+    let a = store();
+    let b = store();
+    a.apply(&req("same-batch", 0, Some("e"), &[("x", "a")])).await.unwrap();
+    assert_eq!(b.load("same-batch").await.unwrap().version, 0);
+    assert!(!b.is_applied("same-batch", "e").await.unwrap());
+}
+
+#[tokio::test]
+async fn index_ops_commit_with_the_state() {
+    let s = store();
+    let mut r = req("b5", 0, None, &[("x", "1")]);
+    r.index_ops.push(IndexOp::Upsert {
+        index: "deadlines".into(),
+        member: "b5".into(),
+        score: 1000.0,
+    });
+    s.apply(&r).await.unwrap();
+    let mut r = req("b6", 0, None, &[("x", "1")]);
+    r.index_ops.push(IndexOp::Upsert {
+        index: "deadlines".into(),
+        member: "b6".into(),
+        score: 5000.0,
+    });
+    s.apply(&r).await.unwrap();
+    let due = s.index_members_due("deadlines", 2000.0, 100).await.unwrap();
+    assert_eq!(due, vec![("b5".to_string(), 1000.0)]);
+    let mut r = req("b5", 1, None, &[("x", "2")]);
+    r.index_ops.push(IndexOp::Remove {
+        index: "deadlines".into(),
+        member: "b5".into(),
+    });
+    s.apply(&r).await.unwrap();
+    let due = s.index_members_due("deadlines", 10_000.0, 100).await.unwrap();
+    assert_eq!(due, vec![("b6".to_string(), 5000.0)]);
+}
+
+async fn relay_setup() -> (Store, Producer, String) {
+    let topic = unique("it.outbox");
+    let settings = kafka_settings("it-relay", &unique("grp"), 3);
+    provision_topics(&settings, &[topic.as_str()]).await.unwrap();
+    (store(), Producer::new(&settings).unwrap(), topic)
+}
+
+fn entries(topic: &str, batch: &str, n: usize) -> Vec<OutboxEntry> {
+    (0..n)
+        .map(|i| {
+            OutboxEntry::new(
+                topic,
+                batch,
+                format!("{{\"event_id\":\"{}\",\"seq\":{i}}}", uuid::Uuid::new_v4()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_committed_before_a_crash_is_published_after_restart_with_the_same_id() {
+    let (s, producer, topic) = relay_setup().await;
+    // The process "dies" right after the commit: no relay ran.
+    let mut r = req("b7", 0, Some("e7"), &[("x", "1")]);
+    r.outbox = entries(&topic, "b7", 3);
+    s.apply(&r).await.unwrap();
+    let committed: Vec<String> = r.outbox.iter().map(|e| e.payload.clone()).collect();
+
+    // "Restart": a new store handle and relay over the same Redis.
+    let restarted = Store::connect(&RedisSettings {
+        url: redis_url(),
+        key_prefix: s_prefix(&s),
+    })
+    .unwrap();
+    let reader = TopicReader::start(&[&topic]);
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(OutboxRelay::new(restarted.clone(), producer).run(stop.clone()));
+    let seen = reader.wait_for(T, "3 events", |s| s.len() >= 3).await;
+    let payloads: Vec<String> = seen.iter().map(|m| m.payload_str().to_owned()).collect();
+    assert_eq!(payloads, committed, "same bytes (same event ids), same order");
+    assert!(seen.iter().all(|m| m.key.as_deref() == Some("b7")));
+    wait_until(T, "outbox emptied", || async { restarted.outbox_len().await.unwrap() == 0 }).await;
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_lose_nothing_and_keep_each_batch_in_order() {
+    let (s, producer, topic) = relay_setup().await;
+    let reader = TopicReader::start(&[&topic]);
+    let stop = CancellationToken::new();
+    let r1 = tokio::spawn(OutboxRelay::new(s.clone(), producer.clone()).run(stop.clone()));
+    let r2 = tokio::spawn(OutboxRelay::new(s.clone(), producer.clone()).run(stop.clone()));
+    let mut want = Vec::new();
+    for b in 0..10 {
+        let batch = format!("batch-{b}");
+        for step in 0..5u64 {
+            let mut r = req(&batch, step, Some(&format!("{batch}-{step}")), &[("s", "x")]);
+            r.outbox = entries(&topic, &batch, 2);
+            want.extend(r.outbox.iter().map(|e| (batch.clone(), e.payload.clone())));
+            assert!(matches!(s.apply(&r).await.unwrap(), ApplyOutcome::Applied { .. }));
+        }
+    }
+    let seen = reader
+        .wait_for(T, "all 100 events", |seen| {
+            let mut p: Vec<_> = seen.iter().map(|m| m.payload.clone()).collect();
+            p.sort();
+            p.dedup();
+            p.len() >= 100
+        })
+        .await;
+    for b in 0..10 {
+        let batch = format!("batch-{b}");
+        let mut got: Vec<String> = Vec::new();
+        for m in seen.iter().filter(|m| m.key.as_deref() == Some(batch.as_str())) {
+            if !got.contains(&m.payload_str().to_owned()) {
+                got.push(m.payload_str().to_owned());
+            }
+        }
+        let exp: Vec<String> = want.iter().filter(|(k, _)| *k == batch).map(|(_, p)| p.clone()).collect();
+        assert_eq!(got, exp, "{batch}: every event, first sight in commit order");
+    }
+    wait_until(T, "outbox emptied", || async { s.outbox_len().await.unwrap() == 0 }).await;
+    stop.cancel();
+    r1.await.unwrap();
+    r2.await.unwrap();
+}
+
+fn s_prefix(s: &Store) -> String {
+    s.key_prefix().to_owned()
+}
