@@ -244,3 +244,28 @@ async fn two_relays_lose_nothing_and_keep_each_batch_in_order() {
 fn s_prefix(s: &Store) -> String {
     s.key_prefix().to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decide_and_apply_retries_conflicts_until_every_change_lands() {
+    let s = store();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.decide_and_apply("counter", 100, |cur| {
+                let n: u64 = cur.fields.get("n").map(|v| v.parse().unwrap()).unwrap_or(0);
+                let mut r = req("counter", cur.version, Some(&format!("inc-{i}")), &[]);
+                r.set_fields.push(("n".into(), (n + 1).to_string()));
+                r
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), ApplyOutcome::Applied { .. }));
+    }
+    let v = s.load("counter").await.unwrap();
+    assert_eq!(v.fields["n"], "10", "no increment lost");
+    assert_eq!(v.version, 10);
+}

@@ -76,13 +76,20 @@ impl DecodeError {
 /// An `Err` message must start with the field path relative to the model, followed by `: `
 /// (e.g. `"prompt_payload: exactly one of ..."`); [`decode_envelope`] prefixes it with `data.`.
 pub trait Validate {
+    /// Whether the model is a JSON object. True for every struct of this crate; the decoders
+    /// then reject any other top-level JSON (serde's derived structs would otherwise read a JSON
+    /// array positionally, which pydantic does not).
+    const IS_OBJECT: bool = true;
+
     /// Checks the model; the default accepts everything.
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
 }
 
-impl Validate for Value {}
+impl Validate for Value {
+    const IS_OBJECT: bool = false;
+}
 impl Validate for serde_json::Map<String, Value> {}
 
 /// Checks a string's length in characters (Python `len`), naming the field on failure.
@@ -113,6 +120,30 @@ fn parse_json(bytes: &[u8]) -> Result<Value, DecodeError> {
         .map_err(|e| DecodeError::decode(format!("message is not valid UTF-8: {e}")))?;
     serde_json::from_str(text)
         .map_err(|e| DecodeError::decode(format!("message is not valid JSON: {e}")))
+}
+
+/// serde's derived structs also accept JSON arrays (positionally); pydantic does not. Reject
+/// anything but an object where an object model is expected.
+fn expect_object(path: &str, value: &Value) -> Result<(), DecodeError> {
+    if value.is_object() {
+        return Ok(());
+    }
+    let what = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    Err(DecodeError::validation(format!(
+        "{prefix}invalid type: {what}, expected a JSON object"
+    )))
 }
 
 /// Joins a parent path and a child key (`"."` is serde_path_to_error's empty path).
@@ -155,6 +186,12 @@ pub fn decode_envelope<T: DeserializeOwned + Validate>(
     bytes: &[u8],
 ) -> Result<EventEnvelope<T>, DecodeError> {
     let value = parse_json(bytes)?;
+    expect_object("", &value)?;
+    if let Some(data) = value.get("data") {
+        if T::IS_OBJECT {
+            expect_object("data", data)?;
+        }
+    }
     // Reject other schema versions before looking at `data`, whose shape may differ in them.
     if let Some(version) = value.get("schema_version") {
         if version.is_number() && version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
@@ -175,6 +212,9 @@ pub fn decode_envelope<T: DeserializeOwned + Validate>(
 /// rules. Field paths in messages are relative to the body.
 pub fn decode_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, DecodeError> {
     let value = parse_json(bytes)?;
+    if T::IS_OBJECT {
+        expect_object("", &value)?;
+    }
     let decoded: T = from_value(value)?;
     decoded.validate().map_err(DecodeError::validation)?;
     Ok(decoded)

@@ -263,6 +263,31 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Read → decide → apply, deciding again on a version conflict (at most `max_attempts`
+    /// times; the last `Conflict` is returned if contention never stops). `decide` is the
+    /// service's pure decision: current state in, the complete change out.
+    pub async fn decide_and_apply<F>(
+        &self,
+        batch_id: &str,
+        max_attempts: u32,
+        mut decide: F,
+    ) -> Result<ApplyOutcome, StoreError>
+    where
+        F: FnMut(&Versioned) -> ApplyRequest + Send,
+    {
+        let mut outcome = ApplyOutcome::Conflict { current_version: 0 };
+        for _ in 0..max_attempts.max(1) {
+            let current = self.load(batch_id).await?;
+            let req = decide(&current);
+            debug_assert_eq!(req.batch_id, batch_id);
+            outcome = self.apply(&req).await?;
+            if !matches!(outcome, ApplyOutcome::Conflict { .. }) {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Has this dedup id been applied for this batch?
     pub async fn is_applied(&self, batch_id: &str, dedup_id: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
