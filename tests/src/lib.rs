@@ -6,6 +6,8 @@
 //! ([`unique`]), so tests run in parallel without sharing state. Waiting is always for a
 //! condition with a deadline ([`wait_until`], [`TopicReader::wait_for`]), never a fixed sleep.
 
+pub mod stack;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -114,6 +114,30 @@ pub(crate) fn check_opt_len(
     value.map_or(Ok(()), |v| check_len(field, v, min, max))
 }
 
+/// Checks that a free-form field typed as an object in the platform model is an object (or
+/// absent/null).
+pub(crate) fn check_opt_object(field: &str, value: Option<&Value>) -> Result<(), String> {
+    match value {
+        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+        Some(other) => Err(format!(
+            "{field}: invalid type: {}, expected a JSON object or null",
+            json_type_name(other)
+        )),
+    }
+}
+
+/// `"an array"`, `"a string"`, ... for error messages.
+pub(crate) fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Parses bytes as JSON without interpreting them (decode-level failures only).
 fn parse_json(bytes: &[u8]) -> Result<Value, DecodeError> {
     let text = std::str::from_utf8(bytes)
@@ -128,14 +152,7 @@ fn expect_object(path: &str, value: &Value) -> Result<(), DecodeError> {
     if value.is_object() {
         return Ok(());
     }
-    let what = match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    let what = json_type_name(value);
     let prefix = if path.is_empty() {
         String::new()
     } else {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::decode::{check_len, check_opt_len, Validate};
+use crate::decode::{check_len, check_opt_len, check_opt_object, Validate};
 use crate::payloads::trim;
 
 /// Body of `POST /internal/v1/pipelines/define` (BOS → BCS).
@@ -40,14 +40,13 @@ impl Validate for BCSPipelineDefinitionRequestV1 {
         check_len("batch_id", &self.batch_id, 1, 255)?;
         check_len("requested_pipeline", &self.requested_pipeline, 1, 100)?;
         check_len("correlation_id", &self.correlation_id, 1, 100)?;
-        check_opt_len("after_pipeline_id", self.after_pipeline_id.as_deref(), 1, 255)?;
-        match &self.batch_metadata {
-            None | Some(Value::Object(_)) | Some(Value::Null) => Ok(()),
-            Some(other) => Err(format!(
-                "batch_metadata: expected an object or null, got {}",
-                json_type_name(other)
-            )),
-        }
+        check_opt_len(
+            "after_pipeline_id",
+            self.after_pipeline_id.as_deref(),
+            1,
+            255,
+        )?;
+        check_opt_object("batch_metadata", self.batch_metadata.as_ref())
     }
 }
 
@@ -70,14 +69,3 @@ pub struct BCSPipelineDefinitionResponseV1 {
 }
 
 impl Validate for BCSPipelineDefinitionResponseV1 {}
-
-fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}

@@ -10,18 +10,18 @@
 //! are ignored on input; routing is by topic, never by `event_type`.
 //!
 //! Modules:
-//! - [`envelope`]: [`EventEnvelope`], the outer object of every Kafka message value.
-//! - [`decode`]: [`decode_envelope`] / [`decode_json`], [`DecodeError`] (decode vs validation,
+//! - [`envelope`] — [`EventEnvelope`], the outer object of every Kafka message value.
+//! - [`decode`] — [`decode_envelope`] / [`decode_json`], [`DecodeError`] (decode vs validation,
 //!   messages naming the field path) and the [`Validate`] trait for model rules.
-//! - [`payloads`]: the platform's event payloads (`data` objects).
-//! - [`http`]: BOS → BCS pipeline-definition request and response bodies.
-//! - [`dlq`]: [`FailedEssayDlqRecordV1`] and the poison-message DLQ header names.
-//! - [`topics`]: Kafka topic names, [`topics::dlq_topic`], [`topics::initiate_command_topic`].
-//! - [`events`]: dotted event names carried inside payloads (`event` / `event_name`).
-//! - [`phase`]: [`PhaseName`].
-//! - [`status`]: [`BatchStatus`].
-//! - [`timestamp`]: [`Timestamp`] (wire-format UTC time) and [`timestamp::NaiveTimestamp`].
-//! - [`source`]: `source_service` values this project writes.
+//! - [`payloads`] — the platform's event payloads (`data` objects).
+//! - [`http`] — BOS → BCS pipeline-definition request and response bodies.
+//! - [`dlq`] — [`FailedEssayDlqRecordV1`] and the poison-message DLQ header names.
+//! - [`topics`] — Kafka topic names, [`topics::dlq_topic`], [`topics::initiate_command_topic`].
+//! - [`events`] — dotted event names carried inside payloads (`event` / `event_name`).
+//! - [`phase`] — [`PhaseName`].
+//! - [`status`] — [`BatchStatus`].
+//! - [`timestamp`] — [`Timestamp`] (wire-format UTC time) and [`timestamp::NaiveTimestamp`].
+//! - [`source`] — `source_service` values this project writes.
 
 pub mod decode;
 pub mod dlq;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::decode::{check_len, check_opt_len, Validate};
+use crate::decode::{check_len, check_opt_len, check_opt_object, Validate};
 use crate::events;
 use crate::phase::PhaseName;
 use crate::status::BatchStatus;
@@ -169,7 +169,13 @@ impl PipelinePromptPayload {
                 format!("{path}.{name}")
             }
         };
-        check_opt_len(&field("assignment_id"), self.assignment_id.as_deref(), 0, 100)?;
+        check_opt_len(
+            &field("assignment_id"),
+            self.assignment_id.as_deref(),
+            0,
+            100,
+        )?;
+        check_opt_object(&field("cms_prompt_ref"), self.cms_prompt_ref.as_ref())?;
         if self.assignment_id.is_some() == self.cms_prompt_ref.is_some() {
             let subject = if path.is_empty() {
                 field("assignment_id")
@@ -395,6 +401,7 @@ pub struct BatchServiceCJAssessmentInitiateCommandDataV1 {
 
 impl Validate for BatchServiceCJAssessmentInitiateCommandDataV1 {
     fn validate(&self) -> Result<(), String> {
+        check_opt_object("student_prompt_ref", self.student_prompt_ref.as_ref())?;
         check_opt_len("assignment_id", self.assignment_id.as_deref(), 0, 100)
     }
 }
@@ -537,12 +544,27 @@ pub struct PipelineDeniedV1 {
 
 impl Validate for EssayProcessingInputRefV1 {}
 impl Validate for SystemProcessingMetadata {}
-impl Validate for BatchEssaysReady {}
 impl Validate for BatchContentProvisioningCompletedV1 {}
 impl Validate for ELSBatchPhaseOutcomeV1 {}
 impl Validate for BatchServiceSpellcheckInitiateCommandDataV1 {}
-impl Validate for BatchServiceNLPInitiateCommandDataV2 {}
-impl Validate for BatchServiceAIFeedbackInitiateCommandDataV1 {}
 impl Validate for BatchPipelineCompletedV1 {}
 impl Validate for PhaseSkippedV1 {}
 impl Validate for PipelineDeniedV1 {}
+
+impl Validate for BatchEssaysReady {
+    fn validate(&self) -> Result<(), String> {
+        check_opt_object("student_prompt_ref", self.student_prompt_ref.as_ref())
+    }
+}
+
+impl Validate for BatchServiceNLPInitiateCommandDataV2 {
+    fn validate(&self) -> Result<(), String> {
+        check_opt_object("student_prompt_ref", self.student_prompt_ref.as_ref())
+    }
+}
+
+impl Validate for BatchServiceAIFeedbackInitiateCommandDataV1 {
+    fn validate(&self) -> Result<(), String> {
+        check_opt_object("student_prompt_ref", self.student_prompt_ref.as_ref())
+    }
+}

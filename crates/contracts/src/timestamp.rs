@@ -17,7 +17,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Error returned when a string is not an accepted timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid timestamp `{input}`: expected ISO-8601 date-time such as 2025-11-03T09:41:00.001000Z")]
+#[error(
+    "invalid timestamp `{input}`: expected ISO-8601 date-time such as 2025-11-03T09:41:00.001000Z"
+)]
 pub struct ParseTimestampError {
     /// The rejected input.
     pub input: String,

@@ -27,7 +27,9 @@ fn outcome_err(mutate: impl FnOnce(&mut Value)) -> DecodeError {
         .expect_err("mutated outcome should be rejected")
 }
 
-fn request_result(mutate: impl FnOnce(&mut Value)) -> Result<ClientBatchPipelineRequestV1, DecodeError> {
+fn request_result(
+    mutate: impl FnOnce(&mut Value),
+) -> Result<ClientBatchPipelineRequestV1, DecodeError> {
     let mut value = common::example_value(REQUEST);
     mutate(&mut value);
     decode_envelope::<ClientBatchPipelineRequestV1>(&bytes(&value)).map(|env| env.data)
@@ -60,8 +62,16 @@ fn wrong_type_names_the_field() {
 fn unknown_enum_value_names_the_field() {
     let err = outcome_err(|v| v["data"]["phase_name"] = json!("foo"));
     assert_validation(&err, "data.phase_name");
-    assert!(err.message.contains("unknown variant `foo`"), "{}", err.message);
-    assert!(err.message.contains("cj_assessment"), "lists the expected values: {}", err.message);
+    assert!(
+        err.message.contains("unknown variant `foo`"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("cj_assessment"),
+        "lists the expected values: {}",
+        err.message
+    );
 
     let err = outcome_err(|v| v["data"]["phase_status"] = json!("running"));
     assert_validation(&err, "data.phase_status");
@@ -121,12 +131,25 @@ fn nested_metadata_errors_name_the_path() {
     let err = decode_envelope::<BatchEssaysReady>(&bytes(&value)).unwrap_err();
     assert_validation(&err, "data.metadata.timestamp");
 
-    let mut value = common::example_value(
-        "huleedu.batch.pipeline.completed.v1--completed_successfully.json",
-    );
+    let mut value =
+        common::example_value("huleedu.batch.pipeline.completed.v1--completed_successfully.json");
     value["data"]["metadata"]["error_info"] = json!([]);
     let err = decode_envelope::<BatchPipelineCompletedV1>(&bytes(&value)).unwrap_err();
     assert_validation(&err, "data.metadata.error_info");
+}
+
+#[test]
+fn free_form_object_fields_must_be_objects() {
+    let mut value = common::example_value("huleedu.els.batch.essays.ready.v1--regular-sv1.json");
+    value["data"]["student_prompt_ref"] = json!("a0b1c2d3");
+    let err = decode_envelope::<BatchEssaysReady>(&bytes(&value)).unwrap_err();
+    assert_validation(&err, "data.student_prompt_ref");
+
+    let err = request_result(|v| {
+        v["data"]["prompt_payload"] = json!({"assignment_id": null, "cms_prompt_ref": [1]});
+    })
+    .unwrap_err();
+    assert_validation(&err, "data.prompt_payload.cms_prompt_ref");
 }
 
 #[test]
@@ -175,6 +198,39 @@ fn json_that_is_not_an_object_is_a_validation_error() {
 }
 
 #[test]
+fn positional_arrays_are_not_read_as_objects() {
+    // serde's derive would accept the nine envelope values as an array; pydantic does not.
+    let value = common::example_value(OUTCOME);
+    let positional: Vec<Value> = value.as_object().unwrap().values().cloned().collect();
+    let err = decode_envelope::<ELSBatchPhaseOutcomeV1>(&bytes(&json!(positional))).unwrap_err();
+    assert_eq!(err.kind, DecodeErrorKind::Validation, "{err}");
+    assert!(
+        err.message.contains("expected a JSON object"),
+        "{}",
+        err.message
+    );
+
+    let data = value["data"]
+        .as_object()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect::<Vec<_>>();
+    let err = outcome_err(|v| v["data"] = json!(data));
+    assert_validation(&err, "data");
+
+    let err =
+        decode_json::<BCSPipelineDefinitionRequestV1>(br#"["b", "spellcheck", "c"]"#).unwrap_err();
+    assert_eq!(err.kind, DecodeErrorKind::Validation, "{err}");
+
+    // An untyped payload may be any JSON.
+    let mut v = value.clone();
+    v["data"] = json!([1, 2]);
+    let env = decode_envelope::<Value>(&bytes(&v)).unwrap();
+    assert_eq!(env.data, json!([1, 2]));
+}
+
+#[test]
 fn request_strings_are_trimmed() {
     let data = request_result(|v| {
         v["data"]["batch_id"] = json!("  b-1\t");
@@ -186,7 +242,10 @@ fn request_strings_are_trimmed() {
     assert_eq!(data.batch_id, "b-1");
     assert_eq!(data.requested_pipeline, "cj_assessment");
     assert_eq!(data.user_id, "u");
-    assert_eq!(data.prompt_payload.unwrap().assignment_id.as_deref(), Some("a-1"));
+    assert_eq!(
+        data.prompt_payload.unwrap().assignment_id.as_deref(),
+        Some("a-1")
+    );
 }
 
 #[test]
@@ -199,7 +258,8 @@ fn request_string_lengths_are_checked_after_trimming() {
 
     let err = request_result(|v| v["data"]["requested_pipeline"] = json!("")).unwrap_err();
     assert_validation(&err, "data.requested_pipeline");
-    let err = request_result(|v| v["data"]["requested_pipeline"] = json!("p".repeat(101))).unwrap_err();
+    let err =
+        request_result(|v| v["data"]["requested_pipeline"] = json!("p".repeat(101))).unwrap_err();
     assert_validation(&err, "data.requested_pipeline");
     assert!(request_result(|v| v["data"]["requested_pipeline"] = json!("p".repeat(100))).is_ok());
 
@@ -259,7 +319,13 @@ fn envelope_defaults_follow_the_platform_schema() {
     // Only event_type, source_service and data are required by the platform schema.
     let mut value = common::example_value(OUTCOME);
     let obj = value.as_object_mut().unwrap();
-    for key in ["event_id", "event_timestamp", "schema_version", "data_schema_uri", "metadata"] {
+    for key in [
+        "event_id",
+        "event_timestamp",
+        "schema_version",
+        "data_schema_uri",
+        "metadata",
+    ] {
         obj.remove(key);
     }
     let env = decode_envelope::<ELSBatchPhaseOutcomeV1>(&bytes(&value)).unwrap();
@@ -270,7 +336,9 @@ fn envelope_defaults_follow_the_platform_schema() {
 
 #[test]
 fn bcs_request_errors_name_the_field_without_data_prefix() {
-    let good = common::example_value("http.bcs.pipelines.define.request--cj_assessment-canonical-prompt.json");
+    let good = common::example_value(
+        "http.bcs.pipelines.define.request--cj_assessment-canonical-prompt.json",
+    );
 
     let mut v = good.clone();
     v.as_object_mut().unwrap().remove("batch_id");
@@ -303,21 +371,33 @@ fn decode_json_rejects_what_decode_envelope_rejects() {
             Err(e) => e.kind,
         }
     }
-    assert_eq!(kind_of::<BCSPipelineDefinitionRequestV1>(b"[]"), DecodeErrorKind::Validation);
-    assert_eq!(kind_of::<BCSPipelineDefinitionRequestV1>(b"{"), DecodeErrorKind::Decode);
+    assert_eq!(
+        kind_of::<BCSPipelineDefinitionRequestV1>(b"[]"),
+        DecodeErrorKind::Validation
+    );
+    assert_eq!(
+        kind_of::<BCSPipelineDefinitionRequestV1>(b"{"),
+        DecodeErrorKind::Decode
+    );
 }
 
 #[test]
 fn display_is_lowercase_kind_then_message() {
     let err = outcome_err(|v| v["data"]["phase_name"] = json!("foo"));
     let shown = err.to_string();
-    assert!(shown.starts_with("validation error: data.phase_name: "), "{shown}");
+    assert!(
+        shown.starts_with("validation error: data.phase_name: "),
+        "{shown}"
+    );
     assert_eq!(DecodeErrorKind::Decode.to_string(), "decode");
 }
 
 #[test]
 fn phase_name_parsing_names_the_bad_value() {
-    assert_eq!("cj_assessment".parse::<PhaseName>().unwrap(), PhaseName::CjAssessment);
+    assert_eq!(
+        "cj_assessment".parse::<PhaseName>().unwrap(),
+        PhaseName::CjAssessment
+    );
     let err = "cj".parse::<PhaseName>().unwrap_err();
     assert!(err.to_string().contains("`cj`"), "{err}");
     for phase in PhaseName::ALL {

@@ -52,7 +52,10 @@ fn envelope<T: DeserializeOwned + Validate + Serialize>(name: &str, bytes: &[u8]
     // The compact Kafka form must carry the same JSON as the pretty one.
     let compact: Value = serde_json::from_slice(&decoded.to_json_bytes()).expect("compact JSON");
     let out = reencode(&decoded);
-    assert_eq!(compact, out.value, "{name}: to_json_bytes differs from to_value");
+    assert_eq!(
+        compact, out.value,
+        "{name}: to_json_bytes differs from to_value"
+    );
     out
 }
 
@@ -337,8 +340,9 @@ fn every_example_round_trips_unchanged() {
 #[test]
 fn bos_event_type_for_pipeline_completed_is_accepted() {
     // INDEX note 7: BOS writes the bare dotted event name as event_type.
-    let bytes =
-        common::example_bytes("huleedu.batch.pipeline.completed.v1--with_failures-bos-event-type.json");
+    let bytes = common::example_bytes(
+        "huleedu.batch.pipeline.completed.v1--with_failures-bos-event-type.json",
+    );
     let env = decode_envelope::<BatchPipelineCompletedV1>(&bytes).unwrap();
     assert_eq!(env.event_type, "batch.pipeline.completed");
     assert_eq!(env.data.processing_duration_seconds, 1312.0);

@@ -45,7 +45,12 @@ fn assert_emitted_valid<T: Serialize>(envelope: &EventEnvelope<T>, model: Option
     let value: Value = serde_json::from_slice(&envelope.to_json_bytes()).expect("JSON");
     assert_valid("EventEnvelope", &value);
     // The envelope always carries all nine keys, nulls included.
-    let keys: BTreeSet<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: BTreeSet<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys.len(), 9, "envelope keys: {keys:?}");
     if let Some(model) = model {
         assert_valid(model, &value["data"]);
@@ -77,7 +82,10 @@ fn prompt_ref() -> Value {
 
 fn bos_metadata() -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("user_id".into(), json!("b5e0c7d2-4a19-4f6e-8c3b-2d1e0f9a8b76"));
+    m.insert(
+        "user_id".into(),
+        json!("b5e0c7d2-4a19-4f6e-8c3b-2d1e0f9a8b76"),
+    );
     m.insert("org_id".into(), Value::Null);
     m.insert(
         "traceparent".into(),
@@ -193,7 +201,8 @@ fn ai_feedback_initiate_command_validates() {
 
 #[test]
 fn batch_pipeline_completed_validates_with_and_without_extras() {
-    let mut metadata = SystemProcessingMetadata::for_batch(BATCH, Some(events::BATCH_PIPELINE_COMPLETED));
+    let mut metadata =
+        SystemProcessingMetadata::for_batch(BATCH, Some(events::BATCH_PIPELINE_COMPLETED));
     metadata.started_at = Some(whole_second());
     metadata.completed_at = Some(Timestamp::now());
     let full = BatchPipelineCompletedV1 {
@@ -295,7 +304,12 @@ fn batch_essays_ready_validates() {
         student_prompt_ref: Some(prompt_ref()),
         class_type: "REGULAR".into(),
     };
-    let env = EventEnvelope::new(topics::BATCH_ESSAYS_READY, source::ELS_SIMULATOR, correlation(), data);
+    let env = EventEnvelope::new(
+        topics::BATCH_ESSAYS_READY,
+        source::ELS_SIMULATOR,
+        correlation(),
+        data,
+    );
     assert_emitted_valid(&env, Some("BatchEssaysReady"));
 }
 
@@ -369,7 +383,12 @@ fn failed_essay_dlq_record_envelope_validates() {
         reason: "listed in failed_essay_ids".into(),
         failed_at: Timestamp::now(),
     };
-    let env = EventEnvelope::new(topics::FAILED_ESSAYS_DLQ, source::BATCH_CONDUCTOR, correlation(), data);
+    let env = EventEnvelope::new(
+        topics::FAILED_ESSAYS_DLQ,
+        source::BATCH_CONDUCTOR,
+        correlation(),
+        data,
+    );
     assert_emitted_valid(&env, None);
     let value = serde_json::to_value(&env).unwrap();
     assert_eq!(value["event_type"], "huleedu.pipelines.failed_essays.DLQ");
@@ -458,12 +477,24 @@ fn schema_enum(model: &str, def: &str) -> BTreeSet<String> {
 
 #[test]
 fn rust_enums_match_platform_enums() {
-    let phases: BTreeSet<String> = PhaseName::ALL.iter().map(|p| p.as_str().to_owned()).collect();
+    let phases: BTreeSet<String> = PhaseName::ALL
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
     assert_eq!(phases, schema_enum("ELSBatchPhaseOutcomeV1", "PhaseName"));
-    let statuses: BTreeSet<String> = BatchStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect();
-    assert_eq!(statuses, schema_enum("ELSBatchPhaseOutcomeV1", "BatchStatus"));
+    let statuses: BTreeSet<String> = BatchStatus::ALL
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        schema_enum("ELSBatchPhaseOutcomeV1", "BatchStatus")
+    );
     // The event names this project writes are platform `ProcessingEvent` values.
-    let processing_events = schema_enum("BatchServiceSpellcheckInitiateCommandDataV1", "ProcessingEvent");
+    let processing_events = schema_enum(
+        "BatchServiceSpellcheckInitiateCommandDataV1",
+        "ProcessingEvent",
+    );
     for name in [
         events::BATCH_ESSAYS_READY,
         events::BATCH_CONTENT_PROVISIONING_COMPLETED,
@@ -476,6 +507,9 @@ fn rust_enums_match_platform_enums() {
         events::PIPELINE_DENIED,
         events::ELS_BATCH_PHASE_OUTCOME,
     ] {
-        assert!(processing_events.contains(name), "{name} is not a ProcessingEvent value");
+        assert!(
+            processing_events.contains(name),
+            "{name} is not a ProcessingEvent value"
+        );
     }
 }

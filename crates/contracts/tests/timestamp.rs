@@ -21,7 +21,10 @@ fn ts(s: &str) -> Timestamp {
 fn zero_microseconds_have_no_fraction() {
     let t = Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0));
     assert_eq!(t.to_string(), "2025-11-03T09:41:00Z");
-    assert_eq!(serde_json::to_string(&t).unwrap(), "\"2025-11-03T09:41:00Z\"");
+    assert_eq!(
+        serde_json::to_string(&t).unwrap(),
+        "\"2025-11-03T09:41:00Z\""
+    );
 }
 
 #[test]
@@ -45,7 +48,10 @@ fn sub_microsecond_precision_is_dropped() {
     let nanos = Utc.timestamp_opt(1_762_162_860, 123_456_789).unwrap();
     let t = Timestamp::from(nanos);
     assert_eq!(t.to_string(), "2025-11-03T09:41:00.123456Z");
-    assert_eq!(ts("2025-11-03T09:41:00.123456789Z").to_string(), "2025-11-03T09:41:00.123456Z");
+    assert_eq!(
+        ts("2025-11-03T09:41:00.123456789Z").to_string(),
+        "2025-11-03T09:41:00.123456Z"
+    );
     // `now()` is already at wire precision, so it survives a round trip unchanged.
     let now = Timestamp::now();
     assert_eq!(ts(&now.to_string()), now);
@@ -90,14 +96,30 @@ fn naive_input_is_taken_as_utc() {
 
 #[test]
 fn parses_without_fraction() {
-    assert_eq!(ts("2025-11-03T09:41:00Z"), Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0)));
-    assert_eq!(ts("2025-11-03T09:41:00+00:00"), Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0)));
+    assert_eq!(
+        ts("2025-11-03T09:41:00Z"),
+        Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0))
+    );
+    assert_eq!(
+        ts("2025-11-03T09:41:00+00:00"),
+        Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0))
+    );
 }
 
 #[test]
 fn rejects_non_timestamps() {
-    for bad in ["", "yesterday", "2025-11-03", "2025-13-03T09:41:00Z", "09:41:00Z", "2025-11-03T25:00:00Z"] {
-        assert!(bad.parse::<Timestamp>().is_err(), "`{bad}` should be rejected");
+    for bad in [
+        "",
+        "yesterday",
+        "2025-11-03",
+        "2025-13-03T09:41:00Z",
+        "09:41:00Z",
+        "2025-11-03T25:00:00Z",
+    ] {
+        assert!(
+            bad.parse::<Timestamp>().is_err(),
+            "`{bad}` should be rejected"
+        );
         assert!(serde_json::from_value::<Timestamp>(serde_json::json!(bad)).is_err());
     }
     assert!(serde_json::from_value::<Timestamp>(serde_json::json!(1_762_162_860)).is_err());
@@ -120,12 +142,18 @@ fn ordering_follows_time() {
 #[test]
 fn naive_timestamp_keeps_the_offsetless_form() {
     let t: NaiveTimestamp = serde_json::from_str("\"2025-11-03T09:24:58.640102\"").unwrap();
-    assert_eq!(serde_json::to_string(&t).unwrap(), "\"2025-11-03T09:24:58.640102\"");
+    assert_eq!(
+        serde_json::to_string(&t).unwrap(),
+        "\"2025-11-03T09:24:58.640102\""
+    );
     let whole: NaiveTimestamp = "2025-11-03T09:30:00".parse().unwrap();
     assert_eq!(whole.to_string(), "2025-11-03T09:30:00");
     let from_aware: NaiveTimestamp = "2025-11-03T11:30:00.000012+02:00".parse().unwrap();
     assert_eq!(from_aware.to_string(), "2025-11-03T09:30:00.000012");
-    assert_eq!(from_aware.to_utc().to_string(), "2025-11-03T09:30:00.000012Z");
+    assert_eq!(
+        from_aware.to_utc().to_string(),
+        "2025-11-03T09:30:00.000012Z"
+    );
 }
 
 fn micros_range() -> std::ops::Range<i64> {

@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 
 fn add_unknown(object: &mut Value) {
     let obj = object.as_object_mut().expect("object");
-    obj.insert("x_future_field".into(), json!({"nested": [1, 2, {"deep": null}]}));
+    obj.insert(
+        "x_future_field".into(),
+        json!({"nested": [1, 2, {"deep": null}]}),
+    );
     obj.insert("another_unknown".into(), json!("value"));
 }
 
@@ -70,7 +73,9 @@ fn envelope_and_data_level_unknown_keys_are_ignored() {
 
 #[test]
 fn free_form_objects_keep_unknown_keys() {
-    let mut value = common::example_value("huleedu.batch.content.provisioning.completed.v1--guest-all-provisioned.json");
+    let mut value = common::example_value(
+        "huleedu.batch.content.provisioning.completed.v1--guest-all-provisioned.json",
+    );
     value["metadata"] = json!({"traceparent": "00-abc-def-01", "custom": {"k": [1]}});
     let env = decode_envelope::<huleedu_contracts::payloads::BatchContentProvisioningCompletedV1>(
         &serde_json::to_vec(&value).unwrap(),
@@ -82,23 +87,37 @@ fn free_form_objects_keep_unknown_keys() {
 
 #[test]
 fn http_body_unknown_keys_are_ignored() {
-    let mut request = common::example_value("http.bcs.pipelines.define.request--spellcheck-no-metadata.json");
-    let plain = decode_json::<BCSPipelineDefinitionRequestV1>(&serde_json::to_vec(&request).unwrap()).unwrap();
+    let mut request =
+        common::example_value("http.bcs.pipelines.define.request--spellcheck-no-metadata.json");
+    let plain =
+        decode_json::<BCSPipelineDefinitionRequestV1>(&serde_json::to_vec(&request).unwrap())
+            .unwrap();
     add_unknown(&mut request);
-    let extended = decode_json::<BCSPipelineDefinitionRequestV1>(&serde_json::to_vec(&request).unwrap()).unwrap();
+    let extended =
+        decode_json::<BCSPipelineDefinitionRequestV1>(&serde_json::to_vec(&request).unwrap())
+            .unwrap();
     assert_eq!(plain, extended);
 
-    let mut response = common::example_value("http.bcs.pipelines.define.response--cj_assessment.json");
+    let mut response =
+        common::example_value("http.bcs.pipelines.define.response--cj_assessment.json");
     add_unknown(&mut response);
-    decode_json::<BCSPipelineDefinitionResponseV1>(&serde_json::to_vec(&response).unwrap()).unwrap();
+    decode_json::<BCSPipelineDefinitionResponseV1>(&serde_json::to_vec(&response).unwrap())
+        .unwrap();
 }
 
 #[test]
 fn any_event_type_is_accepted() {
-    for event_type in ["huleedu.els.batch.phase.outcome.v1", "els.batch.phase.outcome", "", "whatever"] {
-        let mut value = common::example_value("huleedu.els.batch.phase.outcome.v1--failed_critically.json");
+    for event_type in [
+        "huleedu.els.batch.phase.outcome.v1",
+        "els.batch.phase.outcome",
+        "",
+        "whatever",
+    ] {
+        let mut value =
+            common::example_value("huleedu.els.batch.phase.outcome.v1--failed_critically.json");
         value["event_type"] = json!(event_type);
-        let env = decode_envelope::<ELSBatchPhaseOutcomeV1>(&serde_json::to_vec(&value).unwrap()).unwrap();
+        let env = decode_envelope::<ELSBatchPhaseOutcomeV1>(&serde_json::to_vec(&value).unwrap())
+            .unwrap();
         assert_eq!(env.event_type, event_type);
     }
 }

@@ -321,6 +321,15 @@ impl Store {
         Ok(all)
     }
 
+    /// Remove `batch_id` from `index` outside of an apply (a stale entry whose state expired).
+    pub async fn index_remove(&self, batch_id: &str, index: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c
+            .zrem(self.keys.index(bucket_of(batch_id), index), batch_id)
+            .await?;
+        Ok(())
+    }
+
     /// Number of entries waiting in all outboxes.
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
         let mut pipe = redis::pipe();

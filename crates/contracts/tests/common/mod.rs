@@ -10,7 +10,9 @@ use serde_json::Value;
 pub fn contracts_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/contracts/huleedu");
     assert!(
-        dir.join("INDEX.md").is_file() && dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
+        dir.join("INDEX.md").is_file()
+            && dir.join("examples").is_dir()
+            && dir.join("schemas").is_dir(),
         "platform contracts not found at {}: the `shared/` directory must be checked out as a \
          sibling of the repository root (expected shared/contracts/huleedu with INDEX.md, \
          examples/ and schemas/)",

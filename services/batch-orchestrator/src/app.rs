@@ -1,0 +1,153 @@
+//! Wiring: build every component from the settings, run them, shut them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use huleedu_contracts::topics;
+use huleedu_http::metrics::Metrics;
+use huleedu_http::probes::Readiness;
+use huleedu_http::{harden, HttpLimits};
+use huleedu_kafka::admin::with_dlq_topics;
+use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
+use huleedu_store::{OutboxRelay, Store};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::conductor::Conductor;
+use crate::core::Core;
+use crate::handler::{BosHandler, CONSUMED};
+use crate::http::{router, HttpState};
+use crate::scheduler::Scheduler;
+use crate::settings::BosSettings;
+
+/// Topics BOS publishes to.
+pub const PRODUCED: [&str; 6] = [
+    topics::SPELLCHECK_INITIATE_COMMAND,
+    topics::NLP_INITIATE_COMMAND,
+    topics::CJ_ASSESSMENT_INITIATE_COMMAND,
+    topics::AI_FEEDBACK_INITIATE_COMMAND,
+    topics::BATCH_PIPELINE_COMPLETED,
+    topics::BATCH_PHASE_SKIPPED,
+];
+
+/// The orchestrator, built and ready to run.
+pub struct App {
+    settings: BosSettings,
+    core: Core,
+    runner: ConsumerRunner<BosHandler>,
+    relay: OutboxRelay,
+    scheduler: Scheduler,
+    http: HttpState,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Create topics, clients and components. Fails if the broker cannot be reached.
+    pub async fn build(settings: BosSettings) -> anyhow::Result<Self> {
+        let mut all: Vec<String> = with_dlq_topics(&CONSUMED);
+        all.extend(PRODUCED.iter().map(|t| t.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        provision_topics(&settings.kafka, &refs).await?;
+
+        let metrics = Metrics::new();
+        let bos_metrics = crate::metrics::BosMetrics::register(&metrics);
+        let store = Store::connect(&settings.redis)?;
+        let producer = Producer::new(&settings.kafka)?;
+        let conductor = Conductor::new(&settings.bcs_url, settings.bcs_timeout);
+        let core = Core {
+            store: store.clone(),
+            limits: settings.limits,
+            dedup_ttl: settings.dedup_ttl,
+            state_ttl: settings.state_ttl,
+            metrics: bos_metrics,
+            wake_scheduler: Arc::new(Notify::new()),
+        };
+        let handler = BosHandler {
+            core: core.clone(),
+            conductor: conductor.clone(),
+        };
+        let runner = ConsumerRunner::new(&settings.kafka, &CONSUMED, handler, producer.clone())?;
+        let status = runner.status();
+        let readiness = Readiness::new()
+            .check("kafka", move || {
+                let joined = status.is_joined();
+                async move {
+                    if joined {
+                        Ok(())
+                    } else {
+                        Err("consumer has not joined its group yet".to_owned())
+                    }
+                }
+            })
+            .check("redis", {
+                let store = store.clone();
+                move || {
+                    let store = store.clone();
+                    async move { store.ping().await.map_err(|e| format!("redis unreachable: {e}")) }
+                }
+            });
+        let relay = OutboxRelay::new(store, producer);
+        let scheduler = Scheduler {
+            core: core.clone(),
+            conductor,
+        };
+        let http = HttpState {
+            core: core.clone(),
+            metrics,
+            readiness,
+        };
+        Ok(Self {
+            settings,
+            core,
+            runner,
+            relay,
+            scheduler,
+            http,
+        })
+    }
+
+    /// The shared core (tests inspect state through it).
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Run until `shutdown` is cancelled: stop intake (consumer commits its offsets), stop the
+    /// scheduler, drain the outbox, then stop HTTP. `bound` receives the HTTP address.
+    pub async fn run(self, shutdown: CancellationToken, bound: Option<oneshot::Sender<SocketAddr>>) -> anyhow::Result<()> {
+        let http_stop = CancellationToken::new();
+        let router = harden(router(self.http), HttpLimits::default());
+        let addr = self.settings.common.http_addr;
+        let http = tokio::spawn({
+            let stop = http_stop.clone();
+            async move {
+                huleedu_http::serve(addr, router, stop, |a| {
+                    if let Some(tx) = bound {
+                        let _ = tx.send(a);
+                    }
+                })
+                .await
+            }
+        });
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
+        let scheduler_stop = shutdown.child_token();
+        let scheduler = tokio::spawn(self.scheduler.run(scheduler_stop));
+
+        self.runner.run(shutdown.clone()).await;
+        let _ = scheduler.await;
+        relay_stop.cancel();
+        let _ = relay.await;
+        http_stop.cancel();
+        match http.await {
+            Ok(r) => r?,
+            Err(e) => anyhow::bail!("HTTP server task failed: {e}"),
+        }
+        tracing::info!("batch orchestrator stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Client of the conductor's resolution endpoint (`POST /internal/v1/pipelines/define`).
+
+use std::time::Duration;
+
+use huleedu_contracts::http::{BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1};
+use huleedu_contracts::phase::PhaseName;
+use uuid::Uuid;
+
+use crate::decide::Resolution;
+
+/// Why a resolution did not come back. All of these are retried; none drops a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ConductorError {
+    #[error("conductor lagging behind pipeline {after}; retry after {retry_after:?}")]
+    Lagging { after: Uuid, retry_after: Duration },
+    #[error("conductor unreachable or failing: {0}")]
+    Unavailable(String),
+}
+
+/// HTTP client of the conductor.
+#[derive(Debug, Clone)]
+pub struct Conductor {
+    http: reqwest::Client,
+    define_url: String,
+}
+
+impl Conductor {
+    pub fn new(base_url: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("HTTP client");
+        Self {
+            http,
+            define_url: format!("{}/internal/v1/pipelines/define", base_url.trim_end_matches('/')),
+        }
+    }
+
+    /// Expand and prune `pipeline` for `batch_id`. With `after`, the conductor answers only once
+    /// it has processed that pipeline's completion (causal pruning).
+    pub async fn resolve(
+        &self,
+        batch_id: &str,
+        pipeline: &str,
+        correlation_id: Uuid,
+        after: Option<Uuid>,
+    ) -> Result<Resolution, ConductorError> {
+        let body = BCSPipelineDefinitionRequestV1 {
+            batch_id: batch_id.to_owned(),
+            requested_pipeline: pipeline.to_owned(),
+            correlation_id: correlation_id.to_string(),
+            batch_metadata: None,
+            after_pipeline_id: after.map(|a| a.to_string()),
+        };
+        let resp = self
+            .http
+            .post(&self.define_url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ConductorError::Unavailable(e.to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            let r: BCSPipelineDefinitionResponseV1 = resp
+                .json()
+                .await
+                .map_err(|e| ConductorError::Unavailable(format!("unreadable answer: {e}")))?;
+            let phases = |v: &[String]| -> Result<Vec<PhaseName>, ConductorError> {
+                v.iter()
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|_| ConductorError::Unavailable(format!("conductor named an unknown phase {p:?}")))
+                    })
+                    .collect()
+            };
+            return Ok(Resolution::Resolved {
+                run: phases(&r.final_pipeline)?,
+                pruned: phases(&r.pruned_phases)?,
+            });
+        }
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            let detail = resp.text().await.unwrap_or_default();
+            return Ok(Resolution::Unknown { detail });
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::from_secs(1));
+            if let Some(after) = after {
+                return Err(ConductorError::Lagging { after, retry_after });
+            }
+        }
+        Err(ConductorError::Unavailable(format!("conductor answered {status}")))
+    }
+}

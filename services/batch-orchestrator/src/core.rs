@@ -1,0 +1,143 @@
+//! Carrying out decisions: load the batch state, run a pure decision, commit it atomically.
+
+use std::sync::Arc;
+
+use huleedu_contracts::timestamp::Timestamp;
+use huleedu_store::{ApplyOutcome, ApplyRequest, IndexOp, OutboxEntry, Store, StoreError};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::decide::{Decision, Limits, Note};
+use crate::metrics::BosMetrics;
+use crate::model::BatchState;
+
+/// Redis index of batches with a time-based duty (phase deadline, parked request give-up).
+pub const DEADLINES: &str = "deadlines";
+/// Redis index of batches whose queue head can start.
+pub const STARTS: &str = "starts";
+
+const STATE_FIELD: &str = "state";
+const MAX_ATTEMPTS: u32 = 20;
+
+/// What a commit ended as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// The decision was committed (or there was nothing to commit).
+    Done { notes: Vec<Note>, changed: bool },
+    /// This event was handled before.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored state of batch {batch_id} is unreadable: {reason}")]
+    CorruptState { batch_id: String, reason: String },
+    #[error("batch {0} kept changing; giving up for now")]
+    Contention(String),
+}
+
+/// Shared by the consumer handler, the scheduler and HTTP.
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub store: Store,
+    pub limits: Limits,
+    pub dedup_ttl: std::time::Duration,
+    pub state_ttl: std::time::Duration,
+    pub metrics: BosMetrics,
+    /// Wakes the scheduler when a batch can start a queued request.
+    pub wake_scheduler: Arc<Notify>,
+}
+
+impl Core {
+    /// Read a batch's state (default when unknown) and its version.
+    pub async fn load(&self, batch_id: &str) -> Result<(BatchState, u64), CoreError> {
+        let v = self.store.load(batch_id).await?;
+        let state = match v.fields.get(STATE_FIELD) {
+            None => BatchState::default(),
+            Some(json) => serde_json::from_str(json).map_err(|e| CoreError::CorruptState {
+                batch_id: batch_id.to_owned(),
+                reason: e.to_string(),
+            })?,
+        };
+        Ok((state, v.version))
+    }
+
+    /// Load → decide → commit, deciding again on a version conflict. `dedup` is the id of the
+    /// event being handled: committed with the change, so a redelivery is a `Duplicate`.
+    pub async fn commit<F>(&self, batch_id: &str, dedup: Option<Uuid>, decide: F) -> Result<Committed, CoreError>
+    where
+        F: Fn(&BatchState, Timestamp) -> Decision,
+    {
+        if let Some(id) = dedup {
+            if self.store.is_applied(batch_id, &id.to_string()).await? {
+                return Ok(Committed::Duplicate);
+            }
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let (state, version) = self.load(batch_id).await?;
+            let now = Timestamp::now();
+            let d = decide(&state, now);
+            if !d.changed {
+                self.metrics.observe(&d.notes);
+                return Ok(Committed::Done { notes: d.notes, changed: false });
+            }
+            let req = self.apply_request(batch_id, version, dedup, &d, now);
+            match self.store.apply(&req).await? {
+                ApplyOutcome::Applied { .. } => {
+                    if d.state.needs_start() {
+                        self.wake_scheduler.notify_one();
+                    }
+                    self.metrics.observe(&d.notes);
+                    self.metrics.queue_length(d.state.queue.len());
+                    return Ok(Committed::Done { notes: d.notes, changed: true });
+                }
+                ApplyOutcome::AlreadyApplied => return Ok(Committed::Duplicate),
+                ApplyOutcome::Conflict { .. } => continue,
+            }
+        }
+        Err(CoreError::Contention(batch_id.to_owned()))
+    }
+
+    fn apply_request(&self, batch_id: &str, version: u64, dedup: Option<Uuid>, d: &Decision, now: Timestamp) -> ApplyRequest {
+        let state_json = serde_json::to_string(&d.state).expect("state serializes");
+        let deadline = match d.state.next_deadline() {
+            Some(t) => IndexOp::Upsert {
+                index: DEADLINES.into(),
+                member: batch_id.into(),
+                score: t.0.timestamp_millis() as f64,
+            },
+            None => IndexOp::Remove {
+                index: DEADLINES.into(),
+                member: batch_id.into(),
+            },
+        };
+        let start = if d.state.needs_start() {
+            IndexOp::Upsert {
+                index: STARTS.into(),
+                member: batch_id.into(),
+                score: now.0.timestamp_millis() as f64,
+            }
+        } else {
+            IndexOp::Remove {
+                index: STARTS.into(),
+                member: batch_id.into(),
+            }
+        };
+        ApplyRequest {
+            batch_id: batch_id.to_owned(),
+            expected_version: version,
+            dedup_id: dedup.map(|d| d.to_string()),
+            dedup_ttl: self.dedup_ttl,
+            set_fields: vec![(STATE_FIELD.to_owned(), state_json)],
+            state_ttl: Some(self.state_ttl),
+            index_ops: vec![deadline, start],
+            outbox: d
+                .events
+                .iter()
+                .map(|e| OutboxEntry::new(e.topic, batch_id, e.payload.clone()))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! The pure core: batch state + input → new state + outgoing events.
+//!
+//! No I/O here. The adapters (`handler`, `scheduler`) load the state, call one of these
+//! functions, and commit the [`Decision`] atomically (state, dedup marker, outbox, indexes).
+
+use std::collections::BTreeSet;
+
+use huleedu_contracts::phase::PhaseName;
+use huleedu_contracts::status::BatchStatus;
+use huleedu_contracts::timestamp::Timestamp;
+
+use crate::essays::essays_for_first_phase;
+use crate::events::{self, Outgoing, TerminalFigures};
+use crate::model::{
+    ActivePipeline, BatchInfo, BatchState, EssayRef, PendingRequest, PhaseResult, PhaseRun,
+    PipelineSummary, RunStatus,
+};
+
+/// Bounds and time-outs the decisions need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub phase_timeout: chrono::Duration,
+    pub pending_batch_timeout: chrono::Duration,
+    pub queue_capacity: usize,
+    pub history_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            phase_timeout: chrono::Duration::seconds(1800),
+            pending_batch_timeout: chrono::Duration::seconds(600),
+            queue_capacity: 16,
+            history_limit: 50,
+        }
+    }
+}
+
+/// Something the adapters count or log after the decision is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    Queued,
+    Parked,
+    PipelineStarted { pipeline: String },
+    PhaseDispatched { phase: PhaseName, essays: usize },
+    PhaseFinished { phase: PhaseName, status: RunStatus, seconds: f64 },
+    PipelineFinished { pipeline: String, status: BatchStatus, reason: Option<String> },
+    OutcomeIgnored { reason: &'static str },
+}
+
+/// The result of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub state: BatchState,
+    /// False when nothing changed (nothing to commit but the dedup marker).
+    pub changed: bool,
+    pub events: Vec<Outgoing>,
+    pub notes: Vec<Note>,
+}
+
+impl Decision {
+    /// Nothing to do.
+    pub fn nothing(state: &BatchState) -> Self {
+        Self::unchanged(state, None)
+    }
+
+    fn unchanged(state: &BatchState, note: Option<Note>) -> Self {
+        Self {
+            state: state.clone(),
+            changed: false,
+            events: Vec::new(),
+            notes: note.into_iter().collect(),
+        }
+    }
+
+    fn changed(state: BatchState) -> Self {
+        Self {
+            state,
+            changed: true,
+            events: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+fn plus(t: Timestamp, d: chrono::Duration) -> Timestamp {
+    Timestamp(t.0 + d)
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    ((to.0 - from.0).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
+}
+
+/// What the conductor said about a request's pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The conductor does not know the pipeline.
+    Unknown { detail: String },
+    /// Phases to run (dependency order) and phases pruned as already complete.
+    Resolved { run: Vec<PhaseName>, pruned: Vec<PhaseName> },
+}
+
+/// A phase outcome as the core needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeIn {
+    pub phase: PhaseName,
+    pub status: BatchStatus,
+    pub processed: Vec<EssayRef>,
+    pub failed: Vec<String>,
+    pub correlation_id: uuid::Uuid,
+}
+
+/// Write the terminal event for `request`, add it to the history, remember the pipeline id.
+fn finish(
+    d: &mut Decision,
+    batch_id: &str,
+    request: &PendingRequest,
+    figures: TerminalFigures,
+    runs: Vec<PhaseRun>,
+    limits: &Limits,
+    now: Timestamp,
+) {
+    let event = events::pipeline_completed(batch_id, request, &figures, now);
+    d.notes.push(Note::PipelineFinished {
+        pipeline: request.requested_pipeline.clone(),
+        status: figures.final_status,
+        reason: figures.failure_reason.clone(),
+    });
+    let s = &mut d.state;
+    s.history.push_back(PipelineSummary {
+        pipeline_id: request.correlation_id,
+        request_id: request.request_id,
+        requested_pipeline: request.requested_pipeline.clone(),
+        final_status: figures.final_status,
+        completed_phases: figures.completed_phases,
+        skipped_phases: figures.skipped_phases,
+        successful_essay_count: figures.successful_essay_count,
+        failed_essay_count: figures.failed_essay_count,
+        processing_duration_seconds: figures.processing_duration_seconds,
+        failure_reason: figures.failure_reason,
+        received_at: request.received_at,
+        finished_at: now,
+        runs,
+        terminal_event_id: event.event_id,
+    });
+    while s.history.len() > limits.history_limit.max(1) {
+        s.history.pop_front();
+    }
+    s.last_pipeline_id = Some(request.correlation_id);
+    d.events.push(event);
+    d.changed = true;
+}
+
+/// A request that ends without running anything.
+fn reject(d: &mut Decision, batch_id: &str, request: &PendingRequest, reason: String, limits: &Limits, now: Timestamp) {
+    let figures = TerminalFigures {
+        final_status: BatchStatus::FailedCritically,
+        completed_phases: vec![],
+        skipped_phases: vec![],
+        successful_essay_count: 0,
+        failed_essay_count: 0,
+        processing_duration_seconds: seconds_between(request.received_at, now),
+        failure_reason: Some(reason),
+    };
+    finish(d, batch_id, request, figures, vec![], limits, now);
+}
+
+/// The batch became known (or its essay list changed): parked requests join the queue.
+pub fn on_batch_known(state: &BatchState, batch_id: &str, info: BatchInfo, limits: &Limits, now: Timestamp) -> Decision {
+    let mut s = state.clone();
+    s.batch = Some(info);
+    let parked = std::mem::take(&mut s.parked);
+    let mut d = Decision::changed(s);
+    for mut p in parked {
+        p.park_deadline = None;
+        if d.state.queue.len() >= limits.queue_capacity {
+            reject(&mut d, batch_id, &p, "queue_full".into(), limits, now);
+        } else {
+            d.state.queue.push_back(p);
+            d.notes.push(Note::Queued);
+        }
+    }
+    d
+}
+
+/// A client request arrived. `pipeline_known` comes from the conductor.
+pub fn on_request(
+    state: &BatchState,
+    batch_id: &str,
+    mut request: PendingRequest,
+    pipeline_known: bool,
+    limits: &Limits,
+    now: Timestamp,
+) -> Decision {
+    let seen = state.queue.iter().chain(&state.parked).any(|r| r.request_id == request.request_id)
+        || state.active.as_ref().is_some_and(|a| a.request.request_id == request.request_id)
+        || state.history.iter().any(|h| h.request_id == request.request_id);
+    if seen {
+        return Decision::unchanged(state, None);
+    }
+    let mut d = Decision::changed(state.clone());
+    if !pipeline_known {
+        let reason = format!("unknown_pipeline: {}", request.requested_pipeline);
+        reject(&mut d, batch_id, &request, reason, limits, now);
+    } else if state.batch.is_none() {
+        request.park_deadline = Some(plus(now, limits.pending_batch_timeout));
+        d.state.parked.push(request);
+        d.notes.push(Note::Parked);
+    } else if d.state.queue.len() >= limits.queue_capacity {
+        reject(&mut d, batch_id, &request, "queue_full".into(), limits, now);
+    } else {
+        d.state.queue.push_back(request);
+        d.notes.push(Note::Queued);
+    }
+    d
+}
+
+/// Start the request at the head of the queue with the conductor's resolution.
+/// Precondition: [`BatchState::needs_start`]; otherwise nothing changes.
+pub fn start_next(state: &BatchState, batch_id: &str, resolution: Resolution, limits: &Limits, now: Timestamp) -> Decision {
+    if !state.needs_start() {
+        return Decision::unchanged(state, None);
+    }
+    let mut d = Decision::changed(state.clone());
+    let request = d.state.queue.pop_front().expect("needs_start");
+    let (run, pruned) = match resolution {
+        Resolution::Unknown { .. } => {
+            let reason = format!("unknown_pipeline: {}", request.requested_pipeline);
+            reject(&mut d, batch_id, &request, reason, limits, now);
+            return d;
+        }
+        Resolution::Resolved { run, pruned } => (run, pruned),
+    };
+    let duration = seconds_between(request.received_at, now);
+    let Some(&first) = run.first() else {
+        // Everything already done.
+        let figures = TerminalFigures {
+            final_status: BatchStatus::CompletedSuccessfully,
+            completed_phases: vec![],
+            skipped_phases: pruned,
+            successful_essay_count: 0,
+            failed_essay_count: 0,
+            processing_duration_seconds: duration,
+            failure_reason: None,
+        };
+        finish(&mut d, batch_id, &request, figures, vec![], limits, now);
+        return d;
+    };
+    let essays = essays_for_first_phase(&d.state, first);
+    let info = d.state.batch.clone().expect("needs_start");
+    let command = if essays.is_empty() {
+        Err(format!("no_essays_to_process: {first}"))
+    } else {
+        events::initiate_command(first, batch_id, &info, &request, &essays, now)
+            .ok_or_else(|| format!("no_worker_for_phase: {first}"))
+    };
+    let command = match command {
+        Ok(c) => c,
+        Err(reason) => {
+            let figures = TerminalFigures {
+                final_status: BatchStatus::FailedCritically,
+                completed_phases: vec![],
+                skipped_phases: pruned,
+                successful_essay_count: 0,
+                failed_essay_count: 0,
+                processing_duration_seconds: duration,
+                failure_reason: Some(reason),
+            };
+            finish(&mut d, batch_id, &request, figures, vec![], limits, now);
+            return d;
+        }
+    };
+    for p in &pruned {
+        d.events.push(events::phase_skipped(batch_id, *p, request.correlation_id, now));
+    }
+    d.notes.push(Note::PipelineStarted {
+        pipeline: request.requested_pipeline.clone(),
+    });
+    d.notes.push(Note::PhaseDispatched {
+        phase: first,
+        essays: essays.len(),
+    });
+    d.state.active = Some(ActivePipeline {
+        request,
+        started_at: now,
+        phases: run,
+        pruned,
+        current: 0,
+        deadline: plus(now, limits.phase_timeout),
+        runs: vec![PhaseRun {
+            phase: first,
+            command_id: command.event_id,
+            essays_in: essays.len(),
+            essays_out: None,
+            failed: None,
+            status: None,
+            started_at: now,
+            finished_at: None,
+        }],
+        failed_essays: BTreeSet::new(),
+    });
+    d.events.push(command);
+    d
+}
+
+/// End the active pipeline with a terminal event.
+fn end_active(d: &mut Decision, batch_id: &str, status: BatchStatus, successful: usize, extra_failed: usize, reason: Option<String>, limits: &Limits, now: Timestamp) {
+    let active = d.state.active.take().expect("an active pipeline");
+    let completed: Vec<PhaseName> = active
+        .runs
+        .iter()
+        .filter(|r| r.status.is_some_and(RunStatus::completed))
+        .map(|r| r.phase)
+        .collect();
+    let figures = TerminalFigures {
+        final_status: status,
+        completed_phases: completed,
+        skipped_phases: active.pruned.clone(),
+        successful_essay_count: successful as i64,
+        failed_essay_count: (active.failed_essays.len() + extra_failed) as i64,
+        processing_duration_seconds: seconds_between(active.request.received_at, now),
+        failure_reason: reason,
+    };
+    finish(d, batch_id, &active.request, figures, active.runs, limits, now);
+}
+
+/// A phase outcome arrived.
+pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limits: &Limits, now: Timestamp) -> Decision {
+    let Some(active) = &state.active else {
+        return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "no_active_pipeline" }));
+    };
+    if outcome.phase != active.current_phase() {
+        return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "not_the_current_phase" }));
+    }
+    if outcome.correlation_id != active.request.correlation_id {
+        return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "other_pipeline" }));
+    }
+    let status = match outcome.status {
+        BatchStatus::CompletedSuccessfully => RunStatus::CompletedSuccessfully,
+        BatchStatus::CompletedWithFailures => RunStatus::CompletedWithFailures,
+        BatchStatus::FailedCritically => RunStatus::FailedCritically,
+        _ => return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "not_a_phase_status" })),
+    };
+    let mut d = Decision::changed(state.clone());
+    let a = d.state.active.as_mut().expect("checked above");
+    let pipeline_id = a.request.correlation_id;
+    let run = a.runs.last_mut().expect("a dispatched run");
+    run.essays_out = Some(outcome.processed.len());
+    run.failed = Some(outcome.failed.len());
+    run.status = Some(status);
+    run.finished_at = Some(now);
+    let seconds = seconds_between(run.started_at, now);
+    a.failed_essays.extend(outcome.failed.iter().cloned());
+    d.notes.push(Note::PhaseFinished { phase: outcome.phase, status, seconds });
+    d.state.phase_results.insert(
+        outcome.phase,
+        PhaseResult {
+            status,
+            succeeded: outcome.processed.clone(),
+            failed: outcome.failed.clone(),
+            pipeline_id,
+            at: now,
+        },
+    );
+    if status == RunStatus::FailedCritically {
+        let reason = format!("phase_failed: {}", outcome.phase);
+        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
+        return d;
+    }
+    if outcome.processed.is_empty() {
+        let reason = format!("no_essays_left: {}", outcome.phase);
+        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
+        return d;
+    }
+    let a = d.state.active.as_ref().expect("still active");
+    if a.current + 1 >= a.phases.len() {
+        let status = if a.failed_essays.is_empty() {
+            BatchStatus::CompletedSuccessfully
+        } else {
+            BatchStatus::CompletedWithFailures
+        };
+        end_active(&mut d, batch_id, status, outcome.processed.len(), 0, None, limits, now);
+        return d;
+    }
+    let next = a.phases[a.current + 1];
+    let info = d.state.batch.clone().expect("an active pipeline has a batch");
+    let Some(command) = events::initiate_command(next, batch_id, &info, &a.request, &outcome.processed, now) else {
+        let reason = format!("no_worker_for_phase: {next}");
+        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
+        return d;
+    };
+    let a = d.state.active.as_mut().expect("still active");
+    a.current += 1;
+    a.deadline = plus(now, limits.phase_timeout);
+    a.runs.push(PhaseRun {
+        phase: next,
+        command_id: command.event_id,
+        essays_in: outcome.processed.len(),
+        essays_out: None,
+        failed: None,
+        status: None,
+        started_at: now,
+        finished_at: None,
+    });
+    d.notes.push(Note::PhaseDispatched { phase: next, essays: outcome.processed.len() });
+    d.events.push(command);
+    d
+}
+
+/// Time passed: end a timed-out phase, give up on parked requests whose batch never came.
+pub fn on_tick(state: &BatchState, batch_id: &str, limits: &Limits, now: Timestamp) -> Decision {
+    let mut d = Decision::unchanged(state, None);
+    if let Some(a) = d.state.active.as_mut().filter(|a| a.deadline <= now) {
+        let phase = a.current_phase();
+        let run = a.runs.last_mut().expect("a dispatched run");
+        run.status = Some(RunStatus::TimedOut);
+        run.finished_at = Some(now);
+        // Essays handed to the timed-out phase did not get through it.
+        let stuck = run.essays_in;
+        let pipeline_id = a.request.correlation_id;
+        d.notes.push(Note::PhaseFinished {
+            phase,
+            status: RunStatus::TimedOut,
+            seconds: seconds_between(run.started_at, now),
+        });
+        d.state.phase_results.insert(
+            phase,
+            PhaseResult {
+                status: RunStatus::TimedOut,
+                succeeded: vec![],
+                failed: vec![],
+                pipeline_id,
+                at: now,
+            },
+        );
+        let reason = format!("phase_timeout: {phase}");
+        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, stuck, Some(reason), limits, now);
+    }
+    let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut d.state.parked)
+        .into_iter()
+        .partition(|p| p.park_deadline.is_some_and(|t| t <= now));
+    d.state.parked = waiting;
+    for p in expired {
+        reject(&mut d, batch_id, &p, "batch_not_ready".into(), limits, now);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huleedu_contracts::topics;
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    const B: &str = "batch-1";
+
+    fn now() -> Timestamp {
+        Timestamp::now()
+    }
+
+    fn essays(n: usize, text: &str) -> Vec<EssayRef> {
+        (0..n)
+            .map(|i| EssayRef {
+                essay_id: format!("e{i}"),
+                text_storage_id: format!("{text}-{i}"),
+            })
+            .collect()
+    }
+
+    fn info(n: usize) -> BatchInfo {
+        BatchInfo {
+            essays: essays(n, "orig"),
+            course_code: "ENG5".into(),
+            language: "en".into(),
+            class_type: "REGULAR".into(),
+            student_prompt_ref: None,
+            user_id: None,
+            source: "test".into(),
+            updated_at: now(),
+        }
+    }
+
+    fn request(pipeline: &str) -> PendingRequest {
+        PendingRequest {
+            request_id: Uuid::new_v4(),
+            correlation_id: Uuid::new_v4(),
+            requested_pipeline: pipeline.into(),
+            user_id: "teacher-1".into(),
+            prompt: None,
+            is_retry: false,
+            retry_reason: None,
+            received_at: now(),
+            park_deadline: None,
+        }
+    }
+
+    fn known(n: usize) -> BatchState {
+        on_batch_known(&BatchState::default(), B, info(n), &Limits::default(), now()).state
+    }
+
+    fn data(o: &Outgoing) -> Value {
+        serde_json::from_str::<Value>(&o.payload).unwrap()["data"].clone()
+    }
+
+    fn terminal(d: &Decision) -> Value {
+        let t: Vec<_> = d.events.iter().filter(|e| e.topic == topics::BATCH_PIPELINE_COMPLETED).collect();
+        assert_eq!(t.len(), 1, "exactly one terminal event: {:?}", d.events);
+        data(t[0])
+    }
+
+    /// Queue `pipeline` on a known batch and start it with the given resolution.
+    fn started(state: &BatchState, pipeline: &str, run: &[PhaseName], pruned: &[PhaseName]) -> (Decision, PendingRequest) {
+        let req = request(pipeline);
+        let s = on_request(state, B, req.clone(), true, &Limits::default(), now()).state;
+        assert!(s.needs_start());
+        let d = start_next(&s, B, Resolution::Resolved { run: run.to_vec(), pruned: pruned.to_vec() }, &Limits::default(), now());
+        (d, req)
+    }
+
+    fn outcome(req: &PendingRequest, phase: PhaseName, status: BatchStatus, ok: &[EssayRef], failed: &[&str]) -> OutcomeIn {
+        OutcomeIn {
+            phase,
+            status,
+            processed: ok.to_vec(),
+            failed: failed.iter().map(|s| s.to_string()).collect(),
+            correlation_id: req.correlation_id,
+        }
+    }
+
+    #[test]
+    fn a_request_for_an_unknown_batch_is_parked_then_queued_when_ready() {
+        let d = on_request(&BatchState::default(), B, request("nlp"), true, &Limits::default(), now());
+        assert_eq!(d.state.parked.len(), 1);
+        assert!(d.state.parked[0].park_deadline.is_some());
+        assert!(d.events.is_empty());
+        assert!(!d.state.needs_start());
+        let d = on_batch_known(&d.state, B, info(3), &Limits::default(), now());
+        assert!(d.state.parked.is_empty());
+        assert_eq!(d.state.queue.len(), 1);
+        assert!(d.state.needs_start());
+    }
+
+    #[test]
+    fn an_unknown_pipeline_ends_at_once_with_a_reason() {
+        let d = on_request(&known(3), B, request("nope"), false, &Limits::default(), now());
+        let t = terminal(&d);
+        assert_eq!(t["final_status"], "failed_critically");
+        assert_eq!(t["failure_reason"], "unknown_pipeline: nope");
+        assert_eq!(t["completed_phases"], serde_json::json!([]));
+        assert_eq!(d.state.history.len(), 1);
+        assert!(d.state.queue.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_rejects_with_queue_full() {
+        let limits = Limits { queue_capacity: 1, ..Default::default() };
+        let s = on_request(&known(2), B, request("nlp"), true, &limits, now()).state;
+        let d = on_request(&s, B, request("cj_assessment"), true, &limits, now());
+        assert_eq!(terminal(&d)["failure_reason"], "queue_full");
+        assert_eq!(d.state.queue.len(), 1, "the first request keeps its place");
+    }
+
+    #[test]
+    fn the_same_request_twice_changes_nothing() {
+        let req = request("nlp");
+        let s = on_request(&known(2), B, req.clone(), true, &Limits::default(), now()).state;
+        let d = on_request(&s, B, req, true, &Limits::default(), now());
+        assert!(!d.changed);
+        assert_eq!(d.state.queue.len(), 1);
+    }
+
+    #[test]
+    fn starting_dispatches_the_first_phase_with_all_essays() {
+        let (d, req) = started(&known(4), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        assert_eq!(d.events.len(), 1);
+        let cmd = &d.events[0];
+        assert_eq!(cmd.topic, topics::SPELLCHECK_INITIATE_COMMAND);
+        let env: Value = serde_json::from_str(&cmd.payload).unwrap();
+        assert_eq!(env["correlation_id"], req.correlation_id.to_string());
+        assert_eq!(env["data"]["essays_to_process"].as_array().unwrap().len(), 4);
+        let a = d.state.active.as_ref().unwrap();
+        assert_eq!(a.current_phase(), PhaseName::Spellcheck);
+        assert_eq!(a.runs[0].command_id, cmd.event_id);
+        assert!(d.state.queue.is_empty());
+    }
+
+    #[test]
+    fn partial_failure_feeds_only_survivors_forward_and_counts_honestly() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(10), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let ok = essays(7, "spell");
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, &ok, &["e7", "e8", "e9"]), &limits, now());
+        assert_eq!(d.events.len(), 1);
+        let cmd = data(&d.events[0]);
+        assert_eq!(d.events[0].topic, topics::CJ_ASSESSMENT_INITIATE_COMMAND);
+        let ids: Vec<&str> = cmd["essays_to_process"].as_array().unwrap().iter().map(|e| e["text_storage_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 7);
+        assert!(ids.iter().all(|t| t.starts_with("spell-")), "spellcheck's output text ids");
+        let cj_ok = essays(7, "cj");
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::CompletedSuccessfully, &cj_ok, &[]), &limits, now());
+        let t = terminal(&d);
+        assert_eq!(t["final_status"], "completed_with_failures");
+        assert_eq!(t["successful_essay_count"], 7);
+        assert_eq!(t["failed_essay_count"], 3);
+        assert_eq!(t["completed_phases"], serde_json::json!(["spellcheck", "cj_assessment"]));
+        assert_eq!(t["requested_pipeline"], "cj_assessment");
+        assert_eq!(t["correlation_id"], req.correlation_id.to_string());
+        assert!(d.state.active.is_none());
+        assert_eq!(d.state.last_pipeline_id, Some(req.correlation_id));
+        assert_eq!(d.state.history[0].successful_essay_count, 7);
+    }
+
+    #[test]
+    fn a_later_pipeline_skips_pruned_phases_and_reuses_upstream_results() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(5), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let spell_ok = essays(4, "spell");
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, &spell_ok, &["e4"]), &limits, now());
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::CompletedSuccessfully, &essays(4, "cj"), &[]), &limits, now());
+        let (d, req2) = started(&d.state, "nlp", &[PhaseName::Nlp], &[PhaseName::Spellcheck]);
+        let skipped: Vec<_> = d.events.iter().filter(|e| e.topic == topics::BATCH_PHASE_SKIPPED).collect();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(data(skipped[0])["phase_name"], "spellcheck");
+        assert_eq!(data(skipped[0])["correlation_id"], req2.correlation_id.to_string());
+        let cmd = d.events.iter().find(|e| e.topic == topics::NLP_INITIATE_COMMAND).unwrap();
+        let essays_in = data(cmd)["essays_to_process"].as_array().unwrap().clone();
+        assert_eq!(essays_in.len(), 4, "the essay that failed spellcheck stays out");
+        assert!(essays_in.iter().all(|e| e["text_storage_id"].as_str().unwrap().starts_with("spell-")));
+    }
+
+    #[test]
+    fn nothing_left_to_do_ends_at_once_with_skipped_phases() {
+        let (d, _) = started(&known(2), "nlp", &[], &[PhaseName::Spellcheck, PhaseName::Nlp]);
+        let t = terminal(&d);
+        assert_eq!(d.events.len(), 1, "no skipped events and no command when nothing starts");
+        assert_eq!(t["final_status"], "completed_successfully");
+        assert_eq!(t["completed_phases"], serde_json::json!([]));
+        assert_eq!(t["skipped_phases"], serde_json::json!(["spellcheck", "nlp"]));
+        assert!(d.state.active.is_none());
+    }
+
+    #[test]
+    fn outcomes_of_other_phases_or_pipelines_are_ignored() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(2), "nlp", &[PhaseName::Spellcheck, PhaseName::Nlp], &[]);
+        let wrong_phase = outcome(&req, PhaseName::Nlp, BatchStatus::CompletedSuccessfully, &essays(2, "x"), &[]);
+        let r = on_outcome(&d.state, B, &wrong_phase, &limits, now());
+        assert!(!r.changed);
+        assert_eq!(r.notes, vec![Note::OutcomeIgnored { reason: "not_the_current_phase" }]);
+        let mut foreign = outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(2, "x"), &[]);
+        foreign.correlation_id = Uuid::new_v4();
+        assert!(!on_outcome(&d.state, B, &foreign, &limits, now()).changed);
+        let idle = known(2);
+        assert!(!on_outcome(&idle, B, &foreign, &limits, now()).changed);
+    }
+
+    #[test]
+    fn a_critical_failure_ends_the_pipeline_and_keeps_earlier_results() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(3), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(3, "spell"), &[]), &limits, now());
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::FailedCritically, &[], &["e0", "e1", "e2"]), &limits, now());
+        let t = terminal(&d);
+        assert_eq!(t["final_status"], "failed_critically");
+        assert_eq!(t["failure_reason"], "phase_failed: cj_assessment");
+        assert_eq!(t["completed_phases"], serde_json::json!(["spellcheck"]));
+        assert_eq!(t["successful_essay_count"], 0);
+        assert_eq!(t["failed_essay_count"], 3);
+        assert!(d.state.phase_results[&PhaseName::Spellcheck].status.completed());
+    }
+
+    #[test]
+    fn a_phase_past_its_deadline_times_out_and_its_late_outcome_is_ignored() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(3), "nlp", &[PhaseName::Spellcheck, PhaseName::Nlp], &[]);
+        assert!(!on_tick(&d.state, B, &limits, now()).changed, "not due yet");
+        let later = Timestamp(now().0 + chrono::Duration::seconds(1801));
+        let t = on_tick(&d.state, B, &limits, later);
+        let ev = terminal(&t);
+        assert_eq!(ev["final_status"], "failed_critically");
+        assert_eq!(ev["failure_reason"], "phase_timeout: spellcheck");
+        assert_eq!(ev["failed_essay_count"], 3);
+        let late = outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(3, "s"), &[]);
+        assert!(!on_outcome(&t.state, B, &late, &limits, later).changed);
+    }
+
+    #[test]
+    fn a_parked_request_gives_up_when_the_batch_never_comes() {
+        let limits = Limits::default();
+        let d = on_request(&BatchState::default(), B, request("nlp"), true, &limits, now());
+        assert_eq!(d.state.next_deadline(), d.state.parked[0].park_deadline);
+        let later = Timestamp(now().0 + chrono::Duration::seconds(601));
+        let t = on_tick(&d.state, B, &limits, later);
+        assert_eq!(terminal(&t)["failure_reason"], "batch_not_ready");
+        assert!(t.state.parked.is_empty());
+        assert_eq!(t.state.next_deadline(), None);
+    }
+
+    #[test]
+    fn queued_requests_wait_for_the_active_pipeline() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(2), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let s = on_request(&d.state, B, request("nlp"), true, &limits, now()).state;
+        assert_eq!(s.queue.len(), 1);
+        assert!(!s.needs_start(), "waits while a pipeline is active");
+        let d = on_outcome(&s, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(2, "s"), &[]), &limits, now());
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::CompletedSuccessfully, &essays(2, "c"), &[]), &limits, now());
+        assert!(d.state.needs_start(), "the queued request may start after the terminal event");
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let limits = Limits { history_limit: 3, ..Default::default() };
+        let mut s = known(1);
+        for _ in 0..5 {
+            s = on_request(&s, B, request("nope"), false, &limits, now()).state;
+        }
+        assert_eq!(s.history.len(), 3);
+    }
+}

@@ -1,0 +1,188 @@
+//! Which essays a phase gets (architecture §4.3): a pure function of the batch state.
+//!
+//! - A phase without dependencies gets every essay of the batch with its original text id.
+//! - The first phase that runs in a pipeline gets the essays that succeeded in **every**
+//!   dependency (latest completed result of each), with the output text id of the last
+//!   dependency in dependency order. A dependency without a usable result (marked complete by an
+//!   operator, or its latest run failed) is skipped: the nearest upstream result, else the
+//!   original essays, supply the ids.
+//! - Every later phase of the same pipeline gets exactly the previous outcome's processed
+//!   essays; the orchestrator passes those on directly (see `decide`).
+
+use huleedu_contracts::phase::PhaseName;
+
+use crate::model::{BatchState, EssayRef};
+
+/// Direct dependencies of each phase (what the workers need as input). The conductor owns the
+/// pipeline definitions; this table only says whose output a phase reads.
+pub fn dependencies(phase: PhaseName) -> &'static [PhaseName] {
+    match phase {
+        PhaseName::Spellcheck | PhaseName::StudentMatching => &[],
+        PhaseName::Nlp | PhaseName::CjAssessment => &[PhaseName::Spellcheck],
+        PhaseName::AiFeedback => &[PhaseName::Spellcheck, PhaseName::Nlp],
+    }
+}
+
+/// All transitive dependencies of `phase`, each after its own dependencies.
+pub fn upstream(phase: PhaseName) -> Vec<PhaseName> {
+    fn visit(p: PhaseName, out: &mut Vec<PhaseName>) {
+        for d in dependencies(p) {
+            visit(*d, out);
+            if !out.contains(d) {
+                out.push(*d);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(phase, &mut out);
+    out
+}
+
+/// The essays the first running phase of a pipeline receives.
+pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<EssayRef> {
+    let Some(batch) = &state.batch else {
+        return Vec::new();
+    };
+    let mut essays: Vec<EssayRef> = batch.essays.clone();
+    for dep in upstream(phase) {
+        let Some(result) = state.phase_results.get(&dep).filter(|r| r.status.completed()) else {
+            continue;
+        };
+        essays = essays
+            .iter()
+            .filter_map(|e| {
+                result
+                    .succeeded
+                    .iter()
+                    .find(|s| s.essay_id == e.essay_id)
+                    .cloned()
+            })
+            .collect();
+    }
+    essays
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BatchInfo, PhaseResult, RunStatus};
+    use huleedu_contracts::timestamp::Timestamp;
+    use uuid::Uuid;
+
+    fn essay(i: usize, text: &str) -> EssayRef {
+        EssayRef {
+            essay_id: format!("e{i}"),
+            text_storage_id: format!("{text}{i}"),
+        }
+    }
+
+    fn state(n: usize) -> BatchState {
+        BatchState {
+            batch: Some(BatchInfo {
+                essays: (0..n).map(|i| essay(i, "orig")).collect(),
+                course_code: "ENG5".into(),
+                language: "en".into(),
+                class_type: "GUEST".into(),
+                student_prompt_ref: None,
+                user_id: None,
+                source: "test".into(),
+                updated_at: Timestamp::now(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn result(status: RunStatus, ok: &[usize], text: &str) -> PhaseResult {
+        PhaseResult {
+            status,
+            succeeded: ok.iter().map(|i| essay(*i, text)).collect(),
+            failed: vec![],
+            pipeline_id: Uuid::nil(),
+            at: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn upstream_is_in_dependency_order() {
+        assert_eq!(upstream(PhaseName::Spellcheck), vec![]);
+        assert_eq!(upstream(PhaseName::CjAssessment), vec![PhaseName::Spellcheck]);
+        assert_eq!(
+            upstream(PhaseName::AiFeedback),
+            vec![PhaseName::Spellcheck, PhaseName::Nlp]
+        );
+    }
+
+    #[test]
+    fn a_phase_without_dependencies_gets_all_original_essays() {
+        let s = state(3);
+        assert_eq!(
+            essays_for_first_phase(&s, PhaseName::Spellcheck),
+            (0..3).map(|i| essay(i, "orig")).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn failed_essays_stay_out_and_upstream_output_ids_are_used() {
+        let mut s = state(4);
+        s.phase_results.insert(
+            PhaseName::Spellcheck,
+            result(RunStatus::CompletedWithFailures, &[0, 2, 3], "spell"),
+        );
+        assert_eq!(
+            essays_for_first_phase(&s, PhaseName::Nlp),
+            vec![essay(0, "spell"), essay(2, "spell"), essay(3, "spell")]
+        );
+    }
+
+    #[test]
+    fn the_last_dependency_supplies_the_text_ids_and_every_dependency_filters() {
+        let mut s = state(4);
+        s.phase_results.insert(
+            PhaseName::Spellcheck,
+            result(RunStatus::CompletedWithFailures, &[0, 1, 2], "spell"),
+        );
+        // nlp succeeded for an essay spellcheck failed (cannot really happen) and failed one.
+        s.phase_results.insert(
+            PhaseName::Nlp,
+            result(RunStatus::CompletedWithFailures, &[1, 2, 3], "nlp"),
+        );
+        assert_eq!(
+            essays_for_first_phase(&s, PhaseName::AiFeedback),
+            vec![essay(1, "nlp"), essay(2, "nlp")]
+        );
+    }
+
+    #[test]
+    fn a_dependency_without_result_falls_back_upstream_then_to_originals() {
+        let mut s = state(3);
+        // nlp marked complete by an operator: BOS has no nlp result.
+        s.phase_results.insert(
+            PhaseName::Spellcheck,
+            result(RunStatus::CompletedSuccessfully, &[0, 1], "spell"),
+        );
+        assert_eq!(
+            essays_for_first_phase(&s, PhaseName::AiFeedback),
+            vec![essay(0, "spell"), essay(1, "spell")]
+        );
+        let s = state(2);
+        assert_eq!(
+            essays_for_first_phase(&s, PhaseName::AiFeedback),
+            vec![essay(0, "orig"), essay(1, "orig")]
+        );
+    }
+
+    #[test]
+    fn a_failed_latest_run_is_not_a_usable_result() {
+        let mut s = state(2);
+        s.phase_results.insert(
+            PhaseName::Spellcheck,
+            result(RunStatus::FailedCritically, &[], "spell"),
+        );
+        assert_eq!(essays_for_first_phase(&s, PhaseName::Nlp).len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_batch_has_no_essays() {
+        assert!(essays_for_first_phase(&BatchState::default(), PhaseName::Spellcheck).is_empty());
+    }
+}

@@ -1,0 +1,195 @@
+//! Builders of the events BOS emits. Each gets its `event_id` here, when it is decided; the
+//! outbox keeps the serialized bytes, so a re-send carries the same id.
+
+use huleedu_contracts::envelope::EventEnvelope;
+use huleedu_contracts::events;
+use huleedu_contracts::payloads::{
+    BatchPipelineCompletedV1, BatchServiceAIFeedbackInitiateCommandDataV1,
+    BatchServiceCJAssessmentInitiateCommandDataV1, BatchServiceNLPInitiateCommandDataV2,
+    BatchServiceSpellcheckInitiateCommandDataV1, EssayProcessingInputRefV1, PhaseSkippedV1,
+    SystemProcessingMetadata, ENTITY_TYPE_BATCH,
+};
+use huleedu_contracts::phase::PhaseName;
+use huleedu_contracts::source::BATCH_ORCHESTRATOR;
+use huleedu_contracts::status::BatchStatus;
+use huleedu_contracts::timestamp::Timestamp;
+use huleedu_contracts::topics;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::model::{BatchInfo, EssayRef, PendingRequest};
+
+/// An event decided by the core, ready for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: &'static str,
+    pub event_id: Uuid,
+    /// The envelope as JSON text.
+    pub payload: String,
+}
+
+fn envelope<T: Serialize>(topic: &'static str, correlation_id: Uuid, data: T, now: Timestamp) -> Outgoing {
+    let mut env = EventEnvelope::new(topic, BATCH_ORCHESTRATOR, correlation_id, data);
+    env.event_timestamp = now;
+    Outgoing {
+        topic,
+        event_id: env.event_id,
+        payload: String::from_utf8(env.to_json_bytes()).expect("serde_json writes UTF-8"),
+    }
+}
+
+fn metadata(batch_id: &str, event: &str, now: Timestamp) -> SystemProcessingMetadata {
+    let mut m = SystemProcessingMetadata::for_batch(batch_id, Some(event));
+    m.timestamp = now;
+    m
+}
+
+/// The initiate command for `phase`, or `None` when no worker topic exists for it.
+pub fn initiate_command(
+    phase: PhaseName,
+    batch_id: &str,
+    info: &BatchInfo,
+    request: &PendingRequest,
+    essays: &[EssayRef],
+    now: Timestamp,
+) -> Option<Outgoing> {
+    let topic = topics::initiate_command_topic(phase)?;
+    let event_name = events::initiate_command_event_name(phase)?.to_owned();
+    let essays_to_process: Vec<EssayProcessingInputRefV1> = essays.iter().map(Into::into).collect();
+    let entity_id = Some(batch_id.to_owned());
+    let entity_type = Some(ENTITY_TYPE_BATCH.to_owned());
+    let prompt_ref = info.student_prompt_ref.clone().or_else(|| {
+        request
+            .prompt
+            .as_ref()
+            .and_then(|p| p.cms_prompt_ref.clone())
+    });
+    let c = request.correlation_id;
+    Some(match phase {
+        PhaseName::Spellcheck => envelope(
+            topic,
+            c,
+            BatchServiceSpellcheckInitiateCommandDataV1 {
+                event_name,
+                entity_id,
+                entity_type,
+                parent_id: None,
+                timestamp: now,
+                essays_to_process,
+                language: info.language.clone(),
+            },
+            now,
+        ),
+        PhaseName::Nlp => envelope(
+            topic,
+            c,
+            BatchServiceNLPInitiateCommandDataV2 {
+                event_name,
+                entity_id,
+                entity_type,
+                parent_id: None,
+                timestamp: now,
+                essays_to_process,
+                language: info.language.clone(),
+                student_prompt_ref: prompt_ref,
+            },
+            now,
+        ),
+        PhaseName::CjAssessment => envelope(
+            topic,
+            c,
+            BatchServiceCJAssessmentInitiateCommandDataV1 {
+                event_name,
+                entity_id,
+                entity_type,
+                parent_id: None,
+                timestamp: now,
+                essays_to_process,
+                language: info.language.clone(),
+                course_code: info.course_code.clone(),
+                student_prompt_ref: prompt_ref,
+                class_type: info.class_type.clone(),
+                assignment_id: request.prompt.as_ref().and_then(|p| p.assignment_id.clone()),
+            },
+            now,
+        ),
+        PhaseName::AiFeedback => envelope(
+            topic,
+            c,
+            BatchServiceAIFeedbackInitiateCommandDataV1 {
+                event_name,
+                entity_id,
+                entity_type,
+                parent_id: None,
+                timestamp: now,
+                essays_to_process,
+                language: info.language.clone(),
+                course_code: info.course_code.clone(),
+                student_prompt_ref: prompt_ref,
+                class_type: info.class_type.clone(),
+                owner_user_id: request.user_id.clone(),
+            },
+            now,
+        ),
+        PhaseName::StudentMatching => return None,
+    })
+}
+
+/// `PhaseSkippedV1` for a pruned phase.
+pub fn phase_skipped(batch_id: &str, phase: PhaseName, correlation_id: Uuid, now: Timestamp) -> Outgoing {
+    envelope(
+        topics::BATCH_PHASE_SKIPPED,
+        correlation_id,
+        PhaseSkippedV1 {
+            event: events::BATCH_PHASE_SKIPPED.to_owned(),
+            batch_id: batch_id.to_owned(),
+            phase_name: phase.as_str().to_owned(),
+            skip_reason: "already_completed".to_owned(),
+            storage_id: None,
+            correlation_id,
+            metadata: metadata(batch_id, events::BATCH_PHASE_SKIPPED, now),
+        },
+        now,
+    )
+}
+
+/// The numbers of a terminal event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TerminalFigures {
+    pub final_status: BatchStatus,
+    pub completed_phases: Vec<PhaseName>,
+    pub skipped_phases: Vec<PhaseName>,
+    pub successful_essay_count: i64,
+    pub failed_essay_count: i64,
+    pub processing_duration_seconds: f64,
+    pub failure_reason: Option<String>,
+}
+
+/// `BatchPipelineCompletedV1`, with this project's extra keys.
+pub fn pipeline_completed(
+    batch_id: &str,
+    request: &PendingRequest,
+    f: &TerminalFigures,
+    now: Timestamp,
+) -> Outgoing {
+    let names = |v: &[PhaseName]| v.iter().map(|p| p.as_str().to_owned()).collect();
+    envelope(
+        topics::BATCH_PIPELINE_COMPLETED,
+        request.correlation_id,
+        BatchPipelineCompletedV1 {
+            event: events::BATCH_PIPELINE_COMPLETED.to_owned(),
+            batch_id: batch_id.to_owned(),
+            completed_phases: names(&f.completed_phases),
+            final_status: f.final_status,
+            processing_duration_seconds: f.processing_duration_seconds,
+            successful_essay_count: f.successful_essay_count,
+            failed_essay_count: f.failed_essay_count,
+            correlation_id: request.correlation_id,
+            metadata: metadata(batch_id, events::BATCH_PIPELINE_COMPLETED, now),
+            requested_pipeline: Some(request.requested_pipeline.clone()),
+            skipped_phases: names(&f.skipped_phases),
+            failure_reason: f.failure_reason.clone(),
+        },
+        now,
+    )
+}

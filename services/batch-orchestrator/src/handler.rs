@@ -1,0 +1,218 @@
+//! The consumer side: each consumed event becomes one committed decision.
+
+use huleedu_contracts::decode::{decode_envelope, DecodeError, DecodeErrorKind};
+use huleedu_contracts::envelope::EventEnvelope;
+use huleedu_contracts::payloads::{
+    BatchContentProvisioningCompletedV1, BatchEssaysReady, ClientBatchPipelineRequestV1,
+    ELSBatchPhaseOutcomeV1,
+};
+use huleedu_contracts::timestamp::Timestamp;
+use huleedu_contracts::{events, topics};
+use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
+use tracing::Instrument;
+
+use crate::conductor::{Conductor, ConductorError};
+use crate::core::{Committed, Core, CoreError};
+use crate::decide::{self, OutcomeIn, Resolution};
+use crate::model::{BatchInfo, EssayRef, PendingRequest};
+
+/// Topics BOS consumes.
+pub const CONSUMED: [&str; 4] = [
+    topics::CLIENT_BATCH_PIPELINE_REQUEST,
+    topics::BATCH_ESSAYS_READY,
+    topics::BATCH_CONTENT_PROVISIONING_COMPLETED,
+    topics::ELS_BATCH_PHASE_OUTCOME,
+];
+
+/// Handles every consumed topic.
+#[derive(Debug, Clone)]
+pub struct BosHandler {
+    pub core: Core,
+    pub conductor: Conductor,
+}
+
+fn poison(e: DecodeError) -> HandlerResult {
+    let kind = match e.kind {
+        DecodeErrorKind::Decode => FailureKind::Decode,
+        DecodeErrorKind::Validation => FailureKind::Validation,
+    };
+    HandlerResult::permanent(kind, e.message)
+}
+
+fn transient(e: CoreError) -> HandlerResult {
+    HandlerResult::Transient(e.to_string())
+}
+
+fn done(r: Result<Committed, CoreError>) -> HandlerResult {
+    match r {
+        Ok(_) => HandlerResult::Done,
+        Err(e) => transient(e),
+    }
+}
+
+/// Language of a batch known only from its course code (`SV…` → `sv`, else `en`).
+fn language_of(course_code: &str) -> &'static str {
+    if course_code.to_ascii_uppercase().starts_with("SV") {
+        "sv"
+    } else {
+        "en"
+    }
+}
+
+impl Handler for BosHandler {
+    async fn handle(&self, msg: &Inbound) -> HandlerResult {
+        let result = match msg.topic.as_str() {
+            topics::CLIENT_BATCH_PIPELINE_REQUEST => match decode_envelope::<ClientBatchPipelineRequestV1>(&msg.payload) {
+                Ok(env) => self.on_request(env).await,
+                Err(e) => poison(e),
+            },
+            topics::BATCH_ESSAYS_READY => match decode_envelope::<BatchEssaysReady>(&msg.payload) {
+                Ok(env) => {
+                    let d = &env.data;
+                    let info = BatchInfo {
+                        essays: d.ready_essays.iter().map(EssayRef::from).collect(),
+                        course_code: d.course_code.clone(),
+                        language: d.course_language.clone(),
+                        class_type: d.class_type.clone(),
+                        student_prompt_ref: d.student_prompt_ref.clone(),
+                        user_id: None,
+                        source: events::BATCH_ESSAYS_READY.to_owned(),
+                        updated_at: env.event_timestamp,
+                    };
+                    self.on_batch_known(&env, &d.batch_id, info).await
+                }
+                Err(e) => poison(e),
+            },
+            topics::BATCH_CONTENT_PROVISIONING_COMPLETED => {
+                match decode_envelope::<BatchContentProvisioningCompletedV1>(&msg.payload) {
+                    Ok(env) => {
+                        let d = &env.data;
+                        let info = BatchInfo {
+                            essays: d.essays_for_processing.iter().map(EssayRef::from).collect(),
+                            course_code: d.course_code.clone(),
+                            language: language_of(&d.course_code).to_owned(),
+                            class_type: "GUEST".to_owned(),
+                            student_prompt_ref: None,
+                            user_id: Some(d.user_id.clone()),
+                            source: events::BATCH_CONTENT_PROVISIONING_COMPLETED.to_owned(),
+                            updated_at: env.event_timestamp,
+                        };
+                        self.on_batch_known(&env, &d.batch_id, info).await
+                    }
+                    Err(e) => poison(e),
+                }
+            }
+            topics::ELS_BATCH_PHASE_OUTCOME => match decode_envelope::<ELSBatchPhaseOutcomeV1>(&msg.payload) {
+                Ok(env) => self.on_outcome(env).await,
+                Err(e) => poison(e),
+            },
+            other => HandlerResult::permanent(FailureKind::Handler, format!("no handler for topic {other}")),
+        };
+        self.core.metrics.consumed(&msg.topic, &result);
+        result
+    }
+}
+
+impl BosHandler {
+    async fn on_batch_known<T>(&self, env: &EventEnvelope<T>, batch_id: &str, info: BatchInfo) -> HandlerResult {
+        let span = tracing::info_span!("batch_known", batch_id, event_id = %env.event_id, correlation_id = %env.correlation_id);
+        let limits = self.core.limits;
+        let r = self
+            .core
+            .commit(batch_id, Some(env.event_id), |s, now| {
+                decide::on_batch_known(s, batch_id, info.clone(), &limits, now)
+            })
+            .instrument(span)
+            .await;
+        done(r)
+    }
+
+    async fn on_request(&self, env: EventEnvelope<ClientBatchPipelineRequestV1>) -> HandlerResult {
+        let d = &env.data;
+        let batch_id = d.batch_id.as_str();
+        let span = tracing::info_span!("pipeline_request", batch_id, event_id = %env.event_id,
+            correlation_id = %env.correlation_id, pipeline = %d.requested_pipeline);
+        async {
+            match self.core.store.is_applied(batch_id, &env.event_id.to_string()).await {
+                Ok(true) => return HandlerResult::Done,
+                Ok(false) => {}
+                Err(e) => return HandlerResult::Transient(e.to_string()),
+            }
+            // Is the pipeline known? A read of the conductor; unknown names end at once.
+            let known = match self
+                .conductor
+                .resolve(batch_id, &d.requested_pipeline, env.correlation_id, None)
+                .await
+            {
+                Ok(Resolution::Resolved { .. }) => true,
+                Ok(Resolution::Unknown { .. }) => false,
+                Err(ConductorError::Lagging { .. }) => true,
+                Err(e @ ConductorError::Unavailable(_)) => {
+                    self.core.metrics.conductor_error();
+                    return HandlerResult::Transient(e.to_string());
+                }
+            };
+            let request = PendingRequest {
+                request_id: env.event_id,
+                correlation_id: env.correlation_id,
+                requested_pipeline: d.requested_pipeline.clone(),
+                user_id: d.user_id.clone(),
+                prompt: d.prompt_payload.clone(),
+                is_retry: d.is_retry,
+                retry_reason: d.retry_reason.clone(),
+                received_at: Timestamp::now(),
+                park_deadline: None,
+            };
+            let limits = self.core.limits;
+            let r = self
+                .core
+                .commit(batch_id, Some(env.event_id), |s, now| {
+                    let mut req = request.clone();
+                    req.received_at = now;
+                    decide::on_request(s, batch_id, req, known, &limits, now)
+                })
+                .await;
+            if let Ok(Committed::Done { notes, .. }) = &r {
+                tracing::info!(?notes, "pipeline request handled");
+            }
+            done(r)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn on_outcome(&self, env: EventEnvelope<ELSBatchPhaseOutcomeV1>) -> HandlerResult {
+        let d = &env.data;
+        let batch_id = d.batch_id.as_str();
+        let span = tracing::info_span!("phase_outcome", batch_id, event_id = %env.event_id,
+            correlation_id = %d.correlation_id, phase = %d.phase_name, status = d.phase_status.as_str());
+        let outcome = OutcomeIn {
+            phase: d.phase_name,
+            status: d.phase_status,
+            processed: d.processed_essays.iter().map(EssayRef::from).collect(),
+            failed: d.failed_essay_ids.clone(),
+            correlation_id: d.correlation_id,
+        };
+        let limits = self.core.limits;
+        let r = self
+            .core
+            .commit(batch_id, Some(env.event_id), |s, now| decide::on_outcome(s, batch_id, &outcome, &limits, now))
+            .instrument(span.clone())
+            .await;
+        if let Ok(Committed::Done { notes, .. }) = &r {
+            span.in_scope(|| tracing::info!(?notes, "phase outcome handled"));
+        }
+        done(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_follows_the_course_code() {
+        assert_eq!(language_of("SV1"), "sv");
+        assert_eq!(language_of("ENG5"), "en");
+    }
+}

@@ -1,0 +1,137 @@
+//! The orchestrator's Prometheus metrics. Labels are bounded: pipeline names the conductor
+//! accepted (unknown names are counted as `unknown`), phases, statuses, topics — never batch ids.
+
+use huleedu_http::metrics::Metrics;
+use huleedu_kafka::HandlerResult;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::decide::Note;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabel {
+    pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinishedLabels {
+    pipeline: String,
+    final_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumedLabels {
+    topic: String,
+    outcome: String,
+}
+
+/// Handles to every BOS metric (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct BosMetrics {
+    started: Family<PipelineLabel, Counter>,
+    finished: Family<FinishedLabels, Counter>,
+    phase_duration: Family<PhaseLabels, Histogram>,
+    ignored: Family<ReasonLabel, Counter>,
+    queued: Counter,
+    parked: Counter,
+    queue_length: Histogram,
+    consumed: Family<ConsumedLabels, Counter>,
+    conductor_errors: Counter,
+}
+
+impl BosMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self {
+            started: Family::default(),
+            finished: Family::default(),
+            phase_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.5, 14))),
+            ignored: Family::default(),
+            queued: Counter::default(),
+            parked: Counter::default(),
+            queue_length: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0].into_iter()),
+            consumed: Family::default(),
+            conductor_errors: Counter::default(),
+        };
+        metrics.register(|r| {
+            r.register("bos_pipelines_started", "Pipelines started, by requested pipeline", m.started.clone());
+            r.register("bos_pipelines_finished", "Terminal events, by requested pipeline and final status", m.finished.clone());
+            r.register("bos_phase_duration_seconds", "Time from a phase's initiate command to its outcome (or time-out)", m.phase_duration.clone());
+            r.register("bos_outcomes_ignored", "Phase outcomes ignored (late, duplicate, other pipeline), by reason", m.ignored.clone());
+            r.register("bos_requests_queued", "Requests queued behind an active pipeline or waiting to start", m.queued.clone());
+            r.register("bos_requests_parked", "Requests parked until their batch becomes ready", m.parked.clone());
+            r.register("bos_queue_length", "Length of a batch's request queue, observed at every change", m.queue_length.clone());
+            r.register("bos_events_consumed", "Consumed events by topic and handling outcome", m.consumed.clone());
+            r.register("bos_conductor_errors", "Failed or lagging resolution calls to the conductor (retried)", m.conductor_errors.clone());
+        });
+        m
+    }
+
+    /// Record what a committed decision did.
+    pub fn observe(&self, notes: &[Note]) {
+        for n in notes {
+            match n {
+                Note::Queued => {
+                    self.queued.inc();
+                }
+                Note::Parked => {
+                    self.parked.inc();
+                }
+                Note::PipelineStarted { pipeline } => {
+                    self.started.get_or_create(&PipelineLabel { pipeline: pipeline.clone() }).inc();
+                }
+                Note::PhaseDispatched { .. } => {}
+                Note::PhaseFinished { phase, status, seconds } => {
+                    let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    self.phase_duration
+                        .get_or_create(&PhaseLabels { phase: phase.to_string(), status })
+                        .observe(*seconds);
+                }
+                Note::PipelineFinished { pipeline, status, reason } => {
+                    let pipeline = if reason.as_deref().is_some_and(|r| r.starts_with("unknown_pipeline")) {
+                        "unknown".to_owned()
+                    } else {
+                        pipeline.clone()
+                    };
+                    self.finished
+                        .get_or_create(&FinishedLabels { pipeline, final_status: status.as_str().to_owned() })
+                        .inc();
+                }
+                Note::OutcomeIgnored { reason } => {
+                    self.ignored.get_or_create(&ReasonLabel { reason: (*reason).to_owned() }).inc();
+                }
+            }
+        }
+    }
+
+    pub fn queue_length(&self, len: usize) {
+        self.queue_length.observe(len as f64);
+    }
+
+    pub fn conductor_error(&self) {
+        self.conductor_errors.inc();
+    }
+
+    pub fn consumed(&self, topic: &str, result: &HandlerResult) {
+        let outcome = match result {
+            HandlerResult::Done => "done",
+            HandlerResult::Transient(_) => "retry",
+            HandlerResult::Permanent { .. } => "dead_lettered",
+        };
+        self.consumed
+            .get_or_create(&ConsumedLabels { topic: topic.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+    }
+}

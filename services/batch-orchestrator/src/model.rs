@@ -1,0 +1,187 @@
+//! The orchestrator's state of one batch, stored as one JSON value in Redis (versioned).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use huleedu_contracts::payloads::{EssayProcessingInputRefV1, PipelinePromptPayload};
+use huleedu_contracts::phase::PhaseName;
+use huleedu_contracts::status::BatchStatus;
+use huleedu_contracts::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Everything BOS knows about one batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchState {
+    /// Essays and command context; `None` until a readiness event arrived.
+    pub batch: Option<BatchInfo>,
+    /// Per phase, the result of its latest run.
+    pub phase_results: BTreeMap<PhaseName, PhaseResult>,
+    /// The running pipeline.
+    pub active: Option<ActivePipeline>,
+    /// Accepted requests waiting for the active pipeline to end (FIFO).
+    pub queue: VecDeque<PendingRequest>,
+    /// Requests that arrived before the batch was known.
+    pub parked: Vec<PendingRequest>,
+    /// Finished pipelines, newest last (bounded).
+    pub history: VecDeque<PipelineSummary>,
+    /// Pipeline id (= correlation id) of the last terminal event, for causal pruning.
+    pub last_pipeline_id: Option<Uuid>,
+}
+
+/// One essay as a phase receives it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EssayRef {
+    pub essay_id: String,
+    pub text_storage_id: String,
+}
+
+impl From<&EssayProcessingInputRefV1> for EssayRef {
+    fn from(e: &EssayProcessingInputRefV1) -> Self {
+        Self {
+            essay_id: e.essay_id.clone(),
+            text_storage_id: e.text_storage_id.clone(),
+        }
+    }
+}
+
+impl From<&EssayRef> for EssayProcessingInputRefV1 {
+    fn from(e: &EssayRef) -> Self {
+        EssayProcessingInputRefV1::new(e.essay_id.clone(), e.text_storage_id.clone())
+    }
+}
+
+/// The batch's essays and the context the initiate commands need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    pub essays: Vec<EssayRef>,
+    pub course_code: String,
+    /// `en` or `sv`.
+    pub language: String,
+    /// `REGULAR` or `GUEST`.
+    pub class_type: String,
+    pub student_prompt_ref: Option<serde_json::Value>,
+    pub user_id: Option<String>,
+    /// Which event made it known (`batch.essays.ready` / `batch.content.provisioning.completed`).
+    pub source: String,
+    pub updated_at: Timestamp,
+}
+
+/// How a phase's latest run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    CompletedSuccessfully,
+    CompletedWithFailures,
+    FailedCritically,
+    TimedOut,
+}
+
+impl RunStatus {
+    pub fn completed(self) -> bool {
+        matches!(self, Self::CompletedSuccessfully | Self::CompletedWithFailures)
+    }
+}
+
+/// The latest run of a phase for this batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    pub status: RunStatus,
+    /// Essays that succeeded, with the phase's *output* text id.
+    pub succeeded: Vec<EssayRef>,
+    pub failed: Vec<String>,
+    pub pipeline_id: Uuid,
+    pub at: Timestamp,
+}
+
+/// An accepted client request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingRequest {
+    /// The request event's `event_id`.
+    pub request_id: Uuid,
+    /// The request's correlation id: the pipeline id of its run and terminal event.
+    pub correlation_id: Uuid,
+    pub requested_pipeline: String,
+    pub user_id: String,
+    pub prompt: Option<PipelinePromptPayload>,
+    pub is_retry: bool,
+    pub retry_reason: Option<String>,
+    /// When BOS accepted it (start of `processing_duration_seconds`).
+    pub received_at: Timestamp,
+    /// For parked requests: when to give up waiting for the batch.
+    pub park_deadline: Option<Timestamp>,
+}
+
+/// One dispatched phase of the active pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRun {
+    pub phase: PhaseName,
+    /// `event_id` of the initiate command.
+    pub command_id: Uuid,
+    pub essays_in: usize,
+    pub essays_out: Option<usize>,
+    pub failed: Option<usize>,
+    pub status: Option<RunStatus>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The pipeline running now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivePipeline {
+    pub request: PendingRequest,
+    /// When the pipeline was started (resolution done, first command decided).
+    pub started_at: Timestamp,
+    /// Phases to run, in order (after pruning).
+    pub phases: Vec<PhaseName>,
+    /// Phases pruned because they were already complete.
+    pub pruned: Vec<PhaseName>,
+    /// Index into `phases` of the phase dispatched now.
+    pub current: usize,
+    /// When the current phase times out.
+    pub deadline: Timestamp,
+    /// Runs so far (the last one is the current phase).
+    pub runs: Vec<PhaseRun>,
+    /// Distinct essays that failed any phase so far.
+    pub failed_essays: BTreeSet<String>,
+}
+
+impl ActivePipeline {
+    pub fn current_phase(&self) -> PhaseName {
+        self.phases[self.current]
+    }
+}
+
+/// A finished pipeline, as the status endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineSummary {
+    pub pipeline_id: Uuid,
+    pub request_id: Uuid,
+    pub requested_pipeline: String,
+    pub final_status: BatchStatus,
+    pub completed_phases: Vec<PhaseName>,
+    pub skipped_phases: Vec<PhaseName>,
+    pub successful_essay_count: i64,
+    pub failed_essay_count: i64,
+    pub processing_duration_seconds: f64,
+    pub failure_reason: Option<String>,
+    pub received_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub runs: Vec<PhaseRun>,
+    /// Id of the terminal event.
+    pub terminal_event_id: Uuid,
+}
+
+impl BatchState {
+    /// The earliest moment something must happen without an event: the active phase's deadline
+    /// or a parked request's give-up time.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let active = self.active.as_ref().map(|a| a.deadline);
+        let parked = self.parked.iter().filter_map(|p| p.park_deadline);
+        active.into_iter().chain(parked).min()
+    }
+
+    /// A queued request can start now.
+    pub fn needs_start(&self) -> bool {
+        self.active.is_none() && self.batch.is_some() && !self.queue.is_empty()
+    }
+}
