@@ -102,8 +102,13 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn start(topics: &[&str]) -> Self {
+        Self::start_on(&kafka_bootstrap(), topics)
+    }
+
+    /// Like [`TopicReader::start`], on the broker at `bootstrap`.
+    pub fn start_on(bootstrap: &str, topics: &[&str]) -> Self {
         let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
+            .set("bootstrap.servers", bootstrap)
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

@@ -1,0 +1,122 @@
+//! End-to-end suite: `acceptance.md` scenarios 1–15 against real processes.
+//!
+//! Starts its own stacks (tansu broker, Redis, conductor, orchestrator, simulator — see
+//! `huleedu_it::stack`), runs the scenarios concurrently on distinct batches, prints one line
+//! per scenario and a `N passed, N failed` summary. Arguments that do not start with `-` filter
+//! scenarios by name. Set `HULEEDU_KEEP_E2E=1` to keep the stacks' logs.
+
+mod ctx;
+mod scenarios;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use huleedu_it::stack::{Stack, StackOptions};
+
+use crate::ctx::Ctx;
+
+type Scenario = fn(Arc<Ctx>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+macro_rules! scenario {
+    ($f:path) => {
+        (stringify!($f), (|c| Box::pin($f(c))) as Scenario)
+    };
+}
+
+async fn run_all(ctx: Arc<Ctx>, list: Vec<(&'static str, Scenario)>) -> Vec<(&'static str, Result<Duration, String>)> {
+    let mut tasks = Vec::new();
+    for (name, f) in list {
+        let ctx = ctx.clone();
+        tasks.push((name, tokio::spawn(async move {
+            let start = Instant::now();
+            match tokio::time::timeout(Duration::from_secs(240), f(ctx)).await {
+                Ok(Ok(())) => Ok(start.elapsed()),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("timed out after 240 s".to_owned()),
+            }
+        })));
+    }
+    let mut out = Vec::new();
+    for (name, t) in tasks {
+        let r = match t.await {
+            Ok(r) => r,
+            Err(e) => Err(format!("panicked: {e}")),
+        };
+        out.push((name, r));
+    }
+    out
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let main_list: Vec<(&str, Scenario)> = vec![
+        scenario!(scenarios::s01_cj_then_nlp),
+        scenario!(scenarios::s02_nlp_then_cj),
+        scenario!(scenarios::s03_full_chain),
+        scenario!(scenarios::s04_comprehensive_after_partial),
+        scenario!(scenarios::s05_everything_done),
+        scenario!(scenarios::s06_back_to_back),
+        scenario!(scenarios::s07_many_batches),
+        scenario!(scenarios::s08_s09_partial_failure_and_carry_over),
+        scenario!(scenarios::s10_critical_failure),
+        scenario!(scenarios::s11_unknown_pipeline),
+        scenario!(scenarios::s11_parked_until_ready),
+        scenario!(scenarios::s13_manual_mark),
+        scenario!(scenarios::s14_s15_invalidate_and_inspect),
+    ]
+    .into_iter()
+    .filter(|(n, _)| wanted(n))
+    .collect();
+    let timeout_list: Vec<(&str, Scenario)> =
+        vec![scenario!(scenarios::s12_phase_timeout)].into_iter().filter(|(n, _)| wanted(n)).collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let results = rt.block_on(async {
+        let mut results = Vec::new();
+        println!("\nrunning {} end-to-end scenarios", main_list.len() + timeout_list.len());
+        if !main_list.is_empty() {
+            let stack = Stack::start(StackOptions::new("main")).await;
+            let ctx = Arc::new(Ctx::new(&stack).await);
+            let r = run_all(ctx, main_list).await;
+            report_logs(&stack, &r);
+            results.extend(r);
+        }
+        if !timeout_list.is_empty() {
+            let mut opts = StackOptions::new("timeouts");
+            opts.bos_env.push(("PHASE_TIMEOUT_SECS".into(), "3".into()));
+            let stack = Stack::start(opts).await;
+            let ctx = Arc::new(Ctx::new(&stack).await);
+            let r = run_all(ctx, timeout_list).await;
+            report_logs(&stack, &r);
+            results.extend(r);
+        }
+        results
+    });
+    let mut failed = 0;
+    for (name, r) in &results {
+        match r {
+            Ok(d) => println!("test {name} ... ok ({:.1} s)", d.as_secs_f64()),
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n    {e}");
+            }
+        }
+    }
+    let passed = results.len() - failed;
+    println!("\ne2e: {passed} passed, {failed} failed");
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn report_logs(stack: &Stack, results: &[(&str, Result<Duration, String>)]) {
+    if results.iter().any(|(_, r)| r.is_err()) {
+        for name in ["batch-orchestrator", "batch-conductor", "els-simulator"] {
+            eprintln!("---- last lines of {name} ----\n{}", stack.log_tail(name, 15));
+        }
+    }
+}
