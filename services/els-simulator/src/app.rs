@@ -1,0 +1,182 @@
+//! Wiring: topics, producer, consumer runner, HTTP server; [`App::build`] then [`App::run`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use huleedu_contracts::topics;
+use huleedu_http::metrics::Metrics;
+use huleedu_http::probes::Readiness;
+use huleedu_kafka::admin::with_dlq_topics;
+use huleedu_kafka::{provision_topics, ConsumerRunner, KafkaError, Producer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{router, AppState};
+use crate::metrics::SimMetrics;
+use crate::settings::SimSettings;
+use crate::state::{Counts, OverrideStore};
+use crate::worker::{command_topics, Worker};
+
+/// Why the simulator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("could not create the topics")]
+    Provision(#[source] KafkaError),
+    #[error("could not set up the kafka clients")]
+    Kafka(#[source] KafkaError),
+    #[error("could not bind the HTTP address {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("the consumer task failed")]
+    Consumer(#[source] tokio::task::JoinError),
+}
+
+/// Every topic the simulator uses: the command topics with their `.DLQ`s, and the two topics
+/// it publishes to.
+pub fn provisioned_topics() -> Vec<String> {
+    let mut all = with_dlq_topics(&command_topics());
+    all.push(topics::ELS_BATCH_PHASE_OUTCOME.to_owned());
+    all.push(topics::BATCH_ESSAYS_READY.to_owned());
+    all
+}
+
+/// A built simulator: topics exist, clients are created, the HTTP port is bound.
+pub struct App {
+    runner: ConsumerRunner<Worker>,
+    producer: Producer,
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    state: AppState,
+    /// Cancelled when `run`'s shutdown token is (or the HTTP server fails); the worker gives up
+    /// simulated work on it.
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Creates missing topics, the producer and the consumer (subscribed, not yet polling), and
+    /// binds the HTTP address (port 0 picks a free one; see [`App::http_addr`]).
+    pub async fn build(settings: SimSettings) -> Result<Self, AppError> {
+        let topic_names = provisioned_topics();
+        let refs: Vec<&str> = topic_names.iter().map(String::as_str).collect();
+        provision_topics(&settings.kafka, &refs)
+            .await
+            .map_err(AppError::Provision)?;
+
+        let producer = Producer::new(&settings.kafka).map_err(AppError::Kafka)?;
+        let metrics = Metrics::new();
+        let sim_metrics = SimMetrics::register(&metrics);
+        let counts = Counts::new();
+        let overrides = OverrideStore::new();
+        let stop = CancellationToken::new();
+        let worker = Worker::new(
+            settings.behaviour.clone(),
+            counts.clone(),
+            overrides.clone(),
+            Arc::new(producer.clone()),
+            sim_metrics,
+            stop.clone(),
+        );
+        let runner =
+            ConsumerRunner::new(&settings.kafka, &command_topics(), worker, producer.clone())
+                .map_err(AppError::Kafka)?;
+        let status = runner.status();
+        let readiness = Readiness::new().check("kafka", move || {
+            let joined = status.is_joined();
+            async move {
+                if joined {
+                    Ok(())
+                } else {
+                    Err("consumer has not joined its group yet".to_owned())
+                }
+            }
+        });
+
+        let addr = settings.common.http_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr, source })?;
+
+        tracing::info!(
+            group = %settings.kafka.consumer_group,
+            behaviour = ?settings.behaviour,
+            "els-simulator built"
+        );
+        Ok(Self {
+            runner,
+            listener,
+            http_addr,
+            state: AppState {
+                counts,
+                overrides,
+                publisher: Arc::new(producer.clone()),
+                metrics,
+                readiness,
+            },
+            producer,
+            stop,
+        })
+    }
+
+    /// The address the HTTP server is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// A handle to the dispatch counts (the same table `GET /v1/counts` serves).
+    pub fn counts(&self) -> Counts {
+        self.state.counts.clone()
+    }
+
+    /// A handle to the per-batch overrides (the same table the HTTP API writes).
+    pub fn overrides(&self) -> OverrideStore {
+        self.state.overrides.clone()
+    }
+
+    /// Consumes commands and serves HTTP until `shutdown` is cancelled; then stops intake,
+    /// lets the command in hand finish (simulated work is abandoned and left for redelivery),
+    /// commits offsets, drains HTTP and flushes the producer.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let stop = self.stop.clone();
+        let link = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => stop.cancel(),
+                    _ = stop.cancelled() => {}
+                }
+            })
+        };
+        let consumer = tokio::spawn(self.runner.run(stop.clone()));
+        tracing::info!(addr = %self.http_addr, "HTTP server listening");
+        let http = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        if http.is_err() {
+            stop.cancel();
+        }
+        let consumed = consumer.await;
+        link.abort();
+        let producer = self.producer;
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        tracing::info!("els-simulator stopped");
+        http.map_err(AppError::Serve)?;
+        consumed.map_err(AppError::Consumer)
+    }
+}

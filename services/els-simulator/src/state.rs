@@ -1,0 +1,155 @@
+//! In-memory state shared by the worker and the HTTP API: dispatch counts per (batch, phase)
+//! and per-batch overrides. Nothing here survives a restart (this is a dev/test tool).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use huleedu_contracts::PhaseName;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::decide::BatchOverrides;
+
+/// How often one (batch, phase) reached this worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PhaseCount {
+    /// Distinct command `event_id`s received: how many times the phase was dispatched.
+    pub dispatched: u64,
+    /// Every delivery of a decodable command, redeliveries of the same event included.
+    pub deliveries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    event_ids: HashSet<Uuid>,
+    deliveries: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-updated in a harmful way.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Dispatch counts; a cheap-to-clone handle to one shared table.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    inner: Arc<Mutex<BTreeMap<String, BTreeMap<PhaseName, Tally>>>>,
+}
+
+impl Counts {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one delivery of command `event_id` for (batch, phase). True when the event id is
+    /// new for that pair (a dispatch), false for a redelivery.
+    pub fn record(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) -> bool {
+        let mut all = lock(&self.inner);
+        let tally = all
+            .entry(batch_id.to_owned())
+            .or_default()
+            .entry(phase)
+            .or_default();
+        tally.deliveries += 1;
+        tally.event_ids.insert(event_id)
+    }
+
+    /// The count of one (batch, phase); zeros when never seen.
+    pub fn get(&self, batch_id: &str, phase: PhaseName) -> PhaseCount {
+        self.batch(batch_id)
+            .get(&phase)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The counts of one batch, by phase; empty for an unknown batch.
+    pub fn batch(&self, batch_id: &str) -> BTreeMap<PhaseName, PhaseCount> {
+        lock(&self.inner)
+            .get(batch_id)
+            .map(summarize)
+            .unwrap_or_default()
+    }
+
+    /// Every batch's counts.
+    pub fn all(&self) -> BTreeMap<String, BTreeMap<PhaseName, PhaseCount>> {
+        lock(&self.inner)
+            .iter()
+            .map(|(batch, phases)| (batch.clone(), summarize(phases)))
+            .collect()
+    }
+}
+
+fn summarize(phases: &BTreeMap<PhaseName, Tally>) -> BTreeMap<PhaseName, PhaseCount> {
+    phases
+        .iter()
+        .map(|(phase, t)| {
+            (
+                *phase,
+                PhaseCount {
+                    dispatched: t.event_ids.len() as u64,
+                    deliveries: t.deliveries,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Per-batch overrides registered over HTTP; a cheap-to-clone handle to one shared table.
+#[derive(Debug, Clone, Default)]
+pub struct OverrideStore {
+    inner: Arc<Mutex<HashMap<String, BatchOverrides>>>,
+}
+
+impl OverrideStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the overrides of `batch_id`.
+    pub fn set(&self, batch_id: &str, overrides: BatchOverrides) {
+        lock(&self.inner).insert(batch_id.to_owned(), overrides);
+    }
+
+    /// The overrides of `batch_id`, if any were registered.
+    pub fn get(&self, batch_id: &str) -> Option<BatchOverrides> {
+        lock(&self.inner).get(batch_id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatches_are_distinct_event_ids_deliveries_are_all() {
+        let counts = Counts::new();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert!(counts.record("b1", PhaseName::Spellcheck, a));
+        assert!(!counts.record("b1", PhaseName::Spellcheck, a));
+        assert!(counts.record("b1", PhaseName::Spellcheck, b));
+        assert!(counts.record("b1", PhaseName::Nlp, a));
+        assert_eq!(
+            counts.get("b1", PhaseName::Spellcheck),
+            PhaseCount {
+                dispatched: 2,
+                deliveries: 3
+            }
+        );
+        assert_eq!(counts.get("b1", PhaseName::Nlp).dispatched, 1);
+        assert_eq!(counts.get("b2", PhaseName::Nlp), PhaseCount::default());
+        assert!(counts.batch("b2").is_empty());
+        assert_eq!(counts.all().len(), 1);
+    }
+
+    #[test]
+    fn overrides_are_replaced() {
+        let store = OverrideStore::new();
+        assert!(store.get("b").is_none());
+        let mut o = BatchOverrides::default();
+        o.silent_phases.insert(PhaseName::Nlp);
+        store.set("b", o.clone());
+        assert_eq!(store.get("b"), Some(o));
+        store.set("b", BatchOverrides::default());
+        assert_eq!(store.get("b"), Some(BatchOverrides::default()));
+    }
+}

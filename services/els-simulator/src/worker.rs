@@ -1,0 +1,308 @@
+//! The Kafka side: decode an initiate command, count it, let [`crate::decide`] choose the
+//! answer, simulate the work, publish the outcome and wait for the broker's ack.
+//!
+//! Delivery semantics, per command `event_id`:
+//! - every delivery is counted (`deliveries`), each distinct event id once (`dispatched`);
+//! - the first delivery is answered; a redelivery of an already answered (or silenced) command
+//!   is counted and skipped, as the platform's idempotent ELS consumer does;
+//! - a publish that fails is retried by the consumer runner (the partition waits) with the
+//!   same outcome bytes, so a retry is neither counted again nor given a new event id.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use huleedu_contracts::payloads::{
+    BatchServiceAIFeedbackInitiateCommandDataV1, BatchServiceCJAssessmentInitiateCommandDataV1,
+    BatchServiceNLPInitiateCommandDataV2, BatchServiceSpellcheckInitiateCommandDataV1,
+    EssayProcessingInputRefV1,
+};
+use huleedu_contracts::{
+    decode_envelope, source, topics, BatchStatus, DecodeError, DecodeErrorKind, EventEnvelope,
+    PhaseName, Validate,
+};
+use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound, OutgoingMessage};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::decide::{decide, Command, Decision, HANDLED_PHASES};
+use crate::metrics::SimMetrics;
+use crate::publish::Publisher;
+use crate::settings::Behaviour;
+use crate::state::{Counts, OverrideStore};
+
+/// The initiate-command topics this worker consumes.
+pub fn command_topics() -> Vec<&'static str> {
+    HANDLED_PHASES
+        .iter()
+        .filter_map(|p| topics::initiate_command_topic(*p))
+        .collect()
+}
+
+/// The phase whose initiate commands arrive on `topic`.
+pub fn phase_for_topic(topic: &str) -> Option<PhaseName> {
+    HANDLED_PHASES
+        .into_iter()
+        .find(|p| topics::initiate_command_topic(*p) == Some(topic))
+}
+
+/// The fields every initiate command shares that the worker needs.
+trait CommandData: DeserializeOwned + Validate {
+    fn into_parts(self) -> (Option<String>, Vec<EssayProcessingInputRefV1>);
+}
+
+macro_rules! command_data {
+    ($($t:ty),+) => {$(
+        impl CommandData for $t {
+            fn into_parts(self) -> (Option<String>, Vec<EssayProcessingInputRefV1>) {
+                (self.entity_id, self.essays_to_process)
+            }
+        }
+    )+};
+}
+
+command_data!(
+    BatchServiceSpellcheckInitiateCommandDataV1,
+    BatchServiceNLPInitiateCommandDataV2,
+    BatchServiceCJAssessmentInitiateCommandDataV1,
+    BatchServiceAIFeedbackInitiateCommandDataV1
+);
+
+fn decode_as<T: CommandData>(phase: PhaseName, msg: &Inbound) -> Result<Command, DecodeError> {
+    let envelope: EventEnvelope<T> = decode_envelope(&msg.payload)?;
+    let (entity_id, essays) = envelope.data.into_parts();
+    let batch_id = entity_id
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .or_else(|| Some(msg.key_str().trim().to_owned()).filter(|k| !k.is_empty()))
+        .ok_or_else(|| {
+            DecodeError::validation("data.entity_id: no batch id, and the message has no key")
+        })?;
+    Ok(Command {
+        event_id: envelope.event_id,
+        batch_id,
+        phase,
+        correlation_id: envelope.correlation_id,
+        essays,
+    })
+}
+
+/// Decodes an initiate command of `phase` (the type is chosen by the phase, i.e. the topic).
+/// The batch id is `entity_id`, or the message key when `entity_id` is absent.
+pub fn decode_command(phase: PhaseName, msg: &Inbound) -> Result<Command, DecodeError> {
+    match phase {
+        PhaseName::Spellcheck => {
+            decode_as::<BatchServiceSpellcheckInitiateCommandDataV1>(phase, msg)
+        }
+        PhaseName::Nlp => decode_as::<BatchServiceNLPInitiateCommandDataV2>(phase, msg),
+        PhaseName::CjAssessment => {
+            decode_as::<BatchServiceCJAssessmentInitiateCommandDataV1>(phase, msg)
+        }
+        PhaseName::AiFeedback => {
+            decode_as::<BatchServiceAIFeedbackInitiateCommandDataV1>(phase, msg)
+        }
+        PhaseName::StudentMatching => Err(DecodeError::validation(
+            "student_matching commands are not handled by this worker",
+        )),
+    }
+}
+
+/// Where a message sits in the log: a runner retry re-presents the same position.
+type Position = (String, i32, i64);
+
+fn position(msg: &Inbound) -> Position {
+    (msg.topic.clone(), msg.partition, msg.offset)
+}
+
+/// An answer that could not be published yet, kept so that the retry sends the same bytes.
+#[derive(Debug)]
+struct Pending {
+    at: Position,
+    prepared: Option<Prepared>,
+}
+
+#[derive(Debug, Clone)]
+struct Prepared {
+    message: OutgoingMessage,
+    status: BatchStatus,
+    /// How many copies are still to be acknowledged (2 with duplicate outcomes).
+    copies_left: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The [`Handler`] of the initiate-command topics.
+pub struct Worker {
+    behaviour: Behaviour,
+    counts: Counts,
+    overrides: OverrideStore,
+    publisher: Arc<dyn Publisher>,
+    metrics: SimMetrics,
+    shutdown: CancellationToken,
+    /// Command event ids answered (or silenced) already.
+    answered: Mutex<HashSet<Uuid>>,
+    /// The message the runner will present again after a transient failure.
+    pending: Mutex<Option<Pending>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("behaviour", &self.behaviour)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker that counts into `counts`, reads per-batch `overrides`, publishes through
+    /// `publisher`, and gives up simulated work when `shutdown` is cancelled.
+    pub fn new(
+        behaviour: Behaviour,
+        counts: Counts,
+        overrides: OverrideStore,
+        publisher: Arc<dyn Publisher>,
+        metrics: SimMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            behaviour,
+            counts,
+            overrides,
+            publisher,
+            metrics,
+            shutdown,
+            answered: Mutex::default(),
+            pending: Mutex::default(),
+        }
+    }
+
+    /// The outcome message for a decision to answer.
+    fn prepare(&self, outcome: huleedu_contracts::payloads::ELSBatchPhaseOutcomeV1) -> Prepared {
+        let status = outcome.phase_status;
+        let key = outcome.batch_id.clone();
+        let envelope = EventEnvelope::new(
+            topics::ELS_BATCH_PHASE_OUTCOME,
+            source::ELS_SIMULATOR,
+            outcome.correlation_id,
+            outcome,
+        );
+        Prepared {
+            message: OutgoingMessage::new(
+                topics::ELS_BATCH_PHASE_OUTCOME,
+                key,
+                envelope.to_json_bytes(),
+            ),
+            status,
+            copies_left: if self.behaviour.duplicate_outcomes {
+                2
+            } else {
+                1
+            },
+        }
+    }
+
+    /// Publishes what is left of `prepared`; on failure remembers it for the retry.
+    async fn publish(
+        &self,
+        at: Position,
+        mut prepared: Prepared,
+        phase: PhaseName,
+    ) -> HandlerResult {
+        while prepared.copies_left > 0 {
+            if let Err(e) = self.publisher.publish(&prepared.message).await {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e),
+                    "outcome not acknowledged; will retry");
+                let reason = e.to_string();
+                *lock(&self.pending) = Some(Pending {
+                    at,
+                    prepared: Some(prepared),
+                });
+                return HandlerResult::Transient(reason);
+            }
+            prepared.copies_left -= 1;
+            self.metrics.outcome_published(phase, prepared.status);
+        }
+        HandlerResult::Done
+    }
+
+    async fn handle_command(&self, msg: &Inbound, command: Command) -> HandlerResult {
+        let at = position(msg);
+        let pending = lock(&self.pending).take().filter(|p| p.at == at);
+        if pending.is_none() {
+            self.counts
+                .record(&command.batch_id, command.phase, command.event_id);
+            self.metrics.command_received(command.phase);
+        }
+        if let Some(prepared) = pending.and_then(|p| p.prepared) {
+            return self.finish(at, &command, prepared).await;
+        }
+        if lock(&self.answered).contains(&command.event_id) {
+            tracing::info!("redelivered command already answered or silenced; skipped");
+            return HandlerResult::Done;
+        }
+        let overrides = self.overrides.get(&command.batch_id);
+        let b = &self.behaviour;
+        let outcome = match decide(&command, &b.failures, &b.silent_phases, overrides.as_ref()) {
+            Decision::Silent => {
+                tracing::info!("phase is silent: command not answered");
+                lock(&self.answered).insert(command.event_id);
+                return HandlerResult::Done;
+            }
+            Decision::Answer(outcome) => outcome,
+        };
+        let work = b.essay_latency.saturating_mul(command.essays.len() as u32);
+        if !work.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(work) => {}
+                _ = self.shutdown.cancelled() => {
+                    *lock(&self.pending) = Some(Pending { at, prepared: None });
+                    return HandlerResult::Transient("shutdown during simulated work".into());
+                }
+            }
+        }
+        let prepared = self.prepare(outcome);
+        self.finish(at, &command, prepared).await
+    }
+
+    async fn finish(&self, at: Position, command: &Command, prepared: Prepared) -> HandlerResult {
+        let status = prepared.status;
+        let result = self.publish(at, prepared, command.phase).await;
+        if result == HandlerResult::Done {
+            lock(&self.answered).insert(command.event_id);
+            tracing::info!(phase_status = %status, essays = command.essays.len(), "outcome published");
+        }
+        result
+    }
+}
+
+impl Handler for Worker {
+    async fn handle(&self, msg: &Inbound) -> HandlerResult {
+        let Some(phase) = phase_for_topic(&msg.topic) else {
+            return HandlerResult::permanent(
+                FailureKind::Handler,
+                format!("{} is not an initiate-command topic", msg.topic),
+            );
+        };
+        let command = match decode_command(phase, msg) {
+            Ok(c) => c,
+            Err(e) => {
+                let kind = match e.kind {
+                    DecodeErrorKind::Decode => FailureKind::Decode,
+                    DecodeErrorKind::Validation => FailureKind::Validation,
+                };
+                return HandlerResult::permanent(kind, e.to_string());
+            }
+        };
+        let span = tracing::info_span!(
+            "command",
+            phase = %phase,
+            batch_id = %command.batch_id,
+            correlation_id = %command.correlation_id,
+            event_id = %command.event_id,
+        );
+        self.handle_command(msg, command).instrument(span).await
+    }
+}
