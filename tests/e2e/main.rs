@@ -66,6 +66,7 @@ fn main() {
         scenario!(scenarios::s11_parked_until_ready),
         scenario!(scenarios::s13_manual_mark),
         scenario!(scenarios::s14_s15_invalidate_and_inspect),
+        scenario!(scenarios::s_retry_failed_essays),
     ]
     .into_iter()
     .filter(|(n, _)| wanted(n))

@@ -298,3 +298,45 @@ pub async fn s12_phase_timeout(c: Arc<Ctx>) -> R {
     ensure!(st["active_pipeline"].is_null(), "{st}");
     Ok(())
 }
+
+/// Essay-level retry (issue 5): re-run spellcheck for the essays that failed; the recovered
+/// ones join later pipelines, one that fails again goes to the DLQ again.
+pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
+    let b = unique("sretry");
+    let failed = fail_ids(&b, &[2, 6, 9]);
+    c.register(&b, 10, json!({"spellcheck": failed}), &[]).await?;
+    let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
+    ensure!(t["successful_essay_count"] == 7, "{t}");
+    // The worker is "fixed" for two of the three essays.
+    c.overrides(&b, json!({"spellcheck": [failed[2].clone()]}), &[]).await?;
+    let unauth = c.http.post(format!("{}/v1/batches/{b}/retry-phase", c.bos)).json(&json!({"phase_name": "spellcheck", "reason": "x"})).send().await?;
+    ensure!(unauth.status().as_u16() == 401, "retry without token → 401");
+    let r = c
+        .http
+        .post(format!("{}/v1/batches/{b}/retry-phase", c.bos))
+        .bearer_auth(c.token())
+        .json(&json!({"phase_name": "spellcheck", "reason": "spellchecker fixed", "operator": "e2e-operator"}))
+        .send()
+        .await?;
+    ensure!(r.status().as_u16() == 202, "retry accepted: {}", r.status());
+    let body: Value = r.json().await?;
+    let corr: uuid::Uuid = body["correlation_id"].as_str().unwrap_or_default().parse()?;
+    let t = c.terminal(Submitted { correlation_id: corr }).await?;
+    ensure!(t["requested_pipeline"] == "spellcheck", "{t}");
+    ensure!(t["completed_phases"] == json!(["spellcheck"]), "{t}");
+    ensure!(t["successful_essay_count"] == 2 && t["failed_essay_count"] == 1, "{t}");
+    let spell_cmds = c.on(topics::SPELLCHECK_INITIATE_COMMAND, &b);
+    ensure!(spell_cmds.len() == 2 && essays_of(&spell_cmds[1]).len() == 3, "the retry ran the 3 failed essays only");
+    // The essay that failed again is dead-lettered again (3 + 1 records).
+    c.reader
+        .wait_for(T, "4 DLQ records", |all| all.iter().filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())).count() >= 4)
+        .await;
+    // A later pipeline includes the two recovered essays.
+    let (_, t) = run_pipeline(&c, &b, "nlp").await?;
+    expect_phases(&t, &["nlp"], &["spellcheck"])?;
+    let nlp = c.on(topics::NLP_INITIATE_COMMAND, &b);
+    ensure!(nlp.len() == 1 && essays_of(&nlp[0]).len() == 9, "nlp gets 7 + 2 recovered essays");
+    let dlq = c.on(topics::FAILED_ESSAYS_DLQ, &b);
+    ensure!(dlq.len() == 4, "no extra DLQ records: {}", dlq.len());
+    Ok(())
+}

@@ -100,6 +100,7 @@ impl App {
             core: core.clone(),
             metrics,
             readiness,
+            operator_token: settings.operator_token.clone(),
         };
         Ok(Self {
             settings,

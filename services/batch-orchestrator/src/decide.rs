@@ -246,10 +246,17 @@ pub fn start_next(state: &BatchState, batch_id: &str, resolution: Resolution, li
         finish(&mut d, batch_id, &request, figures, vec![], limits, now);
         return d;
     };
-    let essays = essays_for_first_phase(&d.state, first);
+    let mut essays = essays_for_first_phase(&d.state, first);
+    if let Some(retry) = &request.retry {
+        essays.retain(|e| retry.essay_ids.contains(&e.essay_id));
+    }
     let info = d.state.batch.clone().expect("needs_start");
     let command = if essays.is_empty() {
-        Err(format!("no_essays_to_process: {first}"))
+        Err(if request.retry.is_some() {
+            format!("no_essays_to_retry: {first}")
+        } else {
+            format!("no_essays_to_process: {first}")
+        })
     } else {
         events::initiate_command(first, batch_id, &info, &request, &essays, now)
             .ok_or_else(|| format!("no_worker_for_phase: {first}"))
@@ -352,16 +359,19 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
     let seconds = seconds_between(run.started_at, now);
     a.failed_essays.extend(outcome.failed.iter().cloned());
     d.notes.push(Note::PhaseFinished { phase: outcome.phase, status, seconds });
-    d.state.phase_results.insert(
-        outcome.phase,
-        PhaseResult {
+    let is_retry = d.state.active.as_ref().is_some_and(|a| a.request.retry.is_some());
+    let previous = d.state.phase_results.get(&outcome.phase).filter(|p| p.status.completed());
+    let result = match previous {
+        Some(prev) if is_retry => merge_retry(prev, outcome, pipeline_id, now),
+        _ => PhaseResult {
             status,
             succeeded: outcome.processed.clone(),
             failed: outcome.failed.clone(),
             pipeline_id,
             at: now,
         },
-    );
+    };
+    d.state.phase_results.insert(outcome.phase, result);
     if status == RunStatus::FailedCritically {
         let reason = format!("phase_failed: {}", outcome.phase);
         end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
@@ -405,6 +415,42 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
     d.notes.push(Note::PhaseDispatched { phase: next, essays: outcome.processed.len() });
     d.events.push(command);
     d
+}
+
+/// A retry's outcome merged into the phase's earlier result: new successes join the
+/// succeeded essays (replacing an older entry of the same essay), the essays that failed again
+/// stay failed, and the status reflects the merged sets.
+pub fn merge_retry(prev: &PhaseResult, outcome: &OutcomeIn, pipeline_id: uuid::Uuid, now: Timestamp) -> PhaseResult {
+    let mut succeeded: Vec<EssayRef> = prev
+        .succeeded
+        .iter()
+        .filter(|e| !outcome.processed.iter().any(|n| n.essay_id == e.essay_id))
+        .cloned()
+        .collect();
+    succeeded.extend(outcome.processed.iter().cloned());
+    let mut failed: Vec<String> = prev
+        .failed
+        .iter()
+        .filter(|id| !outcome.processed.iter().any(|n| &n.essay_id == *id))
+        .cloned()
+        .collect();
+    for id in &outcome.failed {
+        if !failed.contains(id) && !succeeded.iter().any(|e| &e.essay_id == id) {
+            failed.push(id.clone());
+        }
+    }
+    let status = if failed.is_empty() {
+        RunStatus::CompletedSuccessfully
+    } else {
+        RunStatus::CompletedWithFailures
+    };
+    PhaseResult {
+        status,
+        succeeded,
+        failed,
+        pipeline_id,
+        at: now,
+    }
 }
 
 /// Time passed: end a timed-out phase, give up on parked requests whose batch never came.
@@ -492,6 +538,7 @@ mod tests {
             retry_reason: None,
             received_at: now(),
             park_deadline: None,
+            retry: None,
         }
     }
 
@@ -717,5 +764,43 @@ mod tests {
             s = on_request(&s, B, request("nope"), false, &limits, now()).state;
         }
         assert_eq!(s.history.len(), 3);
+    }
+
+    #[test]
+    fn a_retry_runs_one_phase_for_the_named_essays_and_merges_its_results() {
+        let limits = Limits::default();
+        let (d, req) = started(&known(5), "nlp", &[PhaseName::Spellcheck, PhaseName::Nlp], &[]);
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, &essays(3, "spell"), &["e3", "e4"]), &limits, now());
+        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Nlp, BatchStatus::CompletedSuccessfully, &essays(3, "nlp"), &[]), &limits, now());
+        let mut retry = request("spellcheck");
+        retry.retry = Some(crate::model::RetrySpec {
+            phase: PhaseName::Spellcheck,
+            essay_ids: vec!["e3".into(), "e4".into()],
+            reason: "worker fixed".into(),
+            operator: "ops".into(),
+        });
+        let s = on_request(&d.state, B, retry.clone(), true, &limits, now()).state;
+        let d = start_next(&s, B, Resolution::Resolved { run: vec![PhaseName::Spellcheck], pruned: vec![] }, &limits, now());
+        let cmd = d.events.iter().find(|e| e.topic == topics::SPELLCHECK_INITIATE_COMMAND).unwrap();
+        let ids: Vec<String> = data(cmd)["essays_to_process"].as_array().unwrap().iter().map(|e| e["essay_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, vec!["e3", "e4"], "only the named essays run again");
+        // e3 succeeds now, e4 fails again.
+        let e3 = EssayRef { essay_id: "e3".into(), text_storage_id: "spell2-3".into() };
+        let d = on_outcome(&d.state, B, &outcome(&retry, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, std::slice::from_ref(&e3), &["e4"]), &limits, now());
+        let t = terminal(&d);
+        assert_eq!(t["requested_pipeline"], "spellcheck");
+        assert_eq!(t["successful_essay_count"], 1);
+        assert_eq!(t["failed_essay_count"], 1);
+        let env: Value = serde_json::from_str(&d.events[0].payload).unwrap();
+        assert_eq!(env["metadata"]["retry"], true, "the retry is noted: {env}");
+        assert_eq!(env["metadata"]["operator"], "ops");
+        let merged = &d.state.phase_results[&PhaseName::Spellcheck];
+        assert_eq!(merged.succeeded.len(), 4, "three earlier successes plus e3");
+        assert!(merged.succeeded.contains(&e3));
+        assert_eq!(merged.failed, vec!["e4".to_string()]);
+        // A later pipeline includes the recovered essay.
+        let (d, _) = started(&d.state, "cj_assessment", &[PhaseName::CjAssessment], &[PhaseName::Spellcheck]);
+        let cmd = d.events.iter().find(|e| e.topic == topics::CJ_ASSESSMENT_INITIATE_COMMAND).unwrap();
+        assert_eq!(data(cmd)["essays_to_process"].as_array().unwrap().len(), 4);
     }
 }

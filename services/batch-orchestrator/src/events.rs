@@ -173,7 +173,7 @@ pub fn pipeline_completed(
     now: Timestamp,
 ) -> Outgoing {
     let names = |v: &[PhaseName]| v.iter().map(|p| p.as_str().to_owned()).collect();
-    envelope(
+    let mut out = envelope(
         topics::BATCH_PIPELINE_COMPLETED,
         request.correlation_id,
         BatchPipelineCompletedV1 {
@@ -191,5 +191,18 @@ pub fn pipeline_completed(
             failure_reason: f.failure_reason.clone(),
         },
         now,
-    )
+    );
+    if let Some(retry) = &request.retry {
+        // An essay-level retry is noted in the envelope's free-form metadata.
+        let mut env: serde_json::Value = serde_json::from_str(&out.payload).expect("our own JSON");
+        env["metadata"] = serde_json::json!({
+            "retry": true,
+            "retry_phase": retry.phase,
+            "retry_reason": retry.reason,
+            "retry_essay_ids": retry.essay_ids,
+            "operator": retry.operator,
+        });
+        out.payload = env.to_string();
+    }
+    out
 }

@@ -162,6 +162,7 @@ impl BosHandler {
                 retry_reason: d.retry_reason.clone(),
                 received_at: Timestamp::now(),
                 park_deadline: None,
+                retry: None,
             };
             let limits = self.core.limits;
             let r = self

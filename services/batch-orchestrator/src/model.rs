@@ -109,6 +109,19 @@ pub struct PendingRequest {
     pub received_at: Timestamp,
     /// For parked requests: when to give up waiting for the batch.
     pub park_deadline: Option<Timestamp>,
+    /// Set for an operator's essay-level retry of one phase (`POST .../retry-phase`).
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+}
+
+/// An operator's request to run one phase again for some essays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrySpec {
+    pub phase: PhaseName,
+    /// The essays to run again (fixed when the retry is accepted).
+    pub essay_ids: Vec<String>,
+    pub reason: String,
+    pub operator: String,
 }
 
 /// One dispatched phase of the active pipeline.

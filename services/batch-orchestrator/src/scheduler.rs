@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conductor::{Conductor, ConductorError};
 use crate::core::{Core, CoreError, DEADLINES, STARTS};
-use crate::decide;
+use crate::decide::{self, Resolution};
 
 /// How often the indexes are swept when nothing wakes the scheduler.
 const SWEEP: Duration = Duration::from_millis(200);
@@ -99,11 +99,18 @@ impl Scheduler {
             return Ok(()); // the next commit of this batch refreshes the index
         };
         let after = state.last_pipeline_id;
-        let resolution = self
-            .conductor
-            .resolve(batch_id, &head.requested_pipeline, head.correlation_id, after)
-            .await
-            .inspect_err(|_| self.core.metrics.conductor_error())?;
+        let resolution = match &head.retry {
+            // An essay-level retry runs exactly its phase: nothing to resolve or prune.
+            Some(retry) => Resolution::Resolved {
+                run: vec![retry.phase],
+                pruned: vec![],
+            },
+            None => self
+                .conductor
+                .resolve(batch_id, &head.requested_pipeline, head.correlation_id, after)
+                .await
+                .inspect_err(|_| self.core.metrics.conductor_error())?,
+        };
         let head_id = head.request_id;
         let limits = self.core.limits;
         self.core
