@@ -18,12 +18,14 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> building tests"
+echo "==> building services and tests"
+cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-run
 
 infra_start
 # The tests find the broker and Redis here; they never use the defaults (6379/9092).
 export HULEEDU_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
 export HULEEDU_TEST_REDIS="$REDIS_URL"
+unset KAFKA_BOOTSTRAP_SERVERS REDIS_URL
 echo "==> cargo test"
 cargo test --workspace --locked "$@"

@@ -16,10 +16,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 infra_log() { printf '\033[1;34m[infra]\033[0m %s\n' "$*" >&2; }
 
 infra_ensure_tools() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! command -v curl >/dev/null 2>&1; then
+    infra_log "curl not found: installing Debian's curl package"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl >/dev/null
+  fi
   if ! command -v redis-server >/dev/null 2>&1; then
     infra_log "redis-server not found: installing Debian's redis-server package"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
     # The package may start a system instance; we never use it.
@@ -62,13 +67,14 @@ infra_wait_port() {
 
 INFRA_PIDS=()
 
+# Stop everything started, newest first (services before the broker and Redis they use).
 infra_stop() {
-  local pid
-  for pid in "${INFRA_PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${INFRA_PIDS[@]:-}"; do
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  local i pid
+  for (( i=${#INFRA_PIDS[@]}-1; i>=0; i-- )); do
+    pid=${INFRA_PIDS[$i]}
+    [ -n "$pid" ] || continue
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
   INFRA_PIDS=()
   if [ -n "${INFRA_DIR:-}" ] && [ -d "$INFRA_DIR" ] && [ -z "${INFRA_KEEP:-}" ]; then

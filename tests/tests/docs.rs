@@ -1,0 +1,84 @@
+//! The documentation agrees with the code.
+//!
+//! - `docs/configuration.md` holds, between generated markers, the settings table of every
+//!   binary made from its `settings_docs()`; regenerate with
+//!   `HULEEDU_BLESS=1 cargo test -p huleedu-it --test docs`.
+//! - `docs/events.md` names every topic of the contracts crate and no other `huleedu.*` topic.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use huleedu_contracts::topics;
+use huleedu_service::settings::SettingDoc;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn table(docs: &[SettingDoc]) -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for d in docs {
+        out.push_str(&format!("| `{}` | {} | {} |\n", d.name, d.default.replace('|', "\\|"), d.meaning.replace('|', "\\|")));
+    }
+    out
+}
+
+fn generated() -> String {
+    let mut out = String::new();
+    for (bin, docs) in [
+        ("batch-orchestrator", batch_orchestrator::settings::settings_docs()),
+        ("batch-conductor", batch_conductor::settings::settings_docs()),
+        ("els-simulator", els_simulator::settings::settings_docs()),
+    ] {
+        out.push_str(&format!("### `{bin}`\n\n{}\n", table(&docs)));
+    }
+    out
+}
+
+const BEGIN: &str = "<!-- BEGIN GENERATED: settings tables (tests/tests/docs.rs) -->\n";
+const END: &str = "<!-- END GENERATED -->";
+
+#[test]
+fn configuration_doc_lists_every_variable_of_every_binary() {
+    let path = root().join("docs/configuration.md");
+    let text = std::fs::read_to_string(&path).expect("docs/configuration.md");
+    let (head, rest) = text.split_once(BEGIN).expect("begin marker");
+    let (_, tail) = rest.split_once(END).expect("end marker");
+    let want = format!("{head}{BEGIN}{}{END}{tail}", generated());
+    if std::env::var_os("HULEEDU_BLESS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    assert!(
+        text == want,
+        "docs/configuration.md is out of date with the settings in the code; regenerate with HULEEDU_BLESS=1 cargo test -p huleedu-it --test docs"
+    );
+}
+
+#[test]
+fn event_catalogue_names_exactly_the_contract_topics() {
+    let text = std::fs::read_to_string(root().join("docs/events.md")).expect("docs/events.md");
+    let known: BTreeSet<&str> = [
+        topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        topics::BATCH_ESSAYS_READY,
+        topics::BATCH_CONTENT_PROVISIONING_COMPLETED,
+        topics::SPELLCHECK_INITIATE_COMMAND,
+        topics::NLP_INITIATE_COMMAND,
+        topics::CJ_ASSESSMENT_INITIATE_COMMAND,
+        topics::AI_FEEDBACK_INITIATE_COMMAND,
+        topics::ELS_BATCH_PHASE_OUTCOME,
+        topics::BATCH_PIPELINE_COMPLETED,
+        topics::BATCH_PHASE_SKIPPED,
+        topics::FAILED_ESSAYS_DLQ,
+    ]
+    .into_iter()
+    .collect();
+    for t in &known {
+        assert!(text.contains(&format!("`{t}`")), "docs/events.md does not describe {t}");
+    }
+    for word in text.split(|c: char| c == '`' || c.is_whitespace() || c == '|') {
+        if word.starts_with("huleedu.") && !word.ends_with(".DLQ") {
+            assert!(known.contains(word), "docs/events.md names {word}, which is not a topic of the contracts crate");
+        }
+    }
+}
