@@ -1,0 +1,741 @@
+//! The HTTP adapter (axum): pipeline resolution for BOS, operator marks, batch inspection,
+//! probes, metrics and the OpenAPI document. [`router`] builds the whole router from an
+//! [`AppState`], so tests drive it with `tower::ServiceExt::oneshot`, without a socket.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /internal/v1/pipelines/define` | resolve a pipeline for a batch (read-only), with the causal wait on `after_pipeline_id` |
+//! | `POST /internal/v1/phases/complete` | operator mark (bearer token) |
+//! | `GET /internal/v1/batches/{batch_id}/phases` | the batch's records with provenance |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json` | operations |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use huleedu_contracts::http::{BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1};
+use huleedu_contracts::{decode_json, PhaseName, Timestamp};
+use huleedu_http::probes::{healthz, Readiness};
+use huleedu_http::{ApiError, HttpLimits, Json};
+use huleedu_service::settings::Secret;
+use huleedu_store::{ApplyOutcome, ApplyRequest, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Notify;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::consumer::describe_store_error;
+use crate::metrics::{BcsMetrics, PhaseLabels};
+use crate::pipelines::{resolve, Definitions};
+use crate::state::{
+    decide_operator_mark, normalize_pipeline_id, phase_field, BatchPhases, MarkDecision,
+    PhaseRecord, RecordSource,
+};
+
+/// How often a waiting define request re-reads Redis (besides in-process wake-ups).
+const WAIT_POLL: Duration = Duration::from_millis(25);
+
+/// What the HTTP side is configured with.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Pipeline definitions used for resolution and to validate operator phase names.
+    pub definitions: Arc<Definitions>,
+    /// `OPERATOR_TOKEN`; `None` disables the operator endpoint (503).
+    pub operator_token: Option<Secret>,
+    /// `RESOLVE_WAIT_MS`.
+    pub resolve_wait: Duration,
+    /// `STATE_TTL_DAYS`, refreshed by operator marks.
+    pub state_ttl: Duration,
+}
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: ApiConfig,
+    registry: huleedu_http::metrics::Metrics,
+    metrics: Arc<BcsMetrics>,
+    readiness: Readiness,
+    pipelines_seen: Arc<Notify>,
+}
+
+impl AppState {
+    /// State with its own metric registry, a readiness check of Redis only, and its own
+    /// pipeline notifier. [`crate::App`] shares these with the consumer instead.
+    pub fn new(store: Store, config: ApiConfig) -> Self {
+        let registry = huleedu_http::metrics::Metrics::new();
+        let metrics = BcsMetrics::register(&registry);
+        let s = store.clone();
+        let readiness = Readiness::new().check("redis", move || redis_ready(s.clone()));
+        Self::from_parts(
+            store,
+            config,
+            registry,
+            metrics,
+            readiness,
+            Arc::new(Notify::new()),
+        )
+    }
+
+    /// State from explicit parts (the app wiring).
+    pub fn from_parts(
+        store: Store,
+        config: ApiConfig,
+        registry: huleedu_http::metrics::Metrics,
+        metrics: Arc<BcsMetrics>,
+        readiness: Readiness,
+        pipelines_seen: Arc<Notify>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                registry,
+                metrics,
+                readiness,
+                pipelines_seen,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<BcsMetrics> {
+        &self.inner.metrics
+    }
+
+    /// The registry served at `/metrics`.
+    pub fn registry(&self) -> &huleedu_http::metrics::Metrics {
+        &self.inner.registry
+    }
+
+    /// Notified when a pipeline completion is committed (give it to the consumer's handler).
+    pub fn pipelines_seen(&self) -> &Arc<Notify> {
+        &self.inner.pipelines_seen
+    }
+}
+
+/// Readiness check of Redis: a PING answered within a second (the client's own reconnect
+/// retries would otherwise hold the probe for several seconds).
+pub async fn redis_ready(store: Store) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %describe_store_error(&e), "readiness: redis PING failed");
+            Err("redis unreachable: PING failed".to_owned())
+        }
+        Err(_) => Err("redis did not answer PING within 1 s".to_owned()),
+    }
+}
+
+/// The full router, hardened (body limit, time-out, JSON 404/405/413).
+pub fn router(state: AppState) -> Router {
+    let limits = HttpLimits {
+        // The longest legitimate request waits RESOLVE_WAIT_MS for its after_pipeline_id.
+        request_timeout: state.inner.config.resolve_wait + Duration::from_secs(30),
+        ..HttpLimits::default()
+    };
+    let routes = Router::new()
+        .route("/internal/v1/pipelines/define", post(define))
+        .route("/internal/v1/phases/complete", post(complete_phase))
+        .route("/internal/v1/batches/{batch_id}/phases", get(batch_phases))
+        .route("/healthz", get(health))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(state);
+    huleedu_http::harden(routes, limits)
+}
+
+/// The OpenAPI document of the routes above.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies (the define request and response are the contracts crate's; these mirror them for the
+// OpenAPI document)
+// ---------------------------------------------------------------------------------------------
+
+/// Error body of every non-2xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Short machine-readable error (`conductor_lagging`, `unauthorized`, ...), or the
+    /// platform's sentence for the two platform-defined errors.
+    pub error: String,
+    /// What is wrong, for people.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// `POST /internal/v1/pipelines/define` body (`BCSPipelineDefinitionRequestV1`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DefineRequest {
+    /// The batch (1..255 characters).
+    pub batch_id: String,
+    /// A defined pipeline name (`spellcheck`, `nlp`, `cj_assessment`, `ai_feedback`,
+    /// `comprehensive` with the built-in definitions).
+    pub requested_pipeline: String,
+    /// Correlation id of the request (1..100 characters).
+    pub correlation_id: String,
+    /// Free-form batch description (ignored).
+    #[schema(value_type = Option<Object>)]
+    pub batch_metadata: Option<Value>,
+    /// Answer only once this pipeline's `BatchPipelineCompletedV1` has been processed (its
+    /// correlation id).
+    pub after_pipeline_id: Option<String>,
+}
+
+/// 200 answer of `POST /internal/v1/pipelines/define` (`BCSPipelineDefinitionResponseV1`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefineResponse {
+    /// The batch.
+    pub batch_id: String,
+    /// Phases to run, in dependency order; empty when everything is already completed.
+    pub final_pipeline: Vec<String>,
+    /// Human-readable summary.
+    pub analysis_summary: Option<String>,
+    /// Phases of the pipeline left out because already completed, in dependency order.
+    pub pruned_phases: Vec<String>,
+}
+
+/// `POST /internal/v1/phases/complete` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MarkRequest {
+    /// The batch (1..255 characters).
+    pub batch_id: String,
+    /// A defined phase.
+    pub phase_name: String,
+    /// `true` (default) records `completed`; `false` records `failed` (the phase runs again).
+    #[serde(default)]
+    pub success: Option<bool>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who.
+    pub operator: Option<String>,
+}
+
+/// 200 answer of `POST /internal/v1/phases/complete`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MarkResponse {
+    /// `recorded`.
+    pub status: String,
+    /// The batch.
+    pub batch_id: String,
+    /// The phase.
+    pub phase_name: String,
+    /// The record written.
+    pub record: PhaseRecord,
+}
+
+/// A pipeline whose completion the conductor has processed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessedPipeline {
+    /// The pipeline id (correlation id of its request).
+    pub pipeline_id: String,
+    /// When its `BatchPipelineCompletedV1` was processed.
+    #[schema(value_type = String, format = DateTime)]
+    pub processed_at: Timestamp,
+    /// That event's `event_id`.
+    #[schema(value_type = String, format = Uuid)]
+    pub event_id: uuid::Uuid,
+    /// Its `final_status`.
+    pub final_status: String,
+    /// Its `completed_phases`.
+    pub completed_phases: Vec<String>,
+}
+
+/// `GET /internal/v1/batches/{batch_id}/phases` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchPhasesView {
+    /// The batch.
+    pub batch_id: String,
+    /// Record per phase (only phases with a record).
+    pub phases: BTreeMap<String, PhaseRecord>,
+    /// Pipelines whose completion was processed, oldest first.
+    pub processed_pipelines: Vec<ProcessedPipeline>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+fn store_unavailable(e: &StoreError) -> ApiError {
+    tracing::error!(error = %describe_store_error(e), "state store request failed");
+    ApiError::unavailable(
+        "store_unavailable",
+        "the conductor's state store is unreachable; retry",
+    )
+    .with_retry_after(1)
+}
+
+async fn load(state: &AppState, batch_id: &str) -> Result<BatchPhases, ApiError> {
+    let stored = state
+        .inner
+        .store
+        .load(batch_id)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    let phases = BatchPhases::from_fields(&stored.fields);
+    if !phases.unreadable.is_empty() {
+        tracing::warn!(batch_id, fields = ?phases.unreadable, "ignoring unreadable state fields");
+    }
+    Ok(phases)
+}
+
+/// Decrements the waiting gauge when a waiting request ends (also when it is dropped).
+struct Waiting<'a>(&'a BcsMetrics);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.resolve_waiting.dec();
+    }
+}
+
+/// Wait until `pipeline_id` is processed for the batch or the wait bound passes; returns the
+/// state that shows it, or `None` on time-out.
+async fn wait_for_pipeline(
+    state: &AppState,
+    batch_id: &str,
+    pipeline_id: &str,
+) -> Result<Option<BatchPhases>, ApiError> {
+    let deadline = Instant::now() + state.inner.config.resolve_wait;
+    let mut waiting: Option<Waiting<'_>> = None;
+    loop {
+        // Register for the wake-up before reading, so a commit in between is not missed.
+        let notified = state.inner.pipelines_seen.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let phases = load(state, batch_id).await?;
+        if phases.has_pipeline(pipeline_id) {
+            return Ok(Some(phases));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        if waiting.is_none() {
+            state.inner.metrics.resolve_waiting.inc();
+            waiting = Some(Waiting(&state.inner.metrics));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(WAIT_POLL.min(deadline - now)) => {}
+        }
+    }
+}
+
+/// Resolve a pipeline for a batch: expand, prune completed phases. Read-only.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/pipelines/define",
+    tag = "resolution",
+    request_body = DefineRequest,
+    responses(
+        (status = 200, description = "Resolved; `final_pipeline` may be empty", body = DefineResponse),
+        (status = 400, description = "Unknown pipeline: `{\"error\": \"Pipeline resolution failed\", \"detail\": ...}`", body = ErrorBody),
+        (status = 422, description = "Malformed body (the detail names the field)", body = ErrorBody),
+        (status = 503, description = "`conductor_lagging`: `after_pipeline_id` not processed within RESOLVE_WAIT_MS (Retry-After: 1); or `store_unavailable`", body = ErrorBody),
+    )
+)]
+async fn define(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = define_inner(&state, &body).await;
+    state
+        .inner
+        .metrics
+        .resolve_duration
+        .observe(started.elapsed().as_secs_f64());
+    result.map(|r| Json(r).into_response())
+}
+
+async fn define_inner(
+    state: &AppState,
+    body: &[u8],
+) -> Result<BCSPipelineDefinitionResponseV1, ApiError> {
+    let req: BCSPipelineDefinitionRequestV1 =
+        decode_json(body).map_err(|e| ApiError::unprocessable("invalid_body", e.message))?;
+    let defs = &state.inner.config.definitions;
+    if defs.pipeline(&req.requested_pipeline).is_none() {
+        let err = resolve(defs, &req.requested_pipeline, &Default::default()).unwrap_err();
+        tracing::info!(batch_id = %req.batch_id, correlation_id = %req.correlation_id,
+            requested_pipeline = %req.requested_pipeline, "unknown pipeline requested");
+        return Err(ApiError::bad_request(
+            "Pipeline resolution failed",
+            err.to_string(),
+        ));
+    }
+    let phases = match req.after_pipeline_id.as_deref() {
+        None => load(state, &req.batch_id).await?,
+        Some(after) => {
+            let after = normalize_pipeline_id(after);
+            match wait_for_pipeline(state, &req.batch_id, &after).await? {
+                Some(phases) => phases,
+                None => {
+                    state.inner.metrics.resolve_lagging.inc();
+                    let waited = state.inner.config.resolve_wait.as_millis();
+                    tracing::warn!(batch_id = %req.batch_id, correlation_id = %req.correlation_id,
+                        after_pipeline_id = %after, waited_ms = waited as u64,
+                        "after_pipeline_id not processed in time; answering conductor_lagging");
+                    return Err(ApiError::unavailable(
+                        "conductor_lagging",
+                        format!(
+                            "pipeline {after} of batch {} has not been processed by the conductor after {waited} ms; retry later",
+                            req.batch_id
+                        ),
+                    )
+                    .with_retry_after(1));
+                }
+            }
+        }
+    };
+    let resolution = resolve(defs, &req.requested_pipeline, &phases.completed())
+        .expect("the pipeline exists: checked above");
+    for p in &resolution.pruned {
+        state
+            .inner
+            .metrics
+            .phases_pruned
+            .get_or_create(&PhaseLabels { phase: p.as_str() })
+            .inc();
+    }
+    let names = |ps: &[PhaseName]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let final_pipeline = names(&resolution.final_pipeline);
+    let pruned_phases = names(&resolution.pruned);
+    let summary = if pruned_phases.is_empty() {
+        format!(
+            "Resolved {} phases for {}",
+            final_pipeline.len(),
+            req.requested_pipeline
+        )
+    } else if final_pipeline.is_empty() {
+        format!(
+            "Nothing to run for {}: all {} phases already completed ({})",
+            req.requested_pipeline,
+            pruned_phases.len(),
+            pruned_phases.join(", ")
+        )
+    } else {
+        format!(
+            "Resolved {} phases for {}; pruned {} already completed ({})",
+            final_pipeline.len(),
+            req.requested_pipeline,
+            pruned_phases.len(),
+            pruned_phases.join(", ")
+        )
+    };
+    tracing::info!(batch_id = %req.batch_id, correlation_id = %req.correlation_id,
+        requested_pipeline = %req.requested_pipeline, final_pipeline = ?final_pipeline,
+        pruned = ?pruned_phases, "pipeline resolved");
+    Ok(BCSPipelineDefinitionResponseV1 {
+        batch_id: req.batch_id,
+        final_pipeline,
+        analysis_summary: Some(summary),
+        pruned_phases,
+    })
+}
+
+/// A validated operator mark.
+struct Mark {
+    batch_id: String,
+    phase: PhaseName,
+    success: bool,
+    reason: Option<String>,
+    operator: Option<String>,
+}
+
+fn missing_fields() -> ApiError {
+    ApiError::bad_request(
+        "Missing required fields: batch_id and phase_name",
+        "batch_id and phase_name must be non-empty strings",
+    )
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_body", detail.into())
+}
+
+/// A required, non-empty string field: missing/null/blank → 400, another type → 422.
+fn required_str(body: &serde_json::Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(missing_fields()),
+        Some(Value::String(s)) if s.trim().is_empty() => Err(missing_fields()),
+        Some(Value::String(s)) => Ok(s.trim().to_owned()),
+        Some(_) => Err(invalid(format!("{field}: expected a string"))),
+    }
+}
+
+fn optional_str(
+    body: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(format!("{field}: expected a string or null"))),
+    }
+}
+
+fn parse_mark(body: &[u8], defs: &Definitions) -> Result<Mark, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(invalid("expected a JSON object"));
+    };
+    let batch_id = required_str(&obj, "batch_id")?;
+    let phase_name = required_str(&obj, "phase_name")?;
+    if batch_id.chars().count() > 255 {
+        return Err(invalid("batch_id: at most 255 characters"));
+    }
+    let phase = phase_name
+        .parse::<PhaseName>()
+        .ok()
+        .filter(|p| defs.has_phase(*p))
+        .ok_or_else(|| {
+            let known: Vec<&str> = defs.phases().iter().map(|p| p.as_str()).collect();
+            ApiError::unprocessable(
+                "unknown_phase",
+                format!(
+                    "phase_name: unknown phase `{phase_name}`; expected one of {}",
+                    known.join(", ")
+                ),
+            )
+        })?;
+    let success = match obj.get("success") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("success: expected true or false")),
+    };
+    Ok(Mark {
+        batch_id,
+        phase,
+        success,
+        reason: optional_str(&obj, "reason")?,
+        operator: optional_str(&obj, "operator")?,
+    })
+}
+
+/// Mark a phase completed (or failed) for a batch by hand.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/phases/complete",
+    tag = "operators",
+    request_body = MarkRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = MarkResponse),
+        (status = 400, description = "`Missing required fields: batch_id and phase_name`, or the body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token; nothing recorded", body = ErrorBody),
+        (status = 409, description = "`newer_record`: the phase has a record newer than this mark (clock skew); nothing recorded", body = ErrorBody),
+        (status = 422, description = "Unknown phase or a field of the wrong type", body = ErrorBody),
+        (status = 503, description = "`operator_endpoint_disabled` (no OPERATOR_TOKEN configured) or `store_unavailable`", body = ErrorBody),
+    )
+)]
+async fn complete_phase(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<MarkResponse>, ApiError> {
+    let token = state
+        .inner
+        .config
+        .operator_token
+        .as_ref()
+        .map(Secret::expose);
+    huleedu_http::auth::require_bearer(&headers, token)?;
+    let mark = parse_mark(&body, &state.inner.config.definitions)?;
+    let now = Timestamp::now();
+    let ttl = state.inner.config.state_ttl;
+    let mut decided: Option<MarkDecision> = None;
+    let outcome = state
+        .inner
+        .store
+        .decide_and_apply(&mark.batch_id, 8, |current| {
+            let phases = BatchPhases::from_fields(&current.fields);
+            let d = decide_operator_mark(
+                &phases,
+                mark.phase,
+                mark.success,
+                mark.operator.clone(),
+                mark.reason.clone(),
+                now,
+            );
+            let set_fields = match &d {
+                MarkDecision::Write(record) => vec![(
+                    phase_field(mark.phase),
+                    serde_json::to_string(record).expect("records serialize"),
+                )],
+                MarkDecision::KeepNewer(_) => Vec::new(),
+            };
+            decided = Some(d);
+            ApplyRequest {
+                batch_id: mark.batch_id.clone(),
+                expected_version: current.version,
+                set_fields,
+                state_ttl: Some(ttl),
+                ..ApplyRequest::default()
+            }
+        })
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    match (outcome, decided) {
+        (ApplyOutcome::Applied { .. }, Some(MarkDecision::Write(record))) => {
+            state
+                .inner
+                .metrics
+                .recorded(RecordSource::Operator, record.status);
+            tracing::info!(batch_id = %mark.batch_id, phase = %mark.phase,
+                status = record.status.as_str(), operator = ?mark.operator, reason = ?mark.reason,
+                "operator mark recorded");
+            Ok(Json(MarkResponse {
+                status: "recorded".into(),
+                batch_id: mark.batch_id,
+                phase_name: mark.phase.to_string(),
+                record,
+            }))
+        }
+        (ApplyOutcome::Applied { .. }, Some(MarkDecision::KeepNewer(newer))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "newer_record",
+            serde_json::json!({
+                "message": "the phase has a record newer than this mark; nothing recorded",
+                "record": newer,
+            }),
+        )),
+        _ => Err(
+            ApiError::unavailable("store_busy", "the batch's state kept changing; retry")
+                .with_retry_after(1),
+        ),
+    }
+}
+
+/// A batch's phase records with provenance and its processed pipelines.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/batches/{batch_id}/phases",
+    tag = "inspection",
+    params(("batch_id" = String, Path, description = "The batch")),
+    responses(
+        (status = 200, description = "Records (empty for an unknown batch)", body = BatchPhasesView),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody),
+    )
+)]
+async fn batch_phases(
+    State(state): State<AppState>,
+    Path(batch_id): Path<String>,
+) -> Result<Json<BatchPhasesView>, ApiError> {
+    let phases = load(&state, &batch_id).await?;
+    let mut processed: Vec<ProcessedPipeline> = phases
+        .pipelines
+        .into_iter()
+        .map(|(id, m)| ProcessedPipeline {
+            pipeline_id: id,
+            processed_at: m.processed_at,
+            event_id: m.event_id,
+            final_status: m.final_status.to_string(),
+            completed_phases: m.completed_phases.iter().map(|p| p.to_string()).collect(),
+        })
+        .collect();
+    processed
+        .sort_by(|a, b| (a.processed_at, &a.pipeline_id).cmp(&(b.processed_at, &b.pipeline_id)));
+    Ok(Json(BatchPhasesView {
+        batch_id,
+        phases: phases
+            .phases
+            .into_iter()
+            .map(|(p, r)| (p.to_string(), r))
+            .collect(),
+        processed_pipelines: processed,
+    }))
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
+async fn health() -> Response {
+    healthz().await.into_response()
+}
+
+/// Readiness: the consumer joined its group and Redis answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "`{\"ready\": true, \"checks\": {...}}`"),
+        (status = 503, description = "`{\"ready\": false, \"checks\": {<check>: <problem>}}`"),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    state.inner.readiness.respond().await
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics in OpenMetrics text format", body = String,
+        content_type = "application/openmetrics-text")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.inner.registry.render(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document of these routes")))]
+async fn openapi() -> Response {
+    Json(openapi_document()).into_response()
+}
+
+struct OperatorAuth;
+
+impl Modify for OperatorAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi
+            .components
+            .get_or_insert_with(utoipa::openapi::Components::new);
+        components.add_security_scheme(
+            "operator_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "batch-conductor",
+        description = "Batch Conductor Service: batch-level phase completion, pipeline resolution with causal pruning, operator marks."
+    ),
+    paths(define, complete_phase, batch_phases, health, readyz, metrics, openapi),
+    components(schemas(
+        DefineRequest,
+        DefineResponse,
+        MarkRequest,
+        MarkResponse,
+        BatchPhasesView,
+        ProcessedPipeline,
+        PhaseRecord,
+        ErrorBody
+    )),
+    modifiers(&OperatorAuth)
+)]
+struct ApiDoc;

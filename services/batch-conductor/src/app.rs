@@ -1,0 +1,192 @@
+//! Wiring: topics, Redis, consumer, outbox relay and HTTP server, and the shutdown order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use huleedu_contracts::topics;
+use huleedu_http::probes::Readiness;
+use huleedu_kafka::admin::with_dlq_topics;
+use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
+use huleedu_store::{OutboxRelay, Store};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{redis_ready, router, ApiConfig, AppState};
+use crate::consumer::{EventHandler, CONSUMED_TOPICS};
+use crate::metrics::{BcsMetrics, ConsumerObserver, OutboxObserver};
+use crate::settings::BcsSettings;
+
+/// The topics the conductor provisions at start-up: the consumed topics, their `.DLQ`, and the
+/// failed-essay DLQ.
+pub fn provisioned_topics() -> Vec<String> {
+    let mut t = with_dlq_topics(&CONSUMED_TOPICS);
+    t.push(topics::FAILED_ESSAYS_DLQ.to_owned());
+    t
+}
+
+/// A built conductor, ready to run: topics exist, the consumer is subscribed, the HTTP port is
+/// bound ([`App::http_addr`]).
+pub struct App {
+    consumer: ConsumerRunner<EventHandler, ConsumerObserver>,
+    relay: OutboxRelay<OutboxObserver>,
+    producer: Producer,
+    listener: TcpListener,
+    router: Router,
+    http_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Provision topics, create the Redis store, the consumer, the relay and the HTTP server
+    /// (bound to `HTTP_ADDR`; port 0 picks a free port).
+    pub async fn build(settings: BcsSettings) -> anyhow::Result<Self> {
+        let topics = provisioned_topics();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        provision_topics(&settings.kafka, &topic_refs)
+            .await
+            .with_context(|| {
+                format!(
+                    "provisioning topics on {}",
+                    settings.kafka.bootstrap_servers
+                )
+            })?;
+        let store = Store::connect(&settings.redis).context("creating the Redis client")?;
+        let registry = huleedu_http::metrics::Metrics::new();
+        let metrics = BcsMetrics::register(&registry);
+        let pipelines_seen = Arc::new(Notify::new());
+        let producer = Producer::new(&settings.kafka).context("creating the Kafka producer")?;
+
+        let handler = EventHandler::new(
+            store.clone(),
+            metrics.clone(),
+            pipelines_seen.clone(),
+            settings.state_ttl,
+            settings.dedup_ttl,
+        );
+        let consumer =
+            ConsumerRunner::new(&settings.kafka, &CONSUMED_TOPICS, handler, producer.clone())
+                .context("creating the Kafka consumer")?
+                .with_observer(ConsumerObserver(metrics.clone()));
+        let relay = OutboxRelay::new(store.clone(), producer.clone())
+            .with_observer(OutboxObserver(metrics.clone()));
+
+        let status = consumer.status();
+        let ping_store = store.clone();
+        let readiness = Readiness::new()
+            .check("kafka_consumer", move || {
+                let joined = status.is_joined();
+                async move {
+                    if joined {
+                        Ok(())
+                    } else {
+                        Err("the consumer has not joined its group yet".to_owned())
+                    }
+                }
+            })
+            .check("redis", move || redis_ready(ping_store.clone()));
+        let state = AppState::from_parts(
+            store,
+            ApiConfig {
+                definitions: Arc::new(settings.pipelines.clone()),
+                operator_token: settings.operator_token.clone(),
+                resolve_wait: settings.resolve_wait,
+                state_ttl: settings.state_ttl,
+            },
+            registry,
+            metrics,
+            readiness,
+            pipelines_seen,
+        );
+        let listener = TcpListener::bind(settings.common.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP_ADDR {}", settings.common.http_addr))?;
+        let http_addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(
+            http_addr = %http_addr,
+            group = %settings.kafka.consumer_group,
+            key_prefix = %settings.redis.key_prefix,
+            pipelines = %settings.pipelines.source(),
+            operator_endpoint = settings.operator_token.is_some(),
+            "batch conductor built"
+        );
+        Ok(Self {
+            consumer,
+            relay,
+            producer,
+            listener,
+            router: router(state),
+            http_addr,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Run until `shutdown` is cancelled, then stop in order: the consumer (finishes the
+    /// current event, commits offsets), the outbox relay (drains what is committed), the HTTP
+    /// server (finishes in-flight requests). Returns an error if the HTTP server failed.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer_stop = CancellationToken::new();
+        let relay_stop = CancellationToken::new();
+        let http_stop = CancellationToken::new();
+
+        let consumer = tokio::spawn(self.consumer.run(consumer_stop.clone()));
+        let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
+        let http_token = http_stop.clone();
+        let mut http = tokio::spawn(async move {
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(async move { http_token.cancelled().await })
+                .await
+        });
+        tracing::info!(http_addr = %self.http_addr, "batch conductor running");
+
+        let mut http_result = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => tracing::info!("shutting down"),
+            r = &mut http => {
+                tracing::error!("HTTP server stopped unexpectedly; shutting down");
+                http_result = Some(r);
+            }
+        }
+
+        consumer_stop.cancel();
+        if let Err(e) = consumer.await {
+            tracing::error!(error = %e, "consumer task failed");
+        }
+        relay_stop.cancel();
+        if let Err(e) = relay.await {
+            tracing::error!(error = %e, "outbox relay task failed");
+        }
+        http_stop.cancel();
+        let http_result = match http_result {
+            Some(r) => r,
+            None => http.await,
+        };
+        let producer = self.producer;
+        // Flushing and dropping an rdkafka client blocks: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            producer.flush(Duration::from_secs(5));
+            drop(producer);
+        })
+        .await;
+        tracing::info!("batch conductor stopped");
+        match http_result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server failed")),
+            Err(e) => Err(anyhow::Error::new(e).context("HTTP server task failed")),
+        }
+    }
+}
