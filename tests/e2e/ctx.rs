@@ -57,14 +57,24 @@ impl Ctx {
     }
 
     /// Register a batch with the simulator (it publishes `BatchEssaysReady`).
-    pub async fn register(&self, batch: &str, essays: usize, fail: Value, silent: &[&str]) -> anyhow::Result<Vec<Value>> {
+    pub async fn register(
+        &self,
+        batch: &str,
+        essays: usize,
+        fail: Value,
+        silent: &[&str],
+    ) -> anyhow::Result<Vec<Value>> {
         let r = self
             .http
             .post(format!("{}/v1/batches", self.sim))
             .json(&json!({"batch_id": batch, "essay_count": essays, "fail": fail, "silent_phases": silent}))
             .send()
             .await?;
-        ensure!(r.status().as_u16() == 201, "register answered {}", r.status());
+        ensure!(
+            r.status().as_u16() == 201,
+            "register answered {}",
+            r.status()
+        );
         let body: Value = r.json().await?;
         Ok(body["essays"].as_array().cloned().unwrap_or_default())
     }
@@ -99,20 +109,35 @@ impl Ctx {
             },
         );
         self.producer
-            .send(&OutgoingMessage::new(topics::CLIENT_BATCH_PIPELINE_REQUEST, batch, env.to_json_bytes()))
+            .send(&OutgoingMessage::new(
+                topics::CLIENT_BATCH_PIPELINE_REQUEST,
+                batch,
+                env.to_json_bytes(),
+            ))
             .await?;
         Ok(Submitted { correlation_id })
     }
 
     /// Publish raw bytes on a topic (duplicates, poison).
-    pub async fn publish_raw(&self, topic: &str, key: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-        self.producer.send(&OutgoingMessage::new(topic, key, payload)).await?;
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        self.producer
+            .send(&OutgoingMessage::new(topic, key, payload))
+            .await?;
         Ok(())
     }
 
     /// Messages of `topic` whose key is `batch`.
     pub fn on(&self, topic: &str, batch: &str) -> Vec<Seen> {
-        self.reader.on(topic).into_iter().filter(|m| m.key.as_deref() == Some(batch)).collect()
+        self.reader
+            .on(topic)
+            .into_iter()
+            .filter(|m| m.key.as_deref() == Some(batch))
+            .collect()
     }
 
     /// Wait for the terminal event of a request and return its `data`; checks there is exactly
@@ -122,7 +147,10 @@ impl Ctx {
         let seen = self
             .reader
             .wait_for(T, &format!("terminal event of {corr}"), |all| {
-                all.iter().any(|m| m.topic == topics::BATCH_PIPELINE_COMPLETED && m.json()["correlation_id"] == corr.as_str())
+                all.iter().any(|m| {
+                    m.topic == topics::BATCH_PIPELINE_COMPLETED
+                        && m.json()["correlation_id"] == corr.as_str()
+                })
             })
             .await;
         let mine: Vec<Value> = seen
@@ -132,13 +160,23 @@ impl Ctx {
             .filter(|v| v["correlation_id"] == corr.as_str())
             .collect();
         let ids: BTreeSet<String> = mine.iter().map(|v| v["event_id"].to_string()).collect();
-        ensure!(ids.len() == 1, "exactly one terminal event for {corr}, saw {}", ids.len());
+        ensure!(
+            ids.len() == 1,
+            "exactly one terminal event for {corr}, saw {}",
+            ids.len()
+        );
         Ok(mine[0]["data"].clone())
     }
 
     /// How often the simulator was dispatched each phase of `batch` (distinct command ids).
     pub async fn counts(&self, batch: &str) -> anyhow::Result<Value> {
-        let v: Value = self.http.get(format!("{}/v1/counts/{batch}", self.sim)).send().await?.json().await?;
+        let v: Value = self
+            .http
+            .get(format!("{}/v1/counts/{batch}", self.sim))
+            .send()
+            .await?
+            .json()
+            .await?;
         let mut out = serde_json::Map::new();
         if let Some(phases) = v["phases"].as_object() {
             for (p, c) in phases {
@@ -149,19 +187,37 @@ impl Ctx {
     }
 
     pub async fn bcs_phases(&self, batch: &str) -> anyhow::Result<Value> {
-        let r = self.http.get(format!("{}/internal/v1/batches/{batch}/phases", self.bcs)).send().await?;
-        ensure!(r.status().is_success(), "BCS phases answered {}", r.status());
+        let r = self
+            .http
+            .get(format!("{}/internal/v1/batches/{batch}/phases", self.bcs))
+            .send()
+            .await?;
+        ensure!(
+            r.status().is_success(),
+            "BCS phases answered {}",
+            r.status()
+        );
         Ok(r.json().await?)
     }
 
     pub async fn bos_status(&self, batch: &str) -> anyhow::Result<(u16, Value)> {
-        let r = self.http.get(format!("{}/v1/batches/{batch}/status", self.bos)).send().await?;
+        let r = self
+            .http
+            .get(format!("{}/v1/batches/{batch}/status", self.bos))
+            .send()
+            .await?;
         let code = r.status().as_u16();
         Ok((code, r.json().await?))
     }
 
     /// Operator mark on the conductor; `token` None sends no Authorization header.
-    pub async fn mark(&self, batch: &str, phase: &str, success: bool, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+    pub async fn mark(
+        &self,
+        batch: &str,
+        phase: &str,
+        success: bool,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self
             .http
             .post(format!("{}/internal/v1/phases/complete", self.bcs))
@@ -180,10 +236,20 @@ impl Ctx {
 
     /// Value of a metric line (first match of `name{labels}` prefix) from a service.
     pub async fn metric(&self, base: &str, prefix: &str) -> anyhow::Result<f64> {
-        let text = self.http.get(format!("{base}/metrics")).send().await?.text().await?;
+        let text = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         let mut total = 0.0;
         for line in text.lines().filter(|l| l.starts_with(prefix)) {
-            let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad metric line {line}"))?;
+            let v: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| anyhow!("bad metric line {line}"))?;
             total += v;
         }
         Ok(total)
@@ -192,7 +258,14 @@ impl Ctx {
 
 /// The phases in a terminal event's list field.
 pub fn list(v: &Value, key: &str) -> Vec<String> {
-    v[key].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Essay ids of a command's `essays_to_process` with their text ids.
@@ -201,7 +274,12 @@ pub fn essays_of(cmd: &Seen) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|e| (e["essay_id"].as_str().unwrap_or_default().to_owned(), e["text_storage_id"].as_str().unwrap_or_default().to_owned()))
+                .map(|e| {
+                    (
+                        e["essay_id"].as_str().unwrap_or_default().to_owned(),
+                        e["text_storage_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()

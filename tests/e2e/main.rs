@@ -25,18 +25,24 @@ macro_rules! scenario {
     };
 }
 
-async fn run_all(ctx: Arc<Ctx>, list: Vec<(&'static str, Scenario)>) -> Vec<(&'static str, Result<Duration, String>)> {
+async fn run_all(
+    ctx: Arc<Ctx>,
+    list: Vec<(&'static str, Scenario)>,
+) -> Vec<(&'static str, Result<Duration, String>)> {
     let mut tasks = Vec::new();
     for (name, f) in list {
         let ctx = ctx.clone();
-        tasks.push((name, tokio::spawn(async move {
-            let start = Instant::now();
-            match tokio::time::timeout(Duration::from_secs(240), f(ctx)).await {
-                Ok(Ok(())) => Ok(start.elapsed()),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(_) => Err("timed out after 240 s".to_owned()),
-            }
-        })));
+        tasks.push((
+            name,
+            tokio::spawn(async move {
+                let start = Instant::now();
+                match tokio::time::timeout(Duration::from_secs(240), f(ctx)).await {
+                    Ok(Ok(())) => Ok(start.elapsed()),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Err(_) => Err("timed out after 240 s".to_owned()),
+                }
+            }),
+        ));
     }
     let mut out = Vec::new();
     for (name, t) in tasks {
@@ -50,8 +56,12 @@ async fn run_all(ctx: Arc<Ctx>, list: Vec<(&'static str, Scenario)>) -> Vec<(&'s
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let main_list: Vec<(&str, Scenario)> = vec![
         scenario!(scenarios::s01_cj_then_nlp),
         scenario!(scenarios::s02_nlp_then_cj),
@@ -71,13 +81,22 @@ fn main() {
     .into_iter()
     .filter(|(n, _)| wanted(n))
     .collect();
-    let timeout_list: Vec<(&str, Scenario)> =
-        vec![scenario!(scenarios::s12_phase_timeout)].into_iter().filter(|(n, _)| wanted(n)).collect();
+    let timeout_list: Vec<(&str, Scenario)> = vec![scenario!(scenarios::s12_phase_timeout)]
+        .into_iter()
+        .filter(|(n, _)| wanted(n))
+        .collect();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let results = rt.block_on(async {
         let mut results = Vec::new();
-        println!("\nrunning {} end-to-end scenarios", main_list.len() + timeout_list.len());
+        println!(
+            "\nrunning {} end-to-end scenarios",
+            main_list.len() + timeout_list.len()
+        );
         if !main_list.is_empty() {
             let stack = Stack::start(StackOptions::new("main")).await;
             let ctx = Arc::new(Ctx::new(&stack).await);
@@ -117,7 +136,10 @@ fn main() {
 fn report_logs(stack: &Stack, results: &[(&str, Result<Duration, String>)]) {
     if results.iter().any(|(_, r)| r.is_err()) {
         for name in ["batch-orchestrator", "batch-conductor", "els-simulator"] {
-            eprintln!("---- last lines of {name} ----\n{}", stack.log_tail(name, 15));
+            eprintln!(
+                "---- last lines of {name} ----\n{}",
+                stack.log_tail(name, 15)
+            );
         }
     }
 }

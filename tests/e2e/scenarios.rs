@@ -19,14 +19,25 @@ async fn run_pipeline(c: &Ctx, batch: &str, pipeline: &str) -> anyhow::Result<(S
 }
 
 fn expect_phases(t: &Value, completed: &[&str], skipped: &[&str]) -> R {
-    ensure!(list(t, "completed_phases") == completed, "completed_phases {:?} != {completed:?}", list(t, "completed_phases"));
-    ensure!(list(t, "skipped_phases") == skipped, "skipped_phases {:?} != {skipped:?}", list(t, "skipped_phases"));
+    ensure!(
+        list(t, "completed_phases") == completed,
+        "completed_phases {:?} != {completed:?}",
+        list(t, "completed_phases")
+    );
+    ensure!(
+        list(t, "skipped_phases") == skipped,
+        "skipped_phases {:?} != {skipped:?}",
+        list(t, "skipped_phases")
+    );
     Ok(())
 }
 
 async fn expect_counts(c: &Ctx, batch: &str, want: Value) -> R {
     let got = c.counts(batch).await?;
-    ensure!(got == want, "simulator run counts for {batch}: {got} != {want}");
+    ensure!(
+        got == want,
+        "simulator run counts for {batch}: {got} != {want}"
+    );
     Ok(())
 }
 
@@ -37,15 +48,34 @@ pub async fn s01_cj_then_nlp(c: Arc<Ctx>) -> R {
     let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
     ensure!(t["final_status"] == "completed_successfully", "{t}");
     expect_phases(&t, &["spellcheck", "cj_assessment"], &[])?;
-    ensure!(t["successful_essay_count"] == 10 && t["failed_essay_count"] == 0, "{t}");
+    ensure!(
+        t["successful_essay_count"] == 10 && t["failed_essay_count"] == 0,
+        "{t}"
+    );
     let (s2, t) = run_pipeline(&c, &b, "nlp").await?;
     expect_phases(&t, &["nlp"], &["spellcheck"])?;
     let skipped = c.on(topics::BATCH_PHASE_SKIPPED, &b);
-    ensure!(skipped.len() == 1, "one PhaseSkippedV1, saw {}", skipped.len());
+    ensure!(
+        skipped.len() == 1,
+        "one PhaseSkippedV1, saw {}",
+        skipped.len()
+    );
     let sk = skipped[0].json();
-    ensure!(sk["data"]["phase_name"] == "spellcheck" && sk["data"]["skip_reason"] == "already_completed", "{sk}");
-    ensure!(sk["correlation_id"] == s2.correlation_id.to_string().as_str(), "skip carries the request's correlation id");
-    expect_counts(&c, &b, json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1})).await
+    ensure!(
+        sk["data"]["phase_name"] == "spellcheck"
+            && sk["data"]["skip_reason"] == "already_completed",
+        "{sk}"
+    );
+    ensure!(
+        sk["correlation_id"] == s2.correlation_id.to_string().as_str(),
+        "skip carries the request's correlation id"
+    );
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1}),
+    )
+    .await
 }
 
 /// 2. NLP then CJ.
@@ -56,7 +86,12 @@ pub async fn s02_nlp_then_cj(c: Arc<Ctx>) -> R {
     expect_phases(&t, &["spellcheck", "nlp"], &[])?;
     let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
     expect_phases(&t, &["cj_assessment"], &["spellcheck"])?;
-    expect_counts(&c, &b, json!({"spellcheck": 1, "nlp": 1, "cj_assessment": 1})).await
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "nlp": 1, "cj_assessment": 1}),
+    )
+    .await
 }
 
 /// 3. Full chain: the last runs only ai_feedback; every phase ran once.
@@ -69,7 +104,12 @@ pub async fn s03_full_chain(c: Arc<Ctx>) -> R {
     let (_, t) = run_pipeline(&c, &b, "ai_feedback").await?;
     expect_phases(&t, &["ai_feedback"], &["spellcheck", "nlp"])?;
     ensure!(t["final_status"] == "completed_successfully", "{t}");
-    expect_counts(&c, &b, json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1, "ai_feedback": 1})).await
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1, "ai_feedback": 1}),
+    )
+    .await
 }
 
 /// 4. Comprehensive after nlp runs cj_assessment and ai_feedback only.
@@ -78,8 +118,17 @@ pub async fn s04_comprehensive_after_partial(c: Arc<Ctx>) -> R {
     c.register(&b, 10, json!({}), &[]).await?;
     run_pipeline(&c, &b, "nlp").await?;
     let (_, t) = run_pipeline(&c, &b, "comprehensive").await?;
-    expect_phases(&t, &["cj_assessment", "ai_feedback"], &["spellcheck", "nlp"])?;
-    expect_counts(&c, &b, json!({"spellcheck": 1, "nlp": 1, "cj_assessment": 1, "ai_feedback": 1})).await
+    expect_phases(
+        &t,
+        &["cj_assessment", "ai_feedback"],
+        &["spellcheck", "nlp"],
+    )?;
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "nlp": 1, "cj_assessment": 1, "ai_feedback": 1}),
+    )
+    .await
 }
 
 /// 5. Everything already done: an immediate terminal event, nothing dispatched.
@@ -102,7 +151,12 @@ pub async fn s06_back_to_back(c: Arc<Ctx>) -> R {
     for t in [&ta, &tn] {
         ensure!(t["final_status"] == "completed_successfully", "{t}");
     }
-    expect_counts(&c, &b, json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1})).await
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1}),
+    )
+    .await
 }
 
 /// 7. Many batches at once: 50 batches × 3 sequential pipelines.
@@ -114,9 +168,17 @@ pub async fn s07_many_batches(c: Arc<Ctx>) -> R {
         async move {
             for p in ["cj_assessment", "nlp", "ai_feedback"] {
                 let (_, t) = run_pipeline(&c, b, p).await?;
-                ensure!(t["final_status"] == "completed_successfully", "{b} {p}: {t}");
+                ensure!(
+                    t["final_status"] == "completed_successfully",
+                    "{b} {p}: {t}"
+                );
             }
-            expect_counts(&c, b, json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1, "ai_feedback": 1})).await
+            expect_counts(
+                &c,
+                b,
+                json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1, "ai_feedback": 1}),
+            )
+            .await
         }
     }))
     .await?;
@@ -131,15 +193,23 @@ fn fail_ids(batch: &str, idx: &[usize]) -> Vec<String> {
 pub async fn s08_s09_partial_failure_and_carry_over(c: Arc<Ctx>) -> R {
     let b = unique("s08");
     let failed = fail_ids(&b, &[3, 5, 8]);
-    let essays = c.register(&b, 10, json!({"spellcheck": failed}), &[]).await?;
+    let essays = c
+        .register(&b, 10, json!({"spellcheck": failed}), &[])
+        .await?;
     ensure!(essays.len() == 10, "10 essays registered");
     let (s, t) = run_pipeline(&c, &b, "cj_assessment").await?;
     ensure!(t["final_status"] == "completed_with_failures", "{t}");
-    ensure!(t["successful_essay_count"] == 7 && t["failed_essay_count"] == 3, "{t}");
+    ensure!(
+        t["successful_essay_count"] == 7 && t["failed_essay_count"] == 3,
+        "{t}"
+    );
     let cj = c.on(topics::CJ_ASSESSMENT_INITIATE_COMMAND, &b);
     ensure!(cj.len() == 1, "one cj command");
     let cj_essays = essays_of(&cj[0]);
-    ensure!(cj_essays.len() == 7, "cj gets the 7 survivors: {cj_essays:?}");
+    ensure!(
+        cj_essays.len() == 7,
+        "cj gets the 7 survivors: {cj_essays:?}"
+    );
     let outcome = c
         .on(topics::ELS_BATCH_PHASE_OUTCOME, &b)
         .into_iter()
@@ -150,33 +220,70 @@ pub async fn s08_s09_partial_failure_and_carry_over(c: Arc<Ctx>) -> R {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["essay_id"].as_str().unwrap().to_owned(), e["text_storage_id"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["essay_id"].as_str().unwrap().to_owned(),
+                e["text_storage_id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    ensure!(cj_essays == spell_out, "cj uses spellcheck's output text ids");
-    ensure!(cj_essays.iter().all(|(id, _)| !failed.contains(id)), "failed essays stay out");
+    ensure!(
+        cj_essays == spell_out,
+        "cj uses spellcheck's output text ids"
+    );
+    ensure!(
+        cj_essays.iter().all(|(id, _)| !failed.contains(id)),
+        "failed essays stay out"
+    );
     // Exactly 3 failed-essay DLQ records for this run.
     let dlq = c
         .reader
         .wait_for(T, "3 failed-essay DLQ records", |all| {
-            all.iter().filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())).count() >= 3
+            all.iter()
+                .filter(|m| {
+                    m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())
+                })
+                .count()
+                >= 3
         })
         .await;
     let mut ids: Vec<String> = dlq
         .iter()
         .filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str()))
-        .map(|m| m.json()["data"]["essay_id"].as_str().unwrap_or_default().to_owned())
+        .map(|m| {
+            m.json()["data"]["essay_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     ids.sort();
-    ensure!(ids == failed, "DLQ holds exactly the failed essays once each: {ids:?}");
-    let rec = dlq.iter().find(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())).unwrap().json();
+    ensure!(
+        ids == failed,
+        "DLQ holds exactly the failed essays once each: {ids:?}"
+    );
+    let rec = dlq
+        .iter()
+        .find(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str()))
+        .unwrap()
+        .json();
     ensure!(rec["data"]["phase_name"] == "spellcheck", "{rec}");
-    ensure!(rec["data"]["pipeline_correlation_id"] == s.correlation_id.to_string().as_str(), "{rec}");
+    ensure!(
+        rec["data"]["pipeline_correlation_id"] == s.correlation_id.to_string().as_str(),
+        "{rec}"
+    );
     // 9: nlp runs on the same 7 essays with spellcheck's output ids.
     let (_, t) = run_pipeline(&c, &b, "nlp").await?;
     expect_phases(&t, &["nlp"], &["spellcheck"])?;
     let nlp = c.on(topics::NLP_INITIATE_COMMAND, &b);
-    ensure!(nlp.len() == 1 && essays_of(&nlp[0]) == spell_out, "nlp gets the same 7 with spellcheck's ids");
-    ensure!(t["successful_essay_count"] == 7 && t["failed_essay_count"] == 0, "{t}");
+    ensure!(
+        nlp.len() == 1 && essays_of(&nlp[0]) == spell_out,
+        "nlp gets the same 7 with spellcheck's ids"
+    );
+    ensure!(
+        t["successful_essay_count"] == 7 && t["failed_essay_count"] == 0,
+        "{t}"
+    );
     Ok(())
 }
 
@@ -184,13 +291,20 @@ pub async fn s08_s09_partial_failure_and_carry_over(c: Arc<Ctx>) -> R {
 pub async fn s10_critical_failure(c: Arc<Ctx>) -> R {
     let b = unique("s10");
     let all: Vec<usize> = (1..=10).collect();
-    c.register(&b, 10, json!({"cj_assessment": fail_ids(&b, &all)}), &[]).await?;
+    c.register(&b, 10, json!({"cj_assessment": fail_ids(&b, &all)}), &[])
+        .await?;
     let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
     ensure!(t["final_status"] == "failed_critically", "{t}");
     expect_phases(&t, &["spellcheck"], &[])?;
     let phases = c.bcs_phases(&b).await?;
-    ensure!(phases["phases"]["spellcheck"]["status"] == "completed", "{phases}");
-    ensure!(phases["phases"]["cj_assessment"]["status"] == "failed", "{phases}");
+    ensure!(
+        phases["phases"]["spellcheck"]["status"] == "completed",
+        "{phases}"
+    );
+    ensure!(
+        phases["phases"]["cj_assessment"]["status"] == "failed",
+        "{phases}"
+    );
     c.overrides(&b, json!({}), &[]).await?;
     let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
     ensure!(t["final_status"] == "completed_successfully", "{t}");
@@ -204,7 +318,10 @@ pub async fn s11_unknown_pipeline(c: Arc<Ctx>) -> R {
     c.register(&b, 3, json!({}), &[]).await?;
     let (_, t) = run_pipeline(&c, &b, "no_such_pipeline").await?;
     ensure!(t["final_status"] == "failed_critically", "{t}");
-    ensure!(t["failure_reason"] == "unknown_pipeline: no_such_pipeline", "{t}");
+    ensure!(
+        t["failure_reason"] == "unknown_pipeline: no_such_pipeline",
+        "{t}"
+    );
     expect_counts(&c, &b, json!({})).await
 }
 
@@ -231,7 +348,10 @@ pub async fn s13_manual_mark(c: Arc<Ctx>) -> R {
     let (code, _) = c.mark(&b, "spellcheck", true, Some("wrong-token")).await?;
     ensure!(code == 401, "wrong token → 401, got {code}");
     let phases = c.bcs_phases(&b).await?;
-    ensure!(phases["phases"].as_object().is_none_or(|m| m.is_empty()), "nothing recorded: {phases}");
+    ensure!(
+        phases["phases"].as_object().is_none_or(|m| m.is_empty()),
+        "nothing recorded: {phases}"
+    );
     let (code, body) = c.mark(&b, "spellcheck", true, Some(c.token())).await?;
     ensure!(code == 200 && body["status"] == "recorded", "{code} {body}");
     let (_, t) = run_pipeline(&c, &b, "nlp").await?;
@@ -248,23 +368,49 @@ pub async fn s14_s15_invalidate_and_inspect(c: Arc<Ctx>) -> R {
     ensure!(code == 200, "invalidate → 200, got {code}");
     let (_, t) = run_pipeline(&c, &b, "nlp").await?;
     expect_phases(&t, &["spellcheck", "nlp"], &[])?;
-    expect_counts(&c, &b, json!({"spellcheck": 2, "cj_assessment": 1, "nlp": 1})).await?;
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 2, "cj_assessment": 1, "nlp": 1}),
+    )
+    .await?;
     // 15: BCS shows provenance; BOS shows history with real counts.
     let (code, _) = c.mark(&b, "ai_feedback", true, Some(c.token())).await?;
     ensure!(code == 200, "mark → 200");
     let phases = c.bcs_phases(&b).await?;
-    let src = |p: &str| phases["phases"][p]["source"].as_str().unwrap_or_default().to_owned();
-    ensure!(["event", "pipeline_completed"].contains(&src("nlp").as_str()), "nlp recorded from events: {phases}");
-    ensure!(["event", "pipeline_completed"].contains(&src("cj_assessment").as_str()), "{phases}");
+    let src = |p: &str| {
+        phases["phases"][p]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    ensure!(
+        ["event", "pipeline_completed"].contains(&src("nlp").as_str()),
+        "nlp recorded from events: {phases}"
+    );
+    ensure!(
+        ["event", "pipeline_completed"].contains(&src("cj_assessment").as_str()),
+        "{phases}"
+    );
     ensure!(src("ai_feedback") == "operator", "{phases}");
-    ensure!(phases["phases"]["ai_feedback"]["operator"] == "e2e-operator", "operator kept: {phases}");
+    ensure!(
+        phases["phases"]["ai_feedback"]["operator"] == "e2e-operator",
+        "operator kept: {phases}"
+    );
     let (code, st) = c.bos_status(&b).await?;
     ensure!(code == 200, "BOS status 200");
     ensure!(st["essay_count"] == 6, "{st}");
     let hist = st["history"].as_array().cloned().unwrap_or_default();
     ensure!(hist.len() == 2, "two finished pipelines: {st}");
-    ensure!(hist[0]["requested_pipeline"] == "cj_assessment" && hist[0]["successful_essay_count"] == 6, "{st}");
-    ensure!(hist[1]["requested_pipeline"] == "nlp" && hist[1]["completed_phases"] == json!(["spellcheck", "nlp"]), "{st}");
+    ensure!(
+        hist[0]["requested_pipeline"] == "cj_assessment" && hist[0]["successful_essay_count"] == 6,
+        "{st}"
+    );
+    ensure!(
+        hist[1]["requested_pipeline"] == "nlp"
+            && hist[1]["completed_phases"] == json!(["spellcheck", "nlp"]),
+        "{st}"
+    );
     let (code, _) = c.bos_status(&unique("never")).await?;
     ensure!(code == 404, "unknown batch → 404");
     Ok(())
@@ -288,12 +434,23 @@ pub async fn s12_phase_timeout(c: Arc<Ctx>) -> R {
                  "processed_essays": [{"essay_id": format!("{b}-e01"), "text_storage_id": "x", "spellcheck_metrics": null}],
                  "failed_essay_ids": [], "correlation_id": s.correlation_id},
         "metadata": null});
-    c.publish_raw(topics::ELS_BATCH_PHASE_OUTCOME, &b, serde_json::to_vec(&late)?).await?;
+    c.publish_raw(
+        topics::ELS_BATCH_PHASE_OUTCOME,
+        &b,
+        serde_json::to_vec(&late)?,
+    )
+    .await?;
     huleedu_it::wait_until(T, "late outcome counted as ignored", || async {
-        c.metric(&c.bos, "bos_outcomes_ignored_total").await.unwrap_or(0.0) > before
+        c.metric(&c.bos, "bos_outcomes_ignored_total")
+            .await
+            .unwrap_or(0.0)
+            > before
     })
     .await;
-    ensure!(c.on(topics::NLP_INITIATE_COMMAND, &b).is_empty(), "no nlp command after the time-out");
+    ensure!(
+        c.on(topics::NLP_INITIATE_COMMAND, &b).is_empty(),
+        "no nlp command after the time-out"
+    );
     let (_, st) = c.bos_status(&b).await?;
     ensure!(st["active_pipeline"].is_null(), "{st}");
     Ok(())
@@ -304,12 +461,19 @@ pub async fn s12_phase_timeout(c: Arc<Ctx>) -> R {
 pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
     let b = unique("sretry");
     let failed = fail_ids(&b, &[2, 6, 9]);
-    c.register(&b, 10, json!({"spellcheck": failed}), &[]).await?;
+    c.register(&b, 10, json!({"spellcheck": failed}), &[])
+        .await?;
     let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
     ensure!(t["successful_essay_count"] == 7, "{t}");
     // The worker is "fixed" for two of the three essays.
-    c.overrides(&b, json!({"spellcheck": [failed[2].clone()]}), &[]).await?;
-    let unauth = c.http.post(format!("{}/v1/batches/{b}/retry-phase", c.bos)).json(&json!({"phase_name": "spellcheck", "reason": "x"})).send().await?;
+    c.overrides(&b, json!({"spellcheck": [failed[2].clone()]}), &[])
+        .await?;
+    let unauth = c
+        .http
+        .post(format!("{}/v1/batches/{b}/retry-phase", c.bos))
+        .json(&json!({"phase_name": "spellcheck", "reason": "x"}))
+        .send()
+        .await?;
     ensure!(unauth.status().as_u16() == 401, "retry without token → 401");
     let r = c
         .http
@@ -320,22 +484,45 @@ pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
         .await?;
     ensure!(r.status().as_u16() == 202, "retry accepted: {}", r.status());
     let body: Value = r.json().await?;
-    let corr: uuid::Uuid = body["correlation_id"].as_str().unwrap_or_default().parse()?;
-    let t = c.terminal(Submitted { correlation_id: corr }).await?;
+    let corr: uuid::Uuid = body["correlation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    let t = c
+        .terminal(Submitted {
+            correlation_id: corr,
+        })
+        .await?;
     ensure!(t["requested_pipeline"] == "spellcheck", "{t}");
     ensure!(t["completed_phases"] == json!(["spellcheck"]), "{t}");
-    ensure!(t["successful_essay_count"] == 2 && t["failed_essay_count"] == 1, "{t}");
+    ensure!(
+        t["successful_essay_count"] == 2 && t["failed_essay_count"] == 1,
+        "{t}"
+    );
     let spell_cmds = c.on(topics::SPELLCHECK_INITIATE_COMMAND, &b);
-    ensure!(spell_cmds.len() == 2 && essays_of(&spell_cmds[1]).len() == 3, "the retry ran the 3 failed essays only");
+    ensure!(
+        spell_cmds.len() == 2 && essays_of(&spell_cmds[1]).len() == 3,
+        "the retry ran the 3 failed essays only"
+    );
     // The essay that failed again is dead-lettered again (3 + 1 records).
     c.reader
-        .wait_for(T, "4 DLQ records", |all| all.iter().filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())).count() >= 4)
+        .wait_for(T, "4 DLQ records", |all| {
+            all.iter()
+                .filter(|m| {
+                    m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())
+                })
+                .count()
+                >= 4
+        })
         .await;
     // A later pipeline includes the two recovered essays.
     let (_, t) = run_pipeline(&c, &b, "nlp").await?;
     expect_phases(&t, &["nlp"], &["spellcheck"])?;
     let nlp = c.on(topics::NLP_INITIATE_COMMAND, &b);
-    ensure!(nlp.len() == 1 && essays_of(&nlp[0]).len() == 9, "nlp gets 7 + 2 recovered essays");
+    ensure!(
+        nlp.len() == 1 && essays_of(&nlp[0]).len() == 9,
+        "nlp gets 7 + 2 recovered essays"
+    );
     let dlq = c.on(topics::FAILED_ESSAYS_DLQ, &b);
     ensure!(dlq.len() == 4, "no extra DLQ records: {}", dlq.len());
     Ok(())

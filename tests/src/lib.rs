@@ -34,7 +34,10 @@ pub fn redis_url() -> String {
 
 /// `name` plus a random suffix: topics, groups, prefixes and batch ids of one test.
 pub fn unique(name: &str) -> String {
-    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// Kafka settings for a test: the test broker, a unique group, `partitions` partitions, a short
@@ -134,7 +137,8 @@ impl TopicReader {
                             .map(|h| {
                                 (
                                     h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()
@@ -162,7 +166,10 @@ impl TopicReader {
 
     /// Messages seen so far on `topic`.
     pub fn on(&self, topic: &str) -> Vec<Seen> {
-        self.seen().into_iter().filter(|m| m.topic == topic).collect()
+        self.seen()
+            .into_iter()
+            .filter(|m| m.topic == topic)
+            .collect()
     }
 
     /// Wait until `pred` holds for the messages seen (deadline `timeout`), and return them.
@@ -181,7 +188,13 @@ impl TopicReader {
                     "timed out after {timeout:?} waiting for {what}; saw {} messages: {:#?}",
                     seen.len(),
                     seen.iter()
-                        .map(|m| format!("{} [{}@{}] {}", m.topic, m.partition, m.offset, m.payload_str()))
+                        .map(|m| format!(
+                            "{} [{}@{}] {}",
+                            m.topic,
+                            m.partition,
+                            m.offset,
+                            m.payload_str()
+                        ))
                         .collect::<Vec<_>>()
                 );
             }
@@ -247,11 +260,19 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (key, want) in cases {
-            assert_eq!(murmur2(key) as i32, want, "{}", String::from_utf8_lossy(key));
+            assert_eq!(
+                murmur2(key) as i32,
+                want,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 }

@@ -81,8 +81,14 @@ pub struct Stack {
 
 async fn wait_port(port: u16, what: &str, timeout: Duration) {
     let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(start.elapsed() < timeout, "{what} did not open port {port} within {timeout:?}");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < timeout,
+            "{what} did not open port {port} within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -102,9 +108,21 @@ impl Stack {
         let redis = format!("redis://127.0.0.1:{rport}");
         let mut procs = HashMap::new();
 
-        let storage = if opts.durable { "sqlite://tansu.db" } else { "memory://tansu/" };
+        let storage = if opts.durable {
+            "sqlite://tansu.db"
+        } else {
+            "memory://tansu/"
+        };
         let tansu = Command::new("tansu")
-            .args(["broker", "--listener-url", &format!("tcp://{kafka}"), "--advertised-listener-url", &format!("tcp://{kafka}"), "--storage-engine", storage])
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://{kafka}"),
+                "--advertised-listener-url",
+                &format!("tcp://{kafka}"),
+                "--storage-engine",
+                storage,
+            ])
             .current_dir(&dir)
             .stdout(log_file(&dir, "tansu"))
             .stderr(Stdio::from(log_file(&dir, "tansu.err")))
@@ -112,9 +130,20 @@ impl Stack {
             .spawn()
             .expect("tansu is installed (scripts/test.sh installs it)");
         procs.insert("tansu", tansu);
-        let aof: &[&str] = if opts.durable { &["--appendonly", "yes", "--appendfsync", "everysec"] } else { &["--appendonly", "no"] };
+        let aof: &[&str] = if opts.durable {
+            &["--appendonly", "yes", "--appendfsync", "everysec"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let redis_proc = Command::new("redis-server")
-            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(aof)
             .arg("--dir")
             .arg(&dir)
@@ -157,7 +186,11 @@ impl Stack {
             sim_url: format!("http://127.0.0.1:{sim_port}"),
             dir,
             procs,
-            envs: HashMap::from([("batch-conductor", bcs_env), ("batch-orchestrator", bos_env), ("els-simulator", sim_env)]),
+            envs: HashMap::from([
+                ("batch-conductor", bcs_env),
+                ("batch-orchestrator", bos_env),
+                ("els-simulator", sim_env),
+            ]),
         };
         for name in ["batch-conductor", "batch-orchestrator", "els-simulator"] {
             stack.spawn_service(name);
@@ -197,7 +230,8 @@ impl Stack {
 
     /// The tail of a process's log (for failure messages).
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -224,7 +258,10 @@ pub async fn wait_ready(url: &str, timeout: Duration) {
                 return;
             }
         }
-        assert!(start.elapsed() < timeout, "{url} not ready within {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "{url} not ready within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

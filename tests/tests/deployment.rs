@@ -13,8 +13,11 @@ fn root() -> PathBuf {
 }
 
 fn compose() -> Yaml {
-    let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
-    YamlLoader::load_from_str(&text).expect("valid YAML").remove(0)
+    let text =
+        std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
+    YamlLoader::load_from_str(&text)
+        .expect("valid YAML")
+        .remove(0)
 }
 
 /// A service's mapping with `<<` merge keys applied.
@@ -55,8 +58,13 @@ fn service_paths(binary: &str) -> BTreeSet<String> {
         "batch-conductor" => batch_conductor::api::openapi_document(),
         "els-simulator" => {
             // The simulator (a dev tool) has no OpenAPI document; read its route table.
-            let src = std::fs::read_to_string(root().join("services/els-simulator/src/api.rs")).unwrap();
-            return ["/readyz", "/healthz", "/metrics"].iter().filter(|p| src.contains(&format!("\"{p}\""))).map(|p| p.to_string()).collect();
+            let src =
+                std::fs::read_to_string(root().join("services/els-simulator/src/api.rs")).unwrap();
+            return ["/readyz", "/healthz", "/metrics"]
+                .iter()
+                .filter(|p| src.contains(&format!("\"{p}\"")))
+                .map(|p| p.to_string())
+                .collect();
         }
         other => panic!("unknown binary {other}"),
     };
@@ -71,13 +79,21 @@ fn every_app_service_uses_only_variables_its_binary_knows() {
     let services = c["services"].as_hash().expect("services");
     for name in APP_SERVICES {
         let svc = merged(&services[&Yaml::String(name.into())]);
-        let command = get(&svc, "command").and_then(|c| c[0].as_str()).unwrap_or_default().to_owned();
+        let command = get(&svc, "command")
+            .and_then(|c| c[0].as_str())
+            .unwrap_or_default()
+            .to_owned();
         assert_eq!(command, name, "{name} runs its own binary");
-        let env = get(&svc, "environment").and_then(Yaml::as_hash).unwrap_or_else(|| panic!("{name} has an environment map"));
+        let env = get(&svc, "environment")
+            .and_then(Yaml::as_hash)
+            .unwrap_or_else(|| panic!("{name} has an environment map"));
         let known = known_vars(name);
         for k in env.keys() {
             let k = k.as_str().unwrap();
-            assert!(known.contains(k), "{name} sets {k}, which the binary does not read (known: {known:?})");
+            assert!(
+                known.contains(k),
+                "{name} sets {k}, which the binary does not read (known: {known:?})"
+            );
         }
     }
 }
@@ -89,16 +105,40 @@ fn ports_and_health_checks_match_the_code() {
     for name in APP_SERVICES {
         let svc = merged(&services[&Yaml::String(name.into())]);
         let env = get(&svc, "environment").and_then(Yaml::as_hash).unwrap();
-        let addr = env[&Yaml::String("HTTP_ADDR".into())].as_str().expect("HTTP_ADDR set");
+        let addr = env[&Yaml::String("HTTP_ADDR".into())]
+            .as_str()
+            .expect("HTTP_ADDR set");
         let port = addr.rsplit(':').next().unwrap();
-        let ports: Vec<&str> = get(&svc, "ports").and_then(Yaml::as_vec).unwrap().iter().filter_map(Yaml::as_str).collect();
-        assert!(ports.iter().any(|p| p.ends_with(&format!(":{port}"))), "{name} publishes its HTTP port {port}: {ports:?}");
-        let test: Vec<&str> = get(&svc, "healthcheck").and_then(|h| h["test"].as_vec()).unwrap().iter().filter_map(Yaml::as_str).collect();
-        let url = test.iter().find(|t| t.starts_with("http://")).unwrap_or_else(|| panic!("{name} health check calls HTTP"));
+        let ports: Vec<&str> = get(&svc, "ports")
+            .and_then(Yaml::as_vec)
+            .unwrap()
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
+            "{name} publishes its HTTP port {port}: {ports:?}"
+        );
+        let test: Vec<&str> = get(&svc, "healthcheck")
+            .and_then(|h| h["test"].as_vec())
+            .unwrap()
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        let url = test
+            .iter()
+            .find(|t| t.starts_with("http://"))
+            .unwrap_or_else(|| panic!("{name} health check calls HTTP"));
         let (hostport, path) = url.trim_start_matches("http://").split_once('/').unwrap();
-        assert!(hostport.ends_with(&format!(":{port}")), "{name} health check uses port {port}: {url}");
+        assert!(
+            hostport.ends_with(&format!(":{port}")),
+            "{name} health check uses port {port}: {url}"
+        );
         let paths = service_paths(name);
-        assert!(paths.contains(&format!("/{path}")), "{name} has route /{path}: {paths:?}");
+        assert!(
+            paths.contains(&format!("/{path}")),
+            "{name} has route /{path}: {paths:?}"
+        );
     }
 }
 
@@ -108,16 +148,45 @@ fn orchestrator_reaches_the_conductor_where_it_listens() {
     let services = c["services"].as_hash().unwrap();
     let bos = merged(&services[&Yaml::String("batch-orchestrator".into())]);
     let bcs = merged(&services[&Yaml::String("batch-conductor".into())]);
-    let bcs_url = get(&bos, "environment").unwrap()["BCS_URL"].as_str().unwrap().to_owned();
-    let bcs_port = get(&bcs, "environment").unwrap()["HTTP_ADDR"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let bcs_url = get(&bos, "environment").unwrap()["BCS_URL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bcs_port = get(&bcs, "environment").unwrap()["HTTP_ADDR"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
     assert_eq!(bcs_url, format!("http://batch-conductor:{bcs_port}"));
-    assert!(services.contains_key(&Yaml::String("kafka".into())) && services.contains_key(&Yaml::String("redis".into())));
+    assert!(
+        services.contains_key(&Yaml::String("kafka".into()))
+            && services.contains_key(&Yaml::String("redis".into()))
+    );
     let redis = merged(&services[&Yaml::String("redis".into())]);
-    let cmd: Vec<&str> = get(&redis, "command").and_then(Yaml::as_vec).unwrap().iter().filter_map(Yaml::as_str).collect();
-    assert!(cmd.windows(2).any(|w| w == ["--appendfsync", "everysec"]), "Redis runs AOF everysec: {cmd:?}");
+    let cmd: Vec<&str> = get(&redis, "command")
+        .and_then(Yaml::as_vec)
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        cmd.windows(2).any(|w| w == ["--appendfsync", "everysec"]),
+        "Redis runs AOF everysec: {cmd:?}"
+    );
     let sim = merged(&services[&Yaml::String("els-simulator".into())]);
-    let profiles: Vec<&str> = get(&sim, "profiles").and_then(Yaml::as_vec).unwrap().iter().filter_map(Yaml::as_str).collect();
-    assert_eq!(profiles, vec!["demo"], "the reference worker runs only in the demo profile");
+    let profiles: Vec<&str> = get(&sim, "profiles")
+        .and_then(Yaml::as_vec)
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(
+        profiles,
+        vec!["demo"],
+        "the reference worker runs only in the demo profile"
+    );
 }
 
 #[test]
@@ -146,10 +215,17 @@ fn the_dockerfile_builds_binaries_that_exist_and_runs_as_non_root() {
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
     for b in &bins {
-        assert!(workspace_bins.contains(b), "Dockerfile builds {b}, which is not a binary of the workspace");
+        assert!(
+            workspace_bins.contains(b),
+            "Dockerfile builds {b}, which is not a binary of the workspace"
+        );
     }
     for name in APP_SERVICES {
         assert!(bins.contains(name), "the image contains {name}");
     }
-    assert!(text.lines().any(|l| l.trim_start().starts_with("USER ") && !l.contains("root")), "the runtime image runs as a non-root user");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("USER ") && !l.contains("root")),
+        "the runtime image runs as a non-root user"
+    );
 }

@@ -18,7 +18,12 @@ fn root() -> PathBuf {
 fn table(docs: &[SettingDoc]) -> String {
     let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for d in docs {
-        out.push_str(&format!("| `{}` | {} | {} |\n", d.name, d.default.replace('|', "\\|"), d.meaning.replace('|', "\\|")));
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            d.name,
+            d.default.replace('|', "\\|"),
+            d.meaning.replace('|', "\\|")
+        ));
     }
     out
 }
@@ -26,8 +31,14 @@ fn table(docs: &[SettingDoc]) -> String {
 fn generated() -> String {
     let mut out = String::new();
     for (bin, docs) in [
-        ("batch-orchestrator", batch_orchestrator::settings::settings_docs()),
-        ("batch-conductor", batch_conductor::settings::settings_docs()),
+        (
+            "batch-orchestrator",
+            batch_orchestrator::settings::settings_docs(),
+        ),
+        (
+            "batch-conductor",
+            batch_conductor::settings::settings_docs(),
+        ),
         ("els-simulator", els_simulator::settings::settings_docs()),
     ] {
         out.push_str(&format!("### `{bin}`\n\n{}\n", table(&docs)));
@@ -74,11 +85,17 @@ fn event_catalogue_names_exactly_the_contract_topics() {
     .into_iter()
     .collect();
     for t in &known {
-        assert!(text.contains(&format!("`{t}`")), "docs/events.md does not describe {t}");
+        assert!(
+            text.contains(&format!("`{t}`")),
+            "docs/events.md does not describe {t}"
+        );
     }
     for word in text.split(|c: char| c == '`' || c.is_whitespace() || c == '|') {
         if word.starts_with("huleedu.") && !word.ends_with(".DLQ") {
-            assert!(known.contains(word), "docs/events.md names {word}, which is not a topic of the contracts crate");
+            assert!(
+                known.contains(word),
+                "docs/events.md names {word}, which is not a topic of the contracts crate"
+            );
         }
     }
 }

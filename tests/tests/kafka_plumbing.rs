@@ -22,12 +22,15 @@ use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(30);
 
+/// Decides a handler result from the payload and the attempt number.
+type Rule = Arc<dyn Fn(&str, usize) -> HandlerResult + Send + Sync>;
+
 /// Records payloads; `rule` decides the result per payload and attempt.
 #[derive(Clone)]
 struct Recorder {
     log: Arc<Mutex<Vec<String>>>,
     attempts: Arc<Mutex<HashMap<String, usize>>>,
-    rule: Arc<dyn Fn(&str, usize) -> HandlerResult + Send + Sync>,
+    rule: Rule,
 }
 
 impl Recorder {
@@ -45,7 +48,12 @@ impl Recorder {
         self.log.lock().unwrap().clone()
     }
     fn attempts(&self, payload: &str) -> usize {
-        self.attempts.lock().unwrap().get(payload).copied().unwrap_or(0)
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(payload)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -74,7 +82,10 @@ struct Running {
 impl Running {
     async fn stop(self) {
         self.stop.cancel();
-        tokio::time::timeout(T, self.task).await.expect("runner stops").unwrap();
+        tokio::time::timeout(T, self.task)
+            .await
+            .expect("runner stops")
+            .unwrap();
     }
 }
 
@@ -136,12 +147,19 @@ async fn round_trip_keeps_order_and_uses_the_java_partitioner() {
             expected.push(payload);
         }
     }
-    wait_until(T, "all 15 handled", || async { handler.handled().len() >= 15 }).await;
+    wait_until(T, "all 15 handled", || async {
+        handler.handled().len() >= 15
+    })
+    .await;
     let got = handler.handled();
     assert_eq!(got.len(), 15, "no duplicates in a clean run: {got:?}");
     for key in ["batch-a", "batch-b", "batch-c"] {
         let per_key: Vec<_> = got.iter().filter(|p| p.starts_with(key)).cloned().collect();
-        let want: Vec<_> = expected.iter().filter(|p| p.starts_with(key)).cloned().collect();
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|p| p.starts_with(key))
+            .cloned()
+            .collect();
         assert_eq!(per_key, want, "order per batch is kept");
     }
     run.stop().await;
@@ -150,17 +168,25 @@ async fn round_trip_keeps_order_and_uses_the_java_partitioner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_is_idempotent_and_uses_the_partition_count() {
     let (settings, topic, _) = setup(2).await;
-    provision_topics(&settings, &[topic.as_str()]).await.unwrap();
+    provision_topics(&settings, &[topic.as_str()])
+        .await
+        .unwrap();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .create()
         .unwrap();
-    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+    let md = c
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 2);
     let md = c
         .fetch_metadata(Some(&dlq_topic(&topic)), Duration::from_secs(10))
         .unwrap();
-    assert_eq!(md.topics()[0].partitions().len(), 2, "the DLQ topic exists too");
+    assert_eq!(
+        md.topics()[0].partitions().len(),
+        2,
+        "the DLQ topic exists too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +204,11 @@ async fn transient_failures_are_retried_and_hold_the_partition() {
     send(&producer, &topic, "k", "after").await;
     wait_until(T, "both handled", || async { handler.handled().len() >= 2 }).await;
     assert_eq!(handler.attempts("flaky"), 4, "three failures then success");
-    assert_eq!(handler.handled(), vec!["flaky", "after"], "the next message waited");
+    assert_eq!(
+        handler.handled(),
+        vec!["flaky", "after"],
+        "the next message waited"
+    );
     run.stop().await;
 }
 
@@ -188,7 +218,10 @@ async fn a_failing_message_is_not_committed_and_comes_back() {
     let failing = Recorder::new(|_, _| HandlerResult::Transient("down".into()));
     let run = start(&settings, &topic, failing.clone());
     send(&producer, &topic, "k", "m0").await;
-    wait_until(T, "several attempts", || async { failing.attempts("m0") >= 3 }).await;
+    wait_until(T, "several attempts", || async {
+        failing.attempts("m0") >= 3
+    })
+    .await;
     run.stop().await;
     let offsets = committed(&settings, &topic, 1);
     assert!(
@@ -216,7 +249,11 @@ async fn shutdown_commits_what_was_handled() {
     let run = start(&settings, &topic, second.clone());
     send(&producer, &topic, "k", "m5").await;
     wait_until(T, "m5 handled", || async { !second.handled().is_empty() }).await;
-    assert_eq!(second.handled(), vec!["m5"], "nothing finished was redelivered");
+    assert_eq!(
+        second.handled(),
+        vec!["m5"],
+        "nothing finished was redelivered"
+    );
     run.stop().await;
 }
 
@@ -233,10 +270,15 @@ async fn poison_goes_to_the_dlq_with_bytes_and_headers_and_the_partition_moves_o
     let reader = TopicReader::start(&[&dlq_topic(&topic)]);
     let run = start(&settings, &topic, handler.clone());
     let mut poison = OutgoingMessage::new(&topic, "batch-9", "{bad json");
-    poison.headers.push(("traceparent".into(), b"00-abc-01".to_vec()));
+    poison
+        .headers
+        .push(("traceparent".into(), b"00-abc-01".to_vec()));
     let at = producer.send(&poison).await.unwrap();
     send(&producer, &topic, "batch-9", "good").await;
-    wait_until(T, "good handled", || async { handler.handled() == vec!["good"] }).await;
+    wait_until(T, "good handled", || async {
+        handler.handled() == vec!["good"]
+    })
+    .await;
     let dlq = reader
         .wait_for(T, "one DLQ record", |s| !s.is_empty())
         .await;
@@ -244,18 +286,40 @@ async fn poison_goes_to_the_dlq_with_bytes_and_headers_and_the_partition_moves_o
     let rec = &dlq[0];
     assert_eq!(rec.payload, b"{bad json", "original bytes unchanged");
     assert_eq!(rec.key.as_deref(), Some("batch-9"));
-    assert_eq!(rec.header("traceparent"), Some("00-abc-01"), "original headers kept");
+    assert_eq!(
+        rec.header("traceparent"),
+        Some("00-abc-01"),
+        "original headers kept"
+    );
     assert_eq!(rec.header(headers::ORIGINAL_TOPIC), Some(topic.as_str()));
-    assert_eq!(rec.header(headers::ORIGINAL_PARTITION), Some(at.partition.to_string().as_str()));
-    assert_eq!(rec.header(headers::ORIGINAL_OFFSET), Some(at.offset.to_string().as_str()));
-    assert!(rec.header(headers::ORIGINAL_TIMESTAMP).is_some_and(|t| t.parse::<i64>().is_ok()));
-    assert_eq!(rec.header(headers::CONSUMER_GROUP), Some(settings.consumer_group.as_str()));
+    assert_eq!(
+        rec.header(headers::ORIGINAL_PARTITION),
+        Some(at.partition.to_string().as_str())
+    );
+    assert_eq!(
+        rec.header(headers::ORIGINAL_OFFSET),
+        Some(at.offset.to_string().as_str())
+    );
+    assert!(rec
+        .header(headers::ORIGINAL_TIMESTAMP)
+        .is_some_and(|t| t.parse::<i64>().is_ok()));
+    assert_eq!(
+        rec.header(headers::CONSUMER_GROUP),
+        Some(settings.consumer_group.as_str())
+    );
     assert_eq!(rec.header(headers::SERVICE), Some("it"));
     assert_eq!(rec.header(headers::ERROR_KIND), Some("decode"));
-    assert!(rec.header(headers::ERROR_MESSAGE).unwrap().contains("expected value"));
+    assert!(rec
+        .header(headers::ERROR_MESSAGE)
+        .unwrap()
+        .contains("expected value"));
     assert!(rec.header(headers::FAILED_AT).unwrap().ends_with('Z'));
     run.stop().await;
-    assert_eq!(committed(&settings, &topic, 1), vec![Offset::Offset(2)], "both offsets stored");
+    assert_eq!(
+        committed(&settings, &topic, 1),
+        vec![Offset::Offset(2)],
+        "both offsets stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,4 +381,20 @@ async fn two_runners_in_one_group_share_the_partitions() {
     .await;
     ra.stop().await;
     rb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_waits_for_the_broker_then_gives_up_with_an_error() {
+    let dead = format!("127.0.0.1:{}", huleedu_it::stack::free_port());
+    let settings = KafkaSettings::local(&dead, "it", "grp");
+    let start = std::time::Instant::now();
+    let r =
+        huleedu_kafka::admin::provision_topics_within(&settings, &["t"], Duration::from_secs(3))
+            .await;
+    assert!(r.is_err(), "no broker → error");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "it retried for its budget: {:?}",
+        start.elapsed()
+    );
 }

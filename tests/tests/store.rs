@@ -39,7 +39,10 @@ async fn apply_writes_state_and_bumps_the_version() {
     let empty = s.load("b1").await.unwrap();
     assert_eq!(empty.version, 0);
     assert!(empty.fields.is_empty());
-    let out = s.apply(&req("b1", 0, Some("e1"), &[("state", "{\"a\":1}")])).await.unwrap();
+    let out = s
+        .apply(&req("b1", 0, Some("e1"), &[("state", "{\"a\":1}")]))
+        .await
+        .unwrap();
     assert_eq!(out, ApplyOutcome::Applied { version: 1 });
     let v = s.load("b1").await.unwrap();
     assert_eq!(v.version, 1);
@@ -62,15 +65,25 @@ async fn two_concurrent_applies_one_wins_the_other_retries() {
         .filter(|o| matches!(o, ApplyOutcome::Applied { version: 2 }))
         .count();
     assert_eq!(wins, 1, "exactly one wins: {a:?} {b:?}");
-    let loser_id = if matches!(a, ApplyOutcome::Conflict { .. }) { "ea" } else { "eb" };
+    let loser_id = if matches!(a, ApplyOutcome::Conflict { .. }) {
+        "ea"
+    } else {
+        "eb"
+    };
     assert!(
         [a, b].contains(&ApplyOutcome::Conflict { current_version: 2 }),
         "the other is told the version moved"
     );
-    assert!(!s.is_applied("b2", loser_id).await.unwrap(), "the loser left no dedup marker");
+    assert!(
+        !s.is_applied("b2", loser_id).await.unwrap(),
+        "the loser left no dedup marker"
+    );
     // The loser decides again from fresh state and then applies.
     let fresh = s.load("b2").await.unwrap();
-    let retry = s.apply(&req("b2", fresh.version, Some(loser_id), &[("n", "ab")])).await.unwrap();
+    let retry = s
+        .apply(&req("b2", fresh.version, Some(loser_id), &[("n", "ab")]))
+        .await
+        .unwrap();
     assert_eq!(retry, ApplyOutcome::Applied { version: 3 });
 }
 
@@ -78,8 +91,12 @@ async fn two_concurrent_applies_one_wins_the_other_retries() {
 async fn the_same_event_twice_is_already_applied_and_adds_no_outbox_entry() {
     let s = store();
     let mut r = req("b3", 0, Some("evt-1"), &[("x", "1")]);
-    r.outbox.push(OutboxEntry::new("t", "b3", "{\"event_id\":\"1\"}"));
-    assert_eq!(s.apply(&r).await.unwrap(), ApplyOutcome::Applied { version: 1 });
+    r.outbox
+        .push(OutboxEntry::new("t", "b3", "{\"event_id\":\"1\"}"));
+    assert_eq!(
+        s.apply(&r).await.unwrap(),
+        ApplyOutcome::Applied { version: 1 }
+    );
     assert_eq!(s.outbox_len().await.unwrap(), 1);
     let mut again = r.clone();
     again.expected_version = 1;
@@ -107,10 +124,24 @@ async fn ttls_are_set_on_state_and_dedup_markers() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let state = keys.iter().find(|k| k.contains(":state:b4")).expect("state key");
-    let dedup = keys.iter().find(|k| k.contains(":dedup:e4")).expect("dedup key");
-    let st: i64 = redis::cmd("PTTL").arg(state).query_async(&mut c).await.unwrap();
-    let dt: i64 = redis::cmd("PTTL").arg(dedup).query_async(&mut c).await.unwrap();
+    let state = keys
+        .iter()
+        .find(|k| k.contains(":state:b4"))
+        .expect("state key");
+    let dedup = keys
+        .iter()
+        .find(|k| k.contains(":dedup:e4"))
+        .expect("dedup key");
+    let st: i64 = redis::cmd("PTTL")
+        .arg(state)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let dt: i64 = redis::cmd("PTTL")
+        .arg(dedup)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!((90_000..=100_000).contains(&st), "state ttl {st}");
     assert!((40_000..=50_000).contains(&dt), "dedup ttl {dt}");
 }
@@ -119,7 +150,9 @@ async fn ttls_are_set_on_state_and_dedup_markers() {
 async fn key_prefixes_isolate_deployments() {
     let a = store();
     let b = store();
-    a.apply(&req("same-batch", 0, Some("e"), &[("x", "a")])).await.unwrap();
+    a.apply(&req("same-batch", 0, Some("e"), &[("x", "a")]))
+        .await
+        .unwrap();
     assert_eq!(b.load("same-batch").await.unwrap().version, 0);
     assert!(!b.is_applied("same-batch", "e").await.unwrap());
 }
@@ -149,14 +182,19 @@ async fn index_ops_commit_with_the_state() {
         member: "b5".into(),
     });
     s.apply(&r).await.unwrap();
-    let due = s.index_members_due("deadlines", 10_000.0, 100).await.unwrap();
+    let due = s
+        .index_members_due("deadlines", 10_000.0, 100)
+        .await
+        .unwrap();
     assert_eq!(due, vec![("b6".to_string(), 5000.0)]);
 }
 
 async fn relay_setup() -> (Store, Producer, String) {
     let topic = unique("it.outbox");
     let settings = kafka_settings("it-relay", &unique("grp"), 3);
-    provision_topics(&settings, &[topic.as_str()]).await.unwrap();
+    provision_topics(&settings, &[topic.as_str()])
+        .await
+        .unwrap();
     (store(), Producer::new(&settings).unwrap(), topic)
 }
 
@@ -192,9 +230,15 @@ async fn an_entry_committed_before_a_crash_is_published_after_restart_with_the_s
     let relay = tokio::spawn(OutboxRelay::new(restarted.clone(), producer).run(stop.clone()));
     let seen = reader.wait_for(T, "3 events", |s| s.len() >= 3).await;
     let payloads: Vec<String> = seen.iter().map(|m| m.payload_str().to_owned()).collect();
-    assert_eq!(payloads, committed, "same bytes (same event ids), same order");
+    assert_eq!(
+        payloads, committed,
+        "same bytes (same event ids), same order"
+    );
     assert!(seen.iter().all(|m| m.key.as_deref() == Some("b7")));
-    wait_until(T, "outbox emptied", || async { restarted.outbox_len().await.unwrap() == 0 }).await;
+    wait_until(T, "outbox emptied", || async {
+        restarted.outbox_len().await.unwrap() == 0
+    })
+    .await;
     stop.cancel();
     relay.await.unwrap();
 }
@@ -210,10 +254,18 @@ async fn two_relays_lose_nothing_and_keep_each_batch_in_order() {
     for b in 0..10 {
         let batch = format!("batch-{b}");
         for step in 0..5u64 {
-            let mut r = req(&batch, step, Some(&format!("{batch}-{step}")), &[("s", "x")]);
+            let mut r = req(
+                &batch,
+                step,
+                Some(&format!("{batch}-{step}")),
+                &[("s", "x")],
+            );
             r.outbox = entries(&topic, &batch, 2);
             want.extend(r.outbox.iter().map(|e| (batch.clone(), e.payload.clone())));
-            assert!(matches!(s.apply(&r).await.unwrap(), ApplyOutcome::Applied { .. }));
+            assert!(matches!(
+                s.apply(&r).await.unwrap(),
+                ApplyOutcome::Applied { .. }
+            ));
         }
     }
     let seen = reader
@@ -227,15 +279,28 @@ async fn two_relays_lose_nothing_and_keep_each_batch_in_order() {
     for b in 0..10 {
         let batch = format!("batch-{b}");
         let mut got: Vec<String> = Vec::new();
-        for m in seen.iter().filter(|m| m.key.as_deref() == Some(batch.as_str())) {
+        for m in seen
+            .iter()
+            .filter(|m| m.key.as_deref() == Some(batch.as_str()))
+        {
             if !got.contains(&m.payload_str().to_owned()) {
                 got.push(m.payload_str().to_owned());
             }
         }
-        let exp: Vec<String> = want.iter().filter(|(k, _)| *k == batch).map(|(_, p)| p.clone()).collect();
-        assert_eq!(got, exp, "{batch}: every event, first sight in commit order");
+        let exp: Vec<String> = want
+            .iter()
+            .filter(|(k, _)| *k == batch)
+            .map(|(_, p)| p.clone())
+            .collect();
+        assert_eq!(
+            got, exp,
+            "{batch}: every event, first sight in commit order"
+        );
     }
-    wait_until(T, "outbox emptied", || async { s.outbox_len().await.unwrap() == 0 }).await;
+    wait_until(T, "outbox emptied", || async {
+        s.outbox_len().await.unwrap() == 0
+    })
+    .await;
     stop.cancel();
     r1.await.unwrap();
     r2.await.unwrap();

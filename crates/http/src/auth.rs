@@ -22,7 +22,9 @@ pub fn require_bearer(headers: &HeaderMap, configured: Option<&str>) -> Result<(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(given) = given else {
-        return Err(ApiError::unauthorized("missing Authorization: Bearer <token> header"));
+        return Err(ApiError::unauthorized(
+            "missing Authorization: Bearer <token> header",
+        ));
     };
     // Compare hashes-free but length-safe: ct_eq on different lengths is false without early
     // exit on content.
@@ -46,9 +48,29 @@ mod tests {
     #[test]
     fn accepts_only_the_configured_token() {
         assert!(require_bearer(&h("Bearer s3cret"), Some("s3cret")).is_ok());
-        assert_eq!(require_bearer(&h("Bearer nope"), Some("s3cret")).unwrap_err().status, StatusCode::UNAUTHORIZED);
-        assert_eq!(require_bearer(&h("s3cret"), Some("s3cret")).unwrap_err().status, StatusCode::UNAUTHORIZED);
-        assert_eq!(require_bearer(&HeaderMap::new(), Some("s3cret")).unwrap_err().status, StatusCode::UNAUTHORIZED);
-        assert_eq!(require_bearer(&h("Bearer s3cret"), None).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            require_bearer(&h("Bearer nope"), Some("s3cret"))
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            require_bearer(&h("s3cret"), Some("s3cret"))
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            require_bearer(&HeaderMap::new(), Some("s3cret"))
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            require_bearer(&h("Bearer s3cret"), None)
+                .unwrap_err()
+                .status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

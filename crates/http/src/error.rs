@@ -18,7 +18,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>, detail: impl Into<serde_json::Value>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        error: impl Into<String>,
+        detail: impl Into<serde_json::Value>,
+    ) -> Self {
         Self {
             status,
             error: error.into(),
@@ -137,7 +141,9 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_json_with_retry_after() {
-        let resp = ApiError::unavailable("conductor_lagging", "wait").with_retry_after(1).into_response();
+        let resp = ApiError::unavailable("conductor_lagging", "wait")
+            .with_retry_after(1)
+            .into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         let body = to_bytes(resp.into_body(), 1 << 16).await.unwrap();

@@ -32,8 +32,11 @@ impl Metrics {
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry.lock().expect("metrics registry lock"))
-            .expect("writing to a String cannot fail");
+        encode(
+            &mut out,
+            &self.registry.lock().expect("metrics registry lock"),
+        )
+        .expect("writing to a String cannot fail");
         out
     }
 

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One readiness check: a name and an async test that says what is wrong, if anything.
-pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Check =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// The readiness checks of a service (Kafka assigned, Redis reachable, ...).
 #[derive(Clone, Default)]

@@ -54,15 +54,20 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .is_some_and(|v| v.starts_with("application/json"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let (error, detail) = match status {
-            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body exceeds the size limit"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "method not allowed on this route")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("payload_too_large", "request body exceeds the size limit")
+            }
             StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
             s if s.is_server_error() => ("internal_error", "the request could not be completed"),
             _ => ("bad_request", "the request was not understood"),
         };
         let mut out = ApiError::new(status, error, detail).into_response();
         if let Some(v) = resp.headers().get(axum::http::header::RETRY_AFTER) {
-            out.headers_mut().insert(axum::http::header::RETRY_AFTER, v.clone());
+            out.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v.clone());
         }
         return out;
     }
@@ -109,7 +114,9 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_bodies_get_413_json() {
-        let req = Request::post("/echo").body(Body::from(vec![b'x'; 100])).unwrap();
+        let req = Request::post("/echo")
+            .body(Body::from(vec![b'x'; 100]))
+            .unwrap();
         let resp = app().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json_of(resp).await["error"], "payload_too_large");
@@ -117,10 +124,16 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_routes_and_methods_get_json() {
-        let resp = app().oneshot(Request::get("/nope").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app()
+            .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         assert_eq!(json_of(resp).await["error"], "not_found");
-        let resp = app().oneshot(Request::get("/echo").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app()
+            .oneshot(Request::get("/echo").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(json_of(resp).await["error"], "method_not_allowed");
     }

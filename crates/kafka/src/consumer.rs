@@ -24,8 +24,8 @@ use rdkafka::message::{Headers, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::context::{commit_stored, RunnerContext};
 pub use crate::context::ConsumerStatus;
+use crate::context::{commit_stored, RunnerContext};
 use crate::{KafkaError, KafkaSettings, Producer};
 
 /// A consumed message, owned, as the handler sees it.
@@ -47,7 +47,12 @@ impl Inbound {
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -317,7 +322,12 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
         }
     }
 
-    async fn dead_letter(&self, msg: &Inbound, kind: FailureKind, reason: &str) -> Result<(), KafkaError> {
+    async fn dead_letter(
+        &self,
+        msg: &Inbound,
+        kind: FailureKind,
+        reason: &str,
+    ) -> Result<(), KafkaError> {
         let mut hdrs = msg.headers.clone();
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let ts = msg.timestamp_ms.map(|t| t.to_string()).unwrap_or_default();
@@ -335,7 +345,12 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
             hdrs.push((k.to_owned(), v.into_bytes()));
         }
         self.dlq
-            .send_parts(&dlq_topic(&msg.topic), msg.key.as_deref(), &msg.payload, &hdrs)
+            .send_parts(
+                &dlq_topic(&msg.topic),
+                msg.key.as_deref(),
+                &msg.payload,
+                &hdrs,
+            )
             .await
             .map(|_| ())
     }

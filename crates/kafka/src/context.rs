@@ -112,6 +112,8 @@ pub(crate) fn commit_stored<C: Consumer<RunnerContext>>(consumer: &C, when: &str
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::debug!(when, "offsets committed"),
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(when, error = %e, "offset commit failed; the broker may redeliver"),
+        Err(e) => {
+            tracing::warn!(when, error = %e, "offset commit failed; the broker may redeliver")
+        }
     }
 }

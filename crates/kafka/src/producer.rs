@@ -18,7 +18,11 @@ pub struct OutgoingMessage {
 }
 
 impl OutgoingMessage {
-    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+    pub fn new(
+        topic: impl Into<String>,
+        key: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+    ) -> Self {
         Self {
             topic: topic.into(),
             key: key.into(),

@@ -28,10 +28,11 @@ impl KafkaSettings {
     /// Defaults for local runs, overridden by the environment, validated.
     pub fn from_env(env: &Env, client_id: &str, default_group: &str) -> Result<Self, ConfigError> {
         let bootstrap_servers = env.string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
-        if bootstrap_servers
-            .split(',')
-            .any(|s| s.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
-        {
+        if bootstrap_servers.split(',').any(|s| {
+            s.trim()
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        }) {
             return Err(ConfigError::new(
                 "KAFKA_BOOTSTRAP_SERVERS",
                 &bootstrap_servers,
@@ -91,7 +92,8 @@ impl KafkaSettings {
             SettingDoc {
                 name: "KAFKA_SESSION_TIMEOUT_MS",
                 default: "10000",
-                meaning: "how long a crashed consumer keeps its partitions before the group rebalances",
+                meaning:
+                    "how long a crashed consumer keeps its partitions before the group rebalances",
             },
             SettingDoc {
                 name: "KAFKA_FETCH_WAIT_MAX_MS",

@@ -133,9 +133,8 @@ impl Env {
     /// A socket address such as `0.0.0.0:5000`.
     pub fn socket_addr(&self, name: &str, default: &str) -> Result<SocketAddr, ConfigError> {
         let raw = self.string(name, default);
-        raw.parse().map_err(|_| {
-            ConfigError::new(name, &raw, "expected an address like 0.0.0.0:5000")
-        })
+        raw.parse()
+            .map_err(|_| ConfigError::new(name, &raw, "expected an address like 0.0.0.0:5000"))
     }
 }
 
@@ -251,7 +250,10 @@ mod tests {
         let env = Env::from_pairs([("PHASE_TIMEOUT_SECS", "soon")]);
         let err = env.secs("PHASE_TIMEOUT_SECS", 10).unwrap_err();
         assert_eq!(err.variable, "PHASE_TIMEOUT_SECS");
-        assert!(err.to_string().contains("PHASE_TIMEOUT_SECS=\"soon\""), "{err}");
+        assert!(
+            err.to_string().contains("PHASE_TIMEOUT_SECS=\"soon\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -266,7 +268,9 @@ mod tests {
         let env = Env::from_pairs([("HTTP_ADDR", "localhost")]);
         let err = env.socket_addr("HTTP_ADDR", "0.0.0.0:1").unwrap_err();
         assert_eq!(err.variable, "HTTP_ADDR");
-        let ok = Env::default().socket_addr("HTTP_ADDR", "0.0.0.0:5000").unwrap();
+        let ok = Env::default()
+            .socket_addr("HTTP_ADDR", "0.0.0.0:5000")
+            .unwrap();
         assert_eq!(ok.port(), 5000);
     }
 

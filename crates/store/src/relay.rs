@@ -71,7 +71,9 @@ pub struct OutboxRelay<O = NoRelayObserver> {
 
 impl<O> std::fmt::Debug for OutboxRelay<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxRelay").field("owner", &self.owner).finish_non_exhaustive()
+        f.debug_struct("OutboxRelay")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,7 +156,10 @@ impl<O: RelayObserver> OutboxRelay<O> {
                     break;
                 }
                 Ok(n) if tokio::time::Instant::now() >= deadline => {
-                    tracing::warn!(pending = n, "outbox not drained before shutdown; the next start publishes the rest");
+                    tracing::warn!(
+                        pending = n,
+                        "outbox not drained before shutdown; the next start publishes the rest"
+                    );
                     break;
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -253,7 +258,12 @@ impl<O: RelayObserver> OutboxRelay<O> {
             }
             let popped: usize = inv.invoke_async(&mut conn).await?;
             if popped < acked {
-                tracing::debug!(bucket, popped, acked, "another relay removed part of the batch");
+                tracing::debug!(
+                    bucket,
+                    popped,
+                    acked,
+                    "another relay removed part of the batch"
+                );
             }
         }
         if let Some(e) = first_error {

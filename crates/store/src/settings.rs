@@ -14,7 +14,10 @@ pub struct RedisSettings {
 impl RedisSettings {
     pub fn from_env(env: &Env, default_prefix: &str) -> Result<Self, ConfigError> {
         let url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
             return Err(ConfigError::new(
                 "REDIS_URL",
                 &url,

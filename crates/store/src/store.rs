@@ -41,7 +41,11 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
-    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: impl Into<String>) -> Self {
+    pub fn new(
+        topic: impl Into<String>,
+        key: impl Into<String>,
+        payload: impl Into<String>,
+    ) -> Self {
         Self {
             topic: topic.into(),
             key: key.into(),
@@ -55,7 +59,11 @@ impl OutboxEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexOp {
     /// Add or move `member` (usually the batch id) to `score`.
-    Upsert { index: String, member: String, score: f64 },
+    Upsert {
+        index: String,
+        member: String,
+        score: f64,
+    },
     /// Remove `member`.
     Remove { index: String, member: String },
 }
@@ -149,7 +157,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,7 +171,10 @@ impl Store {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(2));
+            .set_max_delay(Duration::from_millis(500))
+            // Fail fast while Redis is down: callers retry with their own backoff (consumers)
+            // or answer 503 (HTTP) instead of hanging for the default ~7 s of reconnects.
+            .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
@@ -229,7 +242,11 @@ impl Store {
         }
         inv.arg(req.expected_version)
             .arg(req.dedup_ttl.as_millis().max(1) as u64)
-            .arg(req.state_ttl.map(|t| t.as_millis().max(1) as u64).unwrap_or(0))
+            .arg(
+                req.state_ttl
+                    .map(|t| t.as_millis().max(1) as u64)
+                    .unwrap_or(0),
+            )
             .arg(if req.dedup_id.is_some() { "1" } else { "0" })
             .arg(req.set_fields.len())
             .arg(req.outbox.len())

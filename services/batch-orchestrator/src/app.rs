@@ -88,7 +88,12 @@ impl App {
                 let store = store.clone();
                 move || {
                     let store = store.clone();
-                    async move { store.ping().await.map_err(|e| format!("redis unreachable: {e}")) }
+                    async move {
+                        store
+                            .ping()
+                            .await
+                            .map_err(|e| format!("redis unreachable: {e}"))
+                    }
                 }
             });
         let relay = OutboxRelay::new(store, producer);
@@ -119,7 +124,11 @@ impl App {
 
     /// Run until `shutdown` is cancelled: stop intake (consumer commits its offsets), stop the
     /// scheduler, drain the outbox, then stop HTTP. `bound` receives the HTTP address.
-    pub async fn run(self, shutdown: CancellationToken, bound: Option<oneshot::Sender<SocketAddr>>) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        bound: Option<oneshot::Sender<SocketAddr>>,
+    ) -> anyhow::Result<()> {
         let http_stop = CancellationToken::new();
         let router = harden(router(self.http), HttpLimits::default());
         let addr = self.settings.common.http_addr;

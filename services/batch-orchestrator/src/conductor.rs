@@ -33,7 +33,10 @@ impl Conductor {
             .expect("HTTP client");
         Self {
             http,
-            define_url: format!("{}/internal/v1/pipelines/define", base_url.trim_end_matches('/')),
+            define_url: format!(
+                "{}/internal/v1/pipelines/define",
+                base_url.trim_end_matches('/')
+            ),
         }
     }
 
@@ -69,8 +72,11 @@ impl Conductor {
             let phases = |v: &[String]| -> Result<Vec<PhaseName>, ConductorError> {
                 v.iter()
                     .map(|p| {
-                        p.parse()
-                            .map_err(|_| ConductorError::Unavailable(format!("conductor named an unknown phase {p:?}")))
+                        p.parse().map_err(|_| {
+                            ConductorError::Unavailable(format!(
+                                "conductor named an unknown phase {p:?}"
+                            ))
+                        })
                     })
                     .collect()
             };
@@ -95,6 +101,8 @@ impl Conductor {
                 return Err(ConductorError::Lagging { after, retry_after });
             }
         }
-        Err(ConductorError::Unavailable(format!("conductor answered {status}")))
+        Err(ConductorError::Unavailable(format!(
+            "conductor answered {status}"
+        )))
     }
 }

@@ -66,7 +66,12 @@ impl Core {
 
     /// Load → decide → commit, deciding again on a version conflict. `dedup` is the id of the
     /// event being handled: committed with the change, so a redelivery is a `Duplicate`.
-    pub async fn commit<F>(&self, batch_id: &str, dedup: Option<Uuid>, decide: F) -> Result<Committed, CoreError>
+    pub async fn commit<F>(
+        &self,
+        batch_id: &str,
+        dedup: Option<Uuid>,
+        decide: F,
+    ) -> Result<Committed, CoreError>
     where
         F: Fn(&BatchState, Timestamp) -> Decision,
     {
@@ -81,7 +86,10 @@ impl Core {
             let d = decide(&state, now);
             if !d.changed {
                 self.metrics.observe(&d.notes);
-                return Ok(Committed::Done { notes: d.notes, changed: false });
+                return Ok(Committed::Done {
+                    notes: d.notes,
+                    changed: false,
+                });
             }
             let req = self.apply_request(batch_id, version, dedup, &d, now);
             match self.store.apply(&req).await? {
@@ -91,7 +99,10 @@ impl Core {
                     }
                     self.metrics.observe(&d.notes);
                     self.metrics.queue_length(d.state.queue.len());
-                    return Ok(Committed::Done { notes: d.notes, changed: true });
+                    return Ok(Committed::Done {
+                        notes: d.notes,
+                        changed: true,
+                    });
                 }
                 ApplyOutcome::AlreadyApplied => return Ok(Committed::Duplicate),
                 ApplyOutcome::Conflict { .. } => continue,
@@ -100,7 +111,14 @@ impl Core {
         Err(CoreError::Contention(batch_id.to_owned()))
     }
 
-    fn apply_request(&self, batch_id: &str, version: u64, dedup: Option<Uuid>, d: &Decision, now: Timestamp) -> ApplyRequest {
+    fn apply_request(
+        &self,
+        batch_id: &str,
+        version: u64,
+        dedup: Option<Uuid>,
+        d: &Decision,
+        now: Timestamp,
+    ) -> ApplyRequest {
         let state_json = serde_json::to_string(&d.state).expect("state serializes");
         let deadline = match d.state.next_deadline() {
             Some(t) => IndexOp::Upsert {

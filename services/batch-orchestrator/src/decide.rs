@@ -41,11 +41,26 @@ impl Default for Limits {
 pub enum Note {
     Queued,
     Parked,
-    PipelineStarted { pipeline: String },
-    PhaseDispatched { phase: PhaseName, essays: usize },
-    PhaseFinished { phase: PhaseName, status: RunStatus, seconds: f64 },
-    PipelineFinished { pipeline: String, status: BatchStatus, reason: Option<String> },
-    OutcomeIgnored { reason: &'static str },
+    PipelineStarted {
+        pipeline: String,
+    },
+    PhaseDispatched {
+        phase: PhaseName,
+        essays: usize,
+    },
+    PhaseFinished {
+        phase: PhaseName,
+        status: RunStatus,
+        seconds: f64,
+    },
+    PipelineFinished {
+        pipeline: String,
+        status: BatchStatus,
+        reason: Option<String>,
+    },
+    OutcomeIgnored {
+        reason: &'static str,
+    },
 }
 
 /// The result of a decision.
@@ -97,7 +112,10 @@ pub enum Resolution {
     /// The conductor does not know the pipeline.
     Unknown { detail: String },
     /// Phases to run (dependency order) and phases pruned as already complete.
-    Resolved { run: Vec<PhaseName>, pruned: Vec<PhaseName> },
+    Resolved {
+        run: Vec<PhaseName>,
+        pruned: Vec<PhaseName>,
+    },
 }
 
 /// A phase outcome as the core needs it.
@@ -152,7 +170,14 @@ fn finish(
 }
 
 /// A request that ends without running anything.
-fn reject(d: &mut Decision, batch_id: &str, request: &PendingRequest, reason: String, limits: &Limits, now: Timestamp) {
+fn reject(
+    d: &mut Decision,
+    batch_id: &str,
+    request: &PendingRequest,
+    reason: String,
+    limits: &Limits,
+    now: Timestamp,
+) {
     let figures = TerminalFigures {
         final_status: BatchStatus::FailedCritically,
         completed_phases: vec![],
@@ -166,7 +191,13 @@ fn reject(d: &mut Decision, batch_id: &str, request: &PendingRequest, reason: St
 }
 
 /// The batch became known (or its essay list changed): parked requests join the queue.
-pub fn on_batch_known(state: &BatchState, batch_id: &str, info: BatchInfo, limits: &Limits, now: Timestamp) -> Decision {
+pub fn on_batch_known(
+    state: &BatchState,
+    batch_id: &str,
+    info: BatchInfo,
+    limits: &Limits,
+    now: Timestamp,
+) -> Decision {
     let mut s = state.clone();
     s.batch = Some(info);
     let parked = std::mem::take(&mut s.parked);
@@ -192,9 +223,19 @@ pub fn on_request(
     limits: &Limits,
     now: Timestamp,
 ) -> Decision {
-    let seen = state.queue.iter().chain(&state.parked).any(|r| r.request_id == request.request_id)
-        || state.active.as_ref().is_some_and(|a| a.request.request_id == request.request_id)
-        || state.history.iter().any(|h| h.request_id == request.request_id);
+    let seen = state
+        .queue
+        .iter()
+        .chain(&state.parked)
+        .any(|r| r.request_id == request.request_id)
+        || state
+            .active
+            .as_ref()
+            .is_some_and(|a| a.request.request_id == request.request_id)
+        || state
+            .history
+            .iter()
+            .any(|h| h.request_id == request.request_id);
     if seen {
         return Decision::unchanged(state, None);
     }
@@ -217,7 +258,13 @@ pub fn on_request(
 
 /// Start the request at the head of the queue with the conductor's resolution.
 /// Precondition: [`BatchState::needs_start`]; otherwise nothing changes.
-pub fn start_next(state: &BatchState, batch_id: &str, resolution: Resolution, limits: &Limits, now: Timestamp) -> Decision {
+pub fn start_next(
+    state: &BatchState,
+    batch_id: &str,
+    resolution: Resolution,
+    limits: &Limits,
+    now: Timestamp,
+) -> Decision {
     if !state.needs_start() {
         return Decision::unchanged(state, None);
     }
@@ -278,7 +325,12 @@ pub fn start_next(state: &BatchState, batch_id: &str, resolution: Resolution, li
         }
     };
     for p in &pruned {
-        d.events.push(events::phase_skipped(batch_id, *p, request.correlation_id, now));
+        d.events.push(events::phase_skipped(
+            batch_id,
+            *p,
+            request.correlation_id,
+            now,
+        ));
     }
     d.notes.push(Note::PipelineStarted {
         pipeline: request.requested_pipeline.clone(),
@@ -310,8 +362,35 @@ pub fn start_next(state: &BatchState, batch_id: &str, resolution: Resolution, li
     d
 }
 
+/// How the active pipeline ends.
+struct Ending {
+    status: BatchStatus,
+    /// Essays that succeeded every phase that ran.
+    successful: usize,
+    /// Failed essays not yet in the active pipeline's failed set (stuck in a timed-out phase).
+    extra_failed: usize,
+    reason: Option<String>,
+}
+
+impl Ending {
+    fn failed(reason: String) -> Self {
+        Self {
+            status: BatchStatus::FailedCritically,
+            successful: 0,
+            extra_failed: 0,
+            reason: Some(reason),
+        }
+    }
+}
+
 /// End the active pipeline with a terminal event.
-fn end_active(d: &mut Decision, batch_id: &str, status: BatchStatus, successful: usize, extra_failed: usize, reason: Option<String>, limits: &Limits, now: Timestamp) {
+fn end_active(d: &mut Decision, batch_id: &str, ending: Ending, limits: &Limits, now: Timestamp) {
+    let Ending {
+        status,
+        successful,
+        extra_failed,
+        reason,
+    } = ending;
     let active = d.state.active.take().expect("an active pipeline");
     let completed: Vec<PhaseName> = active
         .runs
@@ -328,25 +407,61 @@ fn end_active(d: &mut Decision, batch_id: &str, status: BatchStatus, successful:
         processing_duration_seconds: seconds_between(active.request.received_at, now),
         failure_reason: reason,
     };
-    finish(d, batch_id, &active.request, figures, active.runs, limits, now);
+    finish(
+        d,
+        batch_id,
+        &active.request,
+        figures,
+        active.runs,
+        limits,
+        now,
+    );
 }
 
 /// A phase outcome arrived.
-pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limits: &Limits, now: Timestamp) -> Decision {
+pub fn on_outcome(
+    state: &BatchState,
+    batch_id: &str,
+    outcome: &OutcomeIn,
+    limits: &Limits,
+    now: Timestamp,
+) -> Decision {
     let Some(active) = &state.active else {
-        return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "no_active_pipeline" }));
+        return Decision::unchanged(
+            state,
+            Some(Note::OutcomeIgnored {
+                reason: "no_active_pipeline",
+            }),
+        );
     };
     if outcome.phase != active.current_phase() {
-        return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "not_the_current_phase" }));
+        return Decision::unchanged(
+            state,
+            Some(Note::OutcomeIgnored {
+                reason: "not_the_current_phase",
+            }),
+        );
     }
     if outcome.correlation_id != active.request.correlation_id {
-        return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "other_pipeline" }));
+        return Decision::unchanged(
+            state,
+            Some(Note::OutcomeIgnored {
+                reason: "other_pipeline",
+            }),
+        );
     }
     let status = match outcome.status {
         BatchStatus::CompletedSuccessfully => RunStatus::CompletedSuccessfully,
         BatchStatus::CompletedWithFailures => RunStatus::CompletedWithFailures,
         BatchStatus::FailedCritically => RunStatus::FailedCritically,
-        _ => return Decision::unchanged(state, Some(Note::OutcomeIgnored { reason: "not_a_phase_status" })),
+        _ => {
+            return Decision::unchanged(
+                state,
+                Some(Note::OutcomeIgnored {
+                    reason: "not_a_phase_status",
+                }),
+            )
+        }
     };
     let mut d = Decision::changed(state.clone());
     let a = d.state.active.as_mut().expect("checked above");
@@ -358,9 +473,21 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
     run.finished_at = Some(now);
     let seconds = seconds_between(run.started_at, now);
     a.failed_essays.extend(outcome.failed.iter().cloned());
-    d.notes.push(Note::PhaseFinished { phase: outcome.phase, status, seconds });
-    let is_retry = d.state.active.as_ref().is_some_and(|a| a.request.retry.is_some());
-    let previous = d.state.phase_results.get(&outcome.phase).filter(|p| p.status.completed());
+    d.notes.push(Note::PhaseFinished {
+        phase: outcome.phase,
+        status,
+        seconds,
+    });
+    let is_retry = d
+        .state
+        .active
+        .as_ref()
+        .is_some_and(|a| a.request.retry.is_some());
+    let previous = d
+        .state
+        .phase_results
+        .get(&outcome.phase)
+        .filter(|p| p.status.completed());
     let result = match previous {
         Some(prev) if is_retry => merge_retry(prev, outcome, pipeline_id, now),
         _ => PhaseResult {
@@ -374,12 +501,12 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
     d.state.phase_results.insert(outcome.phase, result);
     if status == RunStatus::FailedCritically {
         let reason = format!("phase_failed: {}", outcome.phase);
-        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
+        end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
         return d;
     }
     if outcome.processed.is_empty() {
         let reason = format!("no_essays_left: {}", outcome.phase);
-        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
+        end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
         return d;
     }
     let a = d.state.active.as_ref().expect("still active");
@@ -389,14 +516,26 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
         } else {
             BatchStatus::CompletedWithFailures
         };
-        end_active(&mut d, batch_id, status, outcome.processed.len(), 0, None, limits, now);
+        let ending = Ending {
+            status,
+            successful: outcome.processed.len(),
+            extra_failed: 0,
+            reason: None,
+        };
+        end_active(&mut d, batch_id, ending, limits, now);
         return d;
     }
     let next = a.phases[a.current + 1];
-    let info = d.state.batch.clone().expect("an active pipeline has a batch");
-    let Some(command) = events::initiate_command(next, batch_id, &info, &a.request, &outcome.processed, now) else {
+    let info = d
+        .state
+        .batch
+        .clone()
+        .expect("an active pipeline has a batch");
+    let Some(command) =
+        events::initiate_command(next, batch_id, &info, &a.request, &outcome.processed, now)
+    else {
         let reason = format!("no_worker_for_phase: {next}");
-        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, 0, Some(reason), limits, now);
+        end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
         return d;
     };
     let a = d.state.active.as_mut().expect("still active");
@@ -412,7 +551,10 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
         started_at: now,
         finished_at: None,
     });
-    d.notes.push(Note::PhaseDispatched { phase: next, essays: outcome.processed.len() });
+    d.notes.push(Note::PhaseDispatched {
+        phase: next,
+        essays: outcome.processed.len(),
+    });
     d.events.push(command);
     d
 }
@@ -420,7 +562,12 @@ pub fn on_outcome(state: &BatchState, batch_id: &str, outcome: &OutcomeIn, limit
 /// A retry's outcome merged into the phase's earlier result: new successes join the
 /// succeeded essays (replacing an older entry of the same essay), the essays that failed again
 /// stay failed, and the status reflects the merged sets.
-pub fn merge_retry(prev: &PhaseResult, outcome: &OutcomeIn, pipeline_id: uuid::Uuid, now: Timestamp) -> PhaseResult {
+pub fn merge_retry(
+    prev: &PhaseResult,
+    outcome: &OutcomeIn,
+    pipeline_id: uuid::Uuid,
+    now: Timestamp,
+) -> PhaseResult {
     let mut succeeded: Vec<EssayRef> = prev
         .succeeded
         .iter()
@@ -480,7 +627,11 @@ pub fn on_tick(state: &BatchState, batch_id: &str, limits: &Limits, now: Timesta
             },
         );
         let reason = format!("phase_timeout: {phase}");
-        end_active(&mut d, batch_id, BatchStatus::FailedCritically, 0, stuck, Some(reason), limits, now);
+        let ending = Ending {
+            extra_failed: stuck,
+            ..Ending::failed(reason)
+        };
+        end_active(&mut d, batch_id, ending, limits, now);
     }
     let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut d.state.parked)
         .into_iter()
@@ -543,7 +694,14 @@ mod tests {
     }
 
     fn known(n: usize) -> BatchState {
-        on_batch_known(&BatchState::default(), B, info(n), &Limits::default(), now()).state
+        on_batch_known(
+            &BatchState::default(),
+            B,
+            info(n),
+            &Limits::default(),
+            now(),
+        )
+        .state
     }
 
     fn data(o: &Outgoing) -> Value {
@@ -551,21 +709,45 @@ mod tests {
     }
 
     fn terminal(d: &Decision) -> Value {
-        let t: Vec<_> = d.events.iter().filter(|e| e.topic == topics::BATCH_PIPELINE_COMPLETED).collect();
+        let t: Vec<_> = d
+            .events
+            .iter()
+            .filter(|e| e.topic == topics::BATCH_PIPELINE_COMPLETED)
+            .collect();
         assert_eq!(t.len(), 1, "exactly one terminal event: {:?}", d.events);
         data(t[0])
     }
 
     /// Queue `pipeline` on a known batch and start it with the given resolution.
-    fn started(state: &BatchState, pipeline: &str, run: &[PhaseName], pruned: &[PhaseName]) -> (Decision, PendingRequest) {
+    fn started(
+        state: &BatchState,
+        pipeline: &str,
+        run: &[PhaseName],
+        pruned: &[PhaseName],
+    ) -> (Decision, PendingRequest) {
         let req = request(pipeline);
         let s = on_request(state, B, req.clone(), true, &Limits::default(), now()).state;
         assert!(s.needs_start());
-        let d = start_next(&s, B, Resolution::Resolved { run: run.to_vec(), pruned: pruned.to_vec() }, &Limits::default(), now());
+        let d = start_next(
+            &s,
+            B,
+            Resolution::Resolved {
+                run: run.to_vec(),
+                pruned: pruned.to_vec(),
+            },
+            &Limits::default(),
+            now(),
+        );
         (d, req)
     }
 
-    fn outcome(req: &PendingRequest, phase: PhaseName, status: BatchStatus, ok: &[EssayRef], failed: &[&str]) -> OutcomeIn {
+    fn outcome(
+        req: &PendingRequest,
+        phase: PhaseName,
+        status: BatchStatus,
+        ok: &[EssayRef],
+        failed: &[&str],
+    ) -> OutcomeIn {
         OutcomeIn {
             phase,
             status,
@@ -577,7 +759,14 @@ mod tests {
 
     #[test]
     fn a_request_for_an_unknown_batch_is_parked_then_queued_when_ready() {
-        let d = on_request(&BatchState::default(), B, request("nlp"), true, &Limits::default(), now());
+        let d = on_request(
+            &BatchState::default(),
+            B,
+            request("nlp"),
+            true,
+            &Limits::default(),
+            now(),
+        );
         assert_eq!(d.state.parked.len(), 1);
         assert!(d.state.parked[0].park_deadline.is_some());
         assert!(d.events.is_empty());
@@ -590,7 +779,14 @@ mod tests {
 
     #[test]
     fn an_unknown_pipeline_ends_at_once_with_a_reason() {
-        let d = on_request(&known(3), B, request("nope"), false, &Limits::default(), now());
+        let d = on_request(
+            &known(3),
+            B,
+            request("nope"),
+            false,
+            &Limits::default(),
+            now(),
+        );
         let t = terminal(&d);
         assert_eq!(t["final_status"], "failed_critically");
         assert_eq!(t["failure_reason"], "unknown_pipeline: nope");
@@ -601,7 +797,10 @@ mod tests {
 
     #[test]
     fn a_full_queue_rejects_with_queue_full() {
-        let limits = Limits { queue_capacity: 1, ..Default::default() };
+        let limits = Limits {
+            queue_capacity: 1,
+            ..Default::default()
+        };
         let s = on_request(&known(2), B, request("nlp"), true, &limits, now()).state;
         let d = on_request(&s, B, request("cj_assessment"), true, &limits, now());
         assert_eq!(terminal(&d)["failure_reason"], "queue_full");
@@ -619,13 +818,21 @@ mod tests {
 
     #[test]
     fn starting_dispatches_the_first_phase_with_all_essays() {
-        let (d, req) = started(&known(4), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let (d, req) = started(
+            &known(4),
+            "cj_assessment",
+            &[PhaseName::Spellcheck, PhaseName::CjAssessment],
+            &[],
+        );
         assert_eq!(d.events.len(), 1);
         let cmd = &d.events[0];
         assert_eq!(cmd.topic, topics::SPELLCHECK_INITIATE_COMMAND);
         let env: Value = serde_json::from_str(&cmd.payload).unwrap();
         assert_eq!(env["correlation_id"], req.correlation_id.to_string());
-        assert_eq!(env["data"]["essays_to_process"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            env["data"]["essays_to_process"].as_array().unwrap().len(),
+            4
+        );
         let a = d.state.active.as_ref().unwrap();
         assert_eq!(a.current_phase(), PhaseName::Spellcheck);
         assert_eq!(a.runs[0].command_id, cmd.event_id);
@@ -635,22 +842,62 @@ mod tests {
     #[test]
     fn partial_failure_feeds_only_survivors_forward_and_counts_honestly() {
         let limits = Limits::default();
-        let (d, req) = started(&known(10), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let (d, req) = started(
+            &known(10),
+            "cj_assessment",
+            &[PhaseName::Spellcheck, PhaseName::CjAssessment],
+            &[],
+        );
         let ok = essays(7, "spell");
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, &ok, &["e7", "e8", "e9"]), &limits, now());
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::Spellcheck,
+                BatchStatus::CompletedWithFailures,
+                &ok,
+                &["e7", "e8", "e9"],
+            ),
+            &limits,
+            now(),
+        );
         assert_eq!(d.events.len(), 1);
         let cmd = data(&d.events[0]);
         assert_eq!(d.events[0].topic, topics::CJ_ASSESSMENT_INITIATE_COMMAND);
-        let ids: Vec<&str> = cmd["essays_to_process"].as_array().unwrap().iter().map(|e| e["text_storage_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = cmd["essays_to_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["text_storage_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids.len(), 7);
-        assert!(ids.iter().all(|t| t.starts_with("spell-")), "spellcheck's output text ids");
+        assert!(
+            ids.iter().all(|t| t.starts_with("spell-")),
+            "spellcheck's output text ids"
+        );
         let cj_ok = essays(7, "cj");
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::CompletedSuccessfully, &cj_ok, &[]), &limits, now());
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::CjAssessment,
+                BatchStatus::CompletedSuccessfully,
+                &cj_ok,
+                &[],
+            ),
+            &limits,
+            now(),
+        );
         let t = terminal(&d);
         assert_eq!(t["final_status"], "completed_with_failures");
         assert_eq!(t["successful_essay_count"], 7);
         assert_eq!(t["failed_essay_count"], 3);
-        assert_eq!(t["completed_phases"], serde_json::json!(["spellcheck", "cj_assessment"]));
+        assert_eq!(
+            t["completed_phases"],
+            serde_json::json!(["spellcheck", "cj_assessment"])
+        );
         assert_eq!(t["requested_pipeline"], "cj_assessment");
         assert_eq!(t["correlation_id"], req.correlation_id.to_string());
         assert!(d.state.active.is_none());
@@ -661,41 +908,121 @@ mod tests {
     #[test]
     fn a_later_pipeline_skips_pruned_phases_and_reuses_upstream_results() {
         let limits = Limits::default();
-        let (d, req) = started(&known(5), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let (d, req) = started(
+            &known(5),
+            "cj_assessment",
+            &[PhaseName::Spellcheck, PhaseName::CjAssessment],
+            &[],
+        );
         let spell_ok = essays(4, "spell");
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, &spell_ok, &["e4"]), &limits, now());
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::CompletedSuccessfully, &essays(4, "cj"), &[]), &limits, now());
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::Spellcheck,
+                BatchStatus::CompletedWithFailures,
+                &spell_ok,
+                &["e4"],
+            ),
+            &limits,
+            now(),
+        );
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::CjAssessment,
+                BatchStatus::CompletedSuccessfully,
+                &essays(4, "cj"),
+                &[],
+            ),
+            &limits,
+            now(),
+        );
         let (d, req2) = started(&d.state, "nlp", &[PhaseName::Nlp], &[PhaseName::Spellcheck]);
-        let skipped: Vec<_> = d.events.iter().filter(|e| e.topic == topics::BATCH_PHASE_SKIPPED).collect();
+        let skipped: Vec<_> = d
+            .events
+            .iter()
+            .filter(|e| e.topic == topics::BATCH_PHASE_SKIPPED)
+            .collect();
         assert_eq!(skipped.len(), 1);
         assert_eq!(data(skipped[0])["phase_name"], "spellcheck");
-        assert_eq!(data(skipped[0])["correlation_id"], req2.correlation_id.to_string());
-        let cmd = d.events.iter().find(|e| e.topic == topics::NLP_INITIATE_COMMAND).unwrap();
+        assert_eq!(
+            data(skipped[0])["correlation_id"],
+            req2.correlation_id.to_string()
+        );
+        let cmd = d
+            .events
+            .iter()
+            .find(|e| e.topic == topics::NLP_INITIATE_COMMAND)
+            .unwrap();
         let essays_in = data(cmd)["essays_to_process"].as_array().unwrap().clone();
-        assert_eq!(essays_in.len(), 4, "the essay that failed spellcheck stays out");
-        assert!(essays_in.iter().all(|e| e["text_storage_id"].as_str().unwrap().starts_with("spell-")));
+        assert_eq!(
+            essays_in.len(),
+            4,
+            "the essay that failed spellcheck stays out"
+        );
+        assert!(essays_in
+            .iter()
+            .all(|e| e["text_storage_id"].as_str().unwrap().starts_with("spell-")));
     }
 
     #[test]
     fn nothing_left_to_do_ends_at_once_with_skipped_phases() {
-        let (d, _) = started(&known(2), "nlp", &[], &[PhaseName::Spellcheck, PhaseName::Nlp]);
+        let (d, _) = started(
+            &known(2),
+            "nlp",
+            &[],
+            &[PhaseName::Spellcheck, PhaseName::Nlp],
+        );
         let t = terminal(&d);
-        assert_eq!(d.events.len(), 1, "no skipped events and no command when nothing starts");
+        assert_eq!(
+            d.events.len(),
+            1,
+            "no skipped events and no command when nothing starts"
+        );
         assert_eq!(t["final_status"], "completed_successfully");
         assert_eq!(t["completed_phases"], serde_json::json!([]));
-        assert_eq!(t["skipped_phases"], serde_json::json!(["spellcheck", "nlp"]));
+        assert_eq!(
+            t["skipped_phases"],
+            serde_json::json!(["spellcheck", "nlp"])
+        );
         assert!(d.state.active.is_none());
     }
 
     #[test]
     fn outcomes_of_other_phases_or_pipelines_are_ignored() {
         let limits = Limits::default();
-        let (d, req) = started(&known(2), "nlp", &[PhaseName::Spellcheck, PhaseName::Nlp], &[]);
-        let wrong_phase = outcome(&req, PhaseName::Nlp, BatchStatus::CompletedSuccessfully, &essays(2, "x"), &[]);
+        let (d, req) = started(
+            &known(2),
+            "nlp",
+            &[PhaseName::Spellcheck, PhaseName::Nlp],
+            &[],
+        );
+        let wrong_phase = outcome(
+            &req,
+            PhaseName::Nlp,
+            BatchStatus::CompletedSuccessfully,
+            &essays(2, "x"),
+            &[],
+        );
         let r = on_outcome(&d.state, B, &wrong_phase, &limits, now());
         assert!(!r.changed);
-        assert_eq!(r.notes, vec![Note::OutcomeIgnored { reason: "not_the_current_phase" }]);
-        let mut foreign = outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(2, "x"), &[]);
+        assert_eq!(
+            r.notes,
+            vec![Note::OutcomeIgnored {
+                reason: "not_the_current_phase"
+            }]
+        );
+        let mut foreign = outcome(
+            &req,
+            PhaseName::Spellcheck,
+            BatchStatus::CompletedSuccessfully,
+            &essays(2, "x"),
+            &[],
+        );
         foreign.correlation_id = Uuid::new_v4();
         assert!(!on_outcome(&d.state, B, &foreign, &limits, now()).changed);
         let idle = known(2);
@@ -705,22 +1032,58 @@ mod tests {
     #[test]
     fn a_critical_failure_ends_the_pipeline_and_keeps_earlier_results() {
         let limits = Limits::default();
-        let (d, req) = started(&known(3), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(3, "spell"), &[]), &limits, now());
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::FailedCritically, &[], &["e0", "e1", "e2"]), &limits, now());
+        let (d, req) = started(
+            &known(3),
+            "cj_assessment",
+            &[PhaseName::Spellcheck, PhaseName::CjAssessment],
+            &[],
+        );
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::Spellcheck,
+                BatchStatus::CompletedSuccessfully,
+                &essays(3, "spell"),
+                &[],
+            ),
+            &limits,
+            now(),
+        );
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::CjAssessment,
+                BatchStatus::FailedCritically,
+                &[],
+                &["e0", "e1", "e2"],
+            ),
+            &limits,
+            now(),
+        );
         let t = terminal(&d);
         assert_eq!(t["final_status"], "failed_critically");
         assert_eq!(t["failure_reason"], "phase_failed: cj_assessment");
         assert_eq!(t["completed_phases"], serde_json::json!(["spellcheck"]));
         assert_eq!(t["successful_essay_count"], 0);
         assert_eq!(t["failed_essay_count"], 3);
-        assert!(d.state.phase_results[&PhaseName::Spellcheck].status.completed());
+        assert!(d.state.phase_results[&PhaseName::Spellcheck]
+            .status
+            .completed());
     }
 
     #[test]
     fn a_phase_past_its_deadline_times_out_and_its_late_outcome_is_ignored() {
         let limits = Limits::default();
-        let (d, req) = started(&known(3), "nlp", &[PhaseName::Spellcheck, PhaseName::Nlp], &[]);
+        let (d, req) = started(
+            &known(3),
+            "nlp",
+            &[PhaseName::Spellcheck, PhaseName::Nlp],
+            &[],
+        );
         assert!(!on_tick(&d.state, B, &limits, now()).changed, "not due yet");
         let later = Timestamp(now().0 + chrono::Duration::seconds(1801));
         let t = on_tick(&d.state, B, &limits, later);
@@ -728,14 +1091,27 @@ mod tests {
         assert_eq!(ev["final_status"], "failed_critically");
         assert_eq!(ev["failure_reason"], "phase_timeout: spellcheck");
         assert_eq!(ev["failed_essay_count"], 3);
-        let late = outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(3, "s"), &[]);
+        let late = outcome(
+            &req,
+            PhaseName::Spellcheck,
+            BatchStatus::CompletedSuccessfully,
+            &essays(3, "s"),
+            &[],
+        );
         assert!(!on_outcome(&t.state, B, &late, &limits, later).changed);
     }
 
     #[test]
     fn a_parked_request_gives_up_when_the_batch_never_comes() {
         let limits = Limits::default();
-        let d = on_request(&BatchState::default(), B, request("nlp"), true, &limits, now());
+        let d = on_request(
+            &BatchState::default(),
+            B,
+            request("nlp"),
+            true,
+            &limits,
+            now(),
+        );
         assert_eq!(d.state.next_deadline(), d.state.parked[0].park_deadline);
         let later = Timestamp(now().0 + chrono::Duration::seconds(601));
         let t = on_tick(&d.state, B, &limits, later);
@@ -747,18 +1123,53 @@ mod tests {
     #[test]
     fn queued_requests_wait_for_the_active_pipeline() {
         let limits = Limits::default();
-        let (d, req) = started(&known(2), "cj_assessment", &[PhaseName::Spellcheck, PhaseName::CjAssessment], &[]);
+        let (d, req) = started(
+            &known(2),
+            "cj_assessment",
+            &[PhaseName::Spellcheck, PhaseName::CjAssessment],
+            &[],
+        );
         let s = on_request(&d.state, B, request("nlp"), true, &limits, now()).state;
         assert_eq!(s.queue.len(), 1);
         assert!(!s.needs_start(), "waits while a pipeline is active");
-        let d = on_outcome(&s, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedSuccessfully, &essays(2, "s"), &[]), &limits, now());
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::CjAssessment, BatchStatus::CompletedSuccessfully, &essays(2, "c"), &[]), &limits, now());
-        assert!(d.state.needs_start(), "the queued request may start after the terminal event");
+        let d = on_outcome(
+            &s,
+            B,
+            &outcome(
+                &req,
+                PhaseName::Spellcheck,
+                BatchStatus::CompletedSuccessfully,
+                &essays(2, "s"),
+                &[],
+            ),
+            &limits,
+            now(),
+        );
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::CjAssessment,
+                BatchStatus::CompletedSuccessfully,
+                &essays(2, "c"),
+                &[],
+            ),
+            &limits,
+            now(),
+        );
+        assert!(
+            d.state.needs_start(),
+            "the queued request may start after the terminal event"
+        );
     }
 
     #[test]
     fn history_is_bounded() {
-        let limits = Limits { history_limit: 3, ..Default::default() };
+        let limits = Limits {
+            history_limit: 3,
+            ..Default::default()
+        };
         let mut s = known(1);
         for _ in 0..5 {
             s = on_request(&s, B, request("nope"), false, &limits, now()).state;
@@ -769,9 +1180,38 @@ mod tests {
     #[test]
     fn a_retry_runs_one_phase_for_the_named_essays_and_merges_its_results() {
         let limits = Limits::default();
-        let (d, req) = started(&known(5), "nlp", &[PhaseName::Spellcheck, PhaseName::Nlp], &[]);
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, &essays(3, "spell"), &["e3", "e4"]), &limits, now());
-        let d = on_outcome(&d.state, B, &outcome(&req, PhaseName::Nlp, BatchStatus::CompletedSuccessfully, &essays(3, "nlp"), &[]), &limits, now());
+        let (d, req) = started(
+            &known(5),
+            "nlp",
+            &[PhaseName::Spellcheck, PhaseName::Nlp],
+            &[],
+        );
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::Spellcheck,
+                BatchStatus::CompletedWithFailures,
+                &essays(3, "spell"),
+                &["e3", "e4"],
+            ),
+            &limits,
+            now(),
+        );
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &req,
+                PhaseName::Nlp,
+                BatchStatus::CompletedSuccessfully,
+                &essays(3, "nlp"),
+                &[],
+            ),
+            &limits,
+            now(),
+        );
         let mut retry = request("spellcheck");
         retry.retry = Some(crate::model::RetrySpec {
             phase: PhaseName::Spellcheck,
@@ -780,13 +1220,46 @@ mod tests {
             operator: "ops".into(),
         });
         let s = on_request(&d.state, B, retry.clone(), true, &limits, now()).state;
-        let d = start_next(&s, B, Resolution::Resolved { run: vec![PhaseName::Spellcheck], pruned: vec![] }, &limits, now());
-        let cmd = d.events.iter().find(|e| e.topic == topics::SPELLCHECK_INITIATE_COMMAND).unwrap();
-        let ids: Vec<String> = data(cmd)["essays_to_process"].as_array().unwrap().iter().map(|e| e["essay_id"].as_str().unwrap().to_owned()).collect();
+        let d = start_next(
+            &s,
+            B,
+            Resolution::Resolved {
+                run: vec![PhaseName::Spellcheck],
+                pruned: vec![],
+            },
+            &limits,
+            now(),
+        );
+        let cmd = d
+            .events
+            .iter()
+            .find(|e| e.topic == topics::SPELLCHECK_INITIATE_COMMAND)
+            .unwrap();
+        let ids: Vec<String> = data(cmd)["essays_to_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["essay_id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(ids, vec!["e3", "e4"], "only the named essays run again");
         // e3 succeeds now, e4 fails again.
-        let e3 = EssayRef { essay_id: "e3".into(), text_storage_id: "spell2-3".into() };
-        let d = on_outcome(&d.state, B, &outcome(&retry, PhaseName::Spellcheck, BatchStatus::CompletedWithFailures, std::slice::from_ref(&e3), &["e4"]), &limits, now());
+        let e3 = EssayRef {
+            essay_id: "e3".into(),
+            text_storage_id: "spell2-3".into(),
+        };
+        let d = on_outcome(
+            &d.state,
+            B,
+            &outcome(
+                &retry,
+                PhaseName::Spellcheck,
+                BatchStatus::CompletedWithFailures,
+                std::slice::from_ref(&e3),
+                &["e4"],
+            ),
+            &limits,
+            now(),
+        );
         let t = terminal(&d);
         assert_eq!(t["requested_pipeline"], "spellcheck");
         assert_eq!(t["successful_essay_count"], 1);
@@ -799,8 +1272,17 @@ mod tests {
         assert!(merged.succeeded.contains(&e3));
         assert_eq!(merged.failed, vec!["e4".to_string()]);
         // A later pipeline includes the recovered essay.
-        let (d, _) = started(&d.state, "cj_assessment", &[PhaseName::CjAssessment], &[PhaseName::Spellcheck]);
-        let cmd = d.events.iter().find(|e| e.topic == topics::CJ_ASSESSMENT_INITIATE_COMMAND).unwrap();
+        let (d, _) = started(
+            &d.state,
+            "cj_assessment",
+            &[PhaseName::CjAssessment],
+            &[PhaseName::Spellcheck],
+        );
+        let cmd = d
+            .events
+            .iter()
+            .find(|e| e.topic == topics::CJ_ASSESSMENT_INITIATE_COMMAND)
+            .unwrap();
         assert_eq!(data(cmd)["essays_to_process"].as_array().unwrap().len(), 4);
     }
 }

@@ -45,7 +45,11 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<Essay
     };
     let mut essays: Vec<EssayRef> = batch.essays.clone();
     for dep in upstream(phase) {
-        let Some(result) = state.phase_results.get(&dep).filter(|r| r.status.completed()) else {
+        let Some(result) = state
+            .phase_results
+            .get(&dep)
+            .filter(|r| r.status.completed())
+        else {
             continue;
         };
         essays = essays
@@ -105,7 +109,10 @@ mod tests {
     #[test]
     fn upstream_is_in_dependency_order() {
         assert_eq!(upstream(PhaseName::Spellcheck), vec![]);
-        assert_eq!(upstream(PhaseName::CjAssessment), vec![PhaseName::Spellcheck]);
+        assert_eq!(
+            upstream(PhaseName::CjAssessment),
+            vec![PhaseName::Spellcheck]
+        );
         assert_eq!(
             upstream(PhaseName::AiFeedback),
             vec![PhaseName::Spellcheck, PhaseName::Nlp]

@@ -28,7 +28,12 @@ pub struct Outgoing {
     pub payload: String,
 }
 
-fn envelope<T: Serialize>(topic: &'static str, correlation_id: Uuid, data: T, now: Timestamp) -> Outgoing {
+fn envelope<T: Serialize>(
+    topic: &'static str,
+    correlation_id: Uuid,
+    data: T,
+    now: Timestamp,
+) -> Outgoing {
     let mut env = EventEnvelope::new(topic, BATCH_ORCHESTRATOR, correlation_id, data);
     env.event_timestamp = now;
     Outgoing {
@@ -109,7 +114,10 @@ pub fn initiate_command(
                 course_code: info.course_code.clone(),
                 student_prompt_ref: prompt_ref,
                 class_type: info.class_type.clone(),
-                assignment_id: request.prompt.as_ref().and_then(|p| p.assignment_id.clone()),
+                assignment_id: request
+                    .prompt
+                    .as_ref()
+                    .and_then(|p| p.assignment_id.clone()),
             },
             now,
         ),
@@ -136,7 +144,12 @@ pub fn initiate_command(
 }
 
 /// `PhaseSkippedV1` for a pruned phase.
-pub fn phase_skipped(batch_id: &str, phase: PhaseName, correlation_id: Uuid, now: Timestamp) -> Outgoing {
+pub fn phase_skipped(
+    batch_id: &str,
+    phase: PhaseName,
+    correlation_id: Uuid,
+    now: Timestamp,
+) -> Outgoing {
     envelope(
         topics::BATCH_PHASE_SKIPPED,
         correlation_id,

@@ -62,10 +62,12 @@ fn language_of(course_code: &str) -> &'static str {
 impl Handler for BosHandler {
     async fn handle(&self, msg: &Inbound) -> HandlerResult {
         let result = match msg.topic.as_str() {
-            topics::CLIENT_BATCH_PIPELINE_REQUEST => match decode_envelope::<ClientBatchPipelineRequestV1>(&msg.payload) {
-                Ok(env) => self.on_request(env).await,
-                Err(e) => poison(e),
-            },
+            topics::CLIENT_BATCH_PIPELINE_REQUEST => {
+                match decode_envelope::<ClientBatchPipelineRequestV1>(&msg.payload) {
+                    Ok(env) => self.on_request(env).await,
+                    Err(e) => poison(e),
+                }
+            }
             topics::BATCH_ESSAYS_READY => match decode_envelope::<BatchEssaysReady>(&msg.payload) {
                 Ok(env) => {
                     let d = &env.data;
@@ -102,11 +104,16 @@ impl Handler for BosHandler {
                     Err(e) => poison(e),
                 }
             }
-            topics::ELS_BATCH_PHASE_OUTCOME => match decode_envelope::<ELSBatchPhaseOutcomeV1>(&msg.payload) {
-                Ok(env) => self.on_outcome(env).await,
-                Err(e) => poison(e),
-            },
-            other => HandlerResult::permanent(FailureKind::Handler, format!("no handler for topic {other}")),
+            topics::ELS_BATCH_PHASE_OUTCOME => {
+                match decode_envelope::<ELSBatchPhaseOutcomeV1>(&msg.payload) {
+                    Ok(env) => self.on_outcome(env).await,
+                    Err(e) => poison(e),
+                }
+            }
+            other => HandlerResult::permanent(
+                FailureKind::Handler,
+                format!("no handler for topic {other}"),
+            ),
         };
         self.core.metrics.consumed(&msg.topic, &result);
         result
@@ -114,7 +121,12 @@ impl Handler for BosHandler {
 }
 
 impl BosHandler {
-    async fn on_batch_known<T>(&self, env: &EventEnvelope<T>, batch_id: &str, info: BatchInfo) -> HandlerResult {
+    async fn on_batch_known<T>(
+        &self,
+        env: &EventEnvelope<T>,
+        batch_id: &str,
+        info: BatchInfo,
+    ) -> HandlerResult {
         let span = tracing::info_span!("batch_known", batch_id, event_id = %env.event_id, correlation_id = %env.correlation_id);
         let limits = self.core.limits;
         let r = self
@@ -133,7 +145,12 @@ impl BosHandler {
         let span = tracing::info_span!("pipeline_request", batch_id, event_id = %env.event_id,
             correlation_id = %env.correlation_id, pipeline = %d.requested_pipeline);
         async {
-            match self.core.store.is_applied(batch_id, &env.event_id.to_string()).await {
+            match self
+                .core
+                .store
+                .is_applied(batch_id, &env.event_id.to_string())
+                .await
+            {
                 Ok(true) => return HandlerResult::Done,
                 Ok(false) => {}
                 Err(e) => return HandlerResult::Transient(e.to_string()),
@@ -197,7 +214,9 @@ impl BosHandler {
         let limits = self.core.limits;
         let r = self
             .core
-            .commit(batch_id, Some(env.event_id), |s, now| decide::on_outcome(s, batch_id, &outcome, &limits, now))
+            .commit(batch_id, Some(env.event_id), |s, now| {
+                decide::on_outcome(s, batch_id, &outcome, &limits, now)
+            })
             .instrument(span.clone())
             .await;
         if let Ok(Committed::Done { notes, .. }) = &r {

@@ -1,8 +1,8 @@
 //! HTTP: batch status, probes, metrics, OpenAPI.
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use huleedu_http::metrics::Metrics;
@@ -32,7 +32,10 @@ pub struct HttpState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "batch-orchestrator", description = "HuleEdu batch orchestrator service (BOS)"),
+    info(
+        title = "batch-orchestrator",
+        description = "HuleEdu batch orchestrator service (BOS)"
+    ),
     paths(batch_status, retry_phase, healthz, readyz, metrics, openapi)
 )]
 struct ApiDoc;
@@ -61,10 +64,19 @@ pub fn router(state: HttpState) -> Router {
         (status = 404, description = "the orchestrator has never heard of this batch", content_type = "application/json"),
         (status = 500, description = "state could not be read", content_type = "application/json"),
     ))]
-async fn batch_status(State(s): State<HttpState>, Path(batch_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (state, version) = s.core.load(&batch_id).await.map_err(|e| ApiError::internal(&e))?;
+async fn batch_status(
+    State(s): State<HttpState>,
+    Path(batch_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (state, version) = s
+        .core
+        .load(&batch_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     if version == 0 {
-        return Err(ApiError::not_found(format!("no batch {batch_id:?} is known to the orchestrator")));
+        return Err(ApiError::not_found(format!(
+            "no batch {batch_id:?} is known to the orchestrator"
+        )));
     }
     Ok(Json(status_view(&batch_id, &state)))
 }
@@ -102,27 +114,49 @@ async fn retry_phase(
     Json(body): Json<RetryPhaseBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     huleedu_http::auth::require_bearer(&headers, s.operator_token.as_ref().map(Secret::expose))?;
-    let phase: PhaseName = body
-        .phase_name
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::unprocessable("unknown_phase", format!("unknown phase_name {:?}", body.phase_name)))?;
+    let phase: PhaseName = body.phase_name.trim().parse().map_err(|_| {
+        ApiError::unprocessable(
+            "unknown_phase",
+            format!("unknown phase_name {:?}", body.phase_name),
+        )
+    })?;
     if initiate_command_topic(phase).is_none() {
-        return Err(ApiError::unprocessable("no_worker", format!("no worker runs phase {phase}")));
+        return Err(ApiError::unprocessable(
+            "no_worker",
+            format!("no worker runs phase {phase}"),
+        ));
     }
     let reason = body.reason.trim().to_owned();
     if reason.is_empty() {
-        return Err(ApiError::unprocessable("invalid_body", "reason: must not be empty"));
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "reason: must not be empty",
+        ));
     }
-    let (state, version) = s.core.load(&batch_id).await.map_err(|e| ApiError::internal(&e))?;
+    let (state, version) = s
+        .core
+        .load(&batch_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     if version == 0 || state.batch.is_none() {
-        return Err(ApiError::not_found(format!("no ready batch {batch_id:?} is known to the orchestrator")));
+        return Err(ApiError::not_found(format!(
+            "no ready batch {batch_id:?} is known to the orchestrator"
+        )));
     }
     let essay_ids = match body.essay_ids {
         Some(ids) if !ids.is_empty() => ids,
-        Some(_) => return Err(ApiError::unprocessable("invalid_body", "essay_ids: must not be empty when given")),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "essay_ids: must not be empty when given",
+            ))
+        }
         None => {
-            let failed = state.phase_results.get(&phase).map(|r| r.failed.clone()).unwrap_or_default();
+            let failed = state
+                .phase_results
+                .get(&phase)
+                .map(|r| r.failed.clone())
+                .unwrap_or_default();
             if failed.is_empty() {
                 return Err(ApiError::unprocessable(
                     "nothing_to_retry",
@@ -132,7 +166,11 @@ async fn retry_phase(
             failed
         }
     };
-    let operator = body.operator.map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).unwrap_or_else(|| "operator".to_owned());
+    let operator = body
+        .operator
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| "operator".to_owned());
     let request_id = Uuid::new_v4();
     let correlation_id = Uuid::new_v4();
     tracing::info!(batch_id, %phase, essays = essay_ids.len(), operator, reason, %correlation_id, "essay-level retry requested");
@@ -146,7 +184,12 @@ async fn retry_phase(
         retry_reason: Some(reason.clone()),
         received_at: huleedu_contracts::timestamp::Timestamp::now(),
         park_deadline: None,
-        retry: Some(RetrySpec { phase, essay_ids, reason, operator }),
+        retry: Some(RetrySpec {
+            phase,
+            essay_ids,
+            reason,
+            operator,
+        }),
     };
     let limits = s.core.limits;
     let committed = s

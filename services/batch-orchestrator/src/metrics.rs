@@ -57,24 +57,62 @@ impl BosMetrics {
         let m = Self {
             started: Family::default(),
             finished: Family::default(),
-            phase_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.5, 14))),
+            phase_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.5, 14))
+            }),
             ignored: Family::default(),
             queued: Counter::default(),
             parked: Counter::default(),
-            queue_length: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0].into_iter()),
+            queue_length: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
             consumed: Family::default(),
             conductor_errors: Counter::default(),
         };
         metrics.register(|r| {
-            r.register("bos_pipelines_started", "Pipelines started, by requested pipeline", m.started.clone());
-            r.register("bos_pipelines_finished", "Terminal events, by requested pipeline and final status", m.finished.clone());
-            r.register("bos_phase_duration_seconds", "Time from a phase's initiate command to its outcome (or time-out)", m.phase_duration.clone());
-            r.register("bos_outcomes_ignored", "Phase outcomes ignored (late, duplicate, other pipeline), by reason", m.ignored.clone());
-            r.register("bos_requests_queued", "Requests queued behind an active pipeline or waiting to start", m.queued.clone());
-            r.register("bos_requests_parked", "Requests parked until their batch becomes ready", m.parked.clone());
-            r.register("bos_queue_length", "Length of a batch's request queue, observed at every change", m.queue_length.clone());
-            r.register("bos_events_consumed", "Consumed events by topic and handling outcome", m.consumed.clone());
-            r.register("bos_conductor_errors", "Failed or lagging resolution calls to the conductor (retried)", m.conductor_errors.clone());
+            r.register(
+                "bos_pipelines_started",
+                "Pipelines started, by requested pipeline",
+                m.started.clone(),
+            );
+            r.register(
+                "bos_pipelines_finished",
+                "Terminal events, by requested pipeline and final status",
+                m.finished.clone(),
+            );
+            r.register(
+                "bos_phase_duration_seconds",
+                "Time from a phase's initiate command to its outcome (or time-out)",
+                m.phase_duration.clone(),
+            );
+            r.register(
+                "bos_outcomes_ignored",
+                "Phase outcomes ignored (late, duplicate, other pipeline), by reason",
+                m.ignored.clone(),
+            );
+            r.register(
+                "bos_requests_queued",
+                "Requests queued behind an active pipeline or waiting to start",
+                m.queued.clone(),
+            );
+            r.register(
+                "bos_requests_parked",
+                "Requests parked until their batch becomes ready",
+                m.parked.clone(),
+            );
+            r.register(
+                "bos_queue_length",
+                "Length of a batch's request queue, observed at every change",
+                m.queue_length.clone(),
+            );
+            r.register(
+                "bos_events_consumed",
+                "Consumed events by topic and handling outcome",
+                m.consumed.clone(),
+            );
+            r.register(
+                "bos_conductor_errors",
+                "Failed or lagging resolution calls to the conductor (retried)",
+                m.conductor_errors.clone(),
+            );
         });
         m
     }
@@ -90,27 +128,55 @@ impl BosMetrics {
                     self.parked.inc();
                 }
                 Note::PipelineStarted { pipeline } => {
-                    self.started.get_or_create(&PipelineLabel { pipeline: pipeline.clone() }).inc();
+                    self.started
+                        .get_or_create(&PipelineLabel {
+                            pipeline: pipeline.clone(),
+                        })
+                        .inc();
                 }
                 Note::PhaseDispatched { .. } => {}
-                Note::PhaseFinished { phase, status, seconds } => {
-                    let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                Note::PhaseFinished {
+                    phase,
+                    status,
+                    seconds,
+                } => {
+                    let status = serde_json::to_value(status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
                     self.phase_duration
-                        .get_or_create(&PhaseLabels { phase: phase.to_string(), status })
+                        .get_or_create(&PhaseLabels {
+                            phase: phase.to_string(),
+                            status,
+                        })
                         .observe(*seconds);
                 }
-                Note::PipelineFinished { pipeline, status, reason } => {
-                    let pipeline = if reason.as_deref().is_some_and(|r| r.starts_with("unknown_pipeline")) {
+                Note::PipelineFinished {
+                    pipeline,
+                    status,
+                    reason,
+                } => {
+                    let pipeline = if reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("unknown_pipeline"))
+                    {
                         "unknown".to_owned()
                     } else {
                         pipeline.clone()
                     };
                     self.finished
-                        .get_or_create(&FinishedLabels { pipeline, final_status: status.as_str().to_owned() })
+                        .get_or_create(&FinishedLabels {
+                            pipeline,
+                            final_status: status.as_str().to_owned(),
+                        })
                         .inc();
                 }
                 Note::OutcomeIgnored { reason } => {
-                    self.ignored.get_or_create(&ReasonLabel { reason: (*reason).to_owned() }).inc();
+                    self.ignored
+                        .get_or_create(&ReasonLabel {
+                            reason: (*reason).to_owned(),
+                        })
+                        .inc();
                 }
             }
         }
@@ -131,7 +197,10 @@ impl BosMetrics {
             HandlerResult::Permanent { .. } => "dead_lettered",
         };
         self.consumed
-            .get_or_create(&ConsumedLabels { topic: topic.to_owned(), outcome: outcome.to_owned() })
+            .get_or_create(&ConsumedLabels {
+                topic: topic.to_owned(),
+                outcome: outcome.to_owned(),
+            })
             .inc();
     }
 }

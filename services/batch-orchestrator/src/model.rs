@@ -78,7 +78,10 @@ pub enum RunStatus {
 
 impl RunStatus {
     pub fn completed(self) -> bool {
-        matches!(self, Self::CompletedSuccessfully | Self::CompletedWithFailures)
+        matches!(
+            self,
+            Self::CompletedSuccessfully | Self::CompletedWithFailures
+        )
     }
 }
 

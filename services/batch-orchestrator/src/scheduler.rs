@@ -52,7 +52,11 @@ impl Scheduler {
     /// One pass: due deadlines first, then starts.
     pub async fn round(&self) -> Result<(), CoreError> {
         let now_ms = Timestamp::now().0.timestamp_millis() as f64;
-        let due = self.core.store.index_members_due(DEADLINES, now_ms, PER_ROUND).await?;
+        let due = self
+            .core
+            .store
+            .index_members_due(DEADLINES, now_ms, PER_ROUND)
+            .await?;
         futures::stream::iter(due)
             .for_each_concurrent(CONCURRENCY, |(batch_id, _)| async move {
                 if let Err(e) = self.tick(&batch_id).await {
@@ -84,7 +88,9 @@ impl Scheduler {
         let limits = self.core.limits;
         let r = self
             .core
-            .commit(batch_id, None, |s, now| decide::on_tick(s, batch_id, &limits, now))
+            .commit(batch_id, None, |s, now| {
+                decide::on_tick(s, batch_id, &limits, now)
+            })
             .await?;
         tracing::debug!(batch_id, ?r, "deadline tick");
         Ok(())
@@ -93,7 +99,12 @@ impl Scheduler {
     async fn start(&self, batch_id: &str) -> Result<(), StartError> {
         let (state, version) = self.core.load(batch_id).await?;
         if version == 0 {
-            return Ok(self.core.store.index_remove(batch_id, STARTS).await.map_err(CoreError::from)?);
+            return Ok(self
+                .core
+                .store
+                .index_remove(batch_id, STARTS)
+                .await
+                .map_err(CoreError::from)?);
         }
         let Some(head) = state.queue.front().filter(|_| state.needs_start()) else {
             return Ok(()); // the next commit of this batch refreshes the index
@@ -107,7 +118,12 @@ impl Scheduler {
             },
             None => self
                 .conductor
-                .resolve(batch_id, &head.requested_pipeline, head.correlation_id, after)
+                .resolve(
+                    batch_id,
+                    &head.requested_pipeline,
+                    head.correlation_id,
+                    after,
+                )
                 .await
                 .inspect_err(|_| self.core.metrics.conductor_error())?,
         };

@@ -35,11 +35,22 @@ pub struct BosSettings {
 impl BosSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let bcs_url = env.string("BCS_URL", "http://127.0.0.1:4002");
-        if !(bcs_url.starts_with("http://") || bcs_url.starts_with("https://")) || reqwest::Url::parse(&bcs_url).is_err() {
-            return Err(ConfigError::new("BCS_URL", &bcs_url, "expected an http:// URL"));
+        if !(bcs_url.starts_with("http://") || bcs_url.starts_with("https://"))
+            || reqwest::Url::parse(&bcs_url).is_err()
+        {
+            return Err(ConfigError::new(
+                "BCS_URL",
+                &bcs_url,
+                "expected an http:// URL",
+            ));
         }
         let limits = Limits {
-            phase_timeout: chrono::Duration::seconds(env.int_in("PHASE_TIMEOUT_SECS", 1800i64, 1, 7 * 24 * 3600)?),
+            phase_timeout: chrono::Duration::seconds(env.int_in(
+                "PHASE_TIMEOUT_SECS",
+                1800i64,
+                1,
+                7 * 24 * 3600,
+            )?),
             pending_batch_timeout: chrono::Duration::seconds(env.int_in(
                 "PENDING_BATCH_TIMEOUT_SECS",
                 600i64,
@@ -57,7 +68,9 @@ impl BosSettings {
             bcs_timeout: env.millis("BCS_TIMEOUT_MS", 15_000)?,
             limits,
             dedup_ttl: env.secs("DEDUP_TTL_SECS", 7 * 24 * 3600)?,
-            state_ttl: Duration::from_secs(24 * 3600 * env.int_in("STATE_TTL_DAYS", 30u64, 1, 3650)?),
+            state_ttl: Duration::from_secs(
+                24 * 3600 * env.int_in("STATE_TTL_DAYS", 30u64, 1, 3650)?,
+            ),
             operator_token: env.secret("OPERATOR_TOKEN"),
         })
     }
@@ -116,7 +129,18 @@ mod tests {
     #[test]
     fn every_variable_read_is_documented() {
         let names: Vec<_> = settings_docs().iter().map(|d| d.name).collect();
-        for v in ["KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "REDIS_KEY_PREFIX", "HTTP_ADDR", "KAFKA_CONSUMER_GROUP", "TOPIC_PARTITIONS", "BCS_URL", "PHASE_TIMEOUT_SECS", "PENDING_BATCH_TIMEOUT_SECS", "LOG_FORMAT"] {
+        for v in [
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "REDIS_URL",
+            "REDIS_KEY_PREFIX",
+            "HTTP_ADDR",
+            "KAFKA_CONSUMER_GROUP",
+            "TOPIC_PARTITIONS",
+            "BCS_URL",
+            "PHASE_TIMEOUT_SECS",
+            "PENDING_BATCH_TIMEOUT_SECS",
+            "LOG_FORMAT",
+        ] {
             assert!(names.contains(&v), "{v} missing from docs");
         }
     }

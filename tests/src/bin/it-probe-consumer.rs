@@ -26,10 +26,12 @@ impl Handler for Probe {
 #[tokio::main]
 async fn main() {
     let var = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n} must be set"));
-    let mut settings = KafkaSettings::local(&var("PROBE_BOOTSTRAP"), "it-probe", &var("PROBE_GROUP"));
+    let mut settings =
+        KafkaSettings::local(&var("PROBE_BOOTSTRAP"), "it-probe", &var("PROBE_GROUP"));
     settings.session_timeout = Duration::from_secs(3);
     let topic = var("PROBE_TOPIC");
     let producer = Producer::new(&settings).expect("producer");
-    let runner = ConsumerRunner::new(&settings, &[topic.as_str()], Probe, producer).expect("runner");
+    let runner =
+        ConsumerRunner::new(&settings, &[topic.as_str()], Probe, producer).expect("runner");
     runner.run(CancellationToken::new()).await;
 }
