@@ -29,6 +29,7 @@ pub const ALL_TOPICS: [&str; 10] = [
 ];
 
 pub struct Ctx {
+    pub kafka: String,
     pub bos: String,
     pub bcs: String,
     pub sim: String,
@@ -47,6 +48,7 @@ impl Ctx {
     pub async fn new(stack: &Stack) -> Self {
         let settings = KafkaSettings::local(&stack.kafka, "e2e", &unique("e2e"));
         Self {
+            kafka: stack.kafka.clone(),
             bos: stack.bos_url.clone(),
             bcs: stack.bcs_url.clone(),
             sim: stack.sim_url.clone(),

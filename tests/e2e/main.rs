@@ -77,14 +77,20 @@ fn main() {
         scenario!(scenarios::s13_manual_mark),
         scenario!(scenarios::s14_s15_invalidate_and_inspect),
         scenario!(scenarios::s_retry_failed_essays),
+        scenario!(scenarios::s17_poison),
     ]
     .into_iter()
     .filter(|(n, _)| wanted(n))
     .collect();
-    let timeout_list: Vec<(&str, Scenario)> = vec![scenario!(scenarios::s12_phase_timeout)]
-        .into_iter()
-        .filter(|(n, _)| wanted(n))
-        .collect();
+    // Scenarios that need a differently configured stack: short phase time-out, and a worker
+    // that sends every outcome twice.
+    let special_list: Vec<(&str, Scenario)> = vec![
+        scenario!(scenarios::s12_phase_timeout),
+        scenario!(scenarios::s16_duplicates),
+    ]
+    .into_iter()
+    .filter(|(n, _)| wanted(n))
+    .collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -95,7 +101,7 @@ fn main() {
         let mut results = Vec::new();
         println!(
             "\nrunning {} end-to-end scenarios",
-            main_list.len() + timeout_list.len()
+            main_list.len() + special_list.len()
         );
         if !main_list.is_empty() {
             let stack = Stack::start(StackOptions::new("main")).await;
@@ -104,12 +110,14 @@ fn main() {
             report_logs(&stack, &r);
             results.extend(r);
         }
-        if !timeout_list.is_empty() {
-            let mut opts = StackOptions::new("timeouts");
+        if !special_list.is_empty() {
+            let mut opts = StackOptions::new("special");
             opts.bos_env.push(("PHASE_TIMEOUT_SECS".into(), "3".into()));
+            opts.sim_env
+                .push(("SIM_DUPLICATE_OUTCOMES".into(), "true".into()));
             let stack = Stack::start(opts).await;
             let ctx = Arc::new(Ctx::new(&stack).await);
-            let r = run_all(ctx, timeout_list).await;
+            let r = run_all(ctx, special_list).await;
             report_logs(&stack, &r);
             results.extend(r);
         }

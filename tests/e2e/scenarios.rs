@@ -527,3 +527,197 @@ pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
     ensure!(dlq.len() == 4, "no extra DLQ records: {}", dlq.len());
     Ok(())
 }
+
+/// 16. Duplicates (runs on the stack whose worker sends every outcome twice): the request and
+/// the readiness event are also delivered twice; nothing happens twice.
+pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
+    let b = unique("s16");
+    let failed = fail_ids(&b, &[1, 4]);
+    c.register(&b, 6, json!({"spellcheck": failed}), &[])
+        .await?;
+    // Deliver the readiness event a second time, byte for byte.
+    let ready = c
+        .reader
+        .wait_for(T, "readiness event", |all| {
+            all.iter().any(|m| {
+                m.topic == topics::BATCH_ESSAYS_READY && m.key.as_deref() == Some(b.as_str())
+            })
+        })
+        .await
+        .into_iter()
+        .find(|m| m.topic == topics::BATCH_ESSAYS_READY && m.key.as_deref() == Some(b.as_str()))
+        .unwrap();
+    c.publish_raw(topics::BATCH_ESSAYS_READY, &b, ready.payload.clone())
+        .await?;
+    let s = c.request(&b, "cj_assessment").await?;
+    let original = c
+        .reader
+        .wait_for(T, "request on the topic", |all| {
+            all.iter().any(|m| {
+                m.topic == topics::CLIENT_BATCH_PIPELINE_REQUEST
+                    && m.key.as_deref() == Some(b.as_str())
+            })
+        })
+        .await
+        .into_iter()
+        .find(|m| {
+            m.topic == topics::CLIENT_BATCH_PIPELINE_REQUEST && m.key.as_deref() == Some(b.as_str())
+        })
+        .unwrap();
+    c.publish_raw(
+        topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        &b,
+        original.payload.clone(),
+    )
+    .await?;
+    let t = c.terminal(s).await?;
+    ensure!(t["final_status"] == "completed_with_failures", "{t}");
+    ensure!(
+        t["successful_essay_count"] == 4 && t["failed_essay_count"] == 2,
+        "counted once: {t}"
+    );
+    // A second pipeline behind it proves both duplicates were consumed before we count.
+    let (_, t2) = run_pipeline(&c, &b, "nlp").await?;
+    expect_phases(&t2, &["nlp"], &["spellcheck"])?;
+    let outcomes = c.on(topics::ELS_BATCH_PHASE_OUTCOME, &b);
+    ensure!(
+        outcomes.len() >= 6,
+        "the worker doubled every outcome: {}",
+        outcomes.len()
+    );
+    for topic in [
+        topics::SPELLCHECK_INITIATE_COMMAND,
+        topics::CJ_ASSESSMENT_INITIATE_COMMAND,
+        topics::NLP_INITIATE_COMMAND,
+    ] {
+        let ids: std::collections::BTreeSet<String> = c
+            .on(topic, &b)
+            .iter()
+            .map(|m| m.json()["event_id"].to_string())
+            .collect();
+        ensure!(ids.len() == 1, "{topic}: one command, saw {}", ids.len());
+    }
+    let terminals: std::collections::BTreeSet<String> = c
+        .on(topics::BATCH_PIPELINE_COMPLETED, &b)
+        .iter()
+        .map(|m| m.json()["event_id"].to_string())
+        .collect();
+    ensure!(
+        terminals.len() == 2,
+        "one terminal per request: {}",
+        terminals.len()
+    );
+    let dlq = c.on(topics::FAILED_ESSAYS_DLQ, &b);
+    ensure!(
+        dlq.len() == 2,
+        "one DLQ record per failed essay: {}",
+        dlq.len()
+    );
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1}),
+    )
+    .await
+}
+
+/// 17. Poison messages land in `<topic>.DLQ` with headers; the next valid event on the same
+/// partition (same key) is processed.
+pub async fn s17_poison(c: Arc<Ctx>) -> R {
+    let b = unique("s17");
+    c.register(&b, 3, json!({}), &[]).await?;
+    let request_dlq = topics::dlq_topic(topics::CLIENT_BATCH_PIPELINE_REQUEST);
+    let outcome_dlq = topics::dlq_topic(topics::ELS_BATCH_PHASE_OUTCOME);
+    let reader = huleedu_it::TopicReader::start_on(&c.kafka, &[&request_dlq, &outcome_dlq]);
+    let missing_field = json!({"event_id": uuid::Uuid::new_v4(), "event_type": topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        "event_timestamp": "2026-01-01T00:00:00Z", "source_service": "e2e", "schema_version": 1,
+        "correlation_id": uuid::Uuid::new_v4(), "data_schema_uri": null,
+        "data": {"batch_id": b, "client_correlation_id": uuid::Uuid::new_v4(), "user_id": "u"}, "metadata": null});
+    let unknown_phase = json!({"event_id": uuid::Uuid::new_v4(), "event_type": topics::ELS_BATCH_PHASE_OUTCOME,
+        "event_timestamp": "2026-01-01T00:00:00Z", "source_service": "e2e", "schema_version": 1,
+        "correlation_id": uuid::Uuid::new_v4(), "data_schema_uri": null,
+        "data": {"batch_id": b, "phase_name": "grammar_police", "phase_status": "completed_successfully",
+                 "processed_essays": [], "failed_essay_ids": [], "correlation_id": uuid::Uuid::new_v4()}, "metadata": null});
+    c.publish_raw(
+        topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        &b,
+        b"{not json".to_vec(),
+    )
+    .await?;
+    c.publish_raw(
+        topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        &b,
+        serde_json::to_vec(&missing_field)?,
+    )
+    .await?;
+    c.publish_raw(
+        topics::ELS_BATCH_PHASE_OUTCOME,
+        &b,
+        serde_json::to_vec(&unknown_phase)?,
+    )
+    .await?;
+    // The next valid request on the same partition still runs.
+    let (_, t) = run_pipeline(&c, &b, "spellcheck").await?;
+    ensure!(t["final_status"] == "completed_successfully", "{t}");
+    let seen = reader
+        .wait_for(T, "poison records", |all| {
+            let n = |topic: &str| {
+                all.iter()
+                    .filter(|m| m.topic == topic && m.key.as_deref() == Some(b.as_str()))
+                    .count()
+            };
+            n(&request_dlq) >= 2 && n(&outcome_dlq) >= 2
+        })
+        .await;
+    let mine: Vec<_> = seen
+        .iter()
+        .filter(|m| m.key.as_deref() == Some(b.as_str()))
+        .collect();
+    let not_json = mine
+        .iter()
+        .find(|m| m.payload == b"{not json")
+        .expect("invalid JSON dead-lettered byte for byte");
+    ensure!(
+        not_json.header("dlq.error.kind") == Some("decode"),
+        "{:?}",
+        not_json.headers
+    );
+    ensure!(
+        not_json.header("dlq.original.topic") == Some(topics::CLIENT_BATCH_PIPELINE_REQUEST),
+        "{:?}",
+        not_json.headers
+    );
+    let missing = mine
+        .iter()
+        .find(|m| m.topic == request_dlq && m.payload != b"{not json")
+        .unwrap();
+    ensure!(
+        missing.header("dlq.error.kind") == Some("validation"),
+        "{:?}",
+        missing.headers
+    );
+    ensure!(
+        missing
+            .header("dlq.error.message")
+            .is_some_and(|e| e.contains("requested_pipeline")),
+        "names the field: {:?}",
+        missing.headers
+    );
+    // Both consumers of the outcome topic (orchestrator and conductor) dead-letter it.
+    let groups: std::collections::BTreeSet<&str> = mine
+        .iter()
+        .filter(|m| m.topic == outcome_dlq)
+        .filter_map(|m| m.header("dlq.consumer.group"))
+        .collect();
+    ensure!(
+        groups.len() == 2,
+        "one poison record per consuming service: {groups:?}"
+    );
+    ensure!(
+        mine.iter().filter(|m| m.topic == outcome_dlq).all(|m| m
+            .header("dlq.error.message")
+            .is_some_and(|e| e.contains("phase_name"))),
+        "the reason names phase_name"
+    );
+    Ok(())
+}
