@@ -528,8 +528,8 @@ pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
     Ok(())
 }
 
-/// 16. Duplicates (runs on the stack whose worker sends every outcome twice): the request and
-/// the readiness event are also delivered twice; nothing happens twice.
+/// Scenario 16, duplicates (runs on the stack whose worker sends every outcome twice): the
+/// request and the readiness event are also delivered twice; nothing happens twice.
 pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
     let b = unique("s16");
     let failed = fail_ids(&b, &[1, 4]);
@@ -621,8 +621,8 @@ pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
     .await
 }
 
-/// 17. Poison messages land in `<topic>.DLQ` with headers; the next valid event on the same
-/// partition (same key) is processed.
+/// Scenario 17: poison messages land in `<topic>.DLQ` with headers; the next valid event on
+/// the same partition (same key) is processed.
 pub async fn s17_poison(c: Arc<Ctx>) -> R {
     let b = unique("s17");
     c.register(&b, 3, json!({}), &[]).await?;

@@ -398,3 +398,29 @@ async fn provisioning_waits_for_the_broker_then_gives_up_with_an_error() {
         start.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_dead_lettered_without_reaching_the_handler() {
+    let (settings, topic, producer) = setup(1).await;
+    let handler = Recorder::done();
+    let reader = TopicReader::start(&[&dlq_topic(&topic)]);
+    let run = start(&settings, &topic, handler.clone());
+    let big = "x".repeat(huleedu_kafka::consumer::DEFAULT_MAX_MESSAGE_BYTES + 1);
+    send(&producer, &topic, "k", &big).await;
+    send(&producer, &topic, "k", "small").await;
+    wait_until(T, "small handled", || async {
+        handler.handled() == vec!["small"]
+    })
+    .await;
+    let dlq = reader
+        .wait_for(T, "oversized record", |s| !s.is_empty())
+        .await;
+    assert_eq!(dlq[0].payload.len(), big.len(), "the original bytes");
+    assert_eq!(dlq[0].header(headers::ERROR_KIND), Some("validation"));
+    assert!(dlq[0]
+        .header(headers::ERROR_MESSAGE)
+        .unwrap()
+        .contains("exceeds"));
+    assert_eq!(handler.attempts(&big), 0, "the handler never saw it");
+    run.stop().await;
+}

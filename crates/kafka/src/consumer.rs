@@ -157,6 +157,10 @@ pub trait RunnerObserver: Send + Sync + 'static {
 pub struct NoObserver;
 impl RunnerObserver for NoObserver {}
 
+/// Largest message value handed to a handler; bigger ones are dead-lettered as `validation`
+/// errors. Below Kafka's default 1 MB limit, so the DLQ copy still fits.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
+
 /// Runs a [`Handler`] over the messages of a set of topics, at least once each.
 pub struct ConsumerRunner<H, O = NoObserver> {
     consumer: StreamConsumer<RunnerContext>,
@@ -167,9 +171,10 @@ pub struct ConsumerRunner<H, O = NoObserver> {
     group: String,
     backoff: Backoff,
     status: Arc<ConsumerStatus>,
+    max_message_bytes: usize,
 }
 
-impl<H> std::fmt::Debug for ConsumerRunner<H> {
+impl<H, O> std::fmt::Debug for ConsumerRunner<H, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerRunner")
             .field("service", &self.service)
@@ -207,6 +212,7 @@ impl<H: Handler> ConsumerRunner<H, NoObserver> {
             group: settings.consumer_group.clone(),
             backoff: Backoff::default(),
             status,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
     }
 }
@@ -223,7 +229,14 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
             group: self.group,
             backoff: self.backoff,
             status: self.status,
+            max_message_bytes: self.max_message_bytes,
         }
+    }
+
+    /// Change the largest message value handed to the handler.
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Change the retry pacing for transient failures.
@@ -291,7 +304,18 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
     async fn process(&self, msg: &Inbound, shutdown: &CancellationToken) -> bool {
         let mut attempt = 0u32;
         loop {
-            let result = self.handler.handle(msg).await;
+            let result = if msg.payload.len() > self.max_message_bytes {
+                HandlerResult::permanent(
+                    FailureKind::Validation,
+                    format!(
+                        "message of {} bytes exceeds the {}-byte limit",
+                        msg.payload.len(),
+                        self.max_message_bytes
+                    ),
+                )
+            } else {
+                self.handler.handle(msg).await
+            };
             let error = match &result {
                 HandlerResult::Done => {
                     self.observer.on_result(&msg.topic, &result);
