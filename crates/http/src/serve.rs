@@ -33,14 +33,16 @@ impl Default for HttpLimits {
 /// Wrap a router with the body limit (413), a request time-out (408), and JSON bodies for
 /// unknown routes (404) and any plain-text error the framework produces.
 pub fn harden(router: Router, limits: HttpLimits) -> Router {
+    // The last layer added is the outermost: `json_errors` sees the time-out's 408 and the
+    // body limit's 413 too.
     router
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn(json_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(middleware::from_fn(json_errors))
 }
 
 /// Replace non-JSON error bodies (405, 408, 413 from layers) with JSON ones.
@@ -120,6 +122,29 @@ mod tests {
         let resp = app().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json_of(resp).await["error"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn slow_requests_time_out_with_408_json() {
+        let app = harden(
+            Router::new().route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            ),
+            HttpLimits {
+                max_body_bytes: 16,
+                request_timeout: Duration::from_millis(50),
+            },
+        );
+        let resp = app
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(json_of(resp).await["error"], "request_timeout");
     }
 
     #[tokio::test]
