@@ -638,12 +638,22 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
         "correlation_id": uuid::Uuid::new_v4(), "data_schema_uri": null,
         "data": {"batch_id": b, "phase_name": "grammar_police", "phase_status": "completed_successfully",
                  "processed_essays": [], "failed_essay_ids": [], "correlation_id": uuid::Uuid::new_v4()}, "metadata": null});
-    c.publish_raw(
-        topics::CLIENT_BATCH_PIPELINE_REQUEST,
-        &b,
+    let mut wrong_type = missing_field.clone();
+    wrong_type["data"]["requested_pipeline"] = json!("nlp");
+    wrong_type["data"]["batch_id"] = json!(12345);
+    let mut wrong_version = wrong_type.clone();
+    wrong_version["data"]["batch_id"] = json!(b);
+    wrong_version["schema_version"] = json!(2);
+    let oversized = format!("{{\"pad\": \"{}\"}}", "x".repeat(600 * 1024));
+    for poison in [
         b"{not json".to_vec(),
-    )
-    .await?;
+        serde_json::to_vec(&wrong_type)?,
+        serde_json::to_vec(&wrong_version)?,
+        oversized.into_bytes(),
+    ] {
+        c.publish_raw(topics::CLIENT_BATCH_PIPELINE_REQUEST, &b, poison)
+            .await?;
+    }
     c.publish_raw(
         topics::CLIENT_BATCH_PIPELINE_REQUEST,
         &b,
@@ -666,7 +676,7 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
                     .filter(|m| m.topic == topic && m.key.as_deref() == Some(b.as_str()))
                     .count()
             };
-            n(&request_dlq) >= 2 && n(&outcome_dlq) >= 2
+            n(&request_dlq) >= 5 && n(&outcome_dlq) >= 2
         })
         .await;
     let mine: Vec<_> = seen
@@ -687,9 +697,24 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
         "{:?}",
         not_json.headers
     );
+    let reasons: Vec<&str> = mine
+        .iter()
+        .filter(|m| m.topic == request_dlq)
+        .filter_map(|m| m.header("dlq.error.message"))
+        .collect();
+    for needle in ["batch_id", "schema_version", "exceeds"] {
+        ensure!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "a reason names {needle}: {reasons:?}"
+        );
+    }
     let missing = mine
         .iter()
-        .find(|m| m.topic == request_dlq && m.payload != b"{not json")
+        .find(|m| {
+            m.topic == request_dlq
+                && m.header("dlq.error.message")
+                    .is_some_and(|e| e.contains("requested_pipeline"))
+        })
         .unwrap();
     ensure!(
         missing.header("dlq.error.kind") == Some("validation"),
