@@ -17,6 +17,9 @@ pub enum ConductorError {
     Unavailable(String),
 }
 
+/// Time-out of the quick pipeline-name check made when a request arrives.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// HTTP client of the conductor.
 #[derive(Debug, Clone)]
 pub struct Conductor {
@@ -40,6 +43,23 @@ impl Conductor {
         }
     }
 
+    /// Is `pipeline` known? A resolution without causal wait and with a short time-out.
+    pub async fn check_pipeline(
+        &self,
+        batch_id: &str,
+        pipeline: &str,
+        correlation_id: Uuid,
+    ) -> Result<Resolution, ConductorError> {
+        self.call(
+            batch_id,
+            pipeline,
+            correlation_id,
+            None,
+            Some(CHECK_TIMEOUT),
+        )
+        .await
+    }
+
     /// Expand and prune `pipeline` for `batch_id`. With `after`, the conductor answers only once
     /// it has processed that pipeline's completion (causal pruning).
     pub async fn resolve(
@@ -49,6 +69,18 @@ impl Conductor {
         correlation_id: Uuid,
         after: Option<Uuid>,
     ) -> Result<Resolution, ConductorError> {
+        self.call(batch_id, pipeline, correlation_id, after, None)
+            .await
+    }
+
+    async fn call(
+        &self,
+        batch_id: &str,
+        pipeline: &str,
+        correlation_id: Uuid,
+        after: Option<Uuid>,
+        timeout: Option<Duration>,
+    ) -> Result<Resolution, ConductorError> {
         let body = BCSPipelineDefinitionRequestV1 {
             batch_id: batch_id.to_owned(),
             requested_pipeline: pipeline.to_owned(),
@@ -56,10 +88,11 @@ impl Conductor {
             batch_metadata: None,
             after_pipeline_id: after.map(|a| a.to_string()),
         };
-        let resp = self
-            .http
-            .post(&self.define_url)
-            .json(&body)
+        let mut req = self.http.post(&self.define_url).json(&body);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| ConductorError::Unavailable(e.to_string()))?;

@@ -11,7 +11,7 @@ use huleedu_contracts::{events, topics};
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
 use tracing::Instrument;
 
-use crate::conductor::{Conductor, ConductorError};
+use crate::conductor::Conductor;
 use crate::core::{Committed, Core, CoreError};
 use crate::decide::{self, OutcomeIn, Resolution};
 use crate::model::{BatchInfo, EssayRef, PendingRequest};
@@ -155,18 +155,21 @@ impl BosHandler {
                 Ok(false) => {}
                 Err(e) => return HandlerResult::Transient(e.to_string()),
             }
-            // Is the pipeline known? A read of the conductor; unknown names end at once.
+            // Is the pipeline known? A quick read of the conductor so unknown names end at
+            // once. If the conductor cannot answer now, the request is accepted unverified:
+            // the start (which resolves it anyway) rejects an unknown name then. Waiting here
+            // would hold this consumer, and with it the phase outcomes of every batch.
             let known = match self
                 .conductor
-                .resolve(batch_id, &d.requested_pipeline, env.correlation_id, None)
+                .check_pipeline(batch_id, &d.requested_pipeline, env.correlation_id)
                 .await
             {
-                Ok(Resolution::Resolved { .. }) => true,
                 Ok(Resolution::Unknown { .. }) => false,
-                Err(ConductorError::Lagging { .. }) => true,
-                Err(e @ ConductorError::Unavailable(_)) => {
+                Ok(Resolution::Resolved { .. }) => true,
+                Err(e) => {
                     self.core.metrics.conductor_error();
-                    return HandlerResult::Transient(e.to_string());
+                    tracing::warn!(error = %e, "pipeline name not verified now; verified at start");
+                    true
                 }
             };
             let request = PendingRequest {
