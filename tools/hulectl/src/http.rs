@@ -1,0 +1,397 @@
+//! The services' HTTP APIs: orchestrator (BOS), conductor (BCS) and the reference worker
+//! (els-simulator). Errors say which service, what it answered (its JSON `error` and `detail`)
+//! and, where it helps, what to do.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cli::Global;
+
+/// Which service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Orchestrator,
+    Conductor,
+    Simulator,
+}
+
+impl Service {
+    /// `the orchestrator`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Orchestrator => "the orchestrator",
+            Service::Conductor => "the conductor",
+            Service::Simulator => "the simulator",
+        }
+    }
+
+    /// The option that sets its URL.
+    pub fn option(self) -> &'static str {
+        match self {
+            Service::Orchestrator => "--bos-url or BOS_URL",
+            Service::Conductor => "--bcs-url or BCS_URL",
+            Service::Simulator => "--sim-url or SIM_URL",
+        }
+    }
+}
+
+/// The operator token, from `OPERATOR_TOKEN` only. Never printed.
+#[derive(Clone)]
+pub struct OperatorToken(String);
+
+impl fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OperatorToken(<redacted>)")
+    }
+}
+
+impl OperatorToken {
+    /// The name of the environment variable.
+    pub const VAR: &'static str = "OPERATOR_TOKEN";
+
+    /// From a raw value (`None` or blank: an error that says what to set).
+    pub fn from_value(value: Option<String>) -> anyhow::Result<Self> {
+        match value.map(|v| v.trim().to_owned()) {
+            Some(v) if !v.is_empty() => Ok(OperatorToken(v)),
+            _ => anyhow::bail!(
+                "{} is not set: export the operator token the services were started with \
+                 (it is read from the environment only, never from a flag)",
+                Self::VAR
+            ),
+        }
+    }
+
+    /// From the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_value(std::env::var(Self::VAR).ok())
+    }
+}
+
+/// A failed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// No answer (connection refused, time-out, ...).
+    Unreachable {
+        service: Service,
+        url: String,
+        reason: String,
+    },
+    /// A non-2xx answer.
+    Status {
+        service: Service,
+        status: u16,
+        /// The server's `error` and `detail`, or the raw body.
+        message: String,
+        /// What to do about it, when there is something obvious.
+        hint: Option<String>,
+    },
+    /// A 2xx answer that is not JSON.
+    BadAnswer { service: Service, reason: String },
+}
+
+impl HttpError {
+    /// The HTTP status, for answers.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Unreachable {
+                service,
+                url,
+                reason,
+            } => write!(
+                f,
+                "cannot reach {} at {url} ({reason}); is it running? (set {})",
+                service.name(),
+                service.option()
+            ),
+            HttpError::Status {
+                service,
+                status,
+                message,
+                hint,
+            } => {
+                write!(f, "{} answered {status}", service.name())?;
+                if let Some(reason) = reqwest::StatusCode::from_u16(*status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                {
+                    write!(f, " {reason}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                if let Some(hint) = hint {
+                    write!(f, "\n  hint: {hint}")?;
+                }
+                Ok(())
+            }
+            HttpError::BadAnswer { service, reason } => {
+                write!(
+                    f,
+                    "{} sent an answer that is not JSON: {reason}",
+                    service.name()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// The message of an error body: `error: detail` from `{"error", "detail"}`, else the body
+/// itself (shortened).
+pub fn error_message(body: &str) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) if v.get("error").is_some() || v.get("detail").is_some() => {
+            let parts: Vec<String> = ["error", "detail"]
+                .iter()
+                .filter_map(|k| v.get(*k).map(text))
+                .filter(|s| !s.is_empty())
+                .collect();
+            parts.join(": ")
+        }
+        _ => {
+            let t = body.trim();
+            if t.chars().count() > 300 {
+                format!("{}…", t.chars().take(300).collect::<String>())
+            } else {
+                t.to_owned()
+            }
+        }
+    }
+}
+
+/// What to do about an error answer of an authenticated (operator) call.
+pub fn operator_hint(service: Service, status: u16, body: &str) -> Option<String> {
+    let code = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    match (status, code.as_str()) {
+        (401, _) => Some(format!(
+            "check {}: it must equal the OPERATOR_TOKEN {} was started with",
+            OperatorToken::VAR,
+            service.name()
+        )),
+        (503, "operator_endpoint_disabled") => Some(format!(
+            "{} has no OPERATOR_TOKEN configured; restart it with one to enable operator calls",
+            service.name()
+        )),
+        (503, _) => Some("the service is temporarily unavailable; retry shortly".to_owned()),
+        _ => None,
+    }
+}
+
+/// The innermost cause of an error (e.g. "Connection refused (os error 111)").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A client for the three services.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub bos: String,
+    pub bcs: String,
+    pub sim: String,
+}
+
+impl Api {
+    pub fn new(global: &Global) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("hulectl/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api {
+            http,
+            bos: global.bos_url.clone(),
+            bcs: global.bcs_url.clone(),
+            sim: global.sim_url.clone(),
+        })
+    }
+
+    /// The full URL of `path` on `service`.
+    pub fn url(&self, service: Service, path: &str) -> String {
+        let base = match service {
+            Service::Orchestrator => &self.bos,
+            Service::Conductor => &self.bcs,
+            Service::Simulator => &self.sim,
+        };
+        format!("{base}{path}")
+    }
+
+    async fn answer(
+        &self,
+        service: Service,
+        url: String,
+        req: reqwest::RequestBuilder,
+        authenticated: bool,
+    ) -> Result<Value, HttpError> {
+        let resp = req.send().await.map_err(|e| HttpError::Unreachable {
+            service,
+            url: url.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| HttpError::Unreachable {
+            service,
+            url: url.clone(),
+            reason: root_cause(&e),
+        })?;
+        if !status.is_success() {
+            return Err(HttpError::Status {
+                service,
+                status: status.as_u16(),
+                message: error_message(&body),
+                hint: if authenticated {
+                    operator_hint(service, status.as_u16(), &body)
+                } else {
+                    None
+                },
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| HttpError::BadAnswer {
+            service,
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET` a JSON document.
+    pub async fn get(&self, service: Service, path: &str) -> Result<Value, HttpError> {
+        let url = self.url(service, path);
+        let req = self.http.get(&url);
+        self.answer(service, url, req, false).await
+    }
+
+    /// `POST` a JSON body, with the operator token when given.
+    pub async fn post(
+        &self,
+        service: Service,
+        path: &str,
+        body: &Value,
+        token: Option<&OperatorToken>,
+    ) -> Result<Value, HttpError> {
+        let url = self.url(service, path);
+        let mut req = self.http.post(&url).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(&t.0);
+        }
+        self.answer(service, url, req, token.is_some()).await
+    }
+
+    /// Whether `GET /readyz` answers 200.
+    pub async fn ready(&self, service: Service) -> Result<bool, HttpError> {
+        let url = self.url(service, "/readyz");
+        match self.http.get(&url).send().await {
+            Ok(r) => Ok(r.status().is_success()),
+            Err(e) => Err(HttpError::Unreachable {
+                service,
+                url,
+                reason: root_cause(&e),
+            }),
+        }
+    }
+}
+
+/// A path segment, percent-encoded (batch ids may hold any character).
+pub fn segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            error_message(r#"{"error":"unauthorized","detail":"invalid token"}"#),
+            "unauthorized: invalid token"
+        );
+        assert_eq!(
+            error_message(r#"{"error":"newer_record","detail":{"message":"m"}}"#),
+            r#"newer_record: {"message":"m"}"#
+        );
+        assert_eq!(error_message("  Bad Gateway \n"), "Bad Gateway");
+        assert_eq!(error_message(&"x".repeat(400)).chars().count(), 301);
+    }
+
+    #[test]
+    fn status_errors_read_well() {
+        let body = r#"{"error":"unauthorized","detail":"invalid token"}"#;
+        let e = HttpError::Status {
+            service: Service::Conductor,
+            status: 401,
+            message: error_message(body),
+            hint: operator_hint(Service::Conductor, 401, body),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the conductor answered 401 Unauthorized: unauthorized: invalid token\n  \
+             hint: check OPERATOR_TOKEN: it must equal the OPERATOR_TOKEN the conductor was started with"
+        );
+        let body = r#"{"error":"operator_endpoint_disabled","detail":"operator endpoint disabled: set OPERATOR_TOKEN to enable it"}"#;
+        assert!(operator_hint(Service::Orchestrator, 503, body)
+            .unwrap()
+            .contains("the orchestrator has no OPERATOR_TOKEN configured"));
+        assert_eq!(operator_hint(Service::Conductor, 422, "{}"), None);
+    }
+
+    #[test]
+    fn unreachable_names_the_option() {
+        let e = HttpError::Unreachable {
+            service: Service::Orchestrator,
+            url: "http://127.0.0.1:5000/v1/batches/b/status".into(),
+            reason: "Connection refused (os error 111)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the orchestrator at http://127.0.0.1:5000/v1/batches/b/status \
+             (Connection refused (os error 111)); is it running? (set --bos-url or BOS_URL)"
+        );
+    }
+
+    #[test]
+    fn token_is_never_shown() {
+        let t = OperatorToken::from_value(Some("s3cret".into())).unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let err = OperatorToken::from_value(Some("  ".into())).unwrap_err();
+        assert!(err.to_string().starts_with("OPERATOR_TOKEN is not set"));
+        assert!(OperatorToken::from_value(None).is_err());
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(segment("demo-1_a.b~"), "demo-1_a.b~");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}
