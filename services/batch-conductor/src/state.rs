@@ -197,10 +197,21 @@ impl BatchPhases {
 /// - A `pipeline_completed` update of a phase already recorded `completed` changes nothing: it
 ///   only confirms what is known, and the earlier record keeps the richer provenance (counts,
 ///   outcome event id).
+/// - An event never downgrades a `completed` record to `failed` (architecture §5): a
+///   `failed_critically` outcome of a later run — e.g. an essay-level retry of a few essays
+///   that all fail again — does not undo the phase's completion. Only an operator mark
+///   invalidates a completed phase.
 /// - Otherwise the update wins (ties included).
 pub fn supersede(existing: Option<&PhaseRecord>, update: PhaseRecord) -> Option<PhaseRecord> {
     match existing {
         Some(e) if update.at < e.at => None,
+        Some(e)
+            if update.source != RecordSource::Operator
+                && update.status == PhaseStatus::Failed
+                && e.status == PhaseStatus::Completed =>
+        {
+            None
+        }
         Some(e)
             if update.source == RecordSource::PipelineCompleted
                 && e.status == PhaseStatus::Completed =>
@@ -702,13 +713,41 @@ mod tests {
         apply(&mut state, &d);
         let second = outcome(
             PhaseName::Spellcheck,
-            BatchStatus::FailedCritically,
-            &[],
+            BatchStatus::CompletedWithFailures,
+            &["e9"],
             T2,
         );
         let d = decide_outcome(&state, &second, &from(), ts(T2)).unwrap();
-        assert_eq!(d.records[0].1.status, PhaseStatus::Failed);
+        assert_eq!(d.records[0].1.status, PhaseStatus::Completed);
+        assert_eq!(d.records[0].1.failed_count, Some(1));
         assert_eq!(d.records[0].1.event_id, Some(second.event_id));
+    }
+
+    #[test]
+    fn a_later_failure_event_never_downgrades_a_completed_phase() {
+        let mut state = BatchPhases::default();
+        let first = outcome(
+            PhaseName::Spellcheck,
+            BatchStatus::CompletedWithFailures,
+            &["e3"],
+            T1,
+        );
+        let d = decide_outcome(&state, &first, &from(), ts(T1)).unwrap();
+        apply(&mut state, &d);
+        // An essay-level retry of the failed essay fails again, critically.
+        let retry = outcome(
+            PhaseName::Spellcheck,
+            BatchStatus::FailedCritically,
+            &["e3"],
+            T2,
+        );
+        let d = decide_outcome(&state, &retry, &from(), ts(T2)).unwrap();
+        assert!(d.records.is_empty(), "the phase stays completed");
+        assert_eq!(d.dlq.len(), 1, "the essay is dead-lettered again");
+        // A phase that never completed does become failed.
+        let other = outcome(PhaseName::Nlp, BatchStatus::FailedCritically, &[], T2);
+        let d = decide_outcome(&state, &other, &from(), ts(T2)).unwrap();
+        assert_eq!(d.records[0].1.status, PhaseStatus::Failed);
     }
 
     #[test]
