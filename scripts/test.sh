@@ -28,4 +28,16 @@ export HULEEDU_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
 export HULEEDU_TEST_REDIS="$REDIS_URL"
 unset KAFKA_BOOTSTRAP_SERVERS REDIS_URL
 echo "==> cargo test"
-cargo test --workspace --locked "$@"
+log="$INFRA_DIR/cargo-test.log"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: the sum of every test binary's result line
+# (libtest's "test result: ... N passed; M failed" and the end-to-end harness's "N passed, M failed").
+awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+  /^[a-z0-9-]+: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+  END { printf "\ntotal: %d passed, %d failed\n", p, f }
+' "$log"
+exit "$status"
