@@ -6,6 +6,7 @@
 //! ([`unique`]), so tests run in parallel without sharing state. Waiting is always for a
 //! condition with a deadline ([`wait_until`], [`TopicReader::wait_for`]), never a fixed sleep.
 
+pub mod observer;
 pub mod stack;
 
 use std::future::Future;

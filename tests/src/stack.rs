@@ -3,14 +3,30 @@
 //!
 //! Everything runs as child processes that are killed when the [`Stack`] is dropped. Each
 //! stack has its own broker, so stacks never see each other's events.
+//!
+//! A stack can run several replicas of the orchestrator and of the conductor
+//! ([`StackOptions::bos_replicas`], [`StackOptions::bcs_replicas`]): each replica is a separate
+//! process with its own HTTP port, in the service's one consumer group. Replica 1 of a service is
+//! named like the binary (`batch-orchestrator`), replica *n* `batch-orchestrator#n`. With more
+//! than one conductor, the orchestrators reach them through a small TCP balancer in the test
+//! process ([`Stack::bcs_url`]), as they would through a Kubernetes service.
+//!
+//! Fault injection: [`Stack::kill`] (SIGKILL), [`Stack::terminate`] (SIGTERM, timed),
+//! [`Stack::spawn_service`] (restart a replica), [`Stack::restart_broker`] and
+//! [`Stack::restart_redis`] (SIGKILL and start again on the same port and data directory; with
+//! [`StackOptions::durable`] the broker keeps its topics and group offsets in SQLite and Redis its
+//! data in an append-only file).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -37,6 +53,31 @@ fn binary(name: &str) -> PathBuf {
     p
 }
 
+/// The orchestrator's binary (and the name of its first replica).
+pub const BOS: &str = "batch-orchestrator";
+/// The conductor's binary (and the name of its first replica).
+pub const BCS: &str = "batch-conductor";
+/// The reference worker's binary.
+pub const SIM: &str = "els-simulator";
+/// The broker process.
+pub const BROKER: &str = "tansu";
+/// The Redis process.
+pub const REDIS: &str = "redis";
+
+/// The name of replica `n` (1-based) of `service`: `service` itself for the first.
+pub fn replica_name(service: &str, n: usize) -> String {
+    if n <= 1 {
+        service.to_owned()
+    } else {
+        format!("{service}#{n}")
+    }
+}
+
+/// The binary a replica name runs (`batch-orchestrator#2` → `batch-orchestrator`).
+pub fn service_of(name: &str) -> &str {
+    name.split('#').next().unwrap_or(name)
+}
+
 /// Settings of one stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -49,6 +90,10 @@ pub struct StackOptions {
     pub sim_env: Vec<(String, String)>,
     /// Use SQLite for the broker and AOF for Redis (restartable without loss).
     pub durable: bool,
+    /// Orchestrator processes in one consumer group (at least 1).
+    pub bos_replicas: usize,
+    /// Conductor processes in one consumer group (at least 1).
+    pub bcs_replicas: usize,
 }
 
 impl StackOptions {
@@ -59,6 +104,8 @@ impl StackOptions {
             bcs_env: vec![],
             sim_env: vec![],
             durable: false,
+            bos_replicas: 1,
+            bcs_replicas: 1,
         }
     }
 }
@@ -66,17 +113,46 @@ impl StackOptions {
 /// The operator token every test stack's conductor and orchestrator accept.
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
 
+/// One service process the stack can (re)start.
+#[derive(Debug, Clone)]
+struct Instance {
+    env: Vec<(String, String)>,
+    url: String,
+}
+
+/// How a process ended after [`Stack::terminate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    /// The exit status; `None` when it did not exit within the bound and was killed.
+    pub status: Option<ExitStatus>,
+    /// From the signal to the exit (or to the bound).
+    pub took: Duration,
+}
+
+impl Stopped {
+    /// Exited by itself with code 0.
+    pub fn clean(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
 /// A running system.
 #[derive(Debug)]
 pub struct Stack {
     pub kafka: String,
     pub redis: String,
+    /// The first orchestrator replica.
     pub bos_url: String,
+    /// The conductor: its only replica, or the balancer in front of all replicas.
     pub bcs_url: String,
     pub sim_url: String,
     pub dir: PathBuf,
-    procs: HashMap<&'static str, Child>,
-    envs: HashMap<&'static str, Vec<(String, String)>>,
+    kafka_port: u16,
+    redis_port: u16,
+    durable: bool,
+    procs: HashMap<String, Child>,
+    instances: BTreeMap<String, Instance>,
+    balancer: Option<CancellationToken>,
 }
 
 async fn wait_port(port: u16, what: &str, timeout: Duration) {
@@ -93,12 +169,18 @@ async fn wait_port(port: u16, what: &str, timeout: Duration) {
     }
 }
 
+/// A log file of the stack, appended to (restarts keep the earlier lines).
 fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file")
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("log file")
 }
 
 impl Stack {
-    /// Start broker, Redis, conductor, orchestrator and simulator; wait until all are ready.
+    /// Start broker, Redis, conductor(s), orchestrator(s) and simulator; wait until all are
+    /// ready.
     pub async fn start(opts: StackOptions) -> Stack {
         let dir = std::env::temp_dir().join(crate::unique(&format!("huleedu-e2e-{}", opts.name)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -106,56 +188,26 @@ impl Stack {
         let rport = free_port();
         let kafka = format!("127.0.0.1:{kport}");
         let redis = format!("redis://127.0.0.1:{rport}");
-        let mut procs = HashMap::new();
 
-        let storage = if opts.durable {
-            "sqlite://tansu.db"
-        } else {
-            "memory://tansu/"
+        let mut stack = Stack {
+            kafka: kafka.clone(),
+            redis: redis.clone(),
+            bos_url: String::new(),
+            bcs_url: String::new(),
+            sim_url: String::new(),
+            dir,
+            kafka_port: kport,
+            redis_port: rport,
+            durable: opts.durable,
+            procs: HashMap::new(),
+            instances: BTreeMap::new(),
+            balancer: None,
         };
-        let tansu = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://{kafka}"),
-                "--advertised-listener-url",
-                &format!("tcp://{kafka}"),
-                "--storage-engine",
-                storage,
-            ])
-            .current_dir(&dir)
-            .stdout(log_file(&dir, "tansu"))
-            .stderr(Stdio::from(log_file(&dir, "tansu.err")))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tansu is installed (scripts/test.sh installs it)");
-        procs.insert("tansu", tansu);
-        let aof: &[&str] = if opts.durable {
-            &["--appendonly", "yes", "--appendfsync", "everysec"]
-        } else {
-            &["--appendonly", "no"]
-        };
-        let redis_proc = Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(aof)
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(log_file(&dir, "redis"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        procs.insert("redis", redis_proc);
+        stack.spawn_broker();
+        stack.spawn_redis();
         wait_port(kport, "tansu", Duration::from_secs(30)).await;
         wait_port(rport, "redis", Duration::from_secs(30)).await;
 
-        let (bcs_port, bos_port, sim_port) = (free_port(), free_port(), free_port());
         let common = |group: &str| -> Vec<(String, String)> {
             vec![
                 ("KAFKA_BOOTSTRAP_SERVERS".into(), kafka.clone()),
@@ -167,65 +219,275 @@ impl Stack {
                 ("OPERATOR_TOKEN".into(), OPERATOR_TOKEN.into()),
             ]
         };
-        let mut bcs_env = common("bcs-event-consumer");
-        bcs_env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{bcs_port}")));
-        bcs_env.extend(opts.bcs_env.clone());
-        let mut bos_env = common("batch-orchestrator-consumers");
-        bos_env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{bos_port}")));
-        bos_env.push(("BCS_URL".into(), format!("http://127.0.0.1:{bcs_port}")));
-        bos_env.extend(opts.bos_env.clone());
+        let bcs_ports: Vec<u16> = (0..opts.bcs_replicas.max(1)).map(|_| free_port()).collect();
+        for (i, port) in bcs_ports.iter().enumerate() {
+            let mut env = common("bcs-event-consumer");
+            env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            env.extend(opts.bcs_env.clone());
+            stack.instances.insert(
+                replica_name(BCS, i + 1),
+                Instance {
+                    env,
+                    url: format!("http://127.0.0.1:{port}"),
+                },
+            );
+        }
+        stack.bcs_url = if bcs_ports.len() > 1 {
+            let (port, stop) = start_balancer(bcs_ports.clone()).await;
+            stack.balancer = Some(stop);
+            format!("http://127.0.0.1:{port}")
+        } else {
+            format!("http://127.0.0.1:{}", bcs_ports[0])
+        };
+        for i in 0..opts.bos_replicas.max(1) {
+            let port = free_port();
+            let mut env = common("batch-orchestrator-consumers");
+            env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            env.push(("BCS_URL".into(), stack.bcs_url.clone()));
+            env.extend(opts.bos_env.clone());
+            stack.instances.insert(
+                replica_name(BOS, i + 1),
+                Instance {
+                    env,
+                    url: format!("http://127.0.0.1:{port}"),
+                },
+            );
+        }
+        let sim_port = free_port();
         let mut sim_env = common("els-simulator");
         sim_env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{sim_port}")));
         sim_env.extend(opts.sim_env.clone());
+        stack.instances.insert(
+            SIM.to_owned(),
+            Instance {
+                env: sim_env,
+                url: format!("http://127.0.0.1:{sim_port}"),
+            },
+        );
+        stack.bos_url = stack.instances[BOS].url.clone();
+        stack.sim_url = stack.instances[SIM].url.clone();
 
-        let mut stack = Stack {
-            kafka,
-            redis,
-            bos_url: format!("http://127.0.0.1:{bos_port}"),
-            bcs_url: format!("http://127.0.0.1:{bcs_port}"),
-            sim_url: format!("http://127.0.0.1:{sim_port}"),
-            dir,
-            procs,
-            envs: HashMap::from([
-                ("batch-conductor", bcs_env),
-                ("batch-orchestrator", bos_env),
-                ("els-simulator", sim_env),
-            ]),
-        };
-        for name in ["batch-conductor", "batch-orchestrator", "els-simulator"] {
+        // Conductors first (the orchestrators call them), then the rest.
+        let mut order = stack.replicas(BCS);
+        order.extend(stack.replicas(BOS));
+        order.push(SIM.to_owned());
+        for name in &order {
             stack.spawn_service(name);
         }
-        for url in [&stack.bcs_url, &stack.bos_url, &stack.sim_url] {
-            wait_ready(url, Duration::from_secs(60)).await;
+        for name in &order {
+            wait_ready(stack.url(name), Duration::from_secs(60)).await;
         }
         stack
     }
 
-    /// (Re)start one of the three services with its stack environment.
-    pub fn spawn_service(&mut self, name: &'static str) {
-        let env = self.envs[name].clone();
-        let child = Command::new(binary(name))
+    /// The replica names of `service` (`batch-orchestrator`, `batch-orchestrator#2`, ...).
+    pub fn replicas(&self, service: &str) -> Vec<String> {
+        self.instances
+            .keys()
+            .filter(|n| service_of(n) == service)
+            .cloned()
+            .collect()
+    }
+
+    /// The HTTP base URL of one replica.
+    pub fn url(&self, name: &str) -> &str {
+        &self
+            .instances
+            .get(name)
+            .unwrap_or_else(|| panic!("no service instance named {name}"))
+            .url
+    }
+
+    /// Whether a process of the stack is running (started and not exited).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.procs
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process id of a running process of the stack.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.get(name).and_then(Child::id)
+    }
+
+    /// (Re)start one service replica with its stack environment. Its log is appended to
+    /// `<dir>/<name>.log`.
+    pub fn spawn_service(&mut self, name: &str) {
+        let env = self
+            .instances
+            .get(name)
+            .unwrap_or_else(|| panic!("no service instance named {name}"))
+            .env
+            .clone();
+        let child = Command::new(binary(service_of(name)))
             .envs(env)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join(format!("{name}.log")))
-                    .unwrap(),
-            ))
+            .stderr(Stdio::from(log_file(&self.dir, name)))
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        self.procs.insert(name, child);
+        self.procs.insert(name.to_owned(), child);
     }
 
-    /// SIGKILL one process of the stack.
+    /// SIGKILL one process of the stack and reap it.
     pub async fn kill(&mut self, name: &str) {
         if let Some(mut c) = self.procs.remove(name) {
             let _ = c.start_kill();
             let _ = c.wait().await;
         }
+    }
+
+    /// SIGTERM one process and wait up to `bound` for it to exit; SIGKILL it after that.
+    pub async fn terminate(&mut self, name: &str, bound: Duration) -> Stopped {
+        let Some(mut c) = self.procs.remove(name) else {
+            return Stopped {
+                status: None,
+                took: Duration::ZERO,
+            };
+        };
+        let start = Instant::now();
+        if let Some(pid) = c.id() {
+            // The workspace forbids unsafe code, so no libc::kill: the `kill` command will do.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(bound, c.wait()).await {
+            Ok(Ok(status)) => Stopped {
+                status: Some(status),
+                took: start.elapsed(),
+            },
+            _ => {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+                Stopped {
+                    status: None,
+                    took: start.elapsed(),
+                }
+            }
+        }
+    }
+
+    fn spawn_broker(&mut self) {
+        let storage = if self.durable {
+            // Relative to the working directory (tansu does not take an absolute path).
+            "sqlite://tansu.db"
+        } else {
+            "memory://tansu/"
+        };
+        let url = format!("tcp://{}", self.kafka);
+        let tansu = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ])
+            .current_dir(&self.dir)
+            .stdout(log_file(&self.dir, "tansu"))
+            .stderr(Stdio::from(log_file(&self.dir, "tansu.err")))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu is installed (scripts/test.sh installs it)");
+        self.procs.insert(BROKER.to_owned(), tansu);
+    }
+
+    fn spawn_redis(&mut self) {
+        let aof: &[&str] = if self.durable {
+            &["--appendonly", "yes", "--appendfsync", "everysec"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let redis = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(aof)
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(log_file(&self.dir, "redis"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        self.procs.insert(REDIS.to_owned(), redis);
+    }
+
+    /// Start a process again on its port after it was killed, retrying while the port is not
+    /// yet free (the old listener may linger for a moment).
+    async fn respawn_infra(&mut self, name: &str, port: u16, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if name == BROKER {
+                self.spawn_broker();
+            } else {
+                self.spawn_redis();
+            }
+            let attempt = Instant::now();
+            while attempt.elapsed() < Duration::from_secs(5) {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                if !self.is_running(name) {
+                    break; // exited (e.g. the port was still taken): start it again
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            self.kill(name).await;
+            assert!(
+                start.elapsed() < timeout,
+                "{name} did not come back on port {port} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILL the broker.
+    pub async fn kill_broker(&mut self) {
+        self.kill(BROKER).await;
+    }
+
+    /// Start the broker again on the same port and data directory; returns when it accepts
+    /// connections.
+    pub async fn start_broker(&mut self) {
+        self.respawn_infra(BROKER, self.kafka_port, Duration::from_secs(30))
+            .await;
+    }
+
+    /// SIGKILL Redis.
+    pub async fn kill_redis(&mut self) {
+        self.kill(REDIS).await;
+    }
+
+    /// Start Redis again on the same port and directory (it reloads its append-only file when
+    /// the stack is durable); returns when it accepts connections.
+    pub async fn start_redis(&mut self) {
+        self.respawn_infra(REDIS, self.redis_port, Duration::from_secs(30))
+            .await;
+    }
+
+    /// SIGKILL the broker, wait `down`, start it again.
+    pub async fn restart_broker(&mut self, down: Duration) {
+        self.kill_broker().await;
+        tokio::time::sleep(down).await;
+        self.start_broker().await;
+    }
+
+    /// SIGKILL Redis, wait `down`, start it again.
+    pub async fn restart_redis(&mut self, down: Duration) {
+        self.kill_redis().await;
+        tokio::time::sleep(down).await;
+        self.start_redis().await;
     }
 
     /// The tail of a process's log (for failure messages).
@@ -239,6 +501,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if let Some(stop) = &self.balancer {
+            stop.cancel();
+        }
         for (_, c) in self.procs.iter_mut() {
             let _ = c.start_kill();
         }
@@ -246,6 +511,49 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A TCP balancer on a free port of 127.0.0.1: each connection goes to the next backend (round
+/// robin) that accepts it. Stops accepting when the token is cancelled.
+async fn start_balancer(backends: Vec<u16>) -> (u16, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("balancer port");
+    let port = listener.local_addr().expect("balancer address").port();
+    let stop = CancellationToken::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let token = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = tokio::select! {
+                _ = token.cancelled() => break,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            let first = next.fetch_add(1, Ordering::Relaxed);
+            let backends = backends.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                for i in 0..backends.len() {
+                    let port = backends[(first + i) % backends.len()];
+                    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+                    if let Ok(Ok(mut server)) =
+                        tokio::time::timeout(Duration::from_secs(1), connect).await
+                    {
+                        tokio::select! {
+                            _ = token.cancelled() => {}
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        }
+                        return;
+                    }
+                }
+                // No backend is up: closing the connection makes the caller retry.
+            });
+        }
+    });
+    (port, stop)
 }
 
 /// Wait until `GET {url}/readyz` answers 200.
