@@ -106,6 +106,20 @@ impl Producer {
         }
     }
 
+    /// Can the broker be reached? A metadata request with a time-out (readiness probes).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| format!("broker unreachable: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// Wait until every queued message is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.inner.flush(timeout) {

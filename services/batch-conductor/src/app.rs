@@ -94,6 +94,13 @@ impl App {
                     }
                 }
             })
+            .check("broker", {
+                let producer = producer.clone();
+                move || {
+                    let producer = producer.clone();
+                    async move { producer.ping(std::time::Duration::from_secs(1)).await }
+                }
+            })
             .check("redis", move || redis_ready(ping_store.clone()));
         let state = AppState::from_parts(
             store,

@@ -84,6 +84,13 @@ impl App {
                     }
                 }
             })
+            .check("broker", {
+                let producer = producer.clone();
+                move || {
+                    let producer = producer.clone();
+                    async move { producer.ping(std::time::Duration::from_secs(1)).await }
+                }
+            })
             .check("redis", {
                 let store = store.clone();
                 move || {
