@@ -424,3 +424,13 @@ async fn an_oversized_message_is_dead_lettered_without_reaching_the_handler() {
     assert_eq!(handler.attempts(&big), 0, "the handler never saw it");
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_ping_tells_whether_the_broker_answers() {
+    let live = Producer::new(&kafka_settings("it", "grp", 1)).unwrap();
+    assert_eq!(live.ping(Duration::from_secs(5)).await, Ok(()));
+    let dead_addr = format!("127.0.0.1:{}", huleedu_it::stack::free_port());
+    let dead = Producer::new(&KafkaSettings::local(&dead_addr, "it", "grp")).unwrap();
+    let err = dead.ping(Duration::from_millis(500)).await.unwrap_err();
+    assert!(err.contains("broker unreachable"), "{err}");
+}
