@@ -80,6 +80,31 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Copy what a test needs out of a consumed message.
+    pub fn from_message<M: Message>(m: &M) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Seen {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+
     pub fn payload_str(&self) -> &str {
         std::str::from_utf8(&self.payload).unwrap_or("<binary>")
     }
@@ -131,28 +156,7 @@ impl TopicReader {
                     m = consumer.recv() => m,
                 };
                 let Ok(m) = m else { continue };
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let seen = Seen {
-                    topic: m.topic().to_owned(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                };
+                let seen = Seen::from_message(&m);
                 s.lock().unwrap().push(seen);
             }
             tokio::task::spawn_blocking(move || drop(consumer));

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use huleedu_contracts::topics;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -242,28 +242,7 @@ impl Observer {
                     m = consumer.recv() => m,
                 };
                 let Ok(m) = m else { continue };
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let seen = Seen {
-                    topic: m.topic().to_owned(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                };
+                let seen = Seen::from_message(&m);
                 let rec = Record {
                     timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
                     seen,
