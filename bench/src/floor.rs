@@ -1,0 +1,276 @@
+//! The floor: a minimal relay with the services' client settings, and its measurement.
+//!
+//! The relay process consumes `bench.floor.in`, produces each message unchanged (same key,
+//! same bytes) to `bench.floor.out`, awaits the broker's ack and stores the offset — what every
+//! service's consumer runner must do at least once per hop, and nothing else. Both topics have
+//! the services' partition count (`TOPIC_PARTITIONS`, default 3) and the relay uses
+//! `KafkaSettings::consumer_config` / `producer_config` unchanged.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use huleedu_kafka::{provision_topics, KafkaSettings, Producer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::launch::Proc;
+use crate::reader::{now_us, Kind, Reader};
+use crate::stats::{Dist, Rss};
+
+pub const FLOOR_IN: &str = "bench.floor.in";
+pub const FLOOR_OUT: &str = "bench.floor.out";
+/// Size of a floor message, close to the services' commands and outcomes for 5 essays.
+const PAYLOAD_BYTES: usize = 1000;
+
+/// Kafka settings exactly as a service builds them from this process's environment (so a
+/// `KAFKA_FETCH_WAIT_MAX_MS` given to the run applies to the floor and the services alike),
+/// with the run's broker and the given client id and group.
+pub fn kafka_settings(kafka: &str, client_id: &str, group: &str) -> anyhow::Result<KafkaSettings> {
+    let mut s = KafkaSettings::from_env(
+        &huleedu_service::settings::Env::from_process(),
+        client_id,
+        group,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    s.bootstrap_servers = kafka.to_owned();
+    s.consumer_group = group.to_owned();
+    Ok(s)
+}
+
+/// The relay process's main loop.
+pub async fn relay_process(
+    kafka: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    let settings = kafka_settings(kafka, "bench-floor-relay", group)?;
+    let consumer: StreamConsumer = settings.consumer_config().create()?;
+    consumer.subscribe(&[input])?;
+    let producer = Producer::new(&settings)?;
+    loop {
+        let m = match consumer.recv().await {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("relay: consumer error {e}");
+                continue;
+            }
+        };
+        let payload = m.payload().unwrap_or_default();
+        loop {
+            match producer.send_parts(output, m.key(), payload, &[]).await {
+                Ok(_) => break,
+                Err(e) => {
+                    eprintln!("relay: produce failed {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        consumer.store_offset(m.topic(), m.partition(), m.offset())?;
+    }
+}
+
+/// Enqueues messages in call order (the idempotent producer keeps that order per partition)
+/// and counts failed deliveries in the background.
+#[derive(Clone)]
+pub struct Sender {
+    inner: FutureProducer,
+    pub failures: Arc<AtomicU64>,
+}
+
+impl Sender {
+    pub fn new(kafka: &str) -> anyhow::Result<Self> {
+        let settings = kafka_settings(kafka, "bench-driver", "bench-driver")?;
+        Ok(Self {
+            inner: settings.producer_config().create()?,
+            failures: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Enqueue now (waiting while librdkafka's queue is full); the ack is awaited elsewhere.
+    pub async fn enqueue(&self, topic: &str, key: &str, payload: &[u8]) {
+        let mut record = FutureRecord::<str, [u8]>::to(topic)
+            .key(key)
+            .payload(payload);
+        loop {
+            match self.inner.send_result(record) {
+                Ok(delivery) => {
+                    let failures = self.failures.clone();
+                    tokio::spawn(async move {
+                        if !matches!(delivery.await, Ok(Ok(_))) {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    return;
+                }
+                Err((_, r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+}
+
+fn floor_payload(key: &str, seq: u64) -> Vec<u8> {
+    let head = format!("{{\"k\":\"{key}\",\"s\":{seq},\"t\":{},\"p\":\"", now_us());
+    let mut s = head.into_bytes();
+    while s.len() < PAYLOAD_BYTES - 2 {
+        s.push(b'x');
+    }
+    s.extend_from_slice(b"\"}");
+    s
+}
+
+/// What the floor measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorResult {
+    /// Hop latency with one message in flight (ms).
+    pub hop_ms: Dist,
+    /// Messages/s with `inflight` messages in flight.
+    pub msgs_per_sec: f64,
+    pub inflight: usize,
+    /// Hop latency under that load (ms).
+    pub loaded_hop_ms: Dist,
+    pub relay_rss_kib: Option<Rss>,
+    pub failed_sends: u64,
+    /// Cores used on average by each process during the throughput window.
+    pub cpu_cores: std::collections::BTreeMap<String, f64>,
+}
+
+/// Start the relay, measure it, stop it.
+pub async fn measure(
+    kafka: &str,
+    bin: &Path,
+    run_dir: &Path,
+    hops: usize,
+    inflight: usize,
+    secs: u64,
+) -> anyhow::Result<FloorResult> {
+    let settings = kafka_settings(kafka, "bench", "bench")?;
+    provision_topics(&settings, &[FLOOR_IN, FLOOR_OUT])
+        .await
+        .context("floor topics")?;
+    let group = format!("bench-floor-{}", uuid::Uuid::new_v4().simple());
+    let relay = Proc::spawn(
+        "floor-relay",
+        bin,
+        &[
+            "relay", "--kafka", kafka, "--input", FLOOR_IN, "--output", FLOOR_OUT, "--group",
+            &group,
+        ],
+        &[],
+        run_dir,
+    )?;
+    let mut reader = Reader::start(kafka, &[FLOOR_OUT]).await?;
+    let sender = Sender::new(kafka)?;
+
+    // Warm-up: until the relay has joined its group and relays on every partition.
+    let warm_keys: Vec<String> = (0..12).map(|i| format!("warm-{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pending: std::collections::HashSet<String> = warm_keys.iter().cloned().collect();
+    let mut next_send = Instant::now();
+    while !pending.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the floor relay did not start relaying within 60 s (see {}/floor-relay.log)",
+            run_dir.display()
+        );
+        if Instant::now() >= next_send {
+            for k in &pending {
+                sender.enqueue(FLOOR_IN, k, &floor_payload(k, 0)).await;
+            }
+            next_send = Instant::now() + Duration::from_secs(2);
+        }
+        if let Ok(Some(o)) =
+            tokio::time::timeout(Duration::from_millis(100), reader.rx.recv()).await
+        {
+            pending.remove(&o.key);
+        }
+    }
+    // Let stragglers of the warm-up arrive, then drop them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while reader.rx.try_recv().is_ok() {}
+
+    // Latency: one message in flight.
+    let mut hop = Vec::with_capacity(hops);
+    for seq in 0..hops as u64 {
+        sender
+            .enqueue(FLOOR_IN, "lat", &floor_payload("lat", seq))
+            .await;
+        loop {
+            let o = tokio::time::timeout(Duration::from_secs(10), reader.rx.recv())
+                .await
+                .context("floor hop did not arrive within 10 s")?
+                .context("reader stopped")?;
+            if o.kind == Kind::Floor && o.key == "lat" {
+                hop.push((o.at_us - o.produced_us) as f64 / 1000.0);
+                break;
+            }
+        }
+    }
+
+    // Throughput: `inflight` keys, each sending its next message when the last one arrives.
+    let keys: Vec<String> = (0..inflight).map(|i| format!("f{i}")).collect();
+    let mut seq: HashMap<String, u64> = HashMap::new();
+    for k in &keys {
+        sender.enqueue(FLOOR_IN, k, &floor_payload(k, 0)).await;
+        seq.insert(k.clone(), 0);
+    }
+    let start = Instant::now();
+    let mut pids = crate::stats::infra_pids();
+    pids.push(("floor relay".to_owned(), relay.pid));
+    let cpu = crate::stats::CpuMeter::start(pids);
+    let window_start = start + Duration::from_secs(1);
+    let window_end = window_start + Duration::from_secs(secs);
+    let mut in_window = 0u64;
+    let mut loaded = Vec::new();
+    while Instant::now() < window_end {
+        let Ok(Some(o)) = tokio::time::timeout(Duration::from_millis(200), reader.rx.recv()).await
+        else {
+            continue;
+        };
+        let now = Instant::now();
+        if now >= window_start && now < window_end {
+            in_window += 1;
+            loaded.push((o.at_us - o.produced_us) as f64 / 1000.0);
+        }
+        if let Some(s) = seq.get_mut(&o.key) {
+            *s += 1;
+            let n = *s;
+            sender
+                .enqueue(FLOOR_IN, &o.key, &floor_payload(&o.key, n))
+                .await;
+        }
+    }
+    let msgs_per_sec = in_window as f64 / secs as f64;
+    let cpu_cores = cpu.finish();
+    let relay_rss_kib = relay.rss();
+    // Drain what is still in flight before stopping.
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < drain_until {
+        if tokio::time::timeout(Duration::from_millis(500), reader.rx.recv())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    reader.stop();
+    relay.stop().await;
+    Ok(FloorResult {
+        hop_ms: Dist::of(hop),
+        msgs_per_sec,
+        inflight,
+        loaded_hop_ms: Dist::of(loaded),
+        relay_rss_kib,
+        failed_sends: sender.failures.load(Ordering::Relaxed),
+        cpu_cores,
+    })
+}

@@ -1,0 +1,375 @@
+//! The table (stdout) and the JSON file.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::stats::Dist;
+use crate::system::Results;
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub figure: String,
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    /// The floor figure it is compared with.
+    pub floor: Option<f64>,
+    /// value / floor.
+    pub ratio: Option<f64>,
+    pub target: Option<String>,
+    pub met: Option<bool>,
+}
+
+fn row(
+    figure: impl Into<String>,
+    value: Option<f64>,
+    unit: &'static str,
+    floor: Option<f64>,
+) -> Row {
+    let ratio = match (value, floor) {
+        (Some(v), Some(f)) if f > 0.0 => Some(v / f),
+        _ => None,
+    };
+    Row {
+        figure: figure.into(),
+        value,
+        unit,
+        floor,
+        ratio,
+        target: None,
+        met: None,
+    }
+}
+
+impl Row {
+    fn ratio_at_most(mut self, max: f64) -> Self {
+        self.target = Some(format!("ratio <= {max}"));
+        self.met = self.ratio.map(|r| r <= max);
+        self
+    }
+    fn ratio_at_least(mut self, min: f64) -> Self {
+        self.target = Some(format!("ratio >= {min}"));
+        self.met = self.ratio.map(|r| r >= min);
+        self
+    }
+    fn value_at_most(mut self, max: f64, text: &str) -> Self {
+        self.target = Some(text.to_owned());
+        self.met = self.value.map(|v| v <= max);
+        self
+    }
+    fn value_below(mut self, max: f64, text: &str) -> Self {
+        self.target = Some(text.to_owned());
+        self.met = self.value.map(|v| v < max);
+        self
+    }
+}
+
+fn some(d: &Dist, f: impl Fn(&Dist) -> f64) -> Option<f64> {
+    (d.n > 0).then(|| f(d))
+}
+
+/// The table rows of a run.
+pub fn rows(r: &Results) -> Vec<Row> {
+    let f = &r.floor;
+    let hop50 = some(&f.hop_ms, |d| d.p50);
+    let hop99 = some(&f.hop_ms, |d| d.p99);
+    let rate = Some(f.msgs_per_sec);
+    let t = &r.throughput;
+    let l = &r.latency_run;
+    let mut rows = vec![
+        row("floor: relay hop p50 (1 in flight)", hop50, "ms", hop50),
+        row("floor: relay hop p99 (1 in flight)", hop99, "ms", hop99),
+        row(
+            format!("floor: relay msgs/s ({} in flight)", f.inflight),
+            rate,
+            "1/s",
+            rate,
+        ),
+        row(
+            "floor: relay hop p50 (loaded)",
+            some(&f.loaded_hop_ms, |d| d.p50),
+            "ms",
+            None,
+        ),
+        row(
+            "floor: relay hop p99 (loaded)",
+            some(&f.loaded_hop_ms, |d| d.p99),
+            "ms",
+            None,
+        ),
+        row(
+            "floor: relay RSS",
+            f.relay_rss_kib.map(|k| k as f64 / 1024.0),
+            "MiB",
+            None,
+        ),
+        row(
+            "phase transitions/s (loaded)",
+            Some(t.transitions_per_sec),
+            "1/s",
+            rate,
+        )
+        .ratio_at_least(0.5),
+        row(
+            "pipelines/s (loaded)",
+            Some(t.pipelines_per_sec),
+            "1/s",
+            rate,
+        ),
+        row(
+            "per-transition overhead p50 (outcome -> next event)",
+            some(&l.transition_ms, |d| d.p50),
+            "ms",
+            hop50,
+        )
+        .ratio_at_most(1.25),
+        row(
+            "per-transition overhead p99 (outcome -> next event)",
+            some(&l.transition_ms, |d| d.p99),
+            "ms",
+            hop99,
+        )
+        .ratio_at_most(2.0),
+        row(
+            "pipeline handover p50 (last outcome -> next pipeline's command)",
+            some(&l.handover_ms, |d| d.p50),
+            "ms",
+            hop50,
+        ),
+        row(
+            "pipeline handover p99",
+            some(&l.handover_ms, |d| d.p99),
+            "ms",
+            hop99,
+        ),
+        row(
+            "request -> terminal p50 (1 batch at a time)",
+            some(&l.request_to_terminal_ms, |d| d.p50),
+            "ms",
+            hop50,
+        ),
+        row(
+            "request -> terminal p99 (1 batch at a time)",
+            some(&l.request_to_terminal_ms, |d| d.p99),
+            "ms",
+            hop99,
+        ),
+        row(
+            "request -> first command p50",
+            some(&l.request_to_first_command_ms, |d| d.p50),
+            "ms",
+            hop50,
+        ),
+        row(
+            "request -> first command p99",
+            some(&l.request_to_first_command_ms, |d| d.p99),
+            "ms",
+            hop99,
+        ),
+        row(
+            "loaded: per-transition overhead p50",
+            some(&t.latencies.transition_ms, |d| d.p50),
+            "ms",
+            some(&f.loaded_hop_ms, |d| d.p50),
+        ),
+        row(
+            "loaded: per-transition overhead p99",
+            some(&t.latencies.transition_ms, |d| d.p99),
+            "ms",
+            some(&f.loaded_hop_ms, |d| d.p99),
+        ),
+        row(
+            "loaded: request -> terminal p50 (3 queued per batch)",
+            some(&t.latencies.request_to_terminal_ms, |d| d.p50),
+            "ms",
+            None,
+        ),
+        row(
+            "loaded: request -> terminal p99 (3 queued per batch)",
+            some(&t.latencies.request_to_terminal_ms, |d| d.p99),
+            "ms",
+            None,
+        ),
+        row(
+            "conductor resolve p50 (define timed directly)",
+            some(&r.resolve_direct_ms, |d| d.p50),
+            "ms",
+            hop50,
+        ),
+        row(
+            "conductor resolve p99 (define timed directly)",
+            some(&r.resolve_direct_ms, |d| d.p99),
+            "ms",
+            hop99,
+        ),
+        row(
+            "conductor resolve p50 (bcs_resolve_duration_seconds, loaded)",
+            t.resolve_hist_p50_ms,
+            "ms",
+            hop50,
+        ),
+        row(
+            "conductor resolve p99 (bcs_resolve_duration_seconds, loaded)",
+            t.resolve_hist_p99_ms,
+            "ms",
+            hop99,
+        ),
+    ];
+    if let Some(a) = &r.attribution {
+        for (svc, per) in &a.per_transition {
+            if svc == crate::monitor::INSIDE_SCRIPTS {
+                continue;
+            }
+            rows.push(
+                row(
+                    format!("Redis round trips per transition: {svc}"),
+                    Some(*per),
+                    "calls",
+                    None,
+                )
+                .value_at_most(2.0, "<= 2"),
+            );
+        }
+        rows.push(row(
+            "Redis round trips per transition: all services",
+            Some(a.round_trips_per_transition),
+            "calls",
+            None,
+        ));
+        if let Some(inside) = a.per_transition.get(crate::monitor::INSIDE_SCRIPTS) {
+            rows.push(row(
+                "  (+ commands run inside scripts, not round trips)",
+                Some(*inside),
+                "calls",
+                None,
+            ));
+        }
+    }
+    rows.push(row(
+        "INFO commandstats calls per transition (loaded, incl. inside scripts)",
+        Some(t.redis_calls_per_transition),
+        "calls",
+        None,
+    ));
+    for (cmd, calls) in &t.redis_calls {
+        rows.push(row(
+            format!("  {cmd}"),
+            Some(*calls as f64 / t.latencies.transitions.max(1) as f64),
+            "calls",
+            None,
+        ));
+    }
+    rows.push(row(
+        "broker messages published per transition (loaded; floor: 2 per hop)",
+        Some(t.messages_per_transition),
+        "msgs",
+        Some(2.0),
+    ));
+    for (name, cores) in &f.cpu_cores {
+        rows.push(row(
+            format!("CPU, floor throughput: {name}"),
+            Some(*cores),
+            "cores",
+            None,
+        ));
+    }
+    for (name, cores) in &t.cpu_cores {
+        rows.push(row(
+            format!("CPU, system throughput: {name}"),
+            Some(*cores),
+            "cores",
+            None,
+        ));
+    }
+    let relay_mib = f.relay_rss_kib.map(|k| k as f64 / 1024.0);
+    if let Some(m) = &r.memory {
+        for (svc, kib) in &m.rss_live_kib {
+            rows.push(
+                row(
+                    format!("RSS {svc} ({} live batches)", m.live_batches_bos),
+                    kib.map(|k| k as f64 / 1024.0),
+                    "MiB",
+                    relay_mib,
+                )
+                .value_at_most(64.0, "<= 64 MiB"),
+            );
+        }
+        for (svc, before) in &m.rss_live_kib {
+            let after = m.rss_after_soak_kib.get(svc).copied().flatten();
+            let growth = match (before, after) {
+                (Some(b), Some(a)) if *b > 0 => Some((a as f64 - *b as f64) / *b as f64 * 100.0),
+                _ => None,
+            };
+            rows.push(
+                row(
+                    format!("RSS growth {svc} over {}-event soak", m.soak_events),
+                    growth,
+                    "%",
+                    None,
+                )
+                .value_below(5.0, "< 5 %"),
+            );
+        }
+    }
+    rows
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+/// Print the table and write `{results, table}` as JSON to `out`.
+pub fn print_and_write(r: &Results, out: &Path) -> anyhow::Result<()> {
+    let rows = rows(r);
+    println!();
+    println!(
+        "machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.mem_total_mib,
+        r.machine.loadavg_start,
+        r.machine.loadavg_end
+    );
+    println!(
+        "{:<66} {:>10} {:<5} {:>9} {:>8}  {:<12} met",
+        "figure", "value", "unit", "floor", "ratio", "target"
+    );
+    println!("{}", "-".repeat(120));
+    for row in &rows {
+        println!(
+            "{:<66} {:>10} {:<5} {:>9} {:>8}  {:<12} {}",
+            row.figure,
+            fmt(row.value),
+            row.unit,
+            fmt(row.floor),
+            row.ratio
+                .map(|x| format!("{x:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+            row.target.clone().unwrap_or_default(),
+            match row.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            }
+        );
+    }
+    if r.failed_sends > 0 || r.throughput.failed_terminals > 0 {
+        println!(
+            "warning: {} sends failed, {} terminal events were not completed_successfully",
+            r.failed_sends, r.throughput.failed_terminals
+        );
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::json!({ "results": r, "table": rows });
+    std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
+    println!("\nresults written to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The performance benchmark (not part of the test suite): the services against the physical
+# floor, a minimal Kafka relay with the same client settings, on one broker and one Redis.
+#
+#   scripts/bench.sh                     # full run: floor, latency, throughput (1000 batches),
+#                                        # Redis calls per transition, RSS with 10,000 live
+#                                        # batches and over a 100,000-event soak
+#   scripts/bench.sh --batches 200 --live-batches 0 --soak-events 0     # quick run
+#   scripts/bench.sh --help              # every option
+#
+# Installs tansu and redis-server when missing (once), builds the release binaries, starts its
+# own broker and Redis on free ports (scripts/lib/infra.sh), runs target/release/huleedu-bench,
+# prints the table and writes target/bench/results.json (or --out PATH). Stops everything it
+# started when it ends, also on failure or Ctrl-C. Environment given to this script (e.g.
+# KAFKA_FETCH_WAIT_MAX_MS) applies to the floor relay and the services alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/infra.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/huleedu/target}"
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help)
+      cargo build --release --locked --quiet -p huleedu-bench
+      exec "$CARGO_TARGET_DIR/release/huleedu-bench" run --help ;;
+  esac
+done
+
+infra_ensure_tools
+infra_log "building the release binaries (first time: several minutes)"
+cargo build --release --locked --bins \
+  -p batch-orchestrator -p batch-conductor -p els-simulator -p huleedu-bench
+BIN="$CARGO_TARGET_DIR/release"
+
+infra_start
+infra_log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$BIN/huleedu-bench" run --kafka "$KAFKA_BOOTSTRAP_SERVERS" --redis "$REDIS_URL" \
+  --bin-dir "$BIN" "$@"
