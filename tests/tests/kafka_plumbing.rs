@@ -425,6 +425,89 @@ async fn an_oversized_message_is_dead_lettered_without_reaching_the_handler() {
     run.stop().await;
 }
 
+/// Handles each message slowly, says partitions may run side by side, and records how many
+/// messages were being handled at once.
+#[derive(Clone, Default)]
+struct SideBySide {
+    log: Arc<Mutex<Vec<String>>>,
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Handler for SideBySide {
+    fn concurrent_partitions(&self) -> bool {
+        true
+    }
+
+    async fn handle(&self, msg: &Inbound) -> HandlerResult {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.log
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&msg.payload).into_owned());
+        HandlerResult::Done
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_partitions_run_side_by_side_and_each_keeps_its_order() {
+    let (settings, topic, producer) = setup(3).await;
+    // One key per partition.
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0.. {
+        let k = format!("batch-{i}");
+        let p = murmur2_partition(k.as_bytes(), 3);
+        if !keys.iter().any(|o| murmur2_partition(o.as_bytes(), 3) == p) {
+            keys.push(k);
+        }
+        if keys.len() == 3 {
+            break;
+        }
+    }
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        for k in &keys {
+            let payload = format!("{k}:{i}");
+            send(&producer, &topic, k, &payload).await;
+            expected.push(payload);
+        }
+    }
+    let handler = SideBySide::default();
+    let runner =
+        ConsumerRunner::new(&settings, &[topic.as_str()], handler.clone(), producer).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runner.run(stop.clone()));
+    wait_until(T, "all 30 handled", || async {
+        handler.log.lock().unwrap().len() >= 30
+    })
+    .await;
+    let got = handler.log.lock().unwrap().clone();
+    assert_eq!(got.len(), 30, "each once: {got:?}");
+    for k in &keys {
+        let prefix = format!("{k}:");
+        let per_key: Vec<_> = got.iter().filter(|p| p.starts_with(&prefix)).collect();
+        let want: Vec<_> = expected.iter().filter(|p| p.starts_with(&prefix)).collect();
+        assert_eq!(per_key, want, "order within a partition is kept");
+    }
+    assert!(
+        handler.most.load(Ordering::SeqCst) >= 2,
+        "partitions were handled side by side"
+    );
+    stop.cancel();
+    tokio::time::timeout(T, task)
+        .await
+        .expect("runner stops")
+        .unwrap();
+    assert_eq!(
+        committed(&settings, &topic, 3),
+        vec![Offset::Offset(10); 3],
+        "every partition committed up to its end at shutdown"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_producer_ping_tells_whether_the_broker_answers() {
     let live = Producer::new(&kafka_settings("it", "grp", 1)).unwrap();
@@ -433,4 +516,132 @@ async fn the_producer_ping_tells_whether_the_broker_answers() {
     let dead = Producer::new(&KafkaSettings::local(&dead_addr, "it", "grp")).unwrap();
     let err = dead.ping(Duration::from_millis(500)).await.unwrap_err();
     assert!(err.contains("broker unreachable"), "{err}");
+}
+
+/// Holds every message of one key until opened; says partitions may run side by side.
+#[derive(Clone)]
+struct Held {
+    key: String,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Held {
+    fn concurrent_partitions(&self) -> bool {
+        true
+    }
+
+    async fn handle(&self, msg: &Inbound) -> HandlerResult {
+        while msg.key_str() == self.key && !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&msg.payload).into_owned());
+        HandlerResult::Done
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_partition_with_a_long_backlog_does_not_hold_up_the_others() {
+    let (settings, topic, producer) = setup(2).await;
+    let slow = (0..)
+        .map(|i| format!("slow-{i}"))
+        .find(|k| murmur2_partition(k.as_bytes(), 2) == 0)
+        .unwrap();
+    let fast = (0..)
+        .map(|i| format!("fast-{i}"))
+        .find(|k| murmur2_partition(k.as_bytes(), 2) == 1)
+        .unwrap();
+    let backlog = 300;
+    for i in 0..backlog {
+        send(&producer, &topic, &slow, &format!("{slow}:{i}")).await;
+    }
+    let handler = Held {
+        key: slow.clone(),
+        open: Arc::default(),
+        log: Arc::default(),
+    };
+    let runner = ConsumerRunner::new(
+        &settings,
+        &[topic.as_str()],
+        handler.clone(),
+        producer.clone(),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runner.run(stop.clone()));
+    for i in 0..5 {
+        send(&producer, &topic, &fast, &format!("{fast}:{i}")).await;
+    }
+    wait_until(
+        T,
+        "the other partition handled while one is held",
+        || async { handler.log.lock().unwrap().len() >= 5 },
+    )
+    .await;
+    assert!(handler
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|p| p.starts_with(&fast)));
+    handler.open.store(true, Ordering::SeqCst);
+    wait_until(T, "the held backlog handled after release", || async {
+        handler.log.lock().unwrap().len() >= backlog + 5
+    })
+    .await;
+    let got = handler.log.lock().unwrap().clone();
+    assert_eq!(got.len(), backlog + 5, "each once");
+    let held: Vec<_> = got
+        .iter()
+        .filter(|p| p.starts_with(&slow))
+        .cloned()
+        .collect();
+    let want: Vec<_> = (0..backlog).map(|i| format!("{slow}:{i}")).collect();
+    assert_eq!(
+        held, want,
+        "in order, none lost while the partition was held"
+    );
+    stop.cancel();
+    tokio::time::timeout(T, task)
+        .await
+        .expect("runner stops")
+        .unwrap();
+    assert_eq!(
+        committed(&settings, &topic, 2),
+        vec![Offset::Offset(backlog as i64), Offset::Offset(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_on_every_partition_is_handled_completely_side_by_side() {
+    let (settings, topic, producer) = setup(3).await;
+    let total = 1000;
+    let sends: Vec<_> = (0..total)
+        .map(|i| {
+            let (p, t) = (producer.clone(), topic.clone());
+            async move { send(&p, &t, &format!("k{}", i % 50), &format!("k{}:{i}", i % 50)).await }
+        })
+        .collect();
+    futures::future::join_all(sends).await;
+    let handler = SideBySide::default();
+    let runner =
+        ConsumerRunner::new(&settings, &[topic.as_str()], handler.clone(), producer).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runner.run(stop.clone()));
+    wait_until(
+        Duration::from_secs(60),
+        "the whole backlog handled",
+        || async { handler.log.lock().unwrap().len() >= total },
+    )
+    .await;
+    assert_eq!(handler.log.lock().unwrap().len(), total, "each once");
+    assert!(handler.most.load(Ordering::SeqCst) >= 2, "side by side");
+    stop.cancel();
+    tokio::time::timeout(T, task)
+        .await
+        .expect("runner stops")
+        .unwrap();
 }

@@ -1,7 +1,11 @@
 //! The at-least-once consumer runner.
 //!
-//! One runner owns one consumer in one group and handles its messages one at a time, in order
-//! (so order per partition is kept by construction). For each message the [`Handler`] answers:
+//! One runner owns one consumer in one group. By default it handles its messages one at a time,
+//! in order (so order per partition is kept by construction). A handler that says so
+//! ([`Handler::concurrent_partitions`]) gets one lane per partition instead: messages of one
+//! partition are still handled one at a time and in order (so a batch's events, keyed by batch
+//! id, keep their order), while different partitions proceed side by side. For each message the
+//! [`Handler`] answers:
 //!
 //! - [`HandlerResult::Done`]: the effects are committed; the offset is stored and auto-committed.
 //! - [`HandlerResult::Transient`]: retried with exponential backoff; the offset is not stored and
@@ -13,6 +17,7 @@
 //!
 //! Stored offsets are committed synchronously before partitions are revoked and at shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +125,14 @@ impl HandlerResult {
 /// Service code run for each message.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, msg: &Inbound) -> impl Future<Output = HandlerResult> + Send;
+
+    /// May messages of *different* partitions be handled at the same time? Messages of one
+    /// partition are always handled one at a time, in offset order. Default: no — one message
+    /// at a time overall. Say yes only if concurrent calls are safe (for example, every commit
+    /// is checked against a version and decided again on conflict).
+    fn concurrent_partitions(&self) -> bool {
+        false
+    }
 }
 
 /// Retry pacing for transient failures.
@@ -157,13 +170,27 @@ pub trait RunnerObserver: Send + Sync + 'static {
 pub struct NoObserver;
 impl RunnerObserver for NoObserver {}
 
+/// Concurrent mode: most message bytes fetched ahead and waiting in partition lanes. Within
+/// this budget a slow or held partition never holds up the others; beyond it, fetching waits
+/// for the lanes to catch up (memory stays bounded).
+const LANES_BUDGET_KIB: usize = 16 * 1024;
+
+/// The budget a message takes while it waits in a lane (KiB, rounded up, at least 1).
+fn kib_of(msg: &Inbound) -> u32 {
+    let bytes = msg.payload.len() + msg.key.as_ref().map_or(0, Vec::len) + 256;
+    bytes.div_ceil(1024).min(LANES_BUDGET_KIB) as u32
+}
+
+/// A message on its way to a lane, with its share of the budget and its rebalance generation.
+type Queued = (Inbound, u64, tokio::sync::OwnedSemaphorePermit);
+
 /// Largest message value handed to a handler; bigger ones are dead-lettered as `validation`
 /// errors. Below Kafka's default 1 MB limit, so the DLQ copy still fits.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// Runs a [`Handler`] over the messages of a set of topics, at least once each.
 pub struct ConsumerRunner<H, O = NoObserver> {
-    consumer: StreamConsumer<RunnerContext>,
+    consumer: Arc<StreamConsumer<RunnerContext>>,
     handler: H,
     observer: O,
     dlq: Producer,
@@ -204,7 +231,7 @@ impl<H: Handler> ConsumerRunner<H, NoObserver> {
                 source,
             })?;
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
             handler,
             observer: NoObserver,
             dlq,
@@ -253,8 +280,28 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
     /// Consume until `shutdown` is cancelled; then commit stored offsets and close.
     ///
     /// A message whose handler is running when shutdown is requested is finished first; one that
-    /// is waiting for a transient retry is left unstored for the next owner.
+    /// is waiting for a transient retry is left unstored for the next owner (and so are messages
+    /// fetched ahead in concurrent mode).
     pub async fn run(self, shutdown: CancellationToken) {
+        let consumer = self.consumer.clone();
+        let service = self.service.clone();
+        if self.handler.concurrent_partitions() {
+            Arc::new(self).run_lanes(&shutdown).await;
+        } else {
+            self.run_sequential(&shutdown).await;
+        }
+        commit_stored(consumer.as_ref(), "shutdown");
+        // Closing a consumer blocks while it leaves the group: not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+        tracing::info!(service = %service, "consumer stopped");
+    }
+
+    /// One message at a time, in the order fetched.
+    async fn run_sequential(self, shutdown: &CancellationToken) {
         loop {
             let msg = tokio::select! {
                 biased;
@@ -268,35 +315,101 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
                     continue;
                 }
             };
-            let span = tracing::info_span!(
-                "message",
-                topic = %inbound.topic,
-                partition = inbound.partition,
-                offset = inbound.offset,
-                key = %inbound.key_str(),
-            );
-            let finished = self.process(&inbound, &shutdown).instrument(span).await;
-            if !finished {
+            if !self.handle_and_store(&inbound, shutdown).await {
                 break;
             }
-            if let Err(e) =
-                self.consumer
-                    .store_offset(&inbound.topic, inbound.partition, inbound.offset)
-            {
-                // The partition was revoked meanwhile; the next owner sees the message again.
-                tracing::warn!(error = %e, topic = %inbound.topic, partition = inbound.partition,
-                    offset = inbound.offset, "could not store offset; message may be redelivered");
+        }
+    }
+
+    /// One lane (task) per partition: in order within a partition, partitions side by side.
+    /// Handing a message to its lane waits only when [`LANES_BUDGET_KIB`] of messages are
+    /// already waiting in the lanes, so a slow partition does not hold up the others.
+    async fn run_lanes(self: Arc<Self>, shutdown: &CancellationToken) {
+        let budget = Arc::new(tokio::sync::Semaphore::new(LANES_BUDGET_KIB));
+        let mut lanes: HashMap<(String, i32), tokio::sync::mpsc::UnboundedSender<Queued>> =
+            HashMap::new();
+        let mut tasks = Vec::new();
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                m = self.consumer.recv() => m,
+            };
+            let inbound = match msg {
+                Ok(m) => Inbound::from_message(&m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error; continuing");
+                    continue;
+                }
+            };
+            let share = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                p = budget.clone().acquire_many_owned(kib_of(&inbound)) => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            // Messages fetched before a revocation are dropped by their lane: the partition's
+            // next owner (possibly this consumer again) fetches them from the committed offset.
+            let generation = self.status.revocations();
+            let lane = lanes
+                .entry((inbound.topic.clone(), inbound.partition))
+                .or_insert_with(|| {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    tasks.push(tokio::spawn(self.clone().lane(rx, shutdown.clone())));
+                    tx
+                });
+            if lane.send((inbound, generation, share)).is_err() {
+                // The lane stopped for shutdown during a retry: nothing more to do.
+                break;
             }
         }
-        commit_stored(&self.consumer, "shutdown");
-        let consumer = self.consumer;
-        // Closing a consumer blocks while it leaves the group: not on an async worker.
-        let _ = tokio::task::spawn_blocking(move || {
-            consumer.unsubscribe();
-            drop(consumer);
-        })
-        .await;
-        tracing::info!(service = %self.service, "consumer stopped");
+        drop(lanes);
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn lane(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+        shutdown: CancellationToken,
+    ) {
+        while let Some((inbound, generation, _share)) = rx.recv().await {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if generation != self.status.revocations() {
+                continue;
+            }
+            if !self.handle_and_store(&inbound, &shutdown).await {
+                break;
+            }
+        }
+    }
+
+    /// Handle one message, then store its offset. False when shutdown interrupted a retry.
+    async fn handle_and_store(&self, inbound: &Inbound, shutdown: &CancellationToken) -> bool {
+        let span = tracing::info_span!(
+            "message",
+            topic = %inbound.topic,
+            partition = inbound.partition,
+            offset = inbound.offset,
+            key = %inbound.key_str(),
+        );
+        if !self.process(inbound, shutdown).instrument(span).await {
+            return false;
+        }
+        if let Err(e) =
+            self.consumer
+                .store_offset(&inbound.topic, inbound.partition, inbound.offset)
+        {
+            // The partition was revoked meanwhile; the next owner sees the message again.
+            tracing::warn!(error = %e, topic = %inbound.topic, partition = inbound.partition,
+                offset = inbound.offset, "could not store offset; message may be redelivered");
+        }
+        true
     }
 
     /// Handle one message until it is done or dead-lettered (true), or shutdown interrupts a

@@ -1,6 +1,6 @@
 //! rdkafka client contexts: logs to `tracing`, commit before revoke, assignment tracking.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
@@ -46,6 +46,7 @@ impl ClientContext for LogContext {
 pub struct ConsumerStatus {
     joined: AtomicBool,
     assigned: AtomicUsize,
+    revocations: AtomicU64,
 }
 
 impl ConsumerStatus {
@@ -58,6 +59,11 @@ impl ConsumerStatus {
     /// Partitions currently assigned.
     pub fn assigned_partitions(&self) -> usize {
         self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// How many times partitions were revoked (messages fetched before are stale).
+    pub(crate) fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
     }
 }
 
@@ -81,8 +87,12 @@ impl ClientContext for RunnerContext {
 impl ConsumerContext for RunnerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            // Handlers run only between polls, so nothing is in flight here: every stored
-            // offset belongs to a committed effect.
+            // Every stored offset belongs to a committed effect. A sequential runner handles
+            // messages only between polls, so nothing is in flight here; in concurrent mode a
+            // handler still running finishes after this commit and its offset may not store
+            // (the next owner sees that message again: at least once). Messages fetched before
+            // this point are dropped by their lanes.
+            self.status.revocations.fetch_add(1, Ordering::SeqCst);
             commit_stored(consumer, "revoke");
             tracing::info!(partitions = tpl.count(), "partitions revoked");
             self.status.assigned.store(0, Ordering::Relaxed);

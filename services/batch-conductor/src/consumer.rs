@@ -179,6 +179,12 @@ impl EventHandler {
 }
 
 impl Handler for EventHandler {
+    /// Every commit is version-checked and decided again on conflict, so partitions are
+    /// handled side by side; one partition (and so one batch) stays in order.
+    fn concurrent_partitions(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, msg: &Inbound) -> HandlerResult {
         match msg.topic.as_str() {
             topics::ELS_BATCH_PHASE_OUTCOME => self.on_outcome(msg).await,

@@ -60,6 +60,12 @@ fn language_of(course_code: &str) -> &'static str {
 }
 
 impl Handler for BosHandler {
+    /// Every commit is version-checked and decided again on conflict, so partitions (and with
+    /// them different batches) are handled side by side; one partition stays in order.
+    fn concurrent_partitions(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, msg: &Inbound) -> HandlerResult {
         let result = match msg.topic.as_str() {
             topics::CLIENT_BATCH_PIPELINE_REQUEST => {
