@@ -5,7 +5,7 @@ use std::time::Duration;
 use huleedu_it::{kafka_settings, redis_url, unique, wait_until, TopicReader};
 use huleedu_kafka::{provision_topics, Producer};
 use huleedu_store::{
-    ApplyOutcome, ApplyRequest, IndexOp, OutboxEntry, OutboxRelay, RedisSettings, Store,
+    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, OutboxRelay, RedisSettings, Store,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -333,4 +333,103 @@ async fn decide_and_apply_retries_conflicts_until_every_change_lands() {
     let v = s.load("counter").await.unwrap();
     assert_eq!(v.fields["n"], "10", "no increment lost");
     assert_eq!(v.version, 10);
+}
+
+#[tokio::test]
+async fn a_stale_cached_state_costs_a_conflict_never_a_lost_update() {
+    let prefix = unique("cache");
+    let connect = || {
+        Store::connect(&RedisSettings {
+            url: redis_url(),
+            key_prefix: prefix.clone(),
+        })
+        .unwrap()
+    };
+    // Two processes on the same batch: each has its own cache.
+    let (a, b) = (connect(), connect());
+    let inc = |s: Store, id: &'static str| async move {
+        s.decide_and_apply("shared", 5, |cur| {
+            let n: u64 = cur.fields.get("n").map(|v| v.parse().unwrap()).unwrap_or(0);
+            let mut r = req("shared", cur.version, Some(id), &[]);
+            r.set_fields.push(("n".into(), (n + 1).to_string()));
+            r
+        })
+        .await
+        .unwrap()
+    };
+    assert!(matches!(
+        inc(a.clone(), "a1").await,
+        ApplyOutcome::Applied { version: 1 }
+    ));
+    assert_eq!(
+        a.cached("shared").map(|v| v.version),
+        Some(1),
+        "a remembers what it wrote"
+    );
+    assert!(matches!(
+        inc(b.clone(), "b1").await,
+        ApplyOutcome::Applied { version: 2 }
+    ));
+    // a's copy (version 1) is stale now: its next decision conflicts and is made again.
+    assert!(matches!(
+        inc(a.clone(), "a2").await,
+        ApplyOutcome::Applied { version: 3 }
+    ));
+    let v = a.load("shared").await.unwrap();
+    assert_eq!(v.fields["n"], "3", "no increment lost");
+    assert_eq!(a.cached("shared").map(|v| v.version), Some(3));
+}
+
+#[tokio::test]
+async fn load_checked_reads_state_and_dedup_marker_in_one_go() {
+    let s = store();
+    assert_eq!(
+        s.load_checked("lc", Some("e1")).await.unwrap(),
+        Checked::State(Default::default()),
+        "unknown batch: empty state, version 0"
+    );
+    s.apply(&req("lc", 0, Some("e1"), &[("x", "1")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.load_checked("lc", Some("e1")).await.unwrap(),
+        Checked::AlreadyApplied
+    );
+    match s.load_checked("lc", Some("e2")).await.unwrap() {
+        Checked::State(v) => {
+            assert_eq!(v.version, 1);
+            assert_eq!(v.fields["x"], "1");
+        }
+        other => panic!("expected the state, got {other:?}"),
+    }
+    assert!(matches!(
+        s.load_checked("lc", None).await.unwrap(),
+        Checked::State(v) if v.version == 1
+    ));
+}
+
+#[tokio::test]
+async fn the_index_feed_lists_members_upserted_by_this_process() {
+    let s = store();
+    s.watch_index("starts");
+    let mut r = req("f1", 0, None, &[("x", "1")]);
+    r.index_ops = vec![
+        IndexOp::Upsert {
+            index: "starts".into(),
+            member: "f1".into(),
+            score: 1.0,
+        },
+        IndexOp::Upsert {
+            index: "other".into(),
+            member: "f1".into(),
+            score: 1.0,
+        },
+    ];
+    s.apply(&r).await.unwrap();
+    assert_eq!(s.take_index_feed("starts"), vec!["f1".to_owned()]);
+    assert!(s.take_index_feed("starts").is_empty(), "taken once");
+    assert!(s.take_index_feed("other").is_empty(), "not watched");
+    // The durable index has it regardless.
+    let due = s.index_members_due("starts", 10.0, 10).await.unwrap();
+    assert_eq!(due, vec![("f1".to_owned(), 1.0)]);
 }

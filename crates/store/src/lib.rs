@@ -4,14 +4,18 @@
 //! the Kafka offset*. This crate owns the two Redis halves of that:
 //!
 //! - [`Store::load`] reads a batch's versioned state (a Redis hash: the service's fields plus a
-//!   version).
+//!   version); [`Store::load_checked`] reads it together with an event's dedup marker in one
+//!   round trip. The store remembers the states this process last read or committed
+//!   ([`Store::cached`], bounded): a decision may start from that copy and skip the read, since
+//!   the version check of the commit turns a stale copy into a conflict and a fresh read.
 //! - [`Store::apply`] commits, in one Lua script (atomic, one round trip): the dedup check and
 //!   marker (with TTL), the version check, the new state fields (TTL refreshed), index updates
 //!   (sorted sets, e.g. deadlines), and the outgoing events appended to the outbox. It answers
 //!   [`ApplyOutcome::Applied`], [`ApplyOutcome::AlreadyApplied`] or [`ApplyOutcome::Conflict`]
 //!   (decide again from fresh state).
 //! - [`relay::OutboxRelay`] publishes outbox entries in order, waits for the broker's ack, then
-//!   removes exactly the entries it published. Event ids are inside the stored payloads, fixed
+//!   removes exactly the entries it published (two round trips per drain: lease + read, remove;
+//!   only the buckets this process appended to, all buckets every sweep). Event ids are inside the stored payloads, fixed
 //!   when the event was decided, so a re-send after a crash carries the same `event_id`.
 //!
 //! ## Key layout
@@ -36,4 +40,6 @@ mod store;
 pub use keys::{bucket_of, BUCKETS};
 pub use relay::OutboxRelay;
 pub use settings::RedisSettings;
-pub use store::{ApplyOutcome, ApplyRequest, IndexOp, OutboxEntry, Store, StoreError, Versioned};
+pub use store::{
+    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, Store, StoreError, Versioned,
+};

@@ -6,9 +6,10 @@
 //! exactly the acknowledged prefix — checked entry by entry, so a lost lease can cause a
 //! re-send (same `event_id`, dropped by consumers) but never a loss.
 //!
-//! The relay wakes when this process appends to the outbox and otherwise sweeps every
-//! `poll_interval` (entries left by a crashed or other replica). On shutdown it keeps draining
-//! until the outbox is empty or the drain deadline passes.
+//! The relay wakes when this process appends to the outbox and then drains just the buckets
+//! this process appended to; every `poll_interval` it sweeps all buckets (entries left by a
+//! crashed or other replica). Buckets are drained side by side (each in order). On shutdown it
+//! keeps draining until the outbox is empty or the drain deadline passes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +25,15 @@ use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 /// Most entries published per bucket per round.
 pub const BATCH: usize = 256;
 
-const LEASE_LUA: &str = r#"
--- KEYS[1] lease; ARGV[1] owner, ARGV[2] ttl ms. Take or renew the lease.
+const LEASE_RANGE_LUA: &str = r#"
+-- KEYS[1] lease, KEYS[2] outbox; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most entries.
+-- Take or renew the lease, then answer the oldest entries; nil when another relay holds it.
 local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-  return 1
+if holder ~= false and holder ~= ARGV[1] then
+  return false
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 "#;
 
 const POP_LUA: &str = r#"
@@ -86,7 +88,7 @@ impl OutboxRelay<NoRelayObserver> {
             poll_interval: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
-            lease: Arc::new(Script::new(LEASE_LUA)),
+            lease: Arc::new(Script::new(LEASE_RANGE_LUA)),
             pop: Arc::new(Script::new(POP_LUA)),
             observer: NoRelayObserver,
         }
@@ -118,14 +120,20 @@ impl<O: RelayObserver> OutboxRelay<O> {
     pub async fn run(self, shutdown: CancellationToken) {
         let notify = self.store.outbox_notify();
         let mut failures = 0u32;
+        // The first pass is a full sweep (entries left by an earlier run).
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            match self.round().await {
-                Ok(published) => {
-                    failures = 0;
-                    if published > 0 {
-                        continue; // more may be waiting
-                    }
-                }
+            let now = tokio::time::Instant::now();
+            let result = if failures > 0 || now >= next_sweep {
+                next_sweep = now + self.poll_interval;
+                // The sweep covers whatever was appended up to now.
+                self.store.take_dirty_buckets();
+                self.round().await
+            } else {
+                self.round_buckets(self.store.take_dirty_buckets()).await
+            };
+            match result {
+                Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
                     self.observer.on_error();
@@ -133,7 +141,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 }
             }
             let pause = if failures == 0 {
-                self.poll_interval
+                next_sweep.saturating_duration_since(tokio::time::Instant::now())
             } else {
                 (self.poll_interval * failures.min(8)).min(Duration::from_secs(2))
             };
@@ -186,35 +194,65 @@ impl<O: RelayObserver> OutboxRelay<O> {
         }
         let mut conn = self.store.conn();
         let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
-        let mut total = 0;
-        for (b, len) in lens.into_iter().enumerate() {
-            if len > 0 {
-                total += self.drain_bucket(keys, b as u16).await?;
-            }
-        }
-        Ok(total)
+        let mask = lens
+            .iter()
+            .enumerate()
+            .filter(|(_, len)| **len > 0)
+            .fold(0u32, |m, (b, _)| m | (1 << b));
+        self.round_buckets(mask).await
     }
 
-    async fn drain_bucket(&self, keys: &Keys, bucket: u16) -> Result<usize, StoreError> {
+    /// Drain the buckets of `mask` (bit `b` = bucket `b`) side by side, each until it is
+    /// empty; returns how many entries were published (the first error, if any).
+    async fn round_buckets(&self, mask: u32) -> Result<usize, StoreError> {
+        let drains = (0..BUCKETS)
+            .filter(|b| mask & (1 << b) != 0)
+            .map(|b| self.drain_bucket_fully(b));
+        let mut total = 0;
+        let mut first_error = None;
+        for r in futures::future::join_all(drains).await {
+            match r {
+                Ok(n) => total += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    async fn drain_bucket_fully(&self, bucket: u16) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let (published, read) = self.drain_bucket(self.store.keys(), bucket).await?;
+            total += published;
+            if read < BATCH || published < read {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Publish up to [`BATCH`] entries of one bucket; returns (published, read).
+    async fn drain_bucket(&self, keys: &Keys, bucket: u16) -> Result<(usize, usize), StoreError> {
         let mut conn = self.store.conn();
-        let got: i32 = self
+        // One round trip: take or renew the lease and read the oldest entries.
+        let raw: Option<Vec<String>> = self
             .lease
             .key(keys.lease(bucket))
+            .key(keys.outbox(bucket))
             .arg(&self.owner)
             .arg(self.lease_ttl.as_millis() as u64)
+            .arg(BATCH)
             .invoke_async(&mut conn)
             .await?;
-        if got == 0 {
-            return Ok(0); // another replica drains this bucket
-        }
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(keys.outbox(bucket))
-            .arg(0)
-            .arg(BATCH as i64 - 1)
-            .query_async(&mut conn)
-            .await?;
+        let Some(raw) = raw else {
+            return Ok((0, 0)); // another replica drains this bucket
+        };
         if raw.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         // Enqueue everything first, then await the acks in order.
         let sends: Vec<_> = raw
@@ -270,7 +308,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
             tracing::warn!(bucket, error = %e, published = acked, "outbox publish failed; will retry");
             self.observer.on_error();
         }
-        Ok(acked)
+        Ok((acked, raw.len()))
     }
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {

@@ -1,8 +1,9 @@
 //! Versioned state, the atomic apply step and outbox entries.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
@@ -146,13 +147,140 @@ end
 return {'applied', version}
 "#;
 
+const LOAD_CHECKED_LUA: &str = r#"
+-- KEYS[1] state hash, KEYS[2] dedup marker; ARGV[1] '1' when a dedup id is given.
+-- Returns {'1'} when the event was applied before, else {'0', field, value, ...}.
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'1'}
+end
+local all = redis.call('HGETALL', KEYS[1])
+table.insert(all, 1, '0')
+return all
+"#;
+
+/// The answer of [`Store::load_checked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// The dedup marker exists: the event was handled before.
+    AlreadyApplied,
+    /// The state as stored now.
+    State(Versioned),
+}
+
+/// Most batch states kept in a process's [`Store`] cache, and their total size.
+const CACHE_ENTRIES: usize = 4096;
+const CACHE_BYTES: usize = 16 << 20;
+/// A cached state older than this is not used (read again).
+const CACHE_MAX_AGE: Duration = Duration::from_secs(60);
+/// Most pending members of a watched index kept for [`Store::take_index_feed`].
+const FEED_MAX: usize = 10_000;
+
+struct CachedState {
+    state: Arc<Versioned>,
+    bytes: usize,
+    at: Instant,
+}
+
+/// The states this process last read or wrote, with their versions. Only a hint: every commit
+/// is checked against the stored version, so a stale entry costs a conflict and a fresh read,
+/// never a wrong commit.
+#[derive(Default)]
+struct StateCache {
+    entries: HashMap<String, CachedState>,
+    bytes: usize,
+}
+
+fn size_of(v: &Versioned) -> usize {
+    v.fields
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 48)
+        .sum::<usize>()
+        + 64
+}
+
+impl StateCache {
+    fn get(&self, batch_id: &str) -> Option<Arc<Versioned>> {
+        self.entries
+            .get(batch_id)
+            .filter(|e| e.at.elapsed() < CACHE_MAX_AGE)
+            .map(|e| e.state.clone())
+    }
+
+    fn remove(&mut self, batch_id: &str) {
+        if let Some(e) = self.entries.remove(batch_id) {
+            self.bytes -= e.bytes;
+        }
+    }
+
+    fn put(&mut self, batch_id: &str, state: Versioned) {
+        self.remove(batch_id);
+        if state.version == 0 {
+            return; // nothing stored: nothing to remember
+        }
+        let bytes = size_of(&state);
+        if bytes > CACHE_BYTES / 16 {
+            return;
+        }
+        while self.entries.len() >= CACHE_ENTRIES || self.bytes + bytes > CACHE_BYTES {
+            // Any entry will do: this is a hint, and evicting never breaks correctness.
+            let Some(victim) = self.entries.keys().next().cloned() else {
+                break;
+            };
+            self.remove(&victim);
+        }
+        self.bytes += bytes;
+        self.entries.insert(
+            batch_id.to_owned(),
+            CachedState {
+                state: Arc::new(state),
+                bytes,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// After a committed apply from `expected` to `version`: the new state, if the base is known.
+    fn applied(&mut self, batch_id: &str, expected: u64, version: u64, set: &[(String, String)]) {
+        let base = match self.entries.get(batch_id) {
+            Some(e) if e.state.version == expected => Versioned::clone(&e.state),
+            // Committed on top of nothing: the new state is exactly what was written.
+            None if expected == 0 => Versioned::default(),
+            _ => {
+                self.remove(batch_id);
+                return;
+            }
+        };
+        let mut next = base;
+        for (f, v) in set {
+            next.fields.insert(f.clone(), v.clone());
+        }
+        next.version = version;
+        self.put(batch_id, next);
+    }
+}
+
+/// In-process feed of members upserted into watched indexes (see [`Store::watch_index`]).
+#[derive(Default)]
+struct IndexFeed {
+    watched: HashMap<String, HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The Redis side of a service: state, dedup, indexes, outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
     keys: Keys,
     apply_script: Arc<Script>,
+    load_checked_script: Arc<Script>,
     outbox_notify: Arc<Notify>,
+    /// Buckets this process appended outbox entries to since the relay last looked (bit mask).
+    dirty_buckets: Arc<AtomicU32>,
+    cache: Arc<Mutex<StateCache>>,
+    feed: Arc<Mutex<IndexFeed>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,7 +308,11 @@ impl Store {
             conn,
             keys: Keys::new(&settings.key_prefix),
             apply_script: Arc::new(Script::new(APPLY_LUA)),
+            load_checked_script: Arc::new(Script::new(LOAD_CHECKED_LUA)),
             outbox_notify: Arc::new(Notify::new()),
+            dirty_buckets: Arc::new(AtomicU32::new(0)),
+            cache: Arc::new(Mutex::new(StateCache::default())),
+            feed: Arc::new(Mutex::new(IndexFeed::default())),
         })
     }
 
@@ -202,6 +334,43 @@ impl Store {
         self.outbox_notify.clone()
     }
 
+    /// The buckets appended to since the last call (bit `b` = bucket `b`), cleared.
+    pub(crate) fn take_dirty_buckets(&self) -> u32 {
+        self.dirty_buckets.swap(0, Ordering::AcqRel)
+    }
+
+    /// The last state of `batch_id` this process read or committed, if it is recent. No I/O.
+    /// Only a starting point for a decision that is committed with [`Store::apply`]: the
+    /// version check catches a stale entry (another process changed the state meanwhile).
+    pub fn cached(&self, batch_id: &str) -> Option<Arc<Versioned>> {
+        lock(&self.cache).get(batch_id)
+    }
+
+    /// Forget the cached state of `batch_id`.
+    pub fn forget(&self, batch_id: &str) {
+        lock(&self.cache).remove(batch_id);
+    }
+
+    /// From now on, remember the members that commits of this process upsert into `index`
+    /// (every bucket), for [`Store::take_index_feed`].
+    pub fn watch_index(&self, index: &str) {
+        lock(&self.feed)
+            .watched
+            .entry(index.to_owned())
+            .or_default();
+    }
+
+    /// Members upserted into the watched `index` by this process since the last call. A hint
+    /// for prompt work; the index itself stays the durable record (bounded: when too many pile
+    /// up, the rest wait for a sweep of the index).
+    pub fn take_index_feed(&self, index: &str) -> Vec<String> {
+        lock(&self.feed)
+            .watched
+            .get_mut(index)
+            .map(|s| s.drain().collect())
+            .unwrap_or_default()
+    }
+
     /// Is Redis reachable? (readiness)
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
@@ -212,14 +381,65 @@ impl Store {
     /// Read a batch's state and version in one round trip.
     pub async fn load(&self, batch_id: &str) -> Result<Versioned, StoreError> {
         let mut c = self.conn.clone();
-        let mut fields: HashMap<String, String> = c.hgetall(self.keys.state(batch_id)).await?;
+        let fields: HashMap<String, String> = match c.hgetall(self.keys.state(batch_id)).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.forget(batch_id);
+                return Err(e.into());
+            }
+        };
+        self.loaded(batch_id, fields)
+    }
+
+    fn loaded(
+        &self,
+        batch_id: &str,
+        mut fields: HashMap<String, String>,
+    ) -> Result<Versioned, StoreError> {
         let version = match fields.remove("_v") {
             None => 0,
-            Some(v) => v
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("version {v:?} of batch {batch_id}")))?,
+            Some(v) => v.parse().map_err(|_| {
+                self.forget(batch_id);
+                StoreError::Corrupt(format!("version {v:?} of batch {batch_id}"))
+            })?,
         };
-        Ok(Versioned { version, fields })
+        let v = Versioned { version, fields };
+        lock(&self.cache).put(batch_id, v.clone());
+        Ok(v)
+    }
+
+    /// Has `dedup_id` been applied for this batch, and if not, its state — in one round trip.
+    pub async fn load_checked(
+        &self,
+        batch_id: &str,
+        dedup_id: Option<&str>,
+    ) -> Result<Checked, StoreError> {
+        let mut inv = self.load_checked_script.prepare_invoke();
+        inv.key(self.keys.state(batch_id))
+            .key(self.keys.dedup(batch_id, dedup_id.unwrap_or("-")))
+            .arg(if dedup_id.is_some() { "1" } else { "0" });
+        let mut c = self.conn.clone();
+        let reply: Vec<String> = match inv.invoke_async(&mut c).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget(batch_id);
+                return Err(e.into());
+            }
+        };
+        let mut it = reply.into_iter();
+        match it.next().as_deref() {
+            Some("1") => Ok(Checked::AlreadyApplied),
+            Some("0") => {
+                let mut fields = HashMap::new();
+                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                    fields.insert(f, v);
+                }
+                Ok(Checked::State(self.loaded(batch_id, fields)?))
+            }
+            other => Err(StoreError::Corrupt(format!(
+                "load answered {other:?} for batch {batch_id}"
+            ))),
+        }
     }
 
     /// Commit a decision atomically: see [`ApplyRequest`] and [`ApplyOutcome`].
@@ -265,24 +485,69 @@ impl Store {
             };
         }
         let mut c = self.conn.clone();
-        let (status, version): (String, u64) = inv.invoke_async(&mut c).await?;
+        let (status, version): (String, u64) = match inv.invoke_async(&mut c).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Committed or not: unknown. Read again next time.
+                self.forget(&req.batch_id);
+                return Err(e.into());
+            }
+        };
         let outcome = match status.as_str() {
             "applied" => ApplyOutcome::Applied { version },
             "already" => ApplyOutcome::AlreadyApplied,
             "conflict" => ApplyOutcome::Conflict {
                 current_version: version,
             },
-            other => return Err(StoreError::Corrupt(format!("apply answered {other:?}"))),
+            other => {
+                self.forget(&req.batch_id);
+                return Err(StoreError::Corrupt(format!("apply answered {other:?}")));
+            }
         };
-        if matches!(outcome, ApplyOutcome::Applied { .. }) && !req.outbox.is_empty() {
-            self.outbox_notify.notify_one();
+        match outcome {
+            ApplyOutcome::Applied { version } => {
+                if !req.set_fields.is_empty() {
+                    lock(&self.cache).applied(
+                        &req.batch_id,
+                        req.expected_version,
+                        version,
+                        &req.set_fields,
+                    );
+                }
+                self.feed_index_ops(&req.index_ops);
+                if !req.outbox.is_empty() {
+                    self.dirty_buckets
+                        .fetch_or(1u32 << bucket, Ordering::AcqRel);
+                    self.outbox_notify.notify_one();
+                }
+            }
+            ApplyOutcome::Conflict { .. } => self.forget(&req.batch_id),
+            ApplyOutcome::AlreadyApplied => {}
         }
         Ok(outcome)
     }
 
+    fn feed_index_ops(&self, ops: &[IndexOp]) {
+        let mut feed = lock(&self.feed);
+        if feed.watched.is_empty() {
+            return;
+        }
+        for op in ops {
+            if let IndexOp::Upsert { index, member, .. } = op {
+                if let Some(pending) = feed.watched.get_mut(index) {
+                    if pending.len() < FEED_MAX {
+                        pending.insert(member.clone());
+                    }
+                }
+            }
+        }
+    }
+
     /// Read → decide → apply, deciding again on a version conflict (at most `max_attempts`
     /// times; the last `Conflict` is returned if contention never stops). `decide` is the
-    /// service's pure decision: current state in, the complete change out.
+    /// service's pure decision: current state in, the complete change out. The first attempt
+    /// starts from this process's cached state when it has one (see [`Store::cached`]); the
+    /// version check turns a stale one into a conflict and a fresh read.
     pub async fn decide_and_apply<F>(
         &self,
         batch_id: &str,
@@ -293,8 +558,12 @@ impl Store {
         F: FnMut(&Versioned) -> ApplyRequest + Send,
     {
         let mut outcome = ApplyOutcome::Conflict { current_version: 0 };
+        let mut cached = self.cached(batch_id);
         for _ in 0..max_attempts.max(1) {
-            let current = self.load(batch_id).await?;
+            let current = match cached.take() {
+                Some(c) => c,
+                None => Arc::new(self.load(batch_id).await?),
+            };
             let req = decide(&current);
             debug_assert_eq!(req.batch_id, batch_id);
             outcome = self.apply(&req).await?;

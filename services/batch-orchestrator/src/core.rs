@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use huleedu_contracts::timestamp::Timestamp;
-use huleedu_store::{ApplyOutcome, ApplyRequest, IndexOp, OutboxEntry, Store, StoreError};
+use huleedu_store::{
+    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, Store, StoreError, Versioned,
+};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -50,22 +52,39 @@ pub struct Core {
     pub wake_scheduler: Arc<Notify>,
 }
 
+fn parse_state(batch_id: &str, v: &Versioned) -> Result<BatchState, CoreError> {
+    match v.fields.get(STATE_FIELD) {
+        None => Ok(BatchState::default()),
+        Some(json) => serde_json::from_str(json).map_err(|e| CoreError::CorruptState {
+            batch_id: batch_id.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 impl Core {
     /// Read a batch's state (default when unknown) and its version.
     pub async fn load(&self, batch_id: &str) -> Result<(BatchState, u64), CoreError> {
         let v = self.store.load(batch_id).await?;
-        let state = match v.fields.get(STATE_FIELD) {
-            None => BatchState::default(),
-            Some(json) => serde_json::from_str(json).map_err(|e| CoreError::CorruptState {
-                batch_id: batch_id.to_owned(),
-                reason: e.to_string(),
-            })?,
-        };
-        Ok((state, v.version))
+        Ok((parse_state(batch_id, &v)?, v.version))
+    }
+
+    /// Like [`Core::load`], but from this process's recent copy when it has one (no round trip).
+    /// For deciding what to try next (the scheduler); every commit checks the version.
+    pub async fn load_recent(&self, batch_id: &str) -> Result<(BatchState, u64), CoreError> {
+        match self.store.cached(batch_id) {
+            Some(v) => Ok((parse_state(batch_id, &v)?, v.version)),
+            None => self.load(batch_id).await,
+        }
     }
 
     /// Load → decide → commit, deciding again on a version conflict. `dedup` is the id of the
     /// event being handled: committed with the change, so a redelivery is a `Duplicate`.
+    ///
+    /// Round trips: one (the commit) when this process holds the batch's current state (it
+    /// committed or read it last); otherwise one more to read the state together with the
+    /// dedup check. A stale copy only costs a version conflict and a fresh read; a decision
+    /// that changes nothing is trusted only when made on freshly read state.
     pub async fn commit<F>(
         &self,
         batch_id: &str,
@@ -75,16 +94,28 @@ impl Core {
     where
         F: Fn(&BatchState, Timestamp) -> Decision,
     {
-        if let Some(id) = dedup {
-            if self.store.is_applied(batch_id, &id.to_string()).await? {
-                return Ok(Committed::Duplicate);
-            }
-        }
+        let dedup_id = dedup.map(|d| d.to_string());
+        let mut recent = self.store.cached(batch_id);
         for _ in 0..MAX_ATTEMPTS {
-            let (state, version) = self.load(batch_id).await?;
+            let (current, fresh) = match recent.take() {
+                Some(v) => (v, false),
+                None => match self
+                    .store
+                    .load_checked(batch_id, dedup_id.as_deref())
+                    .await?
+                {
+                    Checked::AlreadyApplied => return Ok(Committed::Duplicate),
+                    Checked::State(v) => (Arc::new(v), true),
+                },
+            };
+            let state = parse_state(batch_id, &current)?;
+            let version = current.version;
             let now = Timestamp::now();
             let d = decide(&state, now);
             if !d.changed {
+                if !fresh {
+                    continue; // read the state (and the dedup marker) before trusting it
+                }
                 self.metrics.observe(&d.notes);
                 return Ok(Committed::Done {
                     notes: d.notes,

@@ -151,16 +151,8 @@ impl BosHandler {
         let span = tracing::info_span!("pipeline_request", batch_id, event_id = %env.event_id,
             correlation_id = %env.correlation_id, pipeline = %d.requested_pipeline);
         async {
-            match self
-                .core
-                .store
-                .is_applied(batch_id, &env.event_id.to_string())
-                .await
-            {
-                Ok(true) => return HandlerResult::Done,
-                Ok(false) => {}
-                Err(e) => return HandlerResult::Transient(e.to_string()),
-            }
+            // A redelivered request is recognised by the commit below (dedup marker), in the
+            // same round trip that reads the state.
             // Is the pipeline known? A quick read of the conductor so unknown names end at
             // once. If the conductor cannot answer now, the request is accepted unverified:
             // the start (which resolves it anyway) rejects an unknown name then. Waiting here

@@ -9,19 +9,28 @@
 //!
 //! Both indexes are committed with the state, so they survive restarts; any replica's
 //! scheduler may pick an entry up (the version check makes double work harmless).
+//!
+//! The indexes are swept every [`SWEEP`]. Between sweeps, a start this process's own commits
+//! made possible is taken at once from the store's in-process feed of `starts` upserts (no
+//! index scan). Each batch's work runs as its own task (at most [`CONCURRENCY`] at a time, one
+//! per batch and kind), so a start waiting for the conductor never holds up the others.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use huleedu_contracts::timestamp::Timestamp;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::conductor::{Conductor, ConductorError};
 use crate::core::{Core, CoreError, DEADLINES, STARTS};
 use crate::decide::{self, Resolution};
 
-/// How often the indexes are swept when nothing wakes the scheduler.
-const SWEEP: Duration = Duration::from_millis(200);
+/// How often the indexes are swept (due deadlines; starts this process was not told about or
+/// that were deferred). Starts made possible by this process's own commits begin at once.
+const SWEEP: Duration = Duration::from_secs(1);
 /// Batches handled at once.
 const CONCURRENCY: usize = 32;
 /// Entries taken from each bucket per round.
@@ -33,54 +42,137 @@ pub struct Scheduler {
     pub conductor: Conductor,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Job {
+    Tick,
+    /// Start the queue head. `verify`: found by a sweep, so check on freshly read state before
+    /// concluding there is nothing to start (this process's copy may be stale); a start fed by
+    /// this process's own commit trusts its copy (a sweep catches anything missed).
+    Start {
+        verify: bool,
+    },
+}
+
+/// Batch work in flight: one task per (job, batch); a request for a running one is remembered
+/// and run again when it finishes.
+struct Jobs {
+    running: Arc<Mutex<HashMap<(Job, String), bool>>>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+}
+
+impl Jobs {
+    fn new() -> Self {
+        Self {
+            running: Arc::default(),
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    fn dispatch(&mut self, scheduler: &Scheduler, job: Job, batch_id: String) {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = running.get_mut(&(job, batch_id.clone())) {
+                *again = true;
+                return;
+            }
+            running.insert((job, batch_id.clone()), false);
+        }
+        let scheduler = scheduler.clone();
+        let running = self.running.clone();
+        let slots = self.slots.clone();
+        self.tasks.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            loop {
+                scheduler.run_job(job, &batch_id).await;
+                let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+                match r.get_mut(&(job, batch_id.clone())) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        r.remove(&(job, batch_id.clone()));
+                        return;
+                    }
+                }
+            }
+        });
+        while self.tasks.try_join_next().is_some() {}
+    }
+}
+
 impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
+        self.core.store.watch_index(STARTS);
         let wake = self.core.wake_scheduler.clone();
+        let mut jobs = Jobs::new();
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            if let Err(e) = self.round().await {
-                tracing::warn!(error = %e, "scheduler round failed; retrying");
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + SWEEP;
+                match self.due().await {
+                    Ok((deadlines, starts)) => {
+                        for batch_id in deadlines {
+                            jobs.dispatch(&self, Job::Tick, batch_id);
+                        }
+                        for batch_id in starts {
+                            jobs.dispatch(&self, Job::Start { verify: true }, batch_id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "scheduler sweep failed; retrying"),
+                }
+            }
+            for batch_id in self.core.store.take_index_feed(STARTS) {
+                jobs.dispatch(&self, Job::Start { verify: false }, batch_id);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(SWEEP) => {}
+                _ = tokio::time::sleep_until(next_sweep) => {}
             }
         }
+        // Work not done yet stays in the durable indexes for the next start.
+        jobs.tasks.shutdown().await;
         tracing::info!("scheduler stopped");
     }
 
-    /// One pass: due deadlines first, then starts.
-    pub async fn round(&self) -> Result<(), CoreError> {
+    /// Batches with a due deadline, and batches whose queue head can start.
+    async fn due(&self) -> Result<(Vec<String>, Vec<String>), CoreError> {
         let now_ms = Timestamp::now().0.timestamp_millis() as f64;
-        let due = self
+        let deadlines = self
             .core
             .store
             .index_members_due(DEADLINES, now_ms, PER_ROUND)
             .await?;
-        futures::stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |(batch_id, _)| async move {
-                if let Err(e) = self.tick(&batch_id).await {
-                    tracing::warn!(batch_id, error = %e, "deadline handling failed; will retry");
-                }
-            })
-            .await;
         let starts = self
             .core
             .store
             .index_members_due(STARTS, f64::INFINITY, PER_ROUND)
             .await?;
-        futures::stream::iter(starts)
-            .for_each_concurrent(CONCURRENCY, |(batch_id, _)| async move {
-                if let Err(e) = self.start(&batch_id).await {
+        Ok((
+            deadlines.into_iter().map(|(b, _)| b).collect(),
+            starts.into_iter().map(|(b, _)| b).collect(),
+        ))
+    }
+
+    async fn run_job(&self, job: Job, batch_id: &str) {
+        match job {
+            Job::Tick => {
+                if let Err(e) = self.tick(batch_id).await {
+                    tracing::warn!(batch_id, error = %e, "deadline handling failed; will retry");
+                }
+            }
+            Job::Start { verify } => {
+                if let Err(e) = self.start(batch_id, verify).await {
                     tracing::info!(batch_id, error = %e, "pipeline start deferred; will retry");
                 }
-            })
-            .await;
-        Ok(())
+            }
+        }
     }
 
     async fn tick(&self, batch_id: &str) -> Result<(), CoreError> {
-        let (_, version) = self.core.load(batch_id).await?;
+        let (_, version) = self.core.load_recent(batch_id).await?;
         if version == 0 {
             // The state expired; drop the stale entry.
             return Ok(self.core.store.index_remove(batch_id, DEADLINES).await?);
@@ -96,8 +188,12 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn start(&self, batch_id: &str) -> Result<(), StartError> {
-        let (state, version) = self.core.load(batch_id).await?;
+    async fn start(&self, batch_id: &str, verify: bool) -> Result<(), StartError> {
+        let (mut state, mut version) = self.core.load_recent(batch_id).await?;
+        if verify && !state.needs_start() {
+            // Doing nothing is decided on freshly read state only (the copy may be stale).
+            (state, version) = self.core.load(batch_id).await?;
+        }
         if version == 0 {
             return Ok(self
                 .core
