@@ -8,7 +8,7 @@
 //! - a publish that fails is retried by the consumer runner (the partition waits) with the
 //!   same outcome bytes, so a retry is neither counted again nor given a new event id.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use huleedu_contracts::payloads::{
@@ -144,8 +144,9 @@ pub struct Worker {
     shutdown: CancellationToken,
     /// Command event ids answered (or silenced) already.
     answered: Mutex<HashSet<Uuid>>,
-    /// The message the runner will present again after a transient failure.
-    pending: Mutex<Option<Pending>>,
+    /// Per partition (topic, partition): the message the runner will present again after a
+    /// transient failure. Partitions are handled side by side, each in order.
+    pending: Mutex<HashMap<(String, i32), Pending>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -216,10 +217,13 @@ impl Worker {
                 tracing::warn!(error = %e, cause = ?std::error::Error::source(&e),
                     "outcome not acknowledged; will retry");
                 let reason = e.to_string();
-                *lock(&self.pending) = Some(Pending {
-                    at,
-                    prepared: Some(prepared),
-                });
+                lock(&self.pending).insert(
+                    (at.0.clone(), at.1),
+                    Pending {
+                        at,
+                        prepared: Some(prepared),
+                    },
+                );
                 return HandlerResult::Transient(reason);
             }
             prepared.copies_left -= 1;
@@ -230,7 +234,8 @@ impl Worker {
 
     async fn handle_command(&self, msg: &Inbound, command: Command) -> HandlerResult {
         let at = position(msg);
-        let pending = lock(&self.pending).take().filter(|p| p.at == at);
+        let lane = (at.0.clone(), at.1);
+        let pending = lock(&self.pending).remove(&lane).filter(|p| p.at == at);
         if pending.is_none() {
             self.counts
                 .record(&command.batch_id, command.phase, command.event_id);
@@ -258,7 +263,7 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(work) => {}
                 _ = self.shutdown.cancelled() => {
-                    *lock(&self.pending) = Some(Pending { at, prepared: None });
+                    lock(&self.pending).insert(lane, Pending { at, prepared: None });
                     return HandlerResult::Transient("shutdown during simulated work".into());
                 }
             }
@@ -279,6 +284,12 @@ impl Worker {
 }
 
 impl Handler for Worker {
+    /// Commands of different partitions are answered side by side (each partition in order):
+    /// a worker busy with one batch's simulated work does not hold up the others.
+    fn concurrent_partitions(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, msg: &Inbound) -> HandlerResult {
         let Some(phase) = phase_for_topic(&msg.topic) else {
             return HandlerResult::permanent(
