@@ -1,7 +1,9 @@
 //! In-memory state shared by the worker and the HTTP API: dispatch counts per (batch, phase)
-//! and per-batch overrides. Nothing here survives a restart (this is a dev/test tool).
+//! and per-batch overrides. Nothing here survives a restart (this is a dev/test tool). The
+//! counts are kept for the [`MAX_TRACKED_BATCHES`] most recently seen batches, so memory stays
+//! bounded however long the worker runs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use huleedu_contracts::PhaseName;
@@ -23,6 +25,48 @@ pub struct PhaseCount {
 struct Tally {
     event_ids: HashSet<Uuid>,
     deliveries: u64,
+    /// Command event ids answered (or silenced) already.
+    answered: HashSet<Uuid>,
+}
+
+/// Batches whose counts (and answered commands) are kept; beyond this the batch seen longest
+/// ago is forgotten (its counts read as zeros, a redelivery of its command is answered again).
+pub const MAX_TRACKED_BATCHES: usize = 10_000;
+
+#[derive(Debug)]
+struct Table {
+    by_batch: BTreeMap<String, BTreeMap<PhaseName, Tally>>,
+    /// Batches in the order first seen (oldest first).
+    order: VecDeque<String>,
+    max: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            by_batch: BTreeMap::new(),
+            order: VecDeque::new(),
+            max: MAX_TRACKED_BATCHES,
+        }
+    }
+}
+
+impl Table {
+    fn tally(&mut self, batch_id: &str, phase: PhaseName) -> &mut Tally {
+        if !self.by_batch.contains_key(batch_id) {
+            self.order.push_back(batch_id.to_owned());
+            while self.order.len() > self.max {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_batch.remove(&old);
+                }
+            }
+        }
+        self.by_batch
+            .entry(batch_id.to_owned())
+            .or_default()
+            .entry(phase)
+            .or_default()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -33,7 +77,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Dispatch counts; a cheap-to-clone handle to one shared table.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    inner: Arc<Mutex<BTreeMap<String, BTreeMap<PhaseName, Tally>>>>,
+    inner: Arc<Mutex<Table>>,
 }
 
 impl Counts {
@@ -41,17 +85,37 @@ impl Counts {
         Self::default()
     }
 
+    /// Counts that keep at most `max` batches (tests of the bound).
+    pub fn with_max_batches(max: usize) -> Self {
+        let counts = Self::default();
+        lock(&counts.inner).max = max.max(1);
+        counts
+    }
+
     /// Records one delivery of command `event_id` for (batch, phase). True when the event id is
     /// new for that pair (a dispatch), false for a redelivery.
     pub fn record(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) -> bool {
-        let mut all = lock(&self.inner);
-        let tally = all
-            .entry(batch_id.to_owned())
-            .or_default()
-            .entry(phase)
-            .or_default();
+        let mut table = lock(&self.inner);
+        let tally = table.tally(batch_id, phase);
         tally.deliveries += 1;
         tally.event_ids.insert(event_id)
+    }
+
+    /// Was command `event_id` of (batch, phase) answered (or silenced) already?
+    pub fn is_answered(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) -> bool {
+        lock(&self.inner)
+            .by_batch
+            .get(batch_id)
+            .and_then(|phases| phases.get(&phase))
+            .is_some_and(|t| t.answered.contains(&event_id))
+    }
+
+    /// Remember that command `event_id` of (batch, phase) was answered (or silenced).
+    pub fn mark_answered(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) {
+        lock(&self.inner)
+            .tally(batch_id, phase)
+            .answered
+            .insert(event_id);
     }
 
     /// The count of one (batch, phase); zeros when never seen.
@@ -65,6 +129,7 @@ impl Counts {
     /// The counts of one batch, by phase; empty for an unknown batch.
     pub fn batch(&self, batch_id: &str) -> BTreeMap<PhaseName, PhaseCount> {
         lock(&self.inner)
+            .by_batch
             .get(batch_id)
             .map(summarize)
             .unwrap_or_default()
@@ -73,6 +138,7 @@ impl Counts {
     /// Every batch's counts.
     pub fn all(&self) -> BTreeMap<String, BTreeMap<PhaseName, PhaseCount>> {
         lock(&self.inner)
+            .by_batch
             .iter()
             .map(|(batch, phases)| (batch.clone(), summarize(phases)))
             .collect()
@@ -139,6 +205,31 @@ mod tests {
         assert_eq!(counts.get("b2", PhaseName::Nlp), PhaseCount::default());
         assert!(counts.batch("b2").is_empty());
         assert_eq!(counts.all().len(), 1);
+    }
+
+    #[test]
+    fn only_the_most_recent_batches_are_kept() {
+        let counts = Counts::with_max_batches(2);
+        let id = Uuid::from_u128(1);
+        counts.record("b1", PhaseName::Spellcheck, id);
+        counts.mark_answered("b1", PhaseName::Spellcheck, id);
+        counts.record("b2", PhaseName::Spellcheck, id);
+        assert!(counts.is_answered("b1", PhaseName::Spellcheck, id));
+        assert!(!counts.is_answered("b2", PhaseName::Spellcheck, id));
+        // A known batch seen again does not push anything out.
+        counts.record("b1", PhaseName::Nlp, id);
+        assert_eq!(counts.all().len(), 2);
+        counts.record("b3", PhaseName::Spellcheck, id);
+        assert_eq!(
+            counts.all().keys().collect::<Vec<_>>(),
+            ["b2", "b3"],
+            "the batch seen longest ago is forgotten"
+        );
+        assert!(!counts.is_answered("b1", PhaseName::Spellcheck, id));
+        assert_eq!(
+            counts.get("b1", PhaseName::Spellcheck),
+            PhaseCount::default()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - a publish that fails is retried by the consumer runner (the partition waits) with the
 //!   same outcome bytes, so a retry is neither counted again nor given a new event id.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use huleedu_contracts::payloads::{
@@ -24,7 +24,6 @@ use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound, OutgoingMessag
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::decide::{decide, Command, Decision, HANDLED_PHASES};
 use crate::metrics::SimMetrics;
@@ -142,8 +141,6 @@ pub struct Worker {
     publisher: Arc<dyn Publisher>,
     metrics: SimMetrics,
     shutdown: CancellationToken,
-    /// Command event ids answered (or silenced) already.
-    answered: Mutex<HashSet<Uuid>>,
     /// Per partition (topic, partition): the message the runner will present again after a
     /// transient failure. Partitions are handled side by side, each in order.
     pending: Mutex<HashMap<(String, i32), Pending>>,
@@ -175,7 +172,6 @@ impl Worker {
             publisher,
             metrics,
             shutdown,
-            answered: Mutex::default(),
             pending: Mutex::default(),
         }
     }
@@ -244,7 +240,10 @@ impl Worker {
         if let Some(prepared) = pending.and_then(|p| p.prepared) {
             return self.finish(at, &command, prepared).await;
         }
-        if lock(&self.answered).contains(&command.event_id) {
+        if self
+            .counts
+            .is_answered(&command.batch_id, command.phase, command.event_id)
+        {
             tracing::info!("redelivered command already answered or silenced; skipped");
             return HandlerResult::Done;
         }
@@ -253,7 +252,8 @@ impl Worker {
         let outcome = match decide(&command, &b.failures, &b.silent_phases, overrides.as_ref()) {
             Decision::Silent => {
                 tracing::info!("phase is silent: command not answered");
-                lock(&self.answered).insert(command.event_id);
+                self.counts
+                    .mark_answered(&command.batch_id, command.phase, command.event_id);
                 return HandlerResult::Done;
             }
             Decision::Answer(outcome) => outcome,
@@ -276,7 +276,8 @@ impl Worker {
         let status = prepared.status;
         let result = self.publish(at, prepared, command.phase).await;
         if result == HandlerResult::Done {
-            lock(&self.answered).insert(command.event_id);
+            self.counts
+                .mark_answered(&command.batch_id, command.phase, command.event_id);
             tracing::info!(phase_status = %status, essays = command.essays.len(), "outcome published");
         }
         result
