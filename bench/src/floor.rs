@@ -1,10 +1,14 @@
 //! The floor: a minimal relay with the services' client settings, and its measurement.
 //!
-//! The relay process consumes `bench.floor.in`, produces each message unchanged (same key,
-//! same bytes) to `bench.floor.out`, awaits the broker's ack and stores the offset — what every
+//! The relay process consumes `bench.floor[.seq].in`, produces each message unchanged (same
+//! key, same bytes) to `bench.floor[.seq].out`, awaits the broker's ack and stores the offset — what every
 //! service's consumer runner must do at least once per hop, and nothing else. Both topics have
 //! the services' partition count (`TOPIC_PARTITIONS`, default 3) and the relay uses
-//! `KafkaSettings::consumer_config` / `producer_config` unchanged.
+//! `KafkaSettings::consumer_config` / `producer_config` unchanged. It runs in two modes, each on
+//! its own pair of topics: one task per partition (`--lanes`: in order within a partition,
+//! partitions side by side, as the orchestrator and the conductor consume — the reference the
+//! targets are judged against) and one message at a time overall (as the reference worker
+//! consumes).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,16 +19,23 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use huleedu_kafka::{provision_topics, KafkaSettings, Producer};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::launch::Proc;
 use crate::reader::{now_us, Kind, Reader};
 use crate::stats::{Dist, Rss};
 
-pub const FLOOR_IN: &str = "bench.floor.in";
-pub const FLOOR_OUT: &str = "bench.floor.out";
+/// The relay's topics (each mode has its own, so a relay never sees the other's messages).
+fn floor_topics(lanes: bool) -> (&'static str, &'static str) {
+    if lanes {
+        ("bench.floor.in", "bench.floor.out")
+    } else {
+        ("bench.floor.seq.in", "bench.floor.seq.out")
+    }
+}
 /// Size of a floor message, close to the services' commands and outcomes for 5 essays.
 const PAYLOAD_BYTES: usize = 1000;
 
@@ -43,37 +54,69 @@ pub fn kafka_settings(kafka: &str, client_id: &str, group: &str) -> anyhow::Resu
     Ok(s)
 }
 
-/// The relay process's main loop.
+/// The relay process's main loop. `lanes`: one task per partition (in order within a
+/// partition, partitions side by side — how the orchestrator and the conductor consume);
+/// otherwise one message at a time overall (how the reference worker consumes).
 pub async fn relay_process(
     kafka: &str,
     input: &str,
     output: &str,
     group: &str,
+    lanes: bool,
 ) -> anyhow::Result<()> {
     let settings = kafka_settings(kafka, "bench-floor-relay", group)?;
-    let consumer: StreamConsumer = settings.consumer_config().create()?;
+    let consumer: Arc<StreamConsumer> = Arc::new(settings.consumer_config().create()?);
     consumer.subscribe(&[input])?;
     let producer = Producer::new(&settings)?;
+    let mut lane_of: HashMap<i32, mpsc::UnboundedSender<OwnedMessage>> = HashMap::new();
     loop {
         let m = match consumer.recv().await {
-            Ok(m) => m,
+            Ok(m) => m.detach(),
             Err(e) => {
                 eprintln!("relay: consumer error {e}");
                 continue;
             }
         };
-        let payload = m.payload().unwrap_or_default();
-        loop {
-            match producer.send_parts(output, m.key(), payload, &[]).await {
-                Ok(_) => break,
-                Err(e) => {
-                    eprintln!("relay: produce failed {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        if !lanes {
+            relay_one(&consumer, &producer, output, &m).await?;
+            continue;
+        }
+        let lane = lane_of.entry(m.partition()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<OwnedMessage>();
+            let (consumer, producer, output) =
+                (consumer.clone(), producer.clone(), output.to_owned());
+            tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    if let Err(e) = relay_one(&consumer, &producer, &output, &m).await {
+                        eprintln!("relay: {e}");
+                    }
                 }
+            });
+            tx
+        });
+        lane.send(m).context("relay lane stopped")?;
+    }
+}
+
+/// Produce `m` unchanged to `output`, await the ack (retrying), then store its offset.
+async fn relay_one(
+    consumer: &StreamConsumer,
+    producer: &Producer,
+    output: &str,
+    m: &OwnedMessage,
+) -> anyhow::Result<()> {
+    let payload = m.payload().unwrap_or_default();
+    loop {
+        match producer.send_parts(output, m.key(), payload, &[]).await {
+            Ok(_) => break,
+            Err(e) => {
+                eprintln!("relay: produce failed {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        consumer.store_offset(m.topic(), m.partition(), m.offset())?;
     }
+    consumer.store_offset(m.topic(), m.partition(), m.offset())?;
+    Ok(())
 }
 
 /// Enqueues messages in call order (the idempotent producer keeps that order per partition)
@@ -131,7 +174,9 @@ fn floor_payload(key: &str, seq: u64) -> Vec<u8> {
 /// What the floor measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloorResult {
-    /// Hop latency with one message in flight (ms).
+    /// One task per partition (true) or one message at a time overall.
+    pub lanes: bool,
+    /// Hop latency with one message in flight (ms; none measured when `hops` was 0).
     pub hop_ms: Dist,
     /// Messages/s with `inflight` messages in flight.
     pub msgs_per_sec: f64,
@@ -152,23 +197,27 @@ pub async fn measure(
     hops: usize,
     inflight: usize,
     secs: u64,
+    lanes: bool,
 ) -> anyhow::Result<FloorResult> {
+    let (floor_in, floor_out) = floor_topics(lanes);
     let settings = kafka_settings(kafka, "bench", "bench")?;
-    provision_topics(&settings, &[FLOOR_IN, FLOOR_OUT])
+    provision_topics(&settings, &[floor_in, floor_out])
         .await
         .context("floor topics")?;
     let group = format!("bench-floor-{}", uuid::Uuid::new_v4().simple());
-    let relay = Proc::spawn(
-        "floor-relay",
-        bin,
-        &[
-            "relay", "--kafka", kafka, "--input", FLOOR_IN, "--output", FLOOR_OUT, "--group",
-            &group,
-        ],
-        &[],
-        run_dir,
-    )?;
-    let mut reader = Reader::start(kafka, &[FLOOR_OUT]).await?;
+    let mut relay_args = vec![
+        "relay", "--kafka", kafka, "--input", floor_in, "--output", floor_out, "--group", &group,
+    ];
+    if lanes {
+        relay_args.push("--lanes");
+    }
+    let name = if lanes {
+        "floor-relay"
+    } else {
+        "floor-relay-sequential"
+    };
+    let relay = Proc::spawn(name, bin, &relay_args, &[], run_dir)?;
+    let mut reader = Reader::start(kafka, &[floor_out]).await?;
     let sender = Sender::new(kafka)?;
 
     // Warm-up: until the relay has joined its group and relays on every partition.
@@ -179,12 +228,12 @@ pub async fn measure(
     while !pending.is_empty() {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the floor relay did not start relaying within 60 s (see {}/floor-relay.log)",
+            "the floor relay did not start relaying within 60 s (see {}/{name}.log)",
             run_dir.display()
         );
         if Instant::now() >= next_send {
             for k in &pending {
-                sender.enqueue(FLOOR_IN, k, &floor_payload(k, 0)).await;
+                sender.enqueue(floor_in, k, &floor_payload(k, 0)).await;
             }
             next_send = Instant::now() + Duration::from_secs(2);
         }
@@ -202,7 +251,7 @@ pub async fn measure(
     let mut hop = Vec::with_capacity(hops);
     for seq in 0..hops as u64 {
         sender
-            .enqueue(FLOOR_IN, "lat", &floor_payload("lat", seq))
+            .enqueue(floor_in, "lat", &floor_payload("lat", seq))
             .await;
         loop {
             let o = tokio::time::timeout(Duration::from_secs(10), reader.rx.recv())
@@ -220,7 +269,7 @@ pub async fn measure(
     let keys: Vec<String> = (0..inflight).map(|i| format!("f{i}")).collect();
     let mut seq: HashMap<String, u64> = HashMap::new();
     for k in &keys {
-        sender.enqueue(FLOOR_IN, k, &floor_payload(k, 0)).await;
+        sender.enqueue(floor_in, k, &floor_payload(k, 0)).await;
         seq.insert(k.clone(), 0);
     }
     let start = Instant::now();
@@ -245,7 +294,7 @@ pub async fn measure(
             *s += 1;
             let n = *s;
             sender
-                .enqueue(FLOOR_IN, &o.key, &floor_payload(&o.key, n))
+                .enqueue(floor_in, &o.key, &floor_payload(&o.key, n))
                 .await;
         }
     }
@@ -265,6 +314,7 @@ pub async fn measure(
     reader.stop();
     relay.stop().await;
     Ok(FloorResult {
+        lanes,
         hop_ms: Dist::of(hop),
         msgs_per_sec,
         inflight,

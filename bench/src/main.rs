@@ -4,7 +4,8 @@
 //!
 //! 1. **floor** — a minimal relay process (consume a message, produce it to another topic,
 //!    await the ack, store the offset; nothing else) with the services' client settings and
-//!    partition count: hop latency unloaded (one message in flight) and messages/s loaded.
+//!    partition count, one task per partition: hop latency unloaded (one message in flight)
+//!    and messages/s loaded; then the same relay one message at a time (messages/s).
 //! 2. **system** — conductor, orchestrator and reference worker as release binaries; batches
 //!    run `cj_assessment`, `nlp` and `ai_feedback` one after the other: latency unloaded (one
 //!    batch at a time), throughput loaded (all batches at once), Redis calls per transition
@@ -50,6 +51,10 @@ enum Cmd {
         output: String,
         #[arg(long)]
         group: String,
+        /// One task per partition (as the orchestrator and the conductor consume) instead of
+        /// one message at a time overall.
+        #[arg(long)]
+        lanes: bool,
     },
 }
 
@@ -121,7 +126,8 @@ fn main() -> anyhow::Result<()> {
             input,
             output,
             group,
-        } => rt.block_on(floor::relay_process(&kafka, &input, &output, &group)),
+            lanes,
+        } => rt.block_on(floor::relay_process(&kafka, &input, &output, &group, lanes)),
         Cmd::Run(args) => rt.block_on(system::run(args)),
     }
 }

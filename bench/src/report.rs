@@ -87,6 +87,15 @@ pub fn rows(r: &Results) -> Vec<Row> {
             rate,
         ),
         row(
+            format!(
+                "floor: relay msgs/s, one message at a time ({} in flight)",
+                r.floor_sequential.inflight
+            ),
+            Some(r.floor_sequential.msgs_per_sec),
+            "1/s",
+            rate,
+        ),
+        row(
             "floor: relay hop p50 (loaded)",
             some(&f.loaded_hop_ms, |d| d.p50),
             "ms",

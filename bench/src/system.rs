@@ -430,7 +430,10 @@ pub struct Memory {
 pub struct Results {
     pub machine: Machine,
     pub args: BTreeMap<String, String>,
+    /// The floor relay with one task per partition (the services' way): the reference.
     pub floor: FloorResult,
+    /// The same relay one message at a time (throughput only), for comparison.
+    pub floor_sequential: FloorResult,
     pub latency_run: Latencies,
     /// Direct timing of `POST /internal/v1/pipelines/define` (no causal wait), ms.
     pub resolve_direct_ms: Dist,
@@ -462,24 +465,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         run_dir.display()
     );
 
-    // 1. The floor.
+    // 1. The floor: one task per partition (latency and throughput), then one at a time.
     let inflight = args.floor_inflight.unwrap_or(args.batches).max(1);
     eprintln!(
         "[bench] floor: relay latency ({} hops, 1 in flight), then throughput ({inflight} in flight, {} s)",
         args.floor_hops, args.floor_secs
     );
+    let relay_bin = bin_dir.join("huleedu-bench");
     let floor = floor::measure(
         &args.kafka,
-        &bin_dir.join("huleedu-bench"),
+        &relay_bin,
         &run_dir,
         args.floor_hops,
         inflight,
         args.floor_secs,
+        true,
     )
     .await?;
     eprintln!(
         "[bench] floor: hop p50 {:.2} ms p99 {:.2} ms; {:.0} msgs/s",
         floor.hop_ms.p50, floor.hop_ms.p99, floor.msgs_per_sec
+    );
+    let floor_sequential = floor::measure(
+        &args.kafka,
+        &relay_bin,
+        &run_dir,
+        0,
+        inflight,
+        args.floor_secs,
+        false,
+    )
+    .await?;
+    eprintln!(
+        "[bench] floor, one message at a time: {:.0} msgs/s",
+        floor_sequential.msgs_per_sec
     );
 
     // 2. The services.
@@ -654,8 +673,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .sender
             .failures
             .load(std::sync::atomic::Ordering::Relaxed)
-            + floor.failed_sends,
+            + floor.failed_sends
+            + floor_sequential.failed_sends,
         floor,
+        floor_sequential,
         latency_run,
         resolve_direct_ms: resolve_direct,
         throughput,
