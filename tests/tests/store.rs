@@ -433,3 +433,42 @@ async fn the_index_feed_lists_members_upserted_by_this_process() {
     let due = s.index_members_due("starts", 10.0, 10).await.unwrap();
     assert_eq!(due, vec![("f1".to_owned(), 1.0)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_publishes_each_entry_once_and_removes_the_last_at_the_next_sweep() {
+    let (s, producer, topic) = relay_setup().await;
+    let reader = TopicReader::start(&[&topic]);
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer)
+            .with_poll_interval(Duration::from_millis(200))
+            .run(stop.clone()),
+    );
+    // One commit at a time, each published before the next: every drain removes what the
+    // previous one published (folded into its read), the last one is removed by a sweep.
+    let mut want = Vec::new();
+    for step in 0..6u64 {
+        let mut r = req("once", step, Some(&format!("once-{step}")), &[("s", "x")]);
+        r.outbox = entries(&topic, "once", 1);
+        want.push(r.outbox[0].payload.clone());
+        s.apply(&r).await.unwrap();
+        let n = want.len();
+        reader
+            .wait_for(T, "the entry published", |seen| seen.len() >= n)
+            .await;
+    }
+    wait_until(T, "outbox emptied by the sweep", || async {
+        s.outbox_len().await.unwrap() == 0
+    })
+    .await;
+    // Two more sweeps: nothing is published again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: Vec<String> = reader
+        .seen()
+        .iter()
+        .map(|m| m.payload_str().to_owned())
+        .collect();
+    assert_eq!(got, want, "each entry exactly once, in commit order");
+    stop.cancel();
+    relay.await.unwrap();
+}

@@ -14,8 +14,9 @@
 //!   [`ApplyOutcome::Applied`], [`ApplyOutcome::AlreadyApplied`] or [`ApplyOutcome::Conflict`]
 //!   (decide again from fresh state).
 //! - [`relay::OutboxRelay`] publishes outbox entries in order, waits for the broker's ack, then
-//!   removes exactly the entries it published (two round trips per drain: lease + read, remove;
-//!   only the buckets this process appended to, all buckets every sweep). Event ids are inside the stored payloads, fixed
+//!   removes exactly the entries it published (one round trip per drain: the removal of what
+//!   the previous drain published is folded into the next read; only the buckets this process
+//!   appended to, all buckets every sweep). Event ids are inside the stored payloads, fixed
 //!   when the event was decided, so a re-send after a crash carries the same `event_id`.
 //!
 //! ## Key layout

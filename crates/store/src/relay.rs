@@ -6,12 +6,18 @@
 //! exactly the acknowledged prefix — checked entry by entry, so a lost lease can cause a
 //! re-send (same `event_id`, dropped by consumers) but never a loss.
 //!
+//! Round trips: removing the acknowledged prefix is folded into the *next* read of the same
+//! bucket (one script: remove what was acknowledged, renew the lease, read what follows), so a
+//! drain costs one round trip. Entries acknowledged last in a burst are removed by the next
+//! sweep (within `poll_interval`) or by the drain at shutdown; a crash before that re-sends
+//! them (same `event_id`s, dropped by consumers).
+//!
 //! The relay wakes when this process appends to the outbox and then drains just the buckets
 //! this process appended to; every `poll_interval` it sweeps all buckets (entries left by a
 //! crashed or other replica). Buckets are drained side by side (each in order). On shutdown it
 //! keeps draining until the outbox is empty or the drain deadline passes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use huleedu_kafka::Producer;
@@ -25,27 +31,27 @@ use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 /// Most entries published per bucket per round.
 pub const BATCH: usize = 256;
 
-const LEASE_RANGE_LUA: &str = r#"
--- KEYS[1] lease, KEYS[2] outbox; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most entries.
--- Take or renew the lease, then answer the oldest entries; nil when another relay holds it.
+const PUMP_LUA: &str = r#"
+-- KEYS[1] lease, KEYS[2] outbox; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most entries,
+-- ARGV[4..] the entries this relay published and had acknowledged last time, oldest first.
+-- nil when another relay holds the lease (nothing changed). Otherwise: remove those entries
+-- while they are at the head (checked one by one), take or renew the lease, and answer the
+-- oldest entries now in the outbox.
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then
   return false
+end
+for i = 4, #ARGV do
+  if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[2])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 return redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 "#;
 
-const POP_LUA: &str = r#"
--- KEYS[1] outbox; ARGV = the published entries, oldest first. Pop them while they match.
-local n = 0
-for i = 1, #ARGV do
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
-  redis.call('LPOP', KEYS[1])
-  n = n + 1
-end
-return n
-"#;
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Counters the relay reports (metrics).
 pub trait RelayObserver: Send + Sync + 'static {
@@ -66,8 +72,9 @@ pub struct OutboxRelay<O = NoRelayObserver> {
     poll_interval: Duration,
     lease_ttl: Duration,
     drain_timeout: Duration,
-    lease: Arc<Script>,
-    pop: Arc<Script>,
+    pump: Arc<Script>,
+    /// Per bucket: entries published and acknowledged, to be removed by the next pump.
+    acked: Arc<Vec<Mutex<Vec<String>>>>,
     observer: O,
 }
 
@@ -88,8 +95,8 @@ impl OutboxRelay<NoRelayObserver> {
             poll_interval: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
-            lease: Arc::new(Script::new(LEASE_RANGE_LUA)),
-            pop: Arc::new(Script::new(POP_LUA)),
+            pump: Arc::new(Script::new(PUMP_LUA)),
+            acked: Arc::new((0..BUCKETS).map(|_| Mutex::default()).collect()),
             observer: NoRelayObserver,
         }
     }
@@ -104,8 +111,8 @@ impl<O: RelayObserver> OutboxRelay<O> {
             poll_interval: self.poll_interval,
             lease_ttl: self.lease_ttl,
             drain_timeout: self.drain_timeout,
-            lease: self.lease,
-            pop: self.pop,
+            pump: self.pump,
+            acked: self.acked,
             observer,
         }
     }
@@ -238,18 +245,29 @@ impl<O: RelayObserver> OutboxRelay<O> {
     /// Publish up to [`BATCH`] entries of one bucket; returns (published, read).
     async fn drain_bucket(&self, keys: &Keys, bucket: u16) -> Result<(usize, usize), StoreError> {
         let mut conn = self.store.conn();
-        // One round trip: take or renew the lease and read the oldest entries.
-        let raw: Option<Vec<String>> = self
-            .lease
-            .key(keys.lease(bucket))
+        let done = self.take_acked(bucket);
+        // One round trip: remove what the last drain had acknowledged, take or renew the
+        // lease, read the oldest entries.
+        let mut inv = self.pump.prepare_invoke();
+        inv.key(keys.lease(bucket))
             .key(keys.outbox(bucket))
             .arg(&self.owner)
             .arg(self.lease_ttl.as_millis() as u64)
-            .arg(BATCH)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(BATCH);
+        for r in &done {
+            inv.arg(r);
+        }
+        let raw: Option<Vec<String>> = match inv.invoke_async(&mut conn).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Removed or not: unknown. Try again next time (the removal is content-checked).
+                self.set_acked(bucket, done);
+                return Err(e.into());
+            }
+        };
         let Some(raw) = raw else {
-            return Ok((0, 0)); // another replica drains this bucket
+            // Another replica drains this bucket (and re-sends what it finds: same event ids).
+            return Ok((0, 0));
         };
         if raw.is_empty() {
             return Ok((0, 0));
@@ -288,27 +306,24 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 }
             }
         }
-        if acked > 0 {
-            let mut inv = self.pop.prepare_invoke();
-            inv.key(keys.outbox(bucket));
-            for r in &raw[..acked] {
-                inv.arg(r);
-            }
-            let popped: usize = inv.invoke_async(&mut conn).await?;
-            if popped < acked {
-                tracing::debug!(
-                    bucket,
-                    popped,
-                    acked,
-                    "another relay removed part of the batch"
-                );
-            }
-        }
+        // Removed by the next pump of this bucket (the next drain or sweep).
+        let mut raw = raw;
+        let read = raw.len();
+        raw.truncate(acked);
+        self.set_acked(bucket, raw);
         if let Some(e) = first_error {
             tracing::warn!(bucket, error = %e, published = acked, "outbox publish failed; will retry");
             self.observer.on_error();
         }
-        Ok((acked, raw.len()))
+        Ok((acked, read))
+    }
+
+    fn take_acked(&self, bucket: u16) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.acked[bucket as usize]))
+    }
+
+    fn set_acked(&self, bucket: u16, entries: Vec<String>) {
+        *lock(&self.acked[bucket as usize]) = entries;
     }
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {
