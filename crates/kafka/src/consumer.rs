@@ -300,21 +300,25 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
         tracing::info!(service = %service, "consumer stopped");
     }
 
-    /// One message at a time, in the order fetched.
-    async fn run_sequential(self, shutdown: &CancellationToken) {
+    /// The next message fetched; `None` once shutdown is requested. Consumer errors (broker
+    /// down, for example) are logged and polling goes on.
+    async fn next(&self, shutdown: &CancellationToken) -> Option<Inbound> {
         loop {
             let msg = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return None,
                 m = self.consumer.recv() => m,
             };
-            let inbound = match msg {
-                Ok(m) => Inbound::from_message(&m),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer error; continuing");
-                    continue;
-                }
-            };
+            match msg {
+                Ok(m) => return Some(Inbound::from_message(&m)),
+                Err(e) => tracing::warn!(error = %e, "consumer error; continuing"),
+            }
+        }
+    }
+
+    /// One message at a time, in the order fetched.
+    async fn run_sequential(self, shutdown: &CancellationToken) {
+        while let Some(inbound) = self.next(shutdown).await {
             if !self.handle_and_store(&inbound, shutdown).await {
                 break;
             }
@@ -329,19 +333,7 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
         let mut lanes: HashMap<(String, i32), tokio::sync::mpsc::UnboundedSender<Queued>> =
             HashMap::new();
         let mut tasks = Vec::new();
-        loop {
-            let msg = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                m = self.consumer.recv() => m,
-            };
-            let inbound = match msg {
-                Ok(m) => Inbound::from_message(&m),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer error; continuing");
-                    continue;
-                }
-            };
+        while let Some(inbound) = self.next(shutdown).await {
             let share = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
