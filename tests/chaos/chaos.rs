@@ -128,6 +128,52 @@ impl Chaos<'_> {
         self.log.say(format!("SIGKILL {name} (pid {pid}){why}"));
     }
 
+    /// Wait until the consumer group of `service` has been quiet (no partitions revoked or
+    /// assigned in any of `alive`) for twice the session time-out, at most 40 s. tansu 0.6 can
+    /// keep assigning partitions to a member killed during or right after a rebalance and
+    /// never evict it (docs/reliability.md), which strands those partitions for good. Under
+    /// chaos tansu rebalances every few seconds, so the 40 s bound usually ends the wait: a
+    /// workaround that makes the failure rarer, not impossible.
+    async fn group_settled(&mut self, service: &str, alive: &[String]) {
+        let quiet = SESSION_TIMEOUT * 2;
+        let started = Instant::now();
+        let group_events = |stack: &Stack| -> usize {
+            alive
+                .iter()
+                .map(|name| {
+                    stack
+                        .log_tail(name, usize::MAX)
+                        .lines()
+                        .filter(|l| {
+                            l.contains("partitions assigned") || l.contains("partitions revoked")
+                        })
+                        .count()
+                })
+                .sum()
+        };
+        let mut seen = group_events(self.stack);
+        let mut since = Instant::now();
+        while since.elapsed() < quiet {
+            if started.elapsed() > Duration::from_secs(40) {
+                self.log.say(format!(
+                    "group of {service} still rebalancing after 40 s; killing anyway"
+                ));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = group_events(self.stack);
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            }
+        }
+        self.log.say(format!(
+            "group of {service} quiet for {:.0} s (waited {:.1} s)",
+            quiet.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+
     async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         self.stack.spawn_service(name);
         self.tally.service_restarts += 1;
@@ -224,6 +270,7 @@ impl Chaos<'_> {
                     if alive.len() < 2 {
                         continue;
                     }
+                    self.group_settled(service, &alive).await;
                     let name = self.rng.pick(&alive).clone();
                     self.kill(&name, " for good").await;
                     self.dead.insert(name.clone());
