@@ -425,6 +425,13 @@ async fn an_oversized_message_is_dead_lettered_without_reaching_the_handler() {
     run.stop().await;
 }
 
+/// Append a message's payload to a test handler's log.
+fn record(log: &Mutex<Vec<String>>, msg: &Inbound) {
+    log.lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&msg.payload).into_owned());
+}
+
 /// Handles each message slowly, says partitions may run side by side, and records how many
 /// messages were being handled at once.
 #[derive(Clone, Default)]
@@ -444,10 +451,7 @@ impl Handler for SideBySide {
         self.most.fetch_max(n, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.now.fetch_sub(1, Ordering::SeqCst);
-        self.log
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&msg.payload).into_owned());
+        record(&self.log, msg);
         HandlerResult::Done
     }
 }
@@ -535,10 +539,7 @@ impl Handler for Held {
         while msg.key_str() == self.key && !self.open.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.log
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&msg.payload).into_owned());
+        record(&self.log, msg);
         HandlerResult::Done
     }
 }

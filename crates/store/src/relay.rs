@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::keys::Keys;
+use crate::store::lock;
 use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 
 /// Most entries published per bucket per round.
@@ -48,10 +49,6 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 return redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 "#;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Counters the relay reports (metrics).
 pub trait RelayObserver: Send + Sync + 'static {

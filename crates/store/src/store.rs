@@ -265,7 +265,8 @@ struct IndexFeed {
     watched: HashMap<String, HashSet<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Lock a mutex; a panic elsewhere while holding it leaves only hints (cache, feed) behind.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -347,7 +348,7 @@ impl Store {
     }
 
     /// Forget the cached state of `batch_id`.
-    pub fn forget(&self, batch_id: &str) {
+    fn forget(&self, batch_id: &str) {
         lock(&self.cache).remove(batch_id);
     }
 
