@@ -7,9 +7,10 @@
 #                                        # batches and over a 100,000-event soak
 #   scripts/bench.sh --batches 200 --live-batches 0 --soak-events 0     # quick run
 #   scripts/bench.sh --help              # every option
+#   BROKER=tansu scripts/bench.sh        # on tansu instead of Apache Kafka (the default)
 #
-# Installs tansu and redis-server when missing (once), builds the release binaries, starts its
-# own broker and Redis on free ports (scripts/lib/infra.sh), runs target/release/huleedu-bench,
+# Installs the broker and redis-server when missing (once), builds the release binaries, starts
+# its own broker and Redis on free ports (scripts/lib/infra.sh), runs target/release/huleedu-bench,
 # prints the table and writes target/bench/results.json (or --out PATH). Stops everything it
 # started when it ends, also on failure or Ctrl-C. Environment given to this script (e.g.
 # KAFKA_FETCH_WAIT_MAX_MS) applies to the floor relay and the services alike.
@@ -33,6 +34,7 @@ cargo build --release --locked --bins \
 BIN="$CARGO_TARGET_DIR/release"
 
 infra_start
+export BROKER
 infra_log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BIN/huleedu-bench" run --kafka "$KAFKA_BOOTSTRAP_SERVERS" --redis "$REDIS_URL" \
   --bin-dir "$BIN" "$@"

@@ -6,8 +6,9 @@
 #                             # print the report; stop everything
 #   scripts/run.sh --keep     # same, then keep the stack running until Ctrl-C
 #   scripts/run.sh --no-demo  # start the stack and keep it running (no demonstration)
+#   BROKER=tansu scripts/run.sh   # the same on tansu instead of Apache Kafka (the default)
 #
-# Installs tansu and redis-server when missing (once), builds the binaries, and stops
+# Installs the broker and redis-server when missing (once), builds the binaries, and stops
 # everything it started when it ends, also on failure or Ctrl-C. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ for arg in "$@"; do
   case "$arg" in
     --keep) keep=1 ;;
     --no-demo) demo=0; keep=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,7 +31,7 @@ infra_log "building the services (first time: a few minutes)"
 cargo build --workspace --bins --locked --quiet
 BIN="$CARGO_TARGET_DIR/debug"
 
-infra_start durable
+infra_start --durable
 
 export OPERATOR_TOKEN="${OPERATOR_TOKEN:-local-operator-token}"
 export RUST_LOG="${RUST_LOG:-info,librdkafka=warn}"

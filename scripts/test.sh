@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests, and the integration and end-to-end tests
-# against a real broker (tansu) and a real Redis that this script starts on free ports and stops
-# at the end. Installs tansu and redis-server first when they are missing. Idempotent.
+# The whole test suite: formatting, lints, unit tests, and the integration, end-to-end, chaos
+# and shutdown tests against a real broker and a real Redis that this script starts on free
+# ports and stops at the end. Installs what is missing first (Apache Kafka from Maven Central,
+# tansu with cargo, redis-server with apt). Idempotent.
 #
-# Extra arguments are passed to `cargo test` (e.g. scripts/test.sh -p huleedu-it).
+#   scripts/test.sh                  # everything on Apache Kafka, then the end-to-end smoke
+#                                    # subset on tansu
+#   BROKER=tansu scripts/test.sh     # everything on tansu (no smoke run on a second broker)
+#   scripts/test.sh ARGS...          # extra arguments go to `cargo test` (e.g. -p huleedu-it);
+#                                    # then the tansu smoke run is skipped
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/infra.sh
+infra_check_broker "$BROKER"
 
 # One build directory shared by every checkout and CI run on this machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/huleedu/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
-infra_ensure_tools
+# The smoke run on the other broker: only for a whole run on Apache Kafka.
+smoke=0
+[ "$BROKER" = kafka ] && [ $# -eq 0 ] && smoke=1
+if [ "$smoke" = 1 ]; then infra_ensure_tools kafka tansu; else infra_ensure_tools "$BROKER"; fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,19 +31,34 @@ echo "==> building services and tests"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-run
 
-infra_start
-# The tests find the broker and Redis here; they never use the defaults (6379/9092).
+secure=()
+[ "$BROKER" = kafka ] && secure=(--secure)
+infra_start "${secure[@]}"
+# The tests find the broker and Redis here; they never use the defaults (6379/9092). Stacks the
+# end-to-end, chaos and demo tests start themselves run the same broker (HULEEDU_TEST_BROKER).
+export HULEEDU_TEST_BROKER="$BROKER"
 export HULEEDU_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
 export HULEEDU_TEST_REDIS="$REDIS_URL"
+if [ "$BROKER" = kafka ]; then
+  export HULEEDU_TEST_KAFKA_SSL="$INFRA_KAFKA_SSL" HULEEDU_TEST_KAFKA_MTLS="$INFRA_KAFKA_MTLS"
+  export HULEEDU_TEST_KAFKA_SASL_SSL="$INFRA_KAFKA_SASL_SSL" HULEEDU_TEST_TLS_DIR="$INFRA_TLS_DIR"
+  export HULEEDU_TEST_KAFKA_SCRAM="$INFRA_KAFKA_SCRAM" HULEEDU_TEST_KAFKA_PLAIN="$INFRA_KAFKA_PLAIN"
+fi
 unset KAFKA_BOOTSTRAP_SERVERS REDIS_URL
-echo "==> cargo test"
 log="$INFRA_DIR/cargo-test.log"
 set +e
+echo "==> cargo test (broker: $BROKER)"
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+if [ "$smoke" = 1 ]; then
+  echo "==> end-to-end smoke subset on tansu"
+  HULEEDU_TEST_BROKER=tansu cargo test --locked -p huleedu-it --test e2e -- --smoke 2>&1 | tee -a "$log"
+  smoke_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$smoke_status
+fi
 set -e
 # One closing line for the whole run: the sum of every test binary's result line
-# (libtest's "test result: ... N passed; M failed" and the end-to-end harness's "N passed, M failed").
+# (libtest's "test result: ... N passed; M failed" and the custom harnesses' "N passed, M failed").
 awk '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
   /^[a-z0-9-]+: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }

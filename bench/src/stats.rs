@@ -217,8 +217,12 @@ pub fn infra_pids() -> Vec<(String, u32)> {
         "huleedu-bench (driver + reader)".to_owned(),
         std::process::id(),
     )];
+    let broker = format!(
+        "{} (broker)",
+        std::env::var("BROKER").unwrap_or_else(|_| "kafka".to_owned())
+    );
     for (name, var) in [
-        ("tansu (broker)", "TANSU_PID"),
+        (broker.as_str(), "BROKER_PID"),
         ("redis-server", "REDIS_PID"),
     ] {
         if let Some(pid) = std::env::var(var).ok().and_then(|p| p.parse().ok()) {

@@ -1,42 +1,71 @@
 # shellcheck shell=bash
-# Local infrastructure for tests and demos: a tansu broker and a redis-server, each on a free
-# port with its data in a throw-away directory, stopped and removed when the calling script
-# exits (normally, on failure or on Ctrl-C).
+# Local infrastructure for tests and demos: a Kafka-protocol broker and a redis-server, each on
+# a free port with its data in a throw-away directory, stopped and removed when the calling
+# script exits (normally, on failure or on Ctrl-C).
+#
+# The broker is Apache Kafka (KRaft, from Maven Central: scripts/lib/kafka.sh) or tansu (a
+# Kafka-compatible broker in Rust, installed with cargo), chosen by BROKER=kafka|tansu.
 #
 # Usage (from a bash script):
 #   source "$(dirname "$0")/lib/infra.sh"
-#   infra_ensure_tools            # installs tansu / redis-server when missing (idempotent)
-#   infra_start [durable]         # exports KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, INFRA_DIR
+#   infra_ensure_tools [kafka] [tansu]   # installs what is missing (idempotent); default: $BROKER
+#   infra_start [--durable] [--secure]   # starts $BROKER and Redis; exports
+#                                        # KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, INFRA_DIR
+#
+# --durable: Redis with AOF (everysec) and tansu on SQLite, so either can be restarted without
+# losing data (Apache Kafka always keeps its data on disk).
+# --secure (Apache Kafka only): also TLS and SASL listeners with throw-away certificates and
+# users (scripts/lib/kafka-broker.sh), exported as INFRA_KAFKA_SSL, INFRA_KAFKA_MTLS,
+# INFRA_KAFKA_SASL_SSL (host:port), INFRA_TLS_DIR (certificates: scripts/lib/certs.sh),
+# INFRA_KAFKA_SCRAM and INFRA_KAFKA_PLAIN (user:password).
 #
 # Nothing here touches a Redis or broker that was already running on this machine.
 
+INFRA_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$INFRA_LIB/kafka.sh"
+source "$INFRA_LIB/certs.sh"
+
 TANSU_VERSION="0.6.0"
 export PATH="$HOME/.cargo/bin:$PATH"
+BROKER="${BROKER:-kafka}"
 
 infra_log() { printf '\033[1;34m[infra]\033[0m %s\n' "$*" >&2; }
 
+infra_check_broker() {
+  case "$1" in
+    kafka|tansu) ;;
+    *) infra_log "BROKER=$1 is not known: use BROKER=kafka (Apache Kafka) or BROKER=tansu"; exit 2 ;;
+  esac
+}
+
 infra_ensure_tools() {
+  local brokers=("$@")
+  [ ${#brokers[@]} -gt 0 ] || brokers=("$BROKER")
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  if ! command -v curl >/dev/null 2>&1; then
-    infra_log "curl not found: installing Debian's curl package"
+  local missing=()
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    infra_log "not found: ${missing[*]}: installing Debian's packages"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The redis-server package may start a system instance; we never use it.
   fi
-  if ! command -v redis-server >/dev/null 2>&1; then
-    infra_log "redis-server not found: installing Debian's redis-server package"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
-    # The package may start a system instance; we never use it.
-  else
-    infra_log "redis-server present: $(redis-server --version | cut -d' ' -f3)"
-  fi
-  if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    infra_log "tansu present: $(tansu --version 2>/dev/null | head -n1)"
-  else
-    infra_log "tansu $TANSU_VERSION not found: installing it with cargo (one time, about 10 minutes on 2 cores)"
-    cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql
-  fi
+  infra_log "redis-server present: $(redis-server --version | cut -d' ' -f3)"
+  local b
+  for b in "${brokers[@]}"; do
+    infra_check_broker "$b"
+    if [ "$b" = kafka ]; then
+      kafka_ensure
+    elif command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+      infra_log "tansu present: $(tansu --version 2>/dev/null | head -n1)"
+    else
+      infra_log "tansu $TANSU_VERSION not found: installing it with cargo (one time, about 10 minutes on 2 cores)"
+      cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql
+    fi
+  done
 }
 
 # Print a TCP port on 127.0.0.1 that nothing listens on right now.
@@ -52,11 +81,22 @@ infra_free_port() {
   done
 }
 
-# Wait until 127.0.0.1:$1 accepts connections (name $2, timeout $3 seconds).
+# Print $1 distinct free ports.
+infra_free_ports() {
+  local n=$1 p ports=()
+  while [ ${#ports[@]} -lt "$n" ]; do
+    p=$(infra_free_port)
+    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+  done
+  echo "${ports[@]}"
+}
+
+# Wait until 127.0.0.1:$1 accepts connections (name $2, timeout $3 seconds, pid $4 whose exit
+# ends the wait early).
 infra_wait_port() {
-  local port=$1 name=$2 timeout=${3:-30} start=$SECONDS
+  local port=$1 name=$2 timeout=${3:-30} pid=${4:-} start=$SECONDS
   until (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    if (( SECONDS - start > timeout )); then
+    if (( SECONDS - start > timeout )) || { [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; }; then
       infra_log "$name did not open port $port within ${timeout}s; its log:"
       tail -n 30 "$INFRA_DIR/$name.log" >&2 || true
       return 1
@@ -82,10 +122,55 @@ infra_stop() {
   fi
 }
 
-# Start tansu and redis-server on free ports. With "durable": tansu on SQLite and Redis with
-# AOF (everysec), so either can be restarted without losing data.
+infra_start_tansu() {
+  local kport=$1 durable=$2
+  local storage="memory://tansu/"
+  [ "$durable" = 1 ] && storage="sqlite://tansu.db"
+  # tansu resolves a sqlite path relative to its working directory.
+  (cd "$INFRA_DIR" && exec tansu broker \
+      --listener-url "tcp://127.0.0.1:$kport" \
+      --advertised-listener-url "tcp://127.0.0.1:$kport" \
+      --storage-engine "$storage" >"$INFRA_DIR/broker.log" 2>&1) &
+  INFRA_PIDS+=("$!")
+  export BROKER_PID=$!
+  infra_wait_port "$kport" broker 30 "$BROKER_PID"
+}
+
+infra_start_kafka() {
+  local kport=$1 secure=$2
+  local args=(--dir "$INFRA_DIR/kafka" --port "$kport" --controller-port "$(infra_free_port)")
+  if [ "$secure" = 1 ]; then
+    local ssl mtls sasl
+    read -r ssl mtls sasl <<<"$(infra_free_ports 3)"
+    export INFRA_TLS_DIR="$INFRA_DIR/tls"
+    certs_make "$INFRA_TLS_DIR"
+    export INFRA_KAFKA_SSL="127.0.0.1:$ssl" INFRA_KAFKA_MTLS="127.0.0.1:$mtls" INFRA_KAFKA_SASL_SSL="127.0.0.1:$sasl"
+    export INFRA_KAFKA_SCRAM="huleedu-scram:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    export INFRA_KAFKA_PLAIN="huleedu-plain:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    args+=(--tls-dir "$INFRA_TLS_DIR" --ssl-port "$ssl" --mtls-port "$mtls" --sasl-ssl-port "$sasl"
+           --scram-user "$INFRA_KAFKA_SCRAM" --plain-user "$INFRA_KAFKA_PLAIN")
+  fi
+  "$INFRA_LIB/kafka-broker.sh" "${args[@]}" >"$INFRA_DIR/broker.log" 2>&1 &
+  INFRA_PIDS+=("$!")
+  export BROKER_PID=$!
+  infra_wait_port "$kport" broker 90 "$BROKER_PID"
+}
+
+# Start $BROKER and redis-server on free ports (options: see the top of this file).
 infra_start() {
-  local mode=${1:-memory}
+  local durable=0 secure=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --durable) durable=1 ;;
+      --secure) secure=1 ;;
+      *) infra_log "infra_start: unknown option $arg"; return 2 ;;
+    esac
+  done
+  infra_check_broker "$BROKER"
+  if [ "$secure" = 1 ] && [ "$BROKER" != kafka ]; then
+    infra_log "TLS and SASL listeners need Apache Kafka (tansu has none): BROKER=kafka"
+    return 2
+  fi
   INFRA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/huleedu-infra.XXXXXX")
   export INFRA_DIR
   trap 'infra_stop' EXIT
@@ -93,30 +178,25 @@ infra_start() {
   trap 'infra_stop; exit 143' TERM
 
   local kport rport
-  kport=$(infra_free_port)
-  rport=$(infra_free_port)
-  while [ "$rport" = "$kport" ]; do rport=$(infra_free_port); done
-
-  local storage="memory://tansu/"
-  [ "$mode" = durable ] && storage="sqlite://tansu.db"
-  # tansu resolves a sqlite path relative to its working directory.
-  (cd "$INFRA_DIR" && exec tansu broker \
-      --listener-url "tcp://127.0.0.1:$kport" \
-      --advertised-listener-url "tcp://127.0.0.1:$kport" \
-      --storage-engine "$storage" >"$INFRA_DIR/tansu.log" 2>&1) &
-  INFRA_PIDS+=("$!")
-  export TANSU_PID=$!
+  read -r kport rport <<<"$(infra_free_ports 2)"
 
   local aof=(--appendonly no)
-  [ "$mode" = durable ] && aof=(--appendonly yes --appendfsync everysec)
+  [ "$durable" = 1 ] && aof=(--appendonly yes --appendfsync everysec)
   redis-server --port "$rport" --bind 127.0.0.1 --save "" "${aof[@]}" \
       --dir "$INFRA_DIR" --daemonize no >"$INFRA_DIR/redis.log" 2>&1 &
   INFRA_PIDS+=("$!")
   export REDIS_PID=$!
 
-  infra_wait_port "$kport" tansu 30
-  infra_wait_port "$rport" redis 30
+  if [ "$BROKER" = kafka ]; then
+    infra_start_kafka "$kport" "$secure"
+  else
+    infra_start_tansu "$kport" "$durable"
+  fi
+  infra_wait_port "$rport" redis 30 "$REDIS_PID"
   export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$kport"
   export REDIS_URL="redis://127.0.0.1:$rport"
-  infra_log "broker (tansu, $mode) at $KAFKA_BOOTSTRAP_SERVERS, Redis at $REDIS_URL, data in $INFRA_DIR"
+  local what="Apache Kafka $KAFKA_VERSION"
+  [ "$BROKER" = tansu ] && what="tansu $TANSU_VERSION"
+  [ "$secure" = 1 ] && what="$what, TLS at $INFRA_KAFKA_SSL, mTLS at $INFRA_KAFKA_MTLS, SASL_SSL at $INFRA_KAFKA_SASL_SSL"
+  infra_log "broker ($what) at $KAFKA_BOOTSTRAP_SERVERS, Redis at $REDIS_URL, data in $INFRA_DIR"
 }

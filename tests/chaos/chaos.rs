@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure};
 use huleedu_contracts::topics;
 use huleedu_it::observer::{Expectations, Observer, ObserverReport};
-use huleedu_it::stack::{Stack, StackOptions, BCS, BOS};
+use huleedu_it::stack::{BrokerKind, Stack, StackOptions, BCS, BOS};
 use huleedu_it::unique;
 use serde_json::Value;
 
@@ -19,13 +19,20 @@ use crate::{dump_logs, ready_within, Log, Rng};
 /// Consumer session time-out of the orchestrators and conductors in the chaos stack.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long a SIGKILLed replica stays down. Longer than the session time-out: tansu 0.6's group
-/// coordinator can hand partitions to a dead member that has not yet timed out when a new
-/// member joins, and never rebalance them again (see docs/reliability.md). Kafka evicts the dead
-/// member and rebalances; the replacement's partitions move after the session time-out either
-/// way, so waiting for it costs the test no realism on the consumer side.
-fn down_time(rng: &mut Rng) -> Duration {
-    SESSION_TIMEOUT + rng.millis(1500, 3500)
+/// How long a SIGKILLed replica stays down.
+///
+/// On Apache Kafka, anything from a moment to twice the session time-out: a replica often comes
+/// back while the group still counts its dead predecessor as a member, and the coordinator must
+/// evict that member when its session expires.
+///
+/// On tansu, longer than the session time-out: tansu 0.6's group coordinator can hand
+/// partitions to a dead member that has not yet timed out when a new member joins, and never
+/// rebalance them again (see docs/reliability.md). A tansu-only workaround.
+fn down_time(broker: BrokerKind, rng: &mut Rng) -> Duration {
+    match broker {
+        BrokerKind::Kafka => rng.millis(100, 2 * SESSION_TIMEOUT.as_millis() as u64),
+        BrokerKind::Tansu => SESSION_TIMEOUT + rng.millis(1500, 3500),
+    }
 }
 
 /// How a chaos run is sized.
@@ -83,7 +90,7 @@ enum Action {
     KillRestart(&'static str),
     /// SIGKILL one orchestrator and one conductor at the same moment, restart both.
     KillBoth,
-    /// SIGKILL the broker, start it again on the same port and SQLite file.
+    /// SIGKILL the broker, start it again on the same port and data (tansu: its SQLite file).
     RestartBroker,
     /// SIGKILL Redis, start it again on the same port and AOF directory.
     RestartRedis,
@@ -128,13 +135,17 @@ impl Chaos<'_> {
         self.log.say(format!("SIGKILL {name} (pid {pid}){why}"));
     }
 
-    /// Wait until the consumer group of `service` has been quiet (no partitions revoked or
-    /// assigned in any of `alive`) for twice the session time-out, at most 40 s. tansu 0.6 can
-    /// keep assigning partitions to a member killed during or right after a rebalance and
-    /// never evict it (docs/reliability.md), which strands those partitions for good. Under
-    /// chaos tansu rebalances every few seconds, so the 40 s bound usually ends the wait: a
-    /// workaround that makes the failure rarer, not impossible.
+    /// tansu only: wait until the consumer group of `service` has been quiet (no partitions
+    /// revoked or assigned in any of `alive`) for twice the session time-out, at most 40 s.
+    /// tansu 0.6 can keep assigning partitions to a member killed during or right after a
+    /// rebalance and never evict it (docs/reliability.md), which strands those partitions for
+    /// good. Under chaos tansu rebalances every few seconds, so the 40 s bound usually ends the
+    /// wait: a workaround that makes the failure rarer, not impossible. On Apache Kafka a
+    /// replica is killed for good at any moment, mid-rebalance included.
     async fn group_settled(&mut self, service: &str, alive: &[String]) {
+        if self.stack.broker != BrokerKind::Tansu {
+            return;
+        }
         let quiet = SESSION_TIMEOUT * 2;
         let started = Instant::now();
         let group_events = |stack: &Stack| -> usize {
@@ -217,7 +228,7 @@ impl Chaos<'_> {
                 let alive = self.alive(service);
                 let name = self.rng.pick(&alive).clone();
                 self.kill(&name, "").await;
-                let down = down_time(&mut self.rng);
+                let down = down_time(self.stack.broker, &mut self.rng);
                 tokio::time::sleep(down).await;
                 self.restart(&name).await?;
             }
@@ -227,7 +238,7 @@ impl Chaos<'_> {
                 let bcs = self.rng.pick(&bcs_alive).clone();
                 self.kill(&bos, " together with").await;
                 self.kill(&bcs, "").await;
-                let down = down_time(&mut self.rng);
+                let down = down_time(self.stack.broker, &mut self.rng);
                 tokio::time::sleep(down).await;
                 self.restart(&bcs).await?;
                 self.restart(&bos).await?;
@@ -235,14 +246,17 @@ impl Chaos<'_> {
             Action::RestartBroker => {
                 let pid = self.stack.pid(huleedu_it::stack::BROKER).unwrap_or(0);
                 self.stack.kill_broker().await;
-                self.log.say(format!("SIGKILL broker (tansu pid {pid})"));
+                self.log.say(format!(
+                    "SIGKILL broker ({} pid {pid})",
+                    self.stack.broker.name()
+                ));
                 let down = self.rng.millis(300, 3000);
                 tokio::time::sleep(down).await;
                 let t = Instant::now();
                 self.stack.start_broker().await;
                 self.tally.broker_restarts += 1;
                 self.log.say(format!(
-                    "broker restarted on the same port and SQLite file after {:.2} s down (listening {:.2} s after start)",
+                    "broker restarted on the same port and data after {:.2} s down (listening {:.2} s after start)",
                     down.as_secs_f64(),
                     t.elapsed().as_secs_f64()
                 ));
@@ -319,10 +333,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let log = Log::new("chaos");
     let mut rng = Rng::new(opts.seed);
     log.say(format!(
-        "seed {} | {} batches × {} sequential pipelines | 2 orchestrators + 2 conductors, durable broker (SQLite) and Redis (AOF everysec){}",
+        "seed {} | {} batches × {} sequential pipelines | 2 orchestrators + 2 conductors, durable broker ({}) and Redis (AOF everysec){}",
         opts.seed,
         opts.batches,
         workload::PIPELINES.len(),
+        match BrokerKind::from_env() {
+            BrokerKind::Kafka => "Apache Kafka",
+            BrokerKind::Tansu => "tansu on SQLite",
+        },
         match opts.soak {
             Some(d) => format!(" | soak for {} s", d.as_secs()),
             None => String::new(),
@@ -521,7 +539,8 @@ async fn scenario(
     let lost = report.missing_terminals;
     let doubled = report.duplicates_found;
     println!(
-        "CHAOS SUMMARY seed={} batches={} requests={} terminal_events={} (distinct {}, re-sends {}) commands={} outcomes={} dlq_records={} skipped_events={} messages={} | service SIGKILLs={} restarts={} broker_restarts={} redis_restarts={} killed_for_good={:?} faults_while_requests_open={}/{} | restart-to-ready min/median/max = {:.2}/{:.2}/{:.2} s | request-to-terminal p50={:.2} s p95={:.2} s max={:.2} s | lost={} doubled={} violations={} | {:.1} s",
+        "CHAOS SUMMARY broker={} seed={} batches={} requests={} terminal_events={} (distinct {}, re-sends {}) commands={} outcomes={} dlq_records={} skipped_events={} messages={} | service SIGKILLs={} restarts={} broker_restarts={} redis_restarts={} killed_for_good={:?} faults_while_requests_open={}/{} | restart-to-ready min/median/max = {:.2}/{:.2}/{:.2} s | request-to-terminal p50={:.2} s p95={:.2} s max={:.2} s | lost={} doubled={} violations={} | {:.1} s",
+        chaos.stack.broker.name(),
         opts.seed,
         batches.len(),
         report.requests,

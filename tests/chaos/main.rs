@@ -1,7 +1,8 @@
 //! Reliability suite (issue 6): the system under faults, checked by an independent observer.
 //!
-//! - `chaos`: one durable stack (tansu on SQLite, Redis with AOF `everysec`) with two
-//!   orchestrators and two conductors in one consumer group each; many batches run the
+//! - `chaos`: one durable stack (the test broker — Apache Kafka, or tansu on SQLite with
+//!   `HULEEDU_TEST_BROKER=tansu` —, Redis with AOF `everysec`) with two orchestrators and two
+//!   conductors in one consumer group each; many batches run the
 //!   sequential pipelines cj_assessment → nlp → ai_feedback while the test SIGKILLs replicas at
 //!   random moments and restarts them, restarts the broker and Redis, and kills one replica of
 //!   each service for good. Then every request must have its terminal event and the observer
@@ -212,8 +213,9 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "\nrunning {} reliability scenarios (seed {seed}{})",
+        "\nrunning {} reliability scenarios on {} (seed {seed}{})",
         list.len(),
+        huleedu_it::stack::BrokerKind::from_env().name(),
         if soak { ", soak" } else { "" }
     );
     let mut results = Vec::new();

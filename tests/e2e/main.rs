@@ -1,9 +1,11 @@
-//! End-to-end suite: `acceptance.md` scenarios 1–15 against real processes.
+//! End-to-end suite: the `acceptance.md` scenarios against real processes.
 //!
-//! Starts its own stacks (tansu broker, Redis, conductor, orchestrator, simulator — see
-//! `huleedu_it::stack`), runs the scenarios concurrently on distinct batches, prints one line
-//! per scenario and a `N passed, N failed` summary. Arguments that do not start with `-` filter
-//! scenarios by name. Set `HULEEDU_KEEP_E2E=1` to keep the stacks' logs.
+//! Starts its own stacks (broker, Redis, conductor, orchestrator, simulator — see
+//! `huleedu_it::stack`; the broker is Apache Kafka, or tansu with `HULEEDU_TEST_BROKER=tansu`),
+//! runs the scenarios concurrently on distinct batches, prints one line per scenario and a
+//! `N passed, N failed` summary. Arguments that do not start with `-` filter scenarios by name;
+//! `--smoke` runs only the smoke subset ([`SMOKE`], one stack). Set `HULEEDU_KEEP_E2E=1` to keep
+//! the stacks' logs.
 
 mod ctx;
 mod scenarios;
@@ -55,13 +57,27 @@ async fn run_all(
     out
 }
 
+/// The smoke subset (`--smoke`): one scenario of each kind of behaviour — pruning across
+/// pipelines, a full chain, essay failures carried over, a critical failure, an operator mark,
+/// poison messages — on one stack. `scripts/test.sh` runs it against tansu to keep that broker
+/// working.
+const SMOKE: [&str; 6] = [
+    "s01_cj_then_nlp",
+    "s03_full_chain",
+    "s08_s09_partial_failure_and_carry_over",
+    "s10_critical_failure",
+    "s13_manual_mark",
+    "s17_poison",
+];
+
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| {
+        (!smoke || SMOKE.iter().any(|s| name.ends_with(s)))
+            && (filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+    };
     let main_list: Vec<(&str, Scenario)> = vec![
         scenario!(scenarios::s01_cj_then_nlp),
         scenario!(scenarios::s02_nlp_then_cj),
@@ -100,8 +116,10 @@ fn main() {
     let results = rt.block_on(async {
         let mut results = Vec::new();
         println!(
-            "\nrunning {} end-to-end scenarios",
-            main_list.len() + special_list.len()
+            "\nrunning {} end-to-end scenarios{} on {}",
+            main_list.len() + special_list.len(),
+            if smoke { " (smoke subset)" } else { "" },
+            huleedu_it::stack::BrokerKind::from_env().name()
         );
         if !main_list.is_empty() {
             let stack = Stack::start(StackOptions::new("main")).await;
@@ -134,7 +152,8 @@ fn main() {
         }
     }
     let passed = results.len() - failed;
-    println!("\ne2e: {passed} passed, {failed} failed");
+    let label = if smoke { "e2e-smoke" } else { "e2e" };
+    println!("\n{label}: {passed} passed, {failed} failed");
     rt.shutdown_timeout(Duration::from_secs(5));
     if failed > 0 {
         std::process::exit(1);

@@ -1,5 +1,9 @@
-//! A whole local system for end-to-end tests: its own tansu broker and Redis on free ports,
-//! then the conductor, the orchestrator and the reference worker as separate processes.
+//! A whole local system for end-to-end tests: its own broker and Redis on free ports, then the
+//! conductor, the orchestrator and the reference worker as separate processes.
+//!
+//! The broker is Apache Kafka (KRaft, one node in combined mode, started by
+//! `scripts/lib/kafka-broker.sh` from the jars `scripts/test.sh` installs) or tansu, chosen by
+//! `HULEEDU_TEST_BROKER=kafka|tansu` (default `kafka`; see [`BrokerKind`]).
 //!
 //! Everything runs as child processes that are killed when the [`Stack`] is dropped. Each
 //! stack has its own broker, so stacks never see each other's events.
@@ -13,9 +17,10 @@
 //!
 //! Fault injection: [`Stack::kill`] (SIGKILL), [`Stack::terminate`] (SIGTERM, timed),
 //! [`Stack::spawn_service`] (restart a replica), [`Stack::restart_broker`] and
-//! [`Stack::restart_redis`] (SIGKILL and start again on the same port and data directory; with
-//! [`StackOptions::durable`] the broker keeps its topics and group offsets in SQLite and Redis its
-//! data in an append-only file).
+//! [`Stack::restart_redis`] (SIGKILL and start again on the same port and data directory; Apache
+//! Kafka always keeps its topics, messages and group offsets on disk; with
+//! [`StackOptions::durable`] tansu keeps them in SQLite and Redis its data in an append-only
+//! file).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
@@ -59,8 +64,8 @@ pub const BOS: &str = "batch-orchestrator";
 pub const BCS: &str = "batch-conductor";
 /// The reference worker's binary.
 pub const SIM: &str = "els-simulator";
-/// The broker process.
-pub const BROKER: &str = "tansu";
+/// The broker process (its log is `broker.log`).
+pub const BROKER: &str = "broker";
 /// The Redis process.
 pub const REDIS: &str = "redis";
 
@@ -78,6 +83,50 @@ pub fn service_of(name: &str) -> &str {
     name.split('#').next().unwrap_or(name)
 }
 
+/// Which Kafka-protocol broker a stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// Apache Kafka (what production runs).
+    Kafka,
+    /// tansu 0.6, a Kafka-compatible broker in Rust (lighter, with known defects:
+    /// `docs/reliability.md`).
+    Tansu,
+}
+
+impl BrokerKind {
+    /// From `HULEEDU_TEST_BROKER` (`kafka`, the default, or `tansu`); panics on anything else.
+    pub fn from_env() -> Self {
+        match std::env::var("HULEEDU_TEST_BROKER").as_deref() {
+            Err(_) | Ok("") | Ok("kafka") => BrokerKind::Kafka,
+            Ok("tansu") => BrokerKind::Tansu,
+            Ok(other) => panic!("HULEEDU_TEST_BROKER={other}: expected kafka or tansu"),
+        }
+    }
+
+    /// `kafka` or `tansu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Kafka => "kafka",
+            BrokerKind::Tansu => "tansu",
+        }
+    }
+
+    /// How long one start of the broker may take to accept connections before it is started
+    /// again, and all attempts together: a JVM that formats its storage or recovers its logs
+    /// after a SIGKILL needs seconds, tansu a moment.
+    fn start_timeouts(self) -> (Duration, Duration) {
+        match self {
+            BrokerKind::Kafka => (Duration::from_secs(60), Duration::from_secs(120)),
+            BrokerKind::Tansu => (Duration::from_secs(5), Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The script that runs one Apache Kafka broker in the foreground.
+fn kafka_broker_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/kafka-broker.sh")
+}
+
 /// Settings of one stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -88,8 +137,10 @@ pub struct StackOptions {
     pub bcs_env: Vec<(String, String)>,
     /// Extra environment for the simulator.
     pub sim_env: Vec<(String, String)>,
-    /// Use SQLite for the broker and AOF for Redis (restartable without loss).
+    /// Redis with AOF and tansu on SQLite, restartable without loss (Apache Kafka always is).
     pub durable: bool,
+    /// The broker (default: [`BrokerKind::from_env`]).
+    pub broker: BrokerKind,
     /// Orchestrator processes in one consumer group (at least 1).
     pub bos_replicas: usize,
     /// Conductor processes in one consumer group (at least 1).
@@ -104,6 +155,7 @@ impl StackOptions {
             bcs_env: vec![],
             sim_env: vec![],
             durable: false,
+            broker: BrokerKind::from_env(),
             bos_replicas: 1,
             bcs_replicas: 1,
         }
@@ -147,7 +199,11 @@ pub struct Stack {
     pub bcs_url: String,
     pub sim_url: String,
     pub dir: PathBuf,
+    /// The broker this stack runs.
+    pub broker: BrokerKind,
     kafka_port: u16,
+    /// Apache Kafka's KRaft controller listener (the same across restarts).
+    controller_port: u16,
     redis_port: u16,
     durable: bool,
     procs: HashMap<String, Child>,
@@ -155,18 +211,10 @@ pub struct Stack {
     balancer: Option<CancellationToken>,
 }
 
-async fn wait_port(port: u16, what: &str, timeout: Duration) {
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < timeout,
-            "{what} did not open port {port} within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .is_ok()
 }
 
 /// A log file of the stack, appended to (restarts keep the earlier lines).
@@ -186,6 +234,7 @@ impl Stack {
         std::fs::create_dir_all(&dir).unwrap();
         let kport = free_port();
         let rport = free_port();
+        let cport = free_port();
         let kafka = format!("127.0.0.1:{kport}");
         let redis = format!("redis://127.0.0.1:{rport}");
 
@@ -196,17 +245,17 @@ impl Stack {
             bcs_url: String::new(),
             sim_url: String::new(),
             dir,
+            broker: opts.broker,
             kafka_port: kport,
+            controller_port: cport,
             redis_port: rport,
             durable: opts.durable,
             procs: HashMap::new(),
             instances: BTreeMap::new(),
             balancer: None,
         };
-        stack.spawn_broker();
-        stack.spawn_redis();
-        wait_port(kport, "tansu", Duration::from_secs(30)).await;
-        wait_port(rport, "redis", Duration::from_secs(30)).await;
+        stack.start_redis().await;
+        stack.start_broker().await;
 
         let common = |group: &str| -> Vec<(String, String)> {
             vec![
@@ -369,30 +418,50 @@ impl Stack {
     }
 
     fn spawn_broker(&mut self) {
-        let storage = if self.durable {
-            // Relative to the working directory (tansu does not take an absolute path).
-            "sqlite://tansu.db"
-        } else {
-            "memory://tansu/"
+        let log = log_file(&self.dir, BROKER);
+        let mut cmd = match self.broker {
+            BrokerKind::Kafka => {
+                let mut c = Command::new(kafka_broker_script());
+                c.arg("--dir")
+                    .arg(self.dir.join("kafka"))
+                    .args(["--port", &self.kafka_port.to_string()])
+                    .args(["--controller-port", &self.controller_port.to_string()]);
+                c
+            }
+            BrokerKind::Tansu => {
+                let storage = if self.durable {
+                    // Relative to the working directory (tansu does not take an absolute path).
+                    "sqlite://tansu.db"
+                } else {
+                    "memory://tansu/"
+                };
+                let url = format!("tcp://{}", self.kafka);
+                let mut c = Command::new("tansu");
+                c.args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    storage,
+                ]);
+                c
+            }
         };
-        let url = format!("tcp://{}", self.kafka);
-        let tansu = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                storage,
-            ])
+        let child = cmd
             .current_dir(&self.dir)
-            .stdout(log_file(&self.dir, "tansu"))
-            .stderr(Stdio::from(log_file(&self.dir, "tansu.err")))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .expect("tansu is installed (scripts/test.sh installs it)");
-        self.procs.insert(BROKER.to_owned(), tansu);
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start the {} broker: {e} (scripts/test.sh installs it)",
+                    self.broker.name()
+                )
+            });
+        self.procs.insert(BROKER.to_owned(), child);
     }
 
     fn spawn_redis(&mut self) {
@@ -420,9 +489,16 @@ impl Stack {
         self.procs.insert(REDIS.to_owned(), redis);
     }
 
-    /// Start a process again on its port after it was killed, retrying while the port is not
-    /// yet free (the old listener may linger for a moment).
-    async fn respawn_infra(&mut self, name: &str, port: u16, timeout: Duration) {
+    /// Start the broker or Redis on its port (again, after a kill), retrying while the port is
+    /// not yet free (the old listener may linger for a moment); panics with the process's log
+    /// when it does not come up within its time-out.
+    async fn respawn_infra(&mut self, name: &str, port: u16) {
+        // One attempt may take this long before the process is restarted; all of them, `timeout`.
+        let (attempt_bound, timeout) = if name == BROKER {
+            self.broker.start_timeouts()
+        } else {
+            (Duration::from_secs(5), Duration::from_secs(30))
+        };
         let start = Instant::now();
         loop {
             if name == BROKER {
@@ -431,11 +507,8 @@ impl Stack {
                 self.spawn_redis();
             }
             let attempt = Instant::now();
-            while attempt.elapsed() < Duration::from_secs(5) {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
+            while attempt.elapsed() < attempt_bound {
+                if port_open(port).await {
                     return;
                 }
                 if !self.is_running(name) {
@@ -446,7 +519,8 @@ impl Stack {
             self.kill(name).await;
             assert!(
                 start.elapsed() < timeout,
-                "{name} did not come back on port {port} within {timeout:?}"
+                "{name} did not come up on port {port} within {timeout:?}; its log ends:\n{}",
+                self.log_tail(name, 30)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -457,11 +531,10 @@ impl Stack {
         self.kill(BROKER).await;
     }
 
-    /// Start the broker again on the same port and data directory; returns when it accepts
+    /// Start the broker (again) on the same port and data directory; returns when it accepts
     /// connections.
     pub async fn start_broker(&mut self) {
-        self.respawn_infra(BROKER, self.kafka_port, Duration::from_secs(30))
-            .await;
+        self.respawn_infra(BROKER, self.kafka_port).await;
     }
 
     /// SIGKILL Redis.
@@ -472,8 +545,7 @@ impl Stack {
     /// Start Redis again on the same port and directory (it reloads its append-only file when
     /// the stack is durable); returns when it accepts connections.
     pub async fn start_redis(&mut self) {
-        self.respawn_infra(REDIS, self.redis_port, Duration::from_secs(30))
-            .await;
+        self.respawn_infra(REDIS, self.redis_port).await;
     }
 
     /// SIGKILL the broker, wait `down`, start it again.
