@@ -4,7 +4,7 @@
 //! are Python/pydantic) and this project's own dead-letter record. It is serde only: no I/O, no
 //! async, no Kafka or Redis client. Other crates build and parse every message through it.
 //!
-//! Wire rules (see `shared/contracts/huleedu/INDEX.md` and `shared/design/contracts.md`):
+//! Wire rules (see the platform's fixtures in `tests/platform/INDEX.md` and `docs/events.md`):
 //! nullable fields are written as `null`, never left out; timestamps are UTC with a `Z` and
 //! six-digit microseconds (no fraction when zero); enums are lowercase snake case; unknown keys
 //! are ignored on input; routing is by topic, never by `event_type`.
@@ -34,6 +34,13 @@ pub mod source;
 pub mod status;
 pub mod timestamp;
 pub mod topics;
+
+/// The platform's example envelopes and JSON Schemas kept in this source tree for tests
+/// (`crates/contracts/tests/platform`, see its README): the golden and schema tests of this
+/// crate and of the services read them from here. Only meaningful in a checkout of the
+/// repository.
+#[doc(hidden)]
+pub const PLATFORM_FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/platform");
 
 pub use decode::{decode_envelope, decode_json, DecodeError, DecodeErrorKind, Validate};
 pub use dlq::FailedEssayDlqRecordV1;

@@ -1,4 +1,4 @@
-//! Golden round trip over every platform example in `shared/contracts/huleedu/examples/`.
+//! Golden round trip over every platform example in `tests/platform/examples/`.
 //!
 //! Each file is decoded into the typed model chosen by its name prefix (the topic, or the
 //! `http.*` endpoint name), re-encoded, and compared with the original twice:

@@ -1,21 +1,18 @@
-//! Helpers shared by the integration tests: locating `shared/contracts/huleedu`.
+//! Helpers shared by the integration tests: the platform contract fixtures (`tests/platform`).
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// `shared/contracts/huleedu`, checked out as a sibling of the repository root.
+/// The platform's contract fixtures (examples and schemas), kept in the repository under
+/// `crates/contracts/tests/platform`.
 pub fn contracts_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/contracts/huleedu");
+    let dir = PathBuf::from(huleedu_contracts::PLATFORM_FIXTURES_DIR);
     assert!(
-        dir.join("INDEX.md").is_file()
-            && dir.join("examples").is_dir()
-            && dir.join("schemas").is_dir(),
-        "platform contracts not found at {}: the `shared/` directory must be checked out as a \
-         sibling of the repository root (expected shared/contracts/huleedu with INDEX.md, \
-         examples/ and schemas/)",
+        dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
+        "platform contract fixtures not found at {}",
         dir.display()
     );
     dir

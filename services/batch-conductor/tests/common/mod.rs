@@ -24,12 +24,13 @@ use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-/// `shared/contracts/huleedu`, a sibling of the repository root.
+/// The platform's contract fixtures (examples and schemas), kept in the repository under
+/// `crates/contracts/tests/platform`.
 pub fn contracts_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/contracts/huleedu");
+    let dir = PathBuf::from(huleedu_contracts::PLATFORM_FIXTURES_DIR);
     assert!(
-        dir.join("schemas").is_dir(),
-        "platform contracts not found at {}: shared/ must be checked out beside the repository",
+        dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
+        "platform contract fixtures not found at {}",
         dir.display()
     );
     dir

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use huleedu_contracts::payloads::{
     BatchServiceAIFeedbackInitiateCommandDataV1, BatchServiceCJAssessmentInitiateCommandDataV1,
@@ -108,12 +108,13 @@ pub fn inbound(topic: &str, key: Option<&str>, payload: Vec<u8>, offset: i64) ->
     }
 }
 
-/// `shared/contracts/huleedu`, a sibling of the repository root.
+/// The platform's contract fixtures (examples and schemas), kept in the repository under
+/// `crates/contracts/tests/platform`.
 pub fn contracts_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/contracts/huleedu");
+    let dir = PathBuf::from(huleedu_contracts::PLATFORM_FIXTURES_DIR);
     assert!(
-        dir.join("schemas").is_dir(),
-        "platform contracts not found at {} (shared/ must be a sibling of the repository root)",
+        dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
+        "platform contract fixtures not found at {}",
         dir.display()
     );
     dir
