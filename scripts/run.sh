@@ -7,6 +7,7 @@
 #   scripts/run.sh --keep     # same, then keep the stack running until Ctrl-C
 #   scripts/run.sh --no-demo  # start the stack and keep it running (no demonstration)
 #   BROKER=tansu scripts/run.sh   # the same on tansu instead of Apache Kafka (the default)
+#   BROKER=external KAFKA_BOOTSTRAP_SERVERS=host:port scripts/run.sh   # on a running broker
 #
 # Installs the broker and redis-server when missing (once), builds the binaries, and stops
 # everything it started when it ends, also on failure or Ctrl-C. Idempotent.
@@ -20,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --keep) keep=1 ;;
     --no-demo) demo=0; keep=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -4,7 +4,9 @@
 # ports and stops at the end. Installs what is missing first (Apache Kafka from Maven Central,
 # tansu with cargo, redis-server with apt). Idempotent.
 #
-#   scripts/test.sh                  # everything on Apache Kafka, then the end-to-end smoke
+#   scripts/test.sh                  # everything on Apache Kafka (with its TLS and SASL
+#                                    # listeners and a TLS Redis for the security tests), the
+#                                    # store tests again over TLS, then the end-to-end smoke
 #                                    # subset on tansu
 #   BROKER=tansu scripts/test.sh     # everything on tansu (no smoke run on a second broker)
 #   scripts/test.sh ARGS...          # extra arguments go to `cargo test` (e.g. -p huleedu-it);
@@ -12,6 +14,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/infra.sh
+if [ "$BROKER" = external ]; then
+  infra_log "the test command starts (and kills and restarts) brokers of its own: use BROKER=kafka or tansu."
+  infra_log "Integration tests alone against a running broker: HULEEDU_TEST_KAFKA=host:port HULEEDU_TEST_REDIS=redis://... cargo test -p huleedu-it --test kafka_plumbing (docs/infrastructure.md)"
+  exit 2
+fi
 infra_check_broker "$BROKER"
 
 # One build directory shared by every checkout and CI run on this machine.
@@ -43,6 +50,7 @@ if [ "$BROKER" = kafka ]; then
   export HULEEDU_TEST_KAFKA_SSL="$INFRA_KAFKA_SSL" HULEEDU_TEST_KAFKA_MTLS="$INFRA_KAFKA_MTLS"
   export HULEEDU_TEST_KAFKA_SASL_SSL="$INFRA_KAFKA_SASL_SSL" HULEEDU_TEST_TLS_DIR="$INFRA_TLS_DIR"
   export HULEEDU_TEST_KAFKA_SCRAM="$INFRA_KAFKA_SCRAM" HULEEDU_TEST_KAFKA_PLAIN="$INFRA_KAFKA_PLAIN"
+  export HULEEDU_TEST_REDIS_TLS="$INFRA_REDIS_TLS"
 fi
 unset KAFKA_BOOTSTRAP_SERVERS REDIS_URL
 log="$INFRA_DIR/cargo-test.log"
@@ -51,6 +59,11 @@ echo "==> cargo test (broker: $BROKER)"
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$smoke" = 1 ]; then
+  echo "==> the store's integration tests again, over TLS with an ACL user"
+  HULEEDU_TEST_REDIS="$INFRA_REDIS_TLS" HULEEDU_TEST_REDIS_CA="$INFRA_TLS_DIR/ca.pem" \
+    cargo test --locked -p huleedu-it --test store 2>&1 | tee -a "$log"
+  tls_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$tls_status
   echo "==> end-to-end smoke subset on tansu"
   HULEEDU_TEST_BROKER=tansu cargo test --locked -p huleedu-it --test e2e -- --smoke 2>&1 | tee -a "$log"
   smoke_status=${PIPESTATUS[0]}

@@ -4,7 +4,9 @@
 # script exits (normally, on failure or on Ctrl-C).
 #
 # The broker is Apache Kafka (KRaft, from Maven Central: scripts/lib/kafka.sh) or tansu (a
-# Kafka-compatible broker in Rust, installed with cargo), chosen by BROKER=kafka|tansu.
+# Kafka-compatible broker in Rust, installed with cargo), chosen by BROKER=kafka|tansu; or
+# BROKER=external: a broker that already runs, at $KAFKA_BOOTSTRAP_SERVERS (nothing is started
+# or installed for it; plaintext only).
 #
 # Usage (from a bash script):
 #   source "$(dirname "$0")/lib/infra.sh"
@@ -17,7 +19,9 @@
 # --secure (Apache Kafka only): also TLS and SASL listeners with throw-away certificates and
 # users (scripts/lib/kafka-broker.sh), exported as INFRA_KAFKA_SSL, INFRA_KAFKA_MTLS,
 # INFRA_KAFKA_SASL_SSL (host:port), INFRA_TLS_DIR (certificates: scripts/lib/certs.sh),
-# INFRA_KAFKA_SCRAM and INFRA_KAFKA_PLAIN (user:password).
+# INFRA_KAFKA_SCRAM and INFRA_KAFKA_PLAIN (user:password); and a second redis-server that
+# speaks only TLS (--port 0 --tls-port) with the default user off and one ACL user, exported as
+# INFRA_REDIS_TLS (rediss://user:password@127.0.0.1:port; CA: $INFRA_TLS_DIR/ca.pem).
 #
 # Nothing here touches a Redis or broker that was already running on this machine.
 
@@ -34,7 +38,12 @@ infra_log() { printf '\033[1;34m[infra]\033[0m %s\n' "$*" >&2; }
 infra_check_broker() {
   case "$1" in
     kafka|tansu) ;;
-    *) infra_log "BROKER=$1 is not known: use BROKER=kafka (Apache Kafka) or BROKER=tansu"; exit 2 ;;
+    external)
+      if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+        infra_log "BROKER=external needs KAFKA_BOOTSTRAP_SERVERS (host:port of the running broker)"
+        exit 2
+      fi ;;
+    *) infra_log "BROKER=$1 is not known: use BROKER=kafka (Apache Kafka), tansu or external"; exit 2 ;;
   esac
 }
 
@@ -57,7 +66,9 @@ infra_ensure_tools() {
   local b
   for b in "${brokers[@]}"; do
     infra_check_broker "$b"
-    if [ "$b" = kafka ]; then
+    if [ "$b" = external ]; then
+      infra_log "broker: the running one at $KAFKA_BOOTSTRAP_SERVERS"
+    elif [ "$b" = kafka ]; then
       kafka_ensure
     elif command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
       infra_log "tansu present: $(tansu --version 2>/dev/null | head -n1)"
@@ -136,6 +147,26 @@ infra_start_tansu() {
   infra_wait_port "$kport" broker 30 "$BROKER_PID"
 }
 
+# A random password (hex).
+infra_password() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# A redis-server on a TLS port only, with one ACL user (the default user is off).
+infra_start_redis_tls() {
+  local port user=huleedu pw
+  port=$(infra_free_port)
+  pw=$(infra_password)
+  mkdir -p "$INFRA_DIR/redis-tls"
+  redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 \
+      --tls-cert-file "$INFRA_TLS_DIR/server.pem" --tls-key-file "$INFRA_TLS_DIR/server.key" \
+      --tls-ca-cert-file "$INFRA_TLS_DIR/ca.pem" --tls-auth-clients no \
+      --save "" --appendonly no --dir "$INFRA_DIR/redis-tls" \
+      --user default off --user "$user" on ">$pw" "~*" "&*" "+@all" \
+      --daemonize no >"$INFRA_DIR/redis-tls.log" 2>&1 &
+  INFRA_PIDS+=("$!")
+  infra_wait_port "$port" redis-tls 30 "$!"
+  export INFRA_REDIS_TLS="rediss://$user:$pw@127.0.0.1:$port"
+}
+
 infra_start_kafka() {
   local kport=$1 secure=$2
   local args=(--dir "$INFRA_DIR/kafka" --port "$kport" --controller-port "$(infra_free_port)")
@@ -144,9 +175,10 @@ infra_start_kafka() {
     read -r ssl mtls sasl <<<"$(infra_free_ports 3)"
     export INFRA_TLS_DIR="$INFRA_DIR/tls"
     certs_make "$INFRA_TLS_DIR"
+    infra_start_redis_tls
     export INFRA_KAFKA_SSL="127.0.0.1:$ssl" INFRA_KAFKA_MTLS="127.0.0.1:$mtls" INFRA_KAFKA_SASL_SSL="127.0.0.1:$sasl"
-    export INFRA_KAFKA_SCRAM="huleedu-scram:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    export INFRA_KAFKA_PLAIN="huleedu-plain:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    export INFRA_KAFKA_SCRAM="huleedu-scram:$(infra_password)"
+    export INFRA_KAFKA_PLAIN="huleedu-plain:$(infra_password)"
     args+=(--tls-dir "$INFRA_TLS_DIR" --ssl-port "$ssl" --mtls-port "$mtls" --sasl-ssl-port "$sasl"
            --scram-user "$INFRA_KAFKA_SCRAM" --plain-user "$INFRA_KAFKA_PLAIN")
   fi
@@ -187,16 +219,15 @@ infra_start() {
   INFRA_PIDS+=("$!")
   export REDIS_PID=$!
 
-  if [ "$BROKER" = kafka ]; then
-    infra_start_kafka "$kport" "$secure"
-  else
-    infra_start_tansu "$kport" "$durable"
-  fi
-  infra_wait_port "$rport" redis 30 "$REDIS_PID"
-  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$kport"
-  export REDIS_URL="redis://127.0.0.1:$rport"
   local what="Apache Kafka $KAFKA_VERSION"
-  [ "$BROKER" = tansu ] && what="tansu $TANSU_VERSION"
-  [ "$secure" = 1 ] && what="$what, TLS at $INFRA_KAFKA_SSL, mTLS at $INFRA_KAFKA_MTLS, SASL_SSL at $INFRA_KAFKA_SASL_SSL"
+  case "$BROKER" in
+    kafka) infra_start_kafka "$kport" "$secure" ;;
+    tansu) infra_start_tansu "$kport" "$durable"; what="tansu $TANSU_VERSION" ;;
+    external) kport=${KAFKA_BOOTSTRAP_SERVERS#*:}; what="already running" ;;
+  esac
+  infra_wait_port "$rport" redis 30 "$REDIS_PID"
+  [ "$BROKER" = external ] || export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$kport"
+  export REDIS_URL="redis://127.0.0.1:$rport"
+  [ "$secure" = 1 ] && what="$what, TLS at $INFRA_KAFKA_SSL, mTLS at $INFRA_KAFKA_MTLS, SASL_SSL at $INFRA_KAFKA_SASL_SSL; Redis over TLS at ${INFRA_REDIS_TLS##*@}"
   infra_log "broker ($what) at $KAFKA_BOOTSTRAP_SERVERS, Redis at $REDIS_URL, data in $INFRA_DIR"
 }

@@ -343,10 +343,7 @@ async fn stop_and_restart(
         stopped.took
     );
 
-    let store = Store::connect(&RedisSettings {
-        url: stack.redis.clone(),
-        key_prefix: prefix.to_owned(),
-    })?;
+    let store = Store::connect(&RedisSettings::local(&stack.redis, prefix))?;
     let outbox_left = store.outbox_len().await?;
     ensure!(
         outbox_left == 0,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use huleedu_contracts::decode::decode_envelope;
 use huleedu_contracts::payloads::*;
 use huleedu_contracts::topics;
-use huleedu_it::{redis_url, unique};
+use huleedu_it::unique;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
-use huleedu_store::{RedisSettings, Store};
+use huleedu_store::Store;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -104,11 +104,7 @@ proptest! {
 }
 
 fn store() -> Store {
-    Store::connect(&RedisSettings {
-        url: redis_url(),
-        key_prefix: unique("fuzz"),
-    })
-    .unwrap()
+    Store::connect(&huleedu_it::redis_settings(&unique("fuzz"))).unwrap()
 }
 
 fn bos_handler(rt: &tokio::runtime::Runtime) -> batch_orchestrator::handler::BosHandler {

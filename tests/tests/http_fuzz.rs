@@ -11,9 +11,9 @@ use axum::body::{to_bytes, Body};
 use axum::http::{Method, Request};
 use axum::Router;
 use huleedu_http::probes::Readiness;
-use huleedu_it::{redis_url, unique};
+use huleedu_it::unique;
 use huleedu_service::settings::Secret;
-use huleedu_store::{RedisSettings, Store};
+use huleedu_store::Store;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -21,11 +21,7 @@ use tower::ServiceExt;
 const TOKEN: &str = "fuzz-token";
 
 fn store() -> Store {
-    Store::connect(&RedisSettings {
-        url: redis_url(),
-        key_prefix: unique("httpfuzz"),
-    })
-    .unwrap()
+    Store::connect(&huleedu_it::redis_settings(&unique("httpfuzz"))).unwrap()
 }
 
 fn bos_router() -> (Router, Vec<(String, String)>) {

@@ -13,18 +13,14 @@ use huleedu_contracts::payloads::{
     SystemProcessingMetadata,
 };
 use huleedu_contracts::topics;
-use huleedu_it::{redis_url, unique};
+use huleedu_it::unique;
 use huleedu_kafka::{Handler, HandlerResult, Inbound};
-use huleedu_store::{RedisSettings, Store};
+use huleedu_store::Store;
 
 fn handler() -> BosHandler {
     let metrics = huleedu_http::metrics::Metrics::new();
     let core = Core {
-        store: Store::connect(&RedisSettings {
-            url: redis_url(),
-            key_prefix: unique("bos-h"),
-        })
-        .unwrap(),
+        store: Store::connect(&huleedu_it::redis_settings(&unique("bos-h"))).unwrap(),
         limits: Default::default(),
         dedup_ttl: Duration::from_secs(60),
         state_ttl: Duration::from_secs(60),

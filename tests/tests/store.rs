@@ -2,21 +2,17 @@
 
 use std::time::Duration;
 
-use huleedu_it::{kafka_settings, redis_url, unique, wait_until, TopicReader};
+use huleedu_it::{kafka_settings, unique, wait_until, TopicReader};
 use huleedu_kafka::{provision_topics, Producer};
 use huleedu_store::{
-    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, OutboxRelay, RedisSettings, Store,
+    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, OutboxRelay, Store,
 };
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(30);
 
 fn store() -> Store {
-    Store::connect(&RedisSettings {
-        url: redis_url(),
-        key_prefix: unique("it"),
-    })
-    .unwrap()
+    Store::connect(&huleedu_it::redis_settings(&unique("it"))).unwrap()
 }
 
 fn req(batch: &str, version: u64, dedup: Option<&str>, fields: &[(&str, &str)]) -> ApplyRequest {
@@ -108,16 +104,12 @@ async fn the_same_event_twice_is_already_applied_and_adds_no_outbox_entry() {
 #[tokio::test]
 async fn ttls_are_set_on_state_and_dedup_markers() {
     let prefix = unique("ttl");
-    let s = Store::connect(&RedisSettings {
-        url: redis_url(),
-        key_prefix: prefix.clone(),
-    })
-    .unwrap();
+    let s = Store::connect(&huleedu_it::redis_settings(&prefix)).unwrap();
     let mut r = req("b4", 0, Some("e4"), &[("x", "1")]);
     r.state_ttl = Some(Duration::from_secs(100));
     r.dedup_ttl = Duration::from_secs(50);
     s.apply(&r).await.unwrap();
-    let client = redis::Client::open(redis_url()).unwrap();
+    let client = huleedu_it::redis_client();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{{{prefix}:*"))
@@ -220,11 +212,7 @@ async fn an_entry_committed_before_a_crash_is_published_after_restart_with_the_s
     let committed: Vec<String> = r.outbox.iter().map(|e| e.payload.clone()).collect();
 
     // "Restart": a new store handle and relay over the same Redis.
-    let restarted = Store::connect(&RedisSettings {
-        url: redis_url(),
-        key_prefix: s_prefix(&s),
-    })
-    .unwrap();
+    let restarted = Store::connect(&huleedu_it::redis_settings(&s_prefix(&s))).unwrap();
     let reader = TopicReader::start(&[&topic]);
     let stop = CancellationToken::new();
     let relay = tokio::spawn(OutboxRelay::new(restarted.clone(), producer).run(stop.clone()));
@@ -338,13 +326,7 @@ async fn decide_and_apply_retries_conflicts_until_every_change_lands() {
 #[tokio::test]
 async fn a_stale_cached_state_costs_a_conflict_never_a_lost_update() {
     let prefix = unique("cache");
-    let connect = || {
-        Store::connect(&RedisSettings {
-            url: redis_url(),
-            key_prefix: prefix.clone(),
-        })
-        .unwrap()
-    };
+    let connect = || Store::connect(&huleedu_it::redis_settings(&prefix)).unwrap();
     // Two processes on the same batch: each has its own cache.
     let (a, b) = (connect(), connect());
     let inc = |s: Store, id: &'static str| async move {

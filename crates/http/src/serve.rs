@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::listener::{serve_on, HttpListener, ServerTls};
 use crate::ApiError;
 
 /// Request limits applied to every route.
@@ -76,21 +77,19 @@ async fn json_errors(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Bind `addr` and serve until `shutdown` is cancelled (in-flight requests finish).
-/// Returns the bound address through `on_bound` before serving (port 0 in tests).
+/// Bind `addr` (over TLS with `tls`) and serve until `shutdown` is cancelled (in-flight
+/// requests finish). Returns the bound address through `on_bound` before serving (port 0 in
+/// tests).
 pub async fn serve(
     addr: SocketAddr,
+    tls: Option<ServerTls>,
     router: Router,
     shutdown: CancellationToken,
     on_bound: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    on_bound(local);
-    tracing::info!(addr = %local, "HTTP server listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let listener = HttpListener::bind(addr, tls).await?;
+    on_bound(listener.local_addr()?);
+    serve_on(listener, router, shutdown).await
 }
 
 #[cfg(test)]

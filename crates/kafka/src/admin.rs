@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::context::LogContext;
@@ -30,9 +31,11 @@ pub async fn provision_topics_within(
     loop {
         match try_provision(settings, topics).await {
             Ok(()) => return Ok(()),
-            Err(e @ KafkaError::CreateTopic { .. }) | Err(e @ KafkaError::Client(_)) => {
-                return Err(e)
-            }
+            Err(
+                e @ (KafkaError::CreateTopic { .. }
+                | KafkaError::Client(_)
+                | KafkaError::Refused { .. }),
+            ) => return Err(e),
             Err(e) if start.elapsed() + delay > budget => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
@@ -44,10 +47,57 @@ pub async fn provision_topics_within(
     }
 }
 
+/// Ask the broker for metadata with a client whose events are polled, so that a refusal
+/// (authentication, TLS) is seen — the admin client's own error and log events are never
+/// polled by rdkafka. `Ok` when the broker answered, [`KafkaError::Refused`] when it refused
+/// this client (naming the settings to check), [`KafkaError::Admin`] when it did not answer
+/// (down, starting). Blocking: call it off the async workers.
+pub fn check_broker_blocking(
+    settings: &KafkaSettings,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    // No group.id: this consumer polls the client's main queue, where log and error events go.
+    let probe: BaseConsumer<LogContext> = settings
+        .admin_config()
+        .create_with_context(LogContext::default())
+        .map_err(KafkaError::Client)?;
+    let answered = probe.fetch_metadata(None, timeout);
+    // Serve the log and error events queued meanwhile (they carry the refusal).
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        let _ = probe.poll(Duration::from_millis(50));
+    }
+    match (
+        answered,
+        probe.context().recent_refusal(Duration::from_secs(60)),
+    ) {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(reason)) => Err(KafkaError::Refused {
+            reason,
+            hint: settings.security.hint(),
+        }),
+        (Err(e), None) => Err(KafkaError::Admin(e)),
+    }
+}
+
+/// How long the broker check before provisioning may take.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn preflight(settings: &KafkaSettings) -> Result<(), KafkaError> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || check_broker_blocking(&settings, PREFLIGHT_TIMEOUT))
+        .await
+        .map_err(|e| KafkaError::CreateTopic {
+            topic: String::new(),
+            reason: format!("the broker check panicked: {e}"),
+        })?
+}
+
 async fn try_provision(settings: &KafkaSettings, topics: &[&str]) -> Result<(), KafkaError> {
+    preflight(settings).await?;
     let admin: AdminClient<LogContext> = settings
         .admin_config()
-        .create_with_context(LogContext)
+        .create_with_context(LogContext::default())
         .map_err(KafkaError::Client)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()

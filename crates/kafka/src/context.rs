@@ -1,16 +1,96 @@
 //! rdkafka client contexts: logs to `tracing`, commit before revoke, assignment tracking.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-/// Routes librdkafka's log lines and errors to `tracing` (target `librdkafka`).
+/// Routes librdkafka's log lines and errors to `tracing` (target `librdkafka`), and remembers
+/// the last refusal (see [`Refusals`]).
 #[derive(Debug, Clone, Default)]
-pub struct LogContext;
+pub struct LogContext {
+    pub(crate) refusals: Arc<Refusals>,
+}
+
+/// The last time the broker refused this client for a reason a retry will not fix: failed
+/// authentication, a TLS handshake that failed (untrusted certificate, no client certificate),
+/// or a security protocol the listener does not speak. Start-up stops on it and readiness
+/// reports it, instead of waiting for a broker that will never accept the client.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    last: Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl Refusals {
+    /// The last refusal's reason, if any since the last call.
+    pub fn take(&self) -> Option<String> {
+        self.last
+            .lock()
+            .map(|mut l| l.take().map(|(_, r)| r))
+            .unwrap_or(None)
+    }
+
+    /// The last refusal's reason if it happened within `within` (kept).
+    pub fn recent(&self, within: std::time::Duration) -> Option<String> {
+        self.last
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .filter(|(at, _)| at.elapsed() <= within)
+            .map(|(_, r)| r)
+    }
+
+    fn note(&self, error: &KafkaError, reason: &str) -> bool {
+        let code = error.rdkafka_error_code();
+        let refused = matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+            )
+        ) || Self::is_refusal(reason);
+        if refused {
+            self.remember(reason);
+        }
+        refused
+    }
+
+    /// A log line of librdkafka (they arrive on its own threads, also for clients whose error
+    /// events nobody polls, such as the admin client's).
+    fn note_log(&self, level: RDKafkaLogLevel, message: &str) {
+        let serious = matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+                | RDKafkaLogLevel::Warning
+        );
+        if serious && Self::is_refusal(message) {
+            self.remember(message);
+        }
+    }
+
+    fn is_refusal(text: &str) -> bool {
+        text.contains("SSL handshake failed")
+            || text.contains("SASL authentication")
+            || text.contains("Authentication failed")
+            || text.contains("certificate verify failed")
+            // The broker rejected the client's certificate, or wanted one (mutual TLS).
+            || text.contains("SSL alert")
+            || text.contains("security.protocol")
+    }
+
+    fn remember(&self, reason: &str) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some((std::time::Instant::now(), reason.to_owned()));
+        }
+    }
+}
 
 fn log_line(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     match level {
@@ -26,18 +106,34 @@ fn log_line(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     }
 }
 
-fn log_error(error: KafkaError, reason: &str) {
-    // Transport errors during a broker restart are expected and retried by librdkafka.
-    tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+fn log_error(error: KafkaError, reason: &str, refused: bool) {
+    if refused {
+        tracing::error!(target: "librdkafka", error = %error, "the broker refused the connection: {reason}");
+    } else {
+        // Transport errors during a broker restart are expected and retried by librdkafka.
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
 }
 
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.refusals.note_log(level, log_message);
         log_line(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        log_error(error, reason);
+        let refused = self.refusals.note(&error, reason);
+        log_error(error, reason, refused);
+    }
+}
+
+/// For consumers that assign partitions by hand (tools): no rebalance handling needed.
+impl ConsumerContext for LogContext {}
+
+impl LogContext {
+    /// The broker's last refusal of this client within `within` (see [`Refusals`]).
+    pub fn recent_refusal(&self, within: std::time::Duration) -> Option<String> {
+        self.refusals.recent(within)
     }
 }
 
@@ -72,15 +168,18 @@ impl ConsumerStatus {
 #[derive(Debug, Clone, Default)]
 pub struct RunnerContext {
     pub(crate) status: Arc<ConsumerStatus>,
+    pub(crate) refusals: Arc<Refusals>,
 }
 
 impl ClientContext for RunnerContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.refusals.note_log(level, log_message);
         log_line(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        log_error(error, reason);
+        let refused = self.refusals.note(&error, reason);
+        log_error(error, reason, refused);
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! - [`settings`]: [`KafkaSettings`] from the environment, and the client configurations derived
 //!   from it (every non-default librdkafka setting has its reason next to it).
+//! - [`security`]: [`KafkaSecurity`] — TLS, SASL (PLAIN, SCRAM) and a Java-style client
+//!   properties file, checked at start-up; secrets never logged.
 //! - [`context`]: librdkafka's logs and errors routed to `tracing`; rebalance callbacks that
 //!   commit stored offsets before partitions are revoked.
 //! - [`producer`]: [`Producer`] — `acks=all`, idempotence, `murmur2_random`, key = batch id,
@@ -22,11 +24,13 @@ pub mod admin;
 pub mod consumer;
 pub mod context;
 pub mod producer;
+pub mod security;
 pub mod settings;
 
 pub use admin::provision_topics;
 pub use consumer::{ConsumerRunner, ConsumerStatus, FailureKind, Handler, HandlerResult, Inbound};
 pub use producer::{OutgoingMessage, Producer};
+pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use settings::KafkaSettings;
 
 /// Errors of the Kafka plumbing, with the context needed to act on them.
@@ -40,6 +44,8 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("the broker refused the connection: {reason} (check {hint})")]
+    Refused { reason: String, hint: String },
     #[error("could not create topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
     #[error("admin request failed")]

@@ -43,6 +43,7 @@ pub struct Delivered {
 #[derive(Clone)]
 pub struct Producer {
     inner: FutureProducer<LogContext>,
+    refusals: std::sync::Arc<crate::context::Refusals>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -53,11 +54,13 @@ impl std::fmt::Debug for Producer {
 
 impl Producer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let context = LogContext::default();
+        let refusals = context.refusals.clone();
         let inner = settings
             .producer_config()
-            .create_with_context(LogContext)
+            .create_with_context(context)
             .map_err(KafkaError::Client)?;
-        Ok(Self { inner })
+        Ok(Self { inner, refusals })
     }
 
     /// Publish and wait for the broker's acknowledgement (`acks=all`).
@@ -109,12 +112,16 @@ impl Producer {
     /// Can the broker be reached? A metadata request with a time-out (readiness probes).
     pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
         let inner = self.inner.clone();
+        let refusals = self.refusals.clone();
         tokio::task::spawn_blocking(move || {
             inner
                 .client()
                 .fetch_metadata(None, timeout)
                 .map(|_| ())
-                .map_err(|e| format!("broker unreachable: {e}"))
+                .map_err(|e| match refusals.recent(Duration::from_secs(300)) {
+                    Some(reason) => format!("the broker refused the connection: {reason}"),
+                    None => format!("broker unreachable: {e}"),
+                })
         })
         .await
         .map_err(|e| e.to_string())?

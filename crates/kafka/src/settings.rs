@@ -5,6 +5,8 @@ use std::time::Duration;
 use huleedu_service::settings::{ConfigError, Env, SettingDoc};
 use rdkafka::ClientConfig;
 
+use crate::security::KafkaSecurity;
+
 /// Where the broker is and how this service uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
@@ -22,12 +24,22 @@ pub struct KafkaSettings {
     pub fetch_wait_max: Duration,
     /// `client.id` reported to the broker (the service name).
     pub client_id: String,
+    /// TLS, SASL and extra client properties (`KAFKA_SECURITY_PROTOCOL`, ...).
+    pub security: KafkaSecurity,
 }
 
 impl KafkaSettings {
     /// Defaults for local runs, overridden by the environment, validated.
     pub fn from_env(env: &Env, client_id: &str, default_group: &str) -> Result<Self, ConfigError> {
-        let bootstrap_servers = env.string("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092");
+        let security = KafkaSecurity::from_env(env)?;
+        // The properties file may name the brokers when the variable does not.
+        let bootstrap_servers = env.string(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            security
+                .properties
+                .get("bootstrap.servers")
+                .unwrap_or("127.0.0.1:9092"),
+        );
         if bootstrap_servers.split(',').any(|s| {
             s.trim()
                 .rsplit_once(':')
@@ -57,6 +69,7 @@ impl KafkaSettings {
                 10_000,
             )?),
             client_id: client_id.to_owned(),
+            security,
         })
     }
 
@@ -71,7 +84,7 @@ impl KafkaSettings {
         vec![
             SettingDoc {
                 name: "KAFKA_BOOTSTRAP_SERVERS",
-                default: "127.0.0.1:9092",
+                default: "127.0.0.1:9092 (or bootstrap.servers of KAFKA_PROPERTIES_FILE)",
                 meaning: "comma-separated host:port list of the Kafka-protocol broker",
             },
             SettingDoc {
@@ -101,10 +114,16 @@ impl KafkaSettings {
                 meaning: "longest a fetch waits for new data (lower = less latency, more requests)",
             },
         ]
+        .into_iter()
+        .chain(KafkaSecurity::docs())
+        .collect()
     }
 
-    fn base(&self) -> ClientConfig {
+    /// What every client shares: the broker, the client id, security (TLS, SASL, the
+    /// properties file).
+    pub fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
+        self.security.apply(&mut c);
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
             // Prefer IPv4: "localhost" may resolve to ::1 where the broker does not listen.

@@ -82,9 +82,46 @@ impl Env {
         self.get(name).map(str::to_owned)
     }
 
-    /// A secret: never printed by `Debug`.
-    pub fn secret(&self, name: &str) -> Option<Secret> {
-        self.get(name).map(|v| Secret(v.to_owned()))
+    /// A secret (token, password), never printed by `Debug`: from `NAME`, or read from the file
+    /// named by `NAME_FILE` (the Docker and Kubernetes secrets convention; trailing line breaks
+    /// are trimmed). Setting both, an unreadable file or an empty one is an error naming
+    /// `NAME_FILE`; the secret itself never appears in an error.
+    pub fn secret(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let file_var = format!("{name}_FILE");
+        match (self.get(name), self.get(&file_var)) {
+            (None, None) => Ok(None),
+            (Some(v), None) => Ok(Some(Secret(v.to_owned()))),
+            (Some(_), Some(path)) => Err(ConfigError::new(
+                &file_var,
+                path,
+                format!("{name} is set too: set the secret one way, not both"),
+            )),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(&file_var, path, format!("cannot read the file: {e}"))
+                })?;
+                let value = text.trim_end_matches(['\n', '\r']);
+                if value.is_empty() {
+                    return Err(ConfigError::new(&file_var, path, "the file is empty"));
+                }
+                Ok(Some(Secret(value.to_owned())))
+            }
+        }
+    }
+
+    /// A path to a file that must exist and be readable (certificates, keys, properties).
+    pub fn file(&self, name: &str) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        match std::fs::File::open(raw) {
+            Ok(_) => Ok(Some(std::path::PathBuf::from(raw))),
+            Err(e) => Err(ConfigError::new(
+                name,
+                raw,
+                format!("cannot read the file: {e}"),
+            )),
+        }
     }
 
     /// A value parsed with `FromStr`, or the default when unset.
@@ -174,18 +211,49 @@ pub struct CommonSettings {
     pub http_addr: SocketAddr,
     /// `LOG_FORMAT`: `pretty` or `json`.
     pub log_format: crate::telemetry::LogFormat,
+    /// `HTTP_TLS_CERT_FILE` and `HTTP_TLS_KEY_FILE`: serve HTTPS with this certificate chain
+    /// and key (PEM); plain HTTP when unset.
+    pub http_tls: Option<HttpTlsFiles>,
+}
+
+/// The certificate chain and private key (PEM files) of the service's HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl CommonSettings {
     pub fn from_env(env: &Env, default_http_addr: &str) -> Result<Self, ConfigError> {
+        let cert = env.file("HTTP_TLS_CERT_FILE")?;
+        let key = env.file("HTTP_TLS_KEY_FILE")?;
+        let http_tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(HttpTlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "HTTP_TLS_KEY_FILE",
+                    "",
+                    "required with HTTP_TLS_CERT_FILE (the certificate's private key)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "HTTP_TLS_CERT_FILE",
+                    "",
+                    "required with HTTP_TLS_KEY_FILE (the key's certificate chain)",
+                ))
+            }
+        };
         Ok(Self {
             http_addr: env.socket_addr("HTTP_ADDR", default_http_addr)?,
             log_format: crate::telemetry::LogFormat::from_env(env)?,
+            http_tls,
         })
     }
 
     /// Table rows for the common settings.
-    pub fn docs(default_http_addr: &'static str) -> [SettingDoc; 2] {
+    pub fn docs(default_http_addr: &'static str) -> [SettingDoc; 4] {
         [
             SettingDoc {
                 name: "HTTP_ADDR",
@@ -196,6 +264,16 @@ impl CommonSettings {
                 name: "LOG_FORMAT",
                 default: "pretty on a terminal, json otherwise",
                 meaning: "log output format: pretty or json (filter with RUST_LOG)",
+            },
+            SettingDoc {
+                name: "HTTP_TLS_CERT_FILE",
+                default: "(unset: plain HTTP)",
+                meaning: "serve HTTPS with this PEM certificate chain (with HTTP_TLS_KEY_FILE)",
+            },
+            SettingDoc {
+                name: "HTTP_TLS_KEY_FILE",
+                default: "(unset: plain HTTP)",
+                meaning: "the PEM private key of HTTP_TLS_CERT_FILE",
             },
         ]
     }
@@ -277,9 +355,59 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let env = Env::from_pairs([("OPERATOR_TOKEN", "hunter2")]);
-        let s = env.secret("OPERATOR_TOKEN").unwrap();
+        let s = env.secret("OPERATOR_TOKEN").unwrap().unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("huleedu-settings-{}-{}", std::process::id(), name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn secrets_come_from_files_with_the_line_break_trimmed() {
+        let path = temp_file("token", "s3cret token\n");
+        let env = Env::from_pairs([("OPERATOR_TOKEN_FILE", path.to_str().unwrap())]);
+        let s = env.secret("OPERATOR_TOKEN").unwrap().unwrap();
+        assert_eq!(s.expose(), "s3cret token");
+        let crlf = temp_file("crlf", "abc\r\n");
+        let env = Env::from_pairs([("X_FILE", crlf.to_str().unwrap())]);
+        assert_eq!(env.secret("X").unwrap().unwrap().expose(), "abc");
+        assert_eq!(Env::default().secret("X").unwrap(), None);
+    }
+
+    #[test]
+    fn a_secret_set_twice_or_unreadable_is_an_error_naming_the_file_variable() {
+        let path = temp_file("both", "from-file");
+        let env = Env::from_pairs([
+            ("KAFKA_SASL_PASSWORD", "from-env"),
+            ("KAFKA_SASL_PASSWORD_FILE", path.to_str().unwrap()),
+        ]);
+        let err = env.secret("KAFKA_SASL_PASSWORD").unwrap_err();
+        assert_eq!(err.variable, "KAFKA_SASL_PASSWORD_FILE");
+        assert!(!err.to_string().contains("from-env") && !err.to_string().contains("from-file"));
+
+        let env = Env::from_pairs([("KAFKA_SASL_PASSWORD_FILE", "/nonexistent/secret")]);
+        let err = env.secret("KAFKA_SASL_PASSWORD").unwrap_err();
+        assert_eq!(err.variable, "KAFKA_SASL_PASSWORD_FILE");
+        assert!(err.reason.contains("cannot read"), "{err}");
+
+        let empty = temp_file("empty", "\n");
+        let env = Env::from_pairs([("T_FILE", empty.to_str().unwrap())]);
+        assert!(env.secret("T").unwrap_err().reason.contains("empty"));
+    }
+
+    #[test]
+    fn files_must_exist() {
+        let env = Env::from_pairs([("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem")]);
+        let err = env.file("KAFKA_SSL_CA_LOCATION").unwrap_err();
+        assert_eq!(err.variable, "KAFKA_SSL_CA_LOCATION");
+        assert_eq!(Env::default().file("KAFKA_SSL_CA_LOCATION").unwrap(), None);
     }
 
     #[test]

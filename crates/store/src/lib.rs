@@ -42,5 +42,6 @@ pub use keys::{bucket_of, BUCKETS};
 pub use relay::OutboxRelay;
 pub use settings::RedisSettings;
 pub use store::{
-    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, Store, StoreError, Versioned,
+    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, RedisProblem, Store, StoreError,
+    Versioned,
 };

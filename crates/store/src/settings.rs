@@ -1,31 +1,114 @@
 //! Redis settings from the environment.
 
-use huleedu_service::settings::{ConfigError, Env, SettingDoc};
+use std::path::PathBuf;
 
-/// Where Redis is and which key prefix this deployment uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use huleedu_service::settings::{ConfigError, Env, Secret, SettingDoc};
+
+/// Where Redis is, how to authenticate and which key prefix this deployment uses.
+///
+/// `Debug` and [`RedisSettings::redacted_url`] never show a password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379`.
+    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379` or `rediss://user:password@host:6380/0`.
+    /// May hold a password: log [`RedisSettings::redacted_url`] instead.
     pub url: String,
     /// `REDIS_KEY_PREFIX`: lets several deployments or test runs share one Redis.
     pub key_prefix: String,
+    /// `REDIS_TLS_CA_FILE`: CA certificate(s) (PEM) to verify a `rediss://` server with,
+    /// instead of the system's trust store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `REDIS_PASSWORD` or `REDIS_PASSWORD_FILE`: the password, when it is not in the URL.
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.redacted_url())
+            .field("key_prefix", &self.key_prefix)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The user-info part ends at the last '@' before the first '/'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => userinfo.to_owned(),
+    };
+    format!("{scheme}://{shown}{}", &rest[at..])
 }
 
 impl RedisSettings {
+    /// Settings for a Redis at `url` with everything else at its default (tests, tools).
+    pub fn local(url: &str, key_prefix: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            key_prefix: key_prefix.to_owned(),
+            tls_ca_file: None,
+            password: None,
+        }
+    }
+
     pub fn from_env(env: &Env, default_prefix: &str) -> Result<Self, ConfigError> {
         let url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
-        {
+        let shown = redact_url(&url);
+        let tls = url.starts_with("rediss://");
+        if !(url.starts_with("redis://") || tls || url.starts_with("unix://")) {
             return Err(ConfigError::new(
                 "REDIS_URL",
-                &url,
-                "expected redis://host:port[/db] (or rediss://, unix://)",
+                &shown,
+                "expected redis://[user:password@]host:port[/db], rediss://... (TLS) or unix://",
             ));
         }
-        if let Err(e) = redis::Client::open(url.as_str()) {
-            return Err(ConfigError::new("REDIS_URL", &url, e.to_string()));
+        let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            Ok(info) => info,
+            // The parser's message may quote the URL: keep it out.
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    &shown,
+                    format!("not a valid Redis URL ({:?})", e.kind()),
+                ))
+            }
+        };
+        let password = env.secret("REDIS_PASSWORD")?;
+        if password.is_some() && info.redis_settings().password().is_some() {
+            return Err(ConfigError::new(
+                "REDIS_PASSWORD",
+                "(secret)",
+                "REDIS_URL holds a password too: set it in one place",
+            ));
+        }
+        let tls_ca_file = env.file("REDIS_TLS_CA_FILE")?;
+        if let Some(ca) = &tls_ca_file {
+            let path = ca.display().to_string();
+            if !tls {
+                return Err(ConfigError::new(
+                    "REDIS_TLS_CA_FILE",
+                    &path,
+                    "only used with a rediss:// REDIS_URL",
+                ));
+            }
+            let pem = std::fs::read_to_string(ca).unwrap_or_default();
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::new(
+                    "REDIS_TLS_CA_FILE",
+                    &path,
+                    "no PEM certificate in the file",
+                ));
+            }
         }
         let key_prefix = env.string("REDIS_KEY_PREFIX", default_prefix);
         if key_prefix.contains(['{', '}', ' ']) {
@@ -35,7 +118,17 @@ impl RedisSettings {
                 "must not contain braces or spaces (it becomes part of a hash tag)",
             ));
         }
-        Ok(Self { url, key_prefix })
+        Ok(Self {
+            url,
+            key_prefix,
+            tls_ca_file,
+            password,
+        })
+    }
+
+    /// The URL without its password, for logs and messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
     }
 
     /// Table rows for `--help` and the docs.
@@ -44,7 +137,17 @@ impl RedisSettings {
             SettingDoc {
                 name: "REDIS_URL",
                 default: "redis://127.0.0.1:6379",
-                meaning: "Redis holding state, dedup markers and the outbox",
+                meaning: "Redis holding state, dedup markers and the outbox: redis://[user:password@]host:port[/db], rediss:// for TLS (server certificate verified)",
+            },
+            SettingDoc {
+                name: "REDIS_PASSWORD",
+                default: "(unset: the URL's, if any)",
+                meaning: "Redis password when it is not in REDIS_URL; or REDIS_PASSWORD_FILE: a file holding it",
+            },
+            SettingDoc {
+                name: "REDIS_TLS_CA_FILE",
+                default: "(unset: the system's trust store)",
+                meaning: "CA certificate(s) in PEM that sign the rediss:// server's certificate",
             },
             SettingDoc {
                 name: "REDIS_KEY_PREFIX",
@@ -69,5 +172,98 @@ mod tests {
         assert_eq!(e.variable, "REDIS_KEY_PREFIX");
         let ok = RedisSettings::from_env(&Env::default(), "bcs").unwrap();
         assert_eq!(ok.key_prefix, "bcs");
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("rediss://app:s3cret@127.0.0.1:6380/2"),
+            "rediss://app:***@127.0.0.1:6380/2"
+        );
+        assert_eq!(redact_url("redis://:s3cret@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact_url("redis://app@h:1"), "redis://app@h:1");
+
+        // In errors...
+        let e = RedisSettings::from_env(
+            &Env::from_pairs([("REDIS_URL", "rediss://app:s3cret@127.0.0.1:notaport")]),
+            "bos",
+        )
+        .unwrap_err();
+        assert_eq!(e.variable, "REDIS_URL");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = RedisSettings::from_env(
+            &Env::from_pairs([("REDIS_URL", "https://app:s3cret@h:1")]),
+            "bos",
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        // ...and in Debug.
+        let ok = RedisSettings::from_env(
+            &Env::from_pairs([
+                ("REDIS_URL", "redis://app@127.0.0.1:6379"),
+                ("REDIS_PASSWORD", "s3cret"),
+            ]),
+            "bos",
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("s3cret"));
+        assert_eq!(ok.password.unwrap().expose(), "s3cret");
+        let ok = RedisSettings::from_env(
+            &Env::from_pairs([("REDIS_URL", "rediss://app:s3cret@127.0.0.1:6380")]),
+            "bos",
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn tls_and_password_settings_are_checked() {
+        let e = RedisSettings::from_env(
+            &Env::from_pairs([
+                ("REDIS_URL", "redis://app:first-secret@h:1"),
+                ("REDIS_PASSWORD", "second-secret"),
+            ]),
+            "bos",
+        )
+        .unwrap_err();
+        assert_eq!(e.variable, "REDIS_PASSWORD");
+        assert!(
+            !e.to_string().contains("first-secret") && !e.to_string().contains("second-secret")
+        );
+
+        let dir =
+            std::env::temp_dir().join(format!("huleedu-redis-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let not_pem = dir.join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let ca = ca.to_str().unwrap();
+        let e = RedisSettings::from_env(
+            &Env::from_pairs([("REDIS_URL", "redis://h:1"), ("REDIS_TLS_CA_FILE", ca)]),
+            "bos",
+        )
+        .unwrap_err();
+        assert_eq!(e.variable, "REDIS_TLS_CA_FILE");
+        let e = RedisSettings::from_env(
+            &Env::from_pairs([
+                ("REDIS_URL", "rediss://h:1"),
+                ("REDIS_TLS_CA_FILE", not_pem.to_str().unwrap()),
+            ]),
+            "bos",
+        )
+        .unwrap_err();
+        assert_eq!(e.variable, "REDIS_TLS_CA_FILE");
+        let ok = RedisSettings::from_env(
+            &Env::from_pairs([("REDIS_URL", "rediss://h:1"), ("REDIS_TLS_CA_FILE", ca)]),
+            "bos",
+        )
+        .unwrap();
+        assert_eq!(ok.tls_ca_file.as_deref(), Some(std::path::Path::new(ca)));
     }
 }

@@ -18,8 +18,50 @@ use crate::RedisSettings;
 pub enum StoreError {
     #[error("redis command failed")]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Setup(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// Why Redis did not answer a [`Store::check`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisProblem {
+    /// Redis answered but refused this client, or the TLS handshake failed: waiting will not
+    /// help, a setting is wrong.
+    #[error("{0}")]
+    Refused(String),
+    /// Redis did not answer (down, restarting, network): it may come back.
+    #[error("redis unreachable: {0}")]
+    Unreachable(String),
+}
+
+impl RedisProblem {
+    fn classify(e: &StoreError, url: &str) -> Self {
+        let StoreError::Redis(r) = e else {
+            return RedisProblem::Unreachable(format!("REDIS_URL {url}: {e}"));
+        };
+        let text = r.to_string();
+        let lower = text.to_ascii_lowercase();
+        if r.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(r.code(), Some("WRONGPASS" | "NOAUTH"))
+            || lower.contains("wrongpass")
+            || lower.contains("noauth")
+        {
+            RedisProblem::Refused(format!(
+                "REDIS_URL {url}: authentication failed: check the user and password of REDIS_URL (or REDIS_PASSWORD) ({text})"
+            ))
+        } else if lower.contains("certificate")
+            || lower.contains("handshake")
+            || lower.contains("tls")
+        {
+            RedisProblem::Refused(format!(
+                "REDIS_URL {url}: TLS handshake failed: check REDIS_TLS_CA_FILE and the host of REDIS_URL ({text})"
+            ))
+        } else {
+            RedisProblem::Unreachable(format!("REDIS_URL {url}: {text}"))
+        }
+    }
 }
 
 /// A batch's stored state: the service's fields and their version (0 = nothing stored).
@@ -274,6 +316,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
+    /// `REDIS_URL` without its password, for messages.
+    shown_url: Arc<str>,
     keys: Keys,
     apply_script: Arc<Script>,
     load_checked_script: Arc<Script>,
@@ -296,7 +340,29 @@ impl Store {
     /// A store over a connection manager that connects lazily and reconnects on its own, so a
     /// service starts (and reports not-ready) while Redis is down.
     pub fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let mut info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())?;
+        if let Some(password) = &settings.password {
+            let redis = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
+            info = info.set_redis_settings(redis);
+        }
+        let client = match &settings.tls_ca_file {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    StoreError::Setup(format!("REDIS_TLS_CA_FILE {}: {e}", ca.display()))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certs).map_err(|e| {
+                    StoreError::Setup(format!("REDIS_TLS_CA_FILE {}: {e}", ca.display()))
+                })?
+            }
+            None => redis::Client::open(info)?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -307,6 +373,7 @@ impl Store {
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
+            shown_url: settings.redacted_url().into(),
             keys: Keys::new(&settings.key_prefix),
             apply_script: Arc::new(Script::new(APPLY_LUA)),
             load_checked_script: Arc::new(Script::new(LOAD_CHECKED_LUA)),
@@ -377,6 +444,41 @@ impl Store {
         let mut c = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
         Ok(())
+    }
+
+    /// A PING within `within`, with the failure explained for an operator: a refusal (wrong
+    /// password or user, untrusted certificate) names the setting to fix; anything else is
+    /// [`RedisProblem::Unreachable`] (Redis down or slow: it may come back).
+    pub async fn check(&self, within: Duration) -> Result<(), RedisProblem> {
+        match tokio::time::timeout(within, self.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RedisProblem::classify(&e, &self.shown_url)),
+            Err(_) => Err(RedisProblem::Unreachable(format!(
+                "REDIS_URL {}: no answer to PING within {} ms",
+                self.shown_url,
+                within.as_millis()
+            ))),
+        }
+    }
+
+    /// The readiness check: [`Store::check`] within a second (the client's own reconnect
+    /// retries would otherwise hold the probe for seconds), failures worded for `/readyz`.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.check(Duration::from_secs(1))
+            .await
+            .map_err(|p| p.to_string())
+    }
+
+    /// Start-up check: a refusal (wrong credentials, untrusted certificate) is an error that
+    /// should stop start-up; Redis merely down is logged, and the service starts not ready.
+    pub async fn check_at_start(&self) -> Result<(), RedisProblem> {
+        match self.check(Duration::from_secs(5)).await {
+            Err(RedisProblem::Unreachable(why)) => {
+                tracing::warn!("{why}; starting anyway (not ready until Redis answers)");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Read a batch's state and version in one round trip.

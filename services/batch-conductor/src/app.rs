@@ -8,10 +8,10 @@ use anyhow::Context;
 use axum::Router;
 use huleedu_contracts::topics;
 use huleedu_http::probes::Readiness;
+use huleedu_http::{serve_on, HttpListener, ServerTls};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
 use huleedu_store::{OutboxRelay, Store};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ pub struct App {
     consumer: ConsumerRunner<EventHandler, ConsumerObserver>,
     relay: OutboxRelay<OutboxObserver>,
     producer: Producer,
-    listener: TcpListener,
+    listener: HttpListener,
     router: Router,
     http_addr: SocketAddr,
 }
@@ -62,6 +62,7 @@ impl App {
                 )
             })?;
         let store = Store::connect(&settings.redis).context("creating the Redis client")?;
+        store.check_at_start().await?;
         let registry = huleedu_http::metrics::Metrics::new();
         let metrics = BcsMetrics::register(&registry);
         let pipelines_seen = Arc::new(Notify::new());
@@ -115,7 +116,11 @@ impl App {
             readiness,
             pipelines_seen,
         );
-        let listener = TcpListener::bind(settings.common.http_addr)
+        let tls = match &settings.common.http_tls {
+            Some(f) => Some(ServerTls::from_settings(&f.cert, &f.key)?),
+            None => None,
+        };
+        let listener = HttpListener::bind(settings.common.http_addr, tls)
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.common.http_addr))?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
@@ -153,11 +158,7 @@ impl App {
         let consumer = tokio::spawn(self.consumer.run(consumer_stop.clone()));
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
         let http_token = http_stop.clone();
-        let mut http = tokio::spawn(async move {
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(async move { http_token.cancelled().await })
-                .await
-        });
+        let mut http = tokio::spawn(serve_on(self.listener, self.router, http_token));
         tracing::info!(http_addr = %self.http_addr, "batch conductor running");
 
         let mut http_result = None;

@@ -55,7 +55,7 @@ impl BcsSettings {
         let kafka = KafkaSettings::from_env(env, SERVICE_NAME, DEFAULT_GROUP)?;
         let redis = RedisSettings::from_env(env, DEFAULT_KEY_PREFIX)?;
         let common = CommonSettings::from_env(env, DEFAULT_HTTP_ADDR)?;
-        let operator_token = env.secret("OPERATOR_TOKEN");
+        let operator_token = env.secret("OPERATOR_TOKEN")?;
         let pipelines_file = env.optional("PIPELINES_FILE").map(PathBuf::from);
         let pipelines = match &pipelines_file {
             None => Definitions::builtin(),
@@ -94,7 +94,7 @@ pub fn settings_docs() -> Vec<SettingDoc> {
         SettingDoc {
             name: "OPERATOR_TOKEN",
             default: "unset: the operator endpoint answers 503 \"operator endpoint disabled\"",
-            meaning: "bearer token required by POST /internal/v1/phases/complete",
+            meaning: "bearer token required by POST /internal/v1/phases/complete; or OPERATOR_TOKEN_FILE: a file holding it",
         },
         SettingDoc {
             name: "PIPELINES_FILE",

@@ -215,10 +215,10 @@ async fn undecodable_and_invalid_events_are_permanent_naming_the_field() {
 
 #[tokio::test]
 async fn redis_failures_are_transient() {
-    let dead = Store::connect(&RedisSettings {
-        url: "redis://127.0.0.1:1".into(),
-        key_prefix: unique("dead"),
-    })
+    let dead = Store::connect(&RedisSettings::local(
+        "redis://127.0.0.1:1",
+        &unique("dead"),
+    ))
     .unwrap();
     let handler = handler_for(&api_state(dead, None, Duration::from_secs(1)));
     let e = outcome(

@@ -691,10 +691,10 @@ async fn probes_and_unknown_routes() {
     );
 
     // Redis unreachable: not ready, and API calls answer 503 without internals.
-    let dead = Store::connect(&RedisSettings {
-        url: "redis://127.0.0.1:1".into(),
-        key_prefix: unique("dead"),
-    })
+    let dead = Store::connect(&RedisSettings::local(
+        "redis://127.0.0.1:1",
+        &unique("dead"),
+    ))
     .unwrap();
     let app = router(api_state(dead, None, Duration::from_secs(1)));
     let (status, _, body) = call(&app, get("/readyz")).await;

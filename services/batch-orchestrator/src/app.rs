@@ -57,8 +57,10 @@ impl App {
         let metrics = Metrics::new();
         let bos_metrics = crate::metrics::BosMetrics::register(&metrics);
         let store = Store::connect(&settings.redis)?;
+        store.check_at_start().await?;
         let producer = Producer::new(&settings.kafka)?;
-        let conductor = Conductor::new(&settings.bcs_url, settings.bcs_timeout);
+        let conductor =
+            Conductor::with_roots(&settings.bcs_url, settings.bcs_timeout, &settings.bcs_ca);
         let core = Core {
             store: store.clone(),
             limits: settings.limits,
@@ -95,12 +97,7 @@ impl App {
                 let store = store.clone();
                 move || {
                     let store = store.clone();
-                    async move {
-                        store
-                            .ping()
-                            .await
-                            .map_err(|e| format!("redis unreachable: {e}"))
-                    }
+                    async move { store.ready().await }
                 }
             });
         let relay = OutboxRelay::new(store, producer);
@@ -139,10 +136,14 @@ impl App {
         let http_stop = CancellationToken::new();
         let router = harden(router(self.http), HttpLimits::default());
         let addr = self.settings.common.http_addr;
+        let tls = match &self.settings.common.http_tls {
+            Some(f) => Some(huleedu_http::ServerTls::from_settings(&f.cert, &f.key)?),
+            None => None,
+        };
         let http = tokio::spawn({
             let stop = http_stop.clone();
             async move {
-                huleedu_http::serve(addr, router, stop, |a| {
+                huleedu_http::serve(addr, tls, router, stop, |a| {
                     if let Some(tx) = bound {
                         let _ = tx.send(a);
                     }

@@ -17,6 +17,22 @@ pub enum ConductorError {
     Unavailable(String),
 }
 
+/// An error with its causes ("error sending request: ...: invalid peer certificate:
+/// UnknownIssuer"): the outermost message alone does not say what to fix.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Time-out of the quick pipeline-name check made when a request arrives.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -28,12 +44,26 @@ pub struct Conductor {
 }
 
 impl Conductor {
+    /// A client of the conductor at `base_url` (`http://` or `https://`). For `https://`, the
+    /// conductor's certificate is verified against the system's trust store plus `extra_roots`
+    /// (`BCS_CA_FILE`).
     pub fn new(base_url: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_roots(base_url, timeout, &[])
+    }
+
+    /// [`Conductor::new`] trusting `extra_roots` too.
+    pub fn with_roots(
+        base_url: &str,
+        timeout: Duration,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Self {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("HTTP client");
+            .connect_timeout(Duration::from_secs(2));
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder.build().expect("HTTP client");
         Self {
             http,
             define_url: format!(
@@ -95,7 +125,7 @@ impl Conductor {
         let resp = req
             .send()
             .await
-            .map_err(|e| ConductorError::Unavailable(e.to_string()))?;
+            .map_err(|e| ConductorError::Unavailable(with_causes(&e)))?;
         let status = resp.status();
         if status.is_success() {
             let r: BCSPipelineDefinitionResponseV1 = resp

@@ -20,6 +20,9 @@ pub struct BosSettings {
     pub redis: RedisSettings,
     /// `BCS_URL`: base URL of the conductor.
     pub bcs_url: String,
+    /// `BCS_CA_FILE`: CA certificate(s) (PEM) trusted for an `https://` conductor, besides the
+    /// system's trust store.
+    pub bcs_ca: Vec<reqwest::Certificate>,
     /// `BCS_TIMEOUT_MS`: time-out of one resolution call (the conductor may wait up to its
     /// `RESOLVE_WAIT_MS` for causal consistency, so keep this above that).
     pub bcs_timeout: Duration,
@@ -41,9 +44,42 @@ impl BosSettings {
             return Err(ConfigError::new(
                 "BCS_URL",
                 &bcs_url,
-                "expected an http:// URL",
+                "expected an http:// or https:// URL",
             ));
         }
+        let bcs_ca = match env.file("BCS_CA_FILE")? {
+            None => Vec::new(),
+            Some(path) => {
+                let shown = path.display().to_string();
+                if !bcs_url.starts_with("https://") {
+                    return Err(ConfigError::new(
+                        "BCS_CA_FILE",
+                        &shown,
+                        "only used with an https:// BCS_URL",
+                    ));
+                }
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new("BCS_CA_FILE", &shown, format!("cannot read the file: {e}"))
+                })?;
+                match reqwest::Certificate::from_pem_bundle(&pem) {
+                    Ok(certs) if !certs.is_empty() => certs,
+                    Ok(_) => {
+                        return Err(ConfigError::new(
+                            "BCS_CA_FILE",
+                            &shown,
+                            "no PEM certificate in the file",
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::new(
+                            "BCS_CA_FILE",
+                            &shown,
+                            format!("not PEM certificates: {e}"),
+                        ))
+                    }
+                }
+            }
+        };
         let limits = Limits {
             phase_timeout: chrono::Duration::seconds(env.int_in(
                 "PHASE_TIMEOUT_SECS",
@@ -65,13 +101,14 @@ impl BosSettings {
             kafka: KafkaSettings::from_env(env, "batch-orchestrator", DEFAULT_GROUP)?,
             redis: RedisSettings::from_env(env, DEFAULT_PREFIX)?,
             bcs_url: bcs_url.trim_end_matches('/').to_owned(),
+            bcs_ca,
             bcs_timeout: env.millis("BCS_TIMEOUT_MS", 15_000)?,
             limits,
             dedup_ttl: env.secs("DEDUP_TTL_SECS", 7 * 24 * 3600)?,
             state_ttl: Duration::from_secs(
                 24 * 3600 * env.int_in("STATE_TTL_DAYS", 30u64, 1, 3650)?,
             ),
-            operator_token: env.secret("OPERATOR_TOKEN"),
+            operator_token: env.secret("OPERATOR_TOKEN")?,
         })
     }
 }
@@ -83,7 +120,8 @@ pub fn settings_docs() -> Vec<SettingDoc> {
     docs.extend(RedisSettings::docs(DEFAULT_PREFIX));
     docs.extend(CommonSettings::docs(DEFAULT_HTTP_ADDR));
     docs.extend([
-        SettingDoc { name: "BCS_URL", default: "http://127.0.0.1:4002", meaning: "base URL of the batch conductor (pipeline resolution)" },
+        SettingDoc { name: "BCS_URL", default: "http://127.0.0.1:4002", meaning: "base URL of the batch conductor (pipeline resolution), http:// or https://" },
+        SettingDoc { name: "BCS_CA_FILE", default: "(unset: the system's trust store)", meaning: "CA certificate(s) in PEM trusted for an https:// BCS_URL, besides the system's" },
         SettingDoc { name: "BCS_TIMEOUT_MS", default: "15000", meaning: "time-out of one resolution call; failed calls are retried with backoff" },
         SettingDoc { name: "PHASE_TIMEOUT_SECS", default: "1800", meaning: "a phase without an outcome after this long ends its pipeline failed_critically (phase_timeout)" },
         SettingDoc { name: "PENDING_BATCH_TIMEOUT_SECS", default: "600", meaning: "a request for a batch that never becomes ready ends failed_critically (batch_not_ready) after this long" },
@@ -91,7 +129,7 @@ pub fn settings_docs() -> Vec<SettingDoc> {
         SettingDoc { name: "HISTORY_LIMIT", default: "50", meaning: "finished pipelines kept per batch for the status endpoint" },
         SettingDoc { name: "DEDUP_TTL_SECS", default: "604800", meaning: "how long handled event ids are remembered for de-duplication" },
         SettingDoc { name: "STATE_TTL_DAYS", default: "30", meaning: "batch state expires this many days after its last change" },
-        SettingDoc { name: "OPERATOR_TOKEN", default: "(unset: operator endpoints answer 503)", meaning: "bearer token for the operator endpoints" },
+        SettingDoc { name: "OPERATOR_TOKEN", default: "(unset: operator endpoints answer 503)", meaning: "bearer token for the operator endpoints; or OPERATOR_TOKEN_FILE: a file holding it" },
     ]);
     docs
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use huleedu_contracts::topics;
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
+use huleedu_http::{serve_on, HttpListener, ServerTls};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, KafkaError, Producer};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{router, AppState};
@@ -33,6 +33,8 @@ pub enum AppError {
     },
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] huleedu_http::TlsSetupError),
     #[error("the consumer task failed")]
     Consumer(#[source] tokio::task::JoinError),
 }
@@ -50,7 +52,7 @@ pub fn provisioned_topics() -> Vec<String> {
 pub struct App {
     runner: ConsumerRunner<Worker>,
     producer: Producer,
-    listener: TcpListener,
+    listener: HttpListener,
     http_addr: SocketAddr,
     state: AppState,
     /// Cancelled when `run`'s shutdown token is (or the HTTP server fails); the worker gives up
@@ -106,7 +108,11 @@ impl App {
         });
 
         let addr = settings.common.http_addr;
-        let listener = TcpListener::bind(addr)
+        let tls = match &settings.common.http_tls {
+            Some(f) => Some(ServerTls::from_settings(&f.cert, &f.key)?),
+            None => None,
+        };
+        let listener = HttpListener::bind(addr, tls)
             .await
             .map_err(|source| AppError::Bind { addr, source })?;
         let http_addr = listener
@@ -164,10 +170,7 @@ impl App {
             })
         };
         let consumer = tokio::spawn(self.runner.run(stop.clone()));
-        tracing::info!(addr = %self.http_addr, "HTTP server listening");
-        let http = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
+        let http = serve_on(self.listener, router(self.state), stop.clone()).await;
         if http.is_err() {
             stop.cancel();
         }

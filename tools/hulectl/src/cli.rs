@@ -11,7 +11,14 @@ use crate::style::ColorChoice;
 /// essays, and run the newcomer's demonstration.
 ///
 /// The operator token for `mark` and `retry` is read from the environment variable
-/// OPERATOR_TOKEN only; it is never a flag and never printed.
+/// OPERATOR_TOKEN (or the file named by OPERATOR_TOKEN_FILE) only; it is never a flag and never
+/// printed.
+///
+/// A secured broker is reached with the services' variables: KAFKA_SECURITY_PROTOCOL,
+/// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD (or _FILE),
+/// KAFKA_SSL_CA_LOCATION, KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION,
+/// KAFKA_PROPERTIES_FILE (docs/configuration.md). HTTPS service URLs are verified against the
+/// system's trust store plus --ca-file.
 #[derive(Debug, Parser)]
 #[command(
     name = "hulectl",
@@ -29,9 +36,10 @@ pub struct Cli {
 /// Where the services are; every option has an environment fallback and a local default.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// Kafka bootstrap servers (comma-separated host:port).
-    #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", value_parser = parse_bootstrap)]
-    pub kafka: String,
+    /// Kafka bootstrap servers (comma-separated host:port) [default: bootstrap.servers of
+    /// KAFKA_PROPERTIES_FILE, or 127.0.0.1:9092].
+    #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS", value_parser = parse_bootstrap)]
+    pub kafka: Option<String>,
     /// Base URL of the batch orchestrator (BOS).
     #[arg(long, global = true, env = "BOS_URL", default_value = "http://127.0.0.1:5000", value_parser = parse_url)]
     pub bos_url: String,
@@ -41,6 +49,9 @@ pub struct Global {
     /// Base URL of the reference phase worker (els-simulator).
     #[arg(long, global = true, env = "SIM_URL", default_value = "http://127.0.0.1:4010", value_parser = parse_url)]
     pub sim_url: String,
+    /// Extra CA certificate(s) (PEM) trusted for https:// service URLs.
+    #[arg(long, global = true, env = "HULECTL_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -291,7 +302,7 @@ mod tests {
             "--json",
         ]);
         assert_eq!(cli.global.bos_url, "http://10.0.0.1:5000");
-        assert_eq!(cli.global.kafka, "127.0.0.1:49092");
+        assert_eq!(cli.global.kafka.as_deref(), Some("127.0.0.1:49092"));
         let Command::Status(a) = cli.command else {
             panic!("not status")
         };
@@ -306,11 +317,12 @@ mod tests {
                 assert_eq!(got, default, "{var}");
             }
         };
-        expect(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            "127.0.0.1:9092",
-            &cli.global.kafka,
-        );
+        if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_none() {
+            assert_eq!(
+                cli.global.kafka, None,
+                "the Kafka settings' default applies"
+            );
+        }
         expect("BOS_URL", "http://127.0.0.1:5000", &cli.global.bos_url);
         expect("BCS_URL", "http://127.0.0.1:4002", &cli.global.bcs_url);
         expect("SIM_URL", "http://127.0.0.1:4010", &cli.global.sim_url);

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::{topics, BatchStatus, EventEnvelope, Validate};
-use huleedu_kafka::OutgoingMessage;
+use huleedu_kafka::{KafkaSettings, OutgoingMessage};
+use huleedu_service::settings::Env;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -35,15 +36,22 @@ pub const SOURCE_SERVICE: &str = "hulectl";
 /// What every command needs.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    pub kafka: String,
+    /// The broker and how to reach it (`--kafka` or `KAFKA_BOOTSTRAP_SERVERS`, plus the
+    /// services' `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`,
+    /// `KAFKA_PROPERTIES_FILE`).
+    pub kafka: KafkaSettings,
     pub api: Api,
     pub style: Style,
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let mut kafka = KafkaSettings::from_env(&Env::from_process(), "hulectl", "hulectl")?;
+    if let Some(bootstrap) = &cli.global.kafka {
+        kafka.bootstrap_servers = bootstrap.clone();
+    }
     let ctx = Ctx {
-        kafka: cli.global.kafka.clone(),
+        kafka,
         api: Api::new(&cli.global)?,
         style: Style::detect(cli.global.color),
     };

@@ -2,6 +2,7 @@
 //! (els-simulator). Errors say which service, what it answered (its JSON `error` and `detail`)
 //! and, where it helps, what to do.
 
+use anyhow::Context as _;
 use std::fmt;
 use std::time::Duration;
 
@@ -37,7 +38,8 @@ impl Service {
     }
 }
 
-/// The operator token, from `OPERATOR_TOKEN` only. Never printed.
+/// The operator token, from `OPERATOR_TOKEN` (or the file `OPERATOR_TOKEN_FILE` names) only.
+/// Never printed.
 #[derive(Clone)]
 pub struct OperatorToken(String);
 
@@ -63,9 +65,10 @@ impl OperatorToken {
         }
     }
 
-    /// From the environment.
+    /// From the environment: `OPERATOR_TOKEN`, or the file named by `OPERATOR_TOKEN_FILE`.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_value(std::env::var(Self::VAR).ok())
+        let secret = huleedu_service::settings::Env::from_process().secret(Self::VAR)?;
+        Self::from_value(secret.map(|s| s.expose().to_owned()))
     }
 }
 
@@ -217,11 +220,25 @@ pub struct Api {
 
 impl Api {
     pub fn new(global: &Global) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
-            .user_agent(concat!("hulectl/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("hulectl/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &global.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--ca-file {}: cannot read it", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "--ca-file {}: no PEM certificate in it",
+                path.display()
+            );
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build()?;
         Ok(Api {
             http,
             bos: global.bos_url.clone(),

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use huleedu_kafka::context::LogContext;
 use huleedu_kafka::producer::Delivered;
 use huleedu_kafka::{KafkaSettings, OutgoingMessage, Producer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::event::{is_poison_topic, Record};
@@ -69,10 +70,11 @@ struct Resolved {
     missing: Vec<String>,
 }
 
-fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("client.id", "hulectl")
+type ToolConsumer = BaseConsumer<LogContext>;
+
+fn consumer(settings: &KafkaSettings) -> anyhow::Result<ToolConsumer> {
+    settings
+        .base()
         // A throw-away group: partitions are assigned by hand and nothing is committed.
         .set(
             "group.id",
@@ -82,25 +84,42 @@ fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Prefer IPv4: "localhost" may resolve to ::1 where the broker does not listen.
-        .set("broker.address.family", "v4")
         // Show events as they happen.
         .set("fetch.wait.max.ms", "50")
-        .create()
+        .create_with_context(LogContext::default())
         .context("could not create a Kafka consumer")
 }
 
-fn unreachable(bootstrap: &str, e: impl std::fmt::Display) -> anyhow::Error {
+fn unreachable(
+    c: &ToolConsumer,
+    settings: &KafkaSettings,
+    e: impl std::fmt::Display,
+) -> anyhow::Error {
+    // This consumer's events are not polled yet: ask a client that polls them why.
+    let refusal = c
+        .context()
+        .recent_refusal(Duration::from_secs(60))
+        .map(|reason| format!("{reason} (check {})", settings.security.hint()))
+        .or_else(
+            || match huleedu_kafka::admin::check_broker_blocking(settings, META_TIMEOUT) {
+                Err(e @ huleedu_kafka::KafkaError::Refused { .. }) => Some(e.to_string()),
+                _ => None,
+            },
+        );
+    if let Some(why) = refusal {
+        return anyhow!("the Kafka broker at {}: {why}", settings.bootstrap_servers);
+    }
     anyhow!(
-        "cannot reach the Kafka broker at {bootstrap} ({e}); is the stack running? \
-         (set --kafka or KAFKA_BOOTSTRAP_SERVERS)"
+        "cannot reach the Kafka broker at {} ({e}); is the stack running? \
+         (set --kafka or KAFKA_BOOTSTRAP_SERVERS)",
+        settings.bootstrap_servers
     )
 }
 
-fn resolve(c: &BaseConsumer, bootstrap: &str, set: &TopicSet) -> anyhow::Result<Resolved> {
+fn resolve(c: &ToolConsumer, settings: &KafkaSettings, set: &TopicSet) -> anyhow::Result<Resolved> {
     let md = c
         .fetch_metadata(None, META_TIMEOUT)
-        .map_err(|e| unreachable(bootstrap, e))?;
+        .map_err(|e| unreachable(c, settings, e))?;
     let mut r = Resolved::default();
     let mut seen = Vec::new();
     for t in md.topics() {
@@ -163,11 +182,11 @@ fn to_record(m: &BorrowedMessage<'_>) -> Record {
 }
 
 /// Checks that the broker answers (metadata within a few seconds).
-pub fn check_broker(bootstrap: &str) -> anyhow::Result<Vec<String>> {
-    let c = consumer(bootstrap)?;
+pub fn check_broker(settings: &KafkaSettings) -> anyhow::Result<Vec<String>> {
+    let c = consumer(settings)?;
     let md = c
         .fetch_metadata(None, META_TIMEOUT)
-        .map_err(|e| unreachable(bootstrap, e))?;
+        .map_err(|e| unreachable(&c, settings, e))?;
     Ok(md.topics().iter().map(|t| t.name().to_owned()).collect())
 }
 
@@ -183,9 +202,13 @@ pub struct ReadAll {
 
 /// Reads every partition of `set` from its low to its high watermark (as of the start of the
 /// call) and stops. Blocking; fails after `timeout`.
-pub fn read_to_end(bootstrap: &str, set: &TopicSet, timeout: Duration) -> anyhow::Result<ReadAll> {
-    let c = consumer(bootstrap)?;
-    let resolved = resolve(&c, bootstrap, set)?;
+pub fn read_to_end(
+    settings: &KafkaSettings,
+    set: &TopicSet,
+    timeout: Duration,
+) -> anyhow::Result<ReadAll> {
+    let c = consumer(settings)?;
+    let resolved = resolve(&c, settings, set)?;
     let mut topics: Vec<String> = resolved.parts.iter().map(|p| p.topic.clone()).collect();
     topics.dedup();
     let mut pending: HashMap<(String, i32), i64> = HashMap::new();
@@ -285,9 +308,13 @@ pub struct Follower {
 impl Follower {
     /// Resolves the partitions of `set`, fixes the start offsets, and starts reading. Blocking
     /// (metadata requests); call it from `spawn_blocking` in async code.
-    pub fn start(bootstrap: &str, set: &TopicSet, at: StartAt) -> anyhow::Result<Follower> {
-        let c = consumer(bootstrap)?;
-        let resolved = resolve(&c, bootstrap, set)?;
+    pub fn start(
+        settings: &KafkaSettings,
+        set: &TopicSet,
+        at: StartAt,
+    ) -> anyhow::Result<Follower> {
+        let c = consumer(settings)?;
+        let resolved = resolve(&c, settings, set)?;
         let mut tpl = TopicPartitionList::new();
         for p in &resolved.parts {
             let offset = match at {
@@ -339,9 +366,8 @@ impl Drop for Follower {
 }
 
 /// Publishes one message and waits for the broker's acknowledgement.
-pub async fn publish(bootstrap: &str, msg: &OutgoingMessage) -> anyhow::Result<Delivered> {
-    let settings = KafkaSettings::local(bootstrap, "hulectl", "hulectl");
-    let producer = Producer::new(&settings).context("could not create a Kafka producer")?;
+pub async fn publish(settings: &KafkaSettings, msg: &OutgoingMessage) -> anyhow::Result<Delivered> {
+    let producer = Producer::new(settings).context("could not create a Kafka producer")?;
     let delivered = producer
         .send(msg)
         .await

@@ -275,7 +275,7 @@ async fn submit_publishes_a_valid_request_keyed_by_batch() {
     );
 
     let read = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
+        let b = huleedu_kafka::KafkaSettings::local(&bootstrap, "hulectl-test", "hulectl-test");
         move || {
             read_to_end(
                 &b,
@@ -331,7 +331,7 @@ async fn dlq_list_reads_failed_essays_and_poison_records_of_a_batch() {
 
     // The library: everything up to the high watermarks, then stop.
     let read = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
+        let b = huleedu_kafka::KafkaSettings::local(&bootstrap, "hulectl-test", "hulectl-test");
         move || read_to_end(&b, &TopicSet::new(&[topics::FAILED_ESSAYS_DLQ], true), T)
     })
     .await
@@ -423,7 +423,7 @@ async fn follower_sees_only_what_is_published_after_it_started() {
         send(&p, topics::BATCH_PHASE_SKIPPED, &batch, &before[2])
     );
     let mut f = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
+        let b = huleedu_kafka::KafkaSettings::local(&bootstrap, "hulectl-test", "hulectl-test");
         move || {
             Follower::start(
                 &b,

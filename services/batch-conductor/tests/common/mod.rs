@@ -19,7 +19,7 @@ use huleedu_contracts::payloads::{
 use huleedu_contracts::{source, topics, BatchStatus, EventEnvelope, PhaseName};
 use huleedu_kafka::Inbound;
 use huleedu_service::settings::Secret;
-use huleedu_store::{RedisSettings, Store};
+use huleedu_store::Store;
 use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -61,11 +61,7 @@ pub fn assert_valid(model: &str, instance: &Value) {
 
 /// A store on the test Redis with a unique key prefix.
 pub fn store() -> Store {
-    Store::connect(&RedisSettings {
-        url: huleedu_it::redis_url(),
-        key_prefix: huleedu_it::unique("bcs-test"),
-    })
-    .unwrap()
+    Store::connect(&huleedu_it::redis_settings(&huleedu_it::unique("bcs-test"))).unwrap()
 }
 
 /// HTTP state over `store` with the built-in definitions.
