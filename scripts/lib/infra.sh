@@ -150,7 +150,8 @@ infra_start_tansu() {
 # A random password (hex).
 infra_password() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
-# A redis-server on a TLS port only, with one ACL user (the default user is off).
+# A redis-server on a TLS port only, with one ACL user (the default user is off) that has the
+# least privileges the services need (docs/managed-services.md).
 infra_start_redis_tls() {
   local port user=huleedu pw
   port=$(infra_free_port)
@@ -160,7 +161,8 @@ infra_start_redis_tls() {
       --tls-cert-file "$INFRA_TLS_DIR/server.pem" --tls-key-file "$INFRA_TLS_DIR/server.key" \
       --tls-ca-cert-file "$INFRA_TLS_DIR/ca.pem" --tls-auth-clients no \
       --save "" --appendonly no --dir "$INFRA_DIR/redis-tls" \
-      --user default off --user "$user" on ">$pw" "~*" "&*" "+@all" \
+      --user default off \
+      --user "$user" on ">$pw" "~*" resetchannels -@all +@read +@write +@scripting +@connection -@dangerous \
       --daemonize no >"$INFRA_DIR/redis-tls.log" 2>&1 &
   INFRA_PIDS+=("$!")
   infra_wait_port "$port" redis-tls 30 "$!"

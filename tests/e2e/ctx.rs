@@ -52,7 +52,7 @@ impl Ctx {
             bos: stack.bos_url.clone(),
             bcs: stack.bcs_url.clone(),
             sim: stack.sim_url.clone(),
-            http: reqwest::Client::new(),
+            http: huleedu_it::http_client(),
             producer: Producer::new(&settings).expect("producer"),
             reader: TopicReader::start_on(&stack.kafka, &ALL_TOPICS),
         }

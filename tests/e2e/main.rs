@@ -4,7 +4,10 @@
 //! `huleedu_it::stack`; the broker is Apache Kafka, or tansu with `HULEEDU_TEST_BROKER=tansu`),
 //! runs the scenarios concurrently on distinct batches, prints one line per scenario and a
 //! `N passed, N failed` summary. Arguments that do not start with `-` filter scenarios by name;
-//! `--smoke` runs only the smoke subset ([`SMOKE`], one stack). Set `HULEEDU_KEEP_E2E=1` to keep
+//! `--smoke` runs only the smoke subset ([`SMOKE`], one stack). On Apache Kafka, four scenarios
+//! run again (`secure::…`) on a stack in managed-infrastructure mode: the services reach Kafka
+//! over SASL_SSL with SCRAM-SHA-512, Redis over TLS as a least-privilege ACL user and the
+//! conductor over HTTPS, with every secret read from a file. Set `HULEEDU_KEEP_E2E=1` to keep
 //! the stacks' logs.
 
 mod ctx;
@@ -108,6 +111,25 @@ fn main() {
     .filter(|(n, _)| wanted(n))
     .collect();
 
+    // The same scenarios on a stack in managed-infrastructure mode: Kafka over SASL_SSL, Redis
+    // over TLS with an ACL user, the conductor over HTTPS, secrets from files (Apache Kafka
+    // only: tansu has no TLS).
+    let secure_runs =
+        huleedu_it::stack::BrokerKind::from_env() == huleedu_it::stack::BrokerKind::Kafka && !smoke;
+    let secure_list: Vec<(&str, Scenario)> = if secure_runs {
+        vec![
+            scenario!(scenarios::s03_full_chain),
+            scenario!(scenarios::s08_s09_partial_failure_and_carry_over),
+            scenario!(scenarios::s13_manual_mark),
+            scenario!(scenarios::s_retry_failed_essays),
+        ]
+        .into_iter()
+        .filter(|(n, _)| wanted(n))
+        .collect()
+    } else {
+        Vec::new()
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,7 +139,7 @@ fn main() {
         let mut results = Vec::new();
         println!(
             "\nrunning {} end-to-end scenarios{} on {}",
-            main_list.len() + special_list.len(),
+            main_list.len() + special_list.len() + secure_list.len(),
             if smoke { " (smoke subset)" } else { "" },
             huleedu_it::stack::BrokerKind::from_env().name()
         );
@@ -139,6 +161,15 @@ fn main() {
             report_logs(&stack, &r);
             results.extend(r);
         }
+        if !secure_list.is_empty() {
+            let mut opts = StackOptions::new("secure");
+            opts.secure = true;
+            let stack = Stack::start(opts).await;
+            let ctx = Arc::new(Ctx::new(&stack).await);
+            let r = run_all(ctx, secure_list).await;
+            report_logs(&stack, &r);
+            results.extend(r.into_iter().map(|(n, r)| (secure_name(n), r)));
+        }
         results
     });
     let mut failed = 0;
@@ -158,6 +189,11 @@ fn main() {
     if failed > 0 {
         std::process::exit(1);
     }
+}
+
+/// A scenario's name in the managed-infrastructure run (`secure::…`).
+fn secure_name(name: &'static str) -> &'static str {
+    Box::leak(format!("secure::{}", name.trim_start_matches("scenarios::")).into_boxed_str())
 }
 
 fn report_logs(stack: &Stack, results: &[(&str, Result<Duration, String>)]) {

@@ -57,6 +57,26 @@ pub fn redis_client() -> redis::Client {
     }
 }
 
+/// The throw-away certificates of this run (`HULEEDU_TEST_TLS_DIR`, made by
+/// scripts/lib/certs.sh), if any.
+pub fn tls_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HULEEDU_TEST_TLS_DIR").map(Into::into)
+}
+
+/// An HTTP client for the services of a test stack: trusts the run's private CA, so stacks
+/// whose conductor serves HTTPS are reachable too.
+pub fn http_client() -> reqwest::Client {
+    let mut b = reqwest::Client::builder();
+    if let Some(dir) = tls_dir() {
+        if let Ok(pem) = std::fs::read(dir.join("ca.pem")) {
+            if let Ok(ca) = reqwest::Certificate::from_pem(&pem) {
+                b = b.add_root_certificate(ca);
+            }
+        }
+    }
+    b.build().expect("HTTP client")
+}
+
 /// `name` plus a random suffix: topics, groups, prefixes and batch ids of one test.
 pub fn unique(name: &str) -> String {
     format!(

@@ -141,6 +141,12 @@ pub struct StackOptions {
     pub durable: bool,
     /// The broker (default: [`BrokerKind::from_env`]).
     pub broker: BrokerKind,
+    /// Managed-infrastructure mode: the services reach Apache Kafka over SASL_SSL
+    /// (SCRAM-SHA-512), a TLS-only Redis with a least-privilege ACL user, and the conductor over
+    /// HTTPS, with every secret read from a `_FILE`. Needs Apache Kafka and the run's
+    /// certificates (`HULEEDU_TEST_TLS_DIR`, made by scripts/test.sh). Test clients keep using
+    /// the broker's plaintext listener ([`Stack::kafka`]).
+    pub secure: bool,
     /// Orchestrator processes in one consumer group (at least 1).
     pub bos_replicas: usize,
     /// Conductor processes in one consumer group (at least 1).
@@ -156,14 +162,42 @@ impl StackOptions {
             sim_env: vec![],
             durable: false,
             broker: BrokerKind::from_env(),
+            secure: false,
             bos_replicas: 1,
             bcs_replicas: 1,
         }
     }
 }
 
+/// The Redis ACL rules of the services' user (after `on >password`): every key, no pub/sub
+/// channel, the read, write, scripting and connection commands but none of the dangerous ones.
+/// docs/managed-services.md recommends the same.
+pub const REDIS_SERVICE_ACL: &[&str] = &[
+    "~*",
+    "resetchannels",
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@connection",
+    "-@dangerous",
+];
+
 /// The operator token every test stack's conductor and orchestrator accept.
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
+
+/// The secured parts of a stack in managed-infrastructure mode.
+#[derive(Debug, Clone)]
+struct Secure {
+    tls: PathBuf,
+    ssl_port: u16,
+    mtls_port: u16,
+    sasl_port: u16,
+    kafka_user: String,
+    kafka_password: String,
+    redis_user: String,
+    redis_password: String,
+}
 
 /// One service process the stack can (re)start.
 #[derive(Debug, Clone)]
@@ -206,6 +240,7 @@ pub struct Stack {
     controller_port: u16,
     redis_port: u16,
     durable: bool,
+    secure: Option<Secure>,
     procs: HashMap<String, Child>,
     instances: BTreeMap<String, Instance>,
     balancer: Option<CancellationToken>,
@@ -236,7 +271,32 @@ impl Stack {
         let rport = free_port();
         let cport = free_port();
         let kafka = format!("127.0.0.1:{kport}");
-        let redis = format!("redis://127.0.0.1:{rport}");
+        let secure = opts.secure.then(|| {
+            assert_eq!(
+                opts.broker,
+                BrokerKind::Kafka,
+                "a secure stack needs Apache Kafka (tansu has no TLS)"
+            );
+            Secure {
+                tls: crate::tls_dir().expect(
+                    "HULEEDU_TEST_TLS_DIR is not set: scripts/test.sh makes the certificates",
+                ),
+                ssl_port: free_port(),
+                mtls_port: free_port(),
+                sasl_port: free_port(),
+                kafka_user: "huleedu-services".into(),
+                kafka_password: crate::unique("kafka-pw"),
+                redis_user: "huleedu".into(),
+                redis_password: crate::unique("redis-pw"),
+            }
+        });
+        let redis = match &secure {
+            None => format!("redis://127.0.0.1:{rport}"),
+            Some(s) => format!(
+                "rediss://{}:{}@127.0.0.1:{rport}",
+                s.redis_user, s.redis_password
+            ),
+        };
 
         let mut stack = Stack {
             kafka: kafka.clone(),
@@ -250,6 +310,7 @@ impl Stack {
             controller_port: cport,
             redis_port: rport,
             durable: opts.durable,
+            secure: secure.clone(),
             procs: HashMap::new(),
             instances: BTreeMap::new(),
             balancer: None,
@@ -257,42 +318,101 @@ impl Stack {
         stack.start_redis().await;
         stack.start_broker().await;
 
-        let common = |group: &str| -> Vec<(String, String)> {
-            vec![
+        // In managed-infrastructure mode every secret comes from a file.
+        let secret_file = |name: &str, value: &str| -> String {
+            let path = stack.dir.join(name);
+            std::fs::write(&path, format!("{value}\n")).expect("secret file");
+            path.display().to_string()
+        };
+        let secure_env: Vec<(String, String)> = match &secure {
+            None => vec![
                 ("KAFKA_BOOTSTRAP_SERVERS".into(), kafka.clone()),
+                ("REDIS_URL".into(), redis.clone()),
+                ("OPERATOR_TOKEN".into(), OPERATOR_TOKEN.into()),
+            ],
+            Some(s) => {
+                let ca = s.tls.join("ca.pem").display().to_string();
+                vec![
+                    (
+                        "KAFKA_BOOTSTRAP_SERVERS".into(),
+                        format!("127.0.0.1:{}", s.sasl_port),
+                    ),
+                    ("KAFKA_SECURITY_PROTOCOL".into(), "sasl_ssl".into()),
+                    ("KAFKA_SASL_MECHANISM".into(), "SCRAM-SHA-512".into()),
+                    ("KAFKA_SASL_USERNAME".into(), s.kafka_user.clone()),
+                    (
+                        "KAFKA_SASL_PASSWORD_FILE".into(),
+                        secret_file("kafka-password", &s.kafka_password),
+                    ),
+                    ("KAFKA_SSL_CA_LOCATION".into(), ca.clone()),
+                    (
+                        "REDIS_URL".into(),
+                        format!("rediss://{}@127.0.0.1:{rport}", s.redis_user),
+                    ),
+                    (
+                        "REDIS_PASSWORD_FILE".into(),
+                        secret_file("redis-password", &s.redis_password),
+                    ),
+                    ("REDIS_TLS_CA_FILE".into(), ca),
+                    (
+                        "OPERATOR_TOKEN_FILE".into(),
+                        secret_file("operator-token", OPERATOR_TOKEN),
+                    ),
+                ]
+            }
+        };
+        let common = |group: &str| -> Vec<(String, String)> {
+            let mut env = secure_env.clone();
+            env.extend([
                 ("KAFKA_CONSUMER_GROUP".into(), group.into()),
                 ("KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()),
-                ("REDIS_URL".into(), redis.clone()),
                 ("LOG_FORMAT".into(), "json".into()),
                 ("RUST_LOG".into(), "info,librdkafka=warn".into()),
-                ("OPERATOR_TOKEN".into(), OPERATOR_TOKEN.into()),
-            ]
+            ]);
+            env
         };
+        let bcs_scheme = if secure.is_some() { "https" } else { "http" };
         let bcs_ports: Vec<u16> = (0..opts.bcs_replicas.max(1)).map(|_| free_port()).collect();
         for (i, port) in bcs_ports.iter().enumerate() {
             let mut env = common("bcs-event-consumer");
             env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            if let Some(s) = &secure {
+                env.push((
+                    "HTTP_TLS_CERT_FILE".into(),
+                    s.tls.join("server.pem").display().to_string(),
+                ));
+                env.push((
+                    "HTTP_TLS_KEY_FILE".into(),
+                    s.tls.join("server.key").display().to_string(),
+                ));
+            }
             env.extend(opts.bcs_env.clone());
             stack.instances.insert(
                 replica_name(BCS, i + 1),
                 Instance {
                     env,
-                    url: format!("http://127.0.0.1:{port}"),
+                    url: format!("{bcs_scheme}://127.0.0.1:{port}"),
                 },
             );
         }
         stack.bcs_url = if bcs_ports.len() > 1 {
             let (port, stop) = start_balancer(bcs_ports.clone()).await;
             stack.balancer = Some(stop);
-            format!("http://127.0.0.1:{port}")
+            format!("{bcs_scheme}://127.0.0.1:{port}")
         } else {
-            format!("http://127.0.0.1:{}", bcs_ports[0])
+            format!("{bcs_scheme}://127.0.0.1:{}", bcs_ports[0])
         };
         for i in 0..opts.bos_replicas.max(1) {
             let port = free_port();
             let mut env = common("batch-orchestrator-consumers");
             env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
             env.push(("BCS_URL".into(), stack.bcs_url.clone()));
+            if let Some(s) = &secure {
+                env.push((
+                    "BCS_CA_FILE".into(),
+                    s.tls.join("ca.pem").display().to_string(),
+                ));
+            }
             env.extend(opts.bos_env.clone());
             stack.instances.insert(
                 replica_name(BOS, i + 1),
@@ -426,6 +546,18 @@ impl Stack {
                     .arg(self.dir.join("kafka"))
                     .args(["--port", &self.kafka_port.to_string()])
                     .args(["--controller-port", &self.controller_port.to_string()]);
+                if let Some(s) = &self.secure {
+                    c.arg("--tls-dir")
+                        .arg(&s.tls)
+                        .args(["--ssl-port", &s.ssl_port.to_string()])
+                        .args(["--mtls-port", &s.mtls_port.to_string()])
+                        .args(["--sasl-ssl-port", &s.sasl_port.to_string()])
+                        .args([
+                            "--scram-user",
+                            &format!("{}:{}", s.kafka_user, s.kafka_password),
+                        ])
+                        .args(["--plain-user", "unused:unused"]);
+                }
                 c
             }
             BrokerKind::Tansu => {
@@ -470,15 +602,29 @@ impl Stack {
         } else {
             &["--appendonly", "no"]
         };
-        let redis = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+        let mut cmd = Command::new("redis-server");
+        match &self.secure {
+            None => {
+                cmd.args(["--port", &self.redis_port.to_string()]);
+            }
+            // TLS only, the default user off, one least-privilege ACL user (the same ACL as
+            // docs/managed-services.md recommends).
+            Some(s) => {
+                cmd.args(["--port", "0", "--tls-port", &self.redis_port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(s.tls.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(s.tls.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(s.tls.join("ca.pem"))
+                    .args(["--tls-auth-clients", "no", "--user", "default", "off"])
+                    .args(["--user", &s.redis_user, "on"])
+                    .arg(format!(">{}", s.redis_password))
+                    .args(REDIS_SERVICE_ACL);
+            }
+        }
+        let redis = cmd
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(aof)
             .arg("--dir")
             .arg(&self.dir)
@@ -630,7 +776,7 @@ async fn start_balancer(backends: Vec<u16>) -> (u16, CancellationToken) {
 
 /// Wait until `GET {url}/readyz` answers 200.
 pub async fn wait_ready(url: &str, timeout: Duration) {
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let start = Instant::now();
     loop {
         if let Ok(r) = client.get(format!("{url}/readyz")).send().await {

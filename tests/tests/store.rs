@@ -111,11 +111,26 @@ async fn ttls_are_set_on_state_and_dedup_markers() {
     s.apply(&r).await.unwrap();
     let client = huleedu_it::redis_client();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{prefix}:*"))
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    // SCAN, not KEYS: the least-privilege ACL of docs/managed-services.md (which the TLS run of
+    // these tests uses) leaves out @dangerous commands such as KEYS.
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{{{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
     let state = keys
         .iter()
         .find(|k| k.contains(":state:b4"))

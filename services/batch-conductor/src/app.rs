@@ -127,6 +127,8 @@ impl App {
         tracing::info!(
             http_addr = %http_addr,
             group = %settings.kafka.consumer_group,
+            kafka = %settings.kafka.security.describe(),
+            redis = %settings.redis.redacted_url(),
             key_prefix = %settings.redis.key_prefix,
             pipelines = %settings.pipelines.source(),
             operator_endpoint = settings.operator_token.is_some(),

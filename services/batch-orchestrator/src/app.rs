@@ -61,6 +61,15 @@ impl App {
         let producer = Producer::new(&settings.kafka)?;
         let conductor =
             Conductor::with_roots(&settings.bcs_url, settings.bcs_timeout, &settings.bcs_ca);
+        tracing::info!(
+            group = %settings.kafka.consumer_group,
+            kafka = %settings.kafka.security.describe(),
+            redis = %settings.redis.redacted_url(),
+            key_prefix = %settings.redis.key_prefix,
+            bcs_url = %settings.bcs_url,
+            operator_endpoints = settings.operator_token.is_some(),
+            "batch orchestrator built"
+        );
         let core = Core {
             store: store.clone(),
             limits: settings.limits,
