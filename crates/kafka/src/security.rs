@@ -512,6 +512,14 @@ impl KafkaSecurity {
         }
         if let Some(p) = &self.ssl_ca_location {
             c.set("ssl.ca.location", p.display().to_string());
+        } else if self.protocol.uses_tls()
+            && self.properties.get("ssl.ca.location").is_none()
+            && self.properties.get("ssl.ca.pem").is_none()
+        {
+            // The system's trust store: librdkafka's OpenSSL is linked in statically, so its
+            // built-in default path need not be the system's; "probe" looks in the standard
+            // places (/etc/ssl/certs/ca-certificates.crt on Debian).
+            c.set("ssl.ca.location", "probe");
         }
         if let Some(p) = &self.ssl_certificate_location {
             c.set("ssl.certificate.location", p.display().to_string());
@@ -676,6 +684,18 @@ mod tests {
         assert!(!format!("{s:?}").contains("pw-123"));
         assert!(!s.describe().contains("pw-123"));
         assert!(s.describe().contains("sasl.username=app"));
+    }
+
+    #[test]
+    fn without_a_ca_file_tls_uses_the_system_trust_store() {
+        let s = KafkaSecurity::from_env(&env(&[("KAFKA_SECURITY_PROTOCOL", "ssl")])).unwrap();
+        let mut c = ClientConfig::new();
+        s.apply(&mut c);
+        assert_eq!(c.get("ssl.ca.location"), Some("probe"));
+        let plain = KafkaSecurity::default();
+        let mut c = ClientConfig::new();
+        plain.apply(&mut c);
+        assert_eq!(c.get("ssl.ca.location"), None);
     }
 
     #[test]
