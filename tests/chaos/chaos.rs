@@ -333,7 +333,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let log = Log::new("chaos");
     let mut rng = Rng::new(opts.seed);
     log.say(format!(
-        "seed {} | {} batches × {} sequential pipelines | 2 orchestrators + 2 conductors, durable broker ({}) and Redis (AOF everysec){}",
+        "seed {} | {} batches × {} sequential pipelines | 2 orchestrators + 2 conductors, durable broker ({}) and Redis (AOF, fsync always){}",
         opts.seed,
         opts.batches,
         workload::PIPELINES.len(),

@@ -1,7 +1,7 @@
 //! Reliability suite (issue 6): the system under faults, checked by an independent observer.
 //!
 //! - `chaos`: one durable stack (the test broker — Apache Kafka, or tansu on SQLite with
-//!   `HULEEDU_TEST_BROKER=tansu` —, Redis with AOF `everysec`) with two orchestrators and two
+//!   `HULEEDU_TEST_BROKER=tansu` —, Redis with AOF `appendfsync always`) with two orchestrators and two
 //!   conductors in one consumer group each; many batches run the
 //!   sequential pipelines cj_assessment → nlp → ai_feedback while the test SIGKILLs replicas at
 //!   random moments and restarts them, restarts the broker and Redis, and kills one replica of
