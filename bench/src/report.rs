@@ -338,7 +338,8 @@ pub fn print_and_write(r: &Results, out: &Path) -> anyhow::Result<()> {
     let rows = rows(r);
     println!();
     println!(
-        "machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
+        "broker: {}; machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
+        r.machine.broker,
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.mem_total_mib,

@@ -43,6 +43,8 @@ const SERVICES: [&str; 3] = ["batch-conductor", "batch-orchestrator", "els-simul
 /// The machine the run was on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
+    /// The broker the run used (`BROKER` from scripts/bench.sh: kafka, tansu or external).
+    pub broker: String,
     pub cpus: usize,
     pub cpu_model: String,
     pub mem_total_mib: u64,
@@ -653,6 +655,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let results = Results {
         machine: Machine {
+            broker: std::env::var("BROKER").unwrap_or_else(|_| "kafka".to_owned()),
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(0),
