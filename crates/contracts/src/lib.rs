@@ -42,6 +42,18 @@ pub mod topics;
 #[doc(hidden)]
 pub const PLATFORM_FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/platform");
 
+/// [`PLATFORM_FIXTURES_DIR`], checked to hold `examples/` and `schemas/` (tests only).
+#[doc(hidden)]
+pub fn platform_fixtures_dir() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(PLATFORM_FIXTURES_DIR);
+    assert!(
+        dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
+        "platform contract fixtures not found at {}",
+        dir.display()
+    );
+    dir
+}
+
 pub use decode::{decode_envelope, decode_json, DecodeError, DecodeErrorKind, Validate};
 pub use dlq::FailedEssayDlqRecordV1;
 pub use envelope::EventEnvelope;

@@ -85,6 +85,18 @@ impl Refusals {
             || text.contains("security.protocol")
     }
 
+    /// A log line of librdkafka: noted if it is a refusal, then logged.
+    fn on_log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.note_log(level, message);
+        log_line(level, fac, message);
+    }
+
+    /// An error of librdkafka: noted if it is a refusal, then logged (as an error if so).
+    fn on_error(&self, error: KafkaError, reason: &str) {
+        let refused = self.note(&error, reason);
+        log_error(error, reason, refused);
+    }
+
     fn remember(&self, reason: &str) {
         if let Ok(mut l) = self.last.lock() {
             *l = Some((std::time::Instant::now(), reason.to_owned()));
@@ -117,13 +129,11 @@ fn log_error(error: KafkaError, reason: &str, refused: bool) {
 
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.refusals.note_log(level, log_message);
-        log_line(level, fac, log_message);
+        self.refusals.on_log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let refused = self.refusals.note(&error, reason);
-        log_error(error, reason, refused);
+        self.refusals.on_error(error, reason);
     }
 }
 
@@ -173,13 +183,11 @@ pub struct RunnerContext {
 
 impl ClientContext for RunnerContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.refusals.note_log(level, log_message);
-        log_line(level, fac, log_message);
+        self.refusals.on_log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let refused = self.refusals.note(&error, reason);
-        log_error(error, reason, refused);
+        self.refusals.on_error(error, reason);
     }
 }
 

@@ -9,13 +9,7 @@ use serde_json::Value;
 /// The platform's contract fixtures (examples and schemas), kept in the repository under
 /// `crates/contracts/tests/platform`.
 pub fn contracts_dir() -> PathBuf {
-    let dir = PathBuf::from(huleedu_contracts::PLATFORM_FIXTURES_DIR);
-    assert!(
-        dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
-        "platform contract fixtures not found at {}",
-        dir.display()
-    );
-    dir
+    huleedu_contracts::platform_fixtures_dir()
 }
 
 /// Every example file, sorted by name.
