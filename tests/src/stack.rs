@@ -381,6 +381,8 @@ impl Stack {
         for (i, port) in bcs_ports.iter().enumerate() {
             let mut env = common("bcs-event-consumer");
             env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            // Replicas on one host need identities of their own (their outbox leases).
+            env.push(("REPLICA_ID".into(), replica_name(BCS, i + 1)));
             if let Some(s) = &secure {
                 env.push((
                     "HTTP_TLS_CERT_FILE".into(),
@@ -411,6 +413,7 @@ impl Stack {
             let port = free_port();
             let mut env = common("batch-orchestrator-consumers");
             env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            env.push(("REPLICA_ID".into(), replica_name(BOS, i + 1)));
             env.push(("BCS_URL".into(), stack.bcs_url.clone()));
             if let Some(s) = &secure {
                 env.push((

@@ -251,8 +251,17 @@ async fn two_relays_lose_nothing_and_keep_each_batch_in_order() {
     let (s, producer, topic) = relay_setup().await;
     let reader = TopicReader::start(&[&topic]);
     let stop = CancellationToken::new();
-    let r1 = tokio::spawn(OutboxRelay::new(s.clone(), producer.clone()).run(stop.clone()));
-    let r2 = tokio::spawn(OutboxRelay::new(s.clone(), producer.clone()).run(stop.clone()));
+    // Two replicas: two identities.
+    let r1 = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer.clone())
+            .with_owner("replica-1")
+            .run(stop.clone()),
+    );
+    let r2 = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer.clone())
+            .with_owner("replica-2")
+            .run(stop.clone()),
+    );
     let mut want = Vec::new();
     for b in 0..10 {
         let batch = format!("batch-{b}");
@@ -468,4 +477,148 @@ async fn one_relay_publishes_each_entry_once_and_removes_the_last_at_the_next_sw
     assert_eq!(got, want, "each entry exactly once, in commit order");
     stop.cancel();
     relay.await.unwrap();
+}
+
+/// The raw key of a batch's bucket outbox (as the store lays it out: crates/store/src/lib.rs).
+fn outbox_key(s: &Store, batch: &str) -> String {
+    format!(
+        "{{{}:b{:02}}}:outbox",
+        s.key_prefix(),
+        huleedu_store::bucket_of(batch)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_can_never_be_published_are_parked_and_the_rest_flow_in_order() {
+    let (s, producer, topic) = relay_setup().await;
+    let batch = "b-park";
+    let ok = entries(&topic, batch, 3);
+    // Over the producer's message.max.bytes (1 MB): refused for good.
+    let huge = OutboxEntry::new(&topic, batch, "x".repeat(2 * 1024 * 1024));
+    let mut r = req(batch, 0, Some("e-park"), &[("x", "1")]);
+    r.outbox = vec![ok[0].clone(), huge.clone(), ok[1].clone()];
+    s.apply(&r).await.unwrap();
+    // An entry that is not an outbox entry at all (a foreign or corrupted write), then one more.
+    let mut c = huleedu_it::redis_client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(outbox_key(&s, batch))
+        .arg("not an outbox entry")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut r = req(batch, 1, Some("e-park-2"), &[("x", "2")]);
+    r.outbox = vec![ok[2].clone()];
+    s.apply(&r).await.unwrap();
+
+    let reader = TopicReader::start(&[&topic]);
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(OutboxRelay::new(s.clone(), producer).run(stop.clone()));
+    let seen = reader
+        .wait_for(T, "the three publishable entries", |seen| seen.len() >= 3)
+        .await;
+    let got: Vec<&str> = seen.iter().map(|m| m.payload_str()).collect();
+    let want: Vec<&str> = ok.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(got, want, "in order, past the two that cannot be published");
+    wait_until(T, "outbox emptied, two entries parked", || async {
+        s.outbox_len().await.unwrap() == 0 && s.parked_len().await.unwrap() == 2
+    })
+    .await;
+    let parked = s.parked_entries().await.unwrap();
+    assert!(parked.iter().any(|p| p == "not an outbox entry"));
+    assert!(parked.iter().any(|p| p.contains(&huge.payload[..100])));
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_restarted_under_its_identity_takes_its_leases_back_at_once() {
+    let (s, producer, topic) = relay_setup().await;
+    let reader = TopicReader::start(&[&topic]);
+    let batch = "b-lease";
+    let first = entries(&topic, batch, 1);
+    let mut r = req(batch, 0, Some("e-lease-1"), &[("x", "1")]);
+    r.outbox = first.clone();
+    s.apply(&r).await.unwrap();
+
+    // First life of replica-a: it takes the bucket's lease (10 s), publishes, and dies without
+    // releasing anything.
+    let stop = CancellationToken::new();
+    let life1 = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer.clone())
+            .with_owner("replica-a")
+            .run(stop.clone()),
+    );
+    reader
+        .wait_for(T, "the first entry", |seen| !seen.is_empty())
+        .await;
+    life1.abort();
+    let _ = life1.await;
+
+    let second = entries(&topic, batch, 1);
+    let mut r = req(batch, 1, Some("e-lease-2"), &[("x", "2")]);
+    r.outbox = second.clone();
+    s.apply(&r).await.unwrap();
+
+    // Another identity finds the dead replica's lease and leaves the bucket alone.
+    let other = OutboxRelay::new(s.clone(), producer.clone()).with_owner("replica-b");
+    assert_eq!(
+        other.round().await.unwrap(),
+        0,
+        "the lease is not replica-b's"
+    );
+
+    // The restarted replica-a takes it back at once, well before the lease would expire.
+    let restarted_at = std::time::Instant::now();
+    let life2 = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer)
+            .with_owner("replica-a")
+            .run(stop.clone()),
+    );
+    let seen = reader
+        .wait_for(T, "the second entry", |seen| seen.len() >= 2)
+        .await;
+    assert!(
+        restarted_at.elapsed() < Duration::from_secs(5),
+        "published {:?} after the restart: it waited for its own lease",
+        restarted_at.elapsed()
+    );
+    assert_eq!(seen[1].payload_str(), second[0].payload);
+    stop.cancel();
+    life2.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_never_releases_a_lease_it_does_not_hold() {
+    let (s, producer, _topic) = relay_setup().await;
+    let mut c = huleedu_it::redis_client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let lease = |b: u16| format!("{{{}:b{b:02}}}:outbox:lease", s.key_prefix());
+    let _: () = redis::cmd("SET")
+        .arg(lease(3))
+        .arg("someone-else")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // A relay that starts and stops releases its leases at shutdown, only its own.
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer)
+            .with_owner("me")
+            .run(stop.clone()),
+    );
+    stop.cancel();
+    relay.await.unwrap();
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(lease(3))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some("someone-else"));
 }

@@ -26,7 +26,12 @@ impl Metrics {
 
     /// Register metrics (called by the service's metrics module at start-up).
     pub fn register(&self, f: impl FnOnce(&mut Registry)) {
-        f(&mut self.registry.lock().expect("metrics registry lock"));
+        self.register_with(f)
+    }
+
+    /// Like [`Metrics::register`], returning what `f` returns (e.g. the registered handles).
+    pub fn register_with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registry.lock().expect("metrics registry lock"))
     }
 
     /// The registry in Prometheus text format.

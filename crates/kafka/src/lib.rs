@@ -57,3 +57,24 @@ pub enum KafkaError {
         source: rdkafka::error::KafkaError,
     },
 }
+
+impl KafkaError {
+    /// A delivery the broker refuses for reasons no retry changes (the message is too large,
+    /// invalid, or aimed at an invalid topic name). Everything else may succeed later.
+    pub fn is_refused_for_good(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let KafkaError::Delivery { source, .. } = self else {
+            return false;
+        };
+        matches!(
+            source.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::InvalidMessage
+                    | C::InvalidTopic
+                    | C::InvalidRecord
+            )
+        )
+    }
+}

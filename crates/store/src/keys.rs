@@ -3,6 +3,9 @@
 /// Number of hash-tag buckets. Changing it re-homes batches: only with empty outboxes.
 pub const BUCKETS: u16 = 16;
 
+// Buckets are tracked in `u32` bit masks (dirty buckets of a store, buckets of a relay round).
+const _: () = assert!(BUCKETS as u32 <= u32::BITS, "bucket masks are u32");
+
 /// The bucket of a batch: FNV-1a of the batch id, modulo [`BUCKETS`]. Stable across processes
 /// and versions (it decides which outbox a batch's events go through).
 pub fn bucket_of(batch_id: &str) -> u16 {
@@ -52,6 +55,12 @@ impl Keys {
 
     pub(crate) fn lease(&self, bucket: u16) -> String {
         format!("{}:outbox:lease", self.tag(bucket))
+    }
+
+    /// Outbox entries that can never be published (undecodable, or refused by the broker for
+    /// good), kept for an operator.
+    pub(crate) fn parked(&self, bucket: u16) -> String {
+        format!("{}:outbox:parked", self.tag(bucket))
     }
 }
 

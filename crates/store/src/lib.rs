@@ -17,7 +17,8 @@
 //!   removes exactly the entries it published (one round trip per drain: the removal of what
 //!   the previous drain published is folded into the next read; only the buckets this process
 //!   appended to, all buckets every sweep). Event ids are inside the stored payloads, fixed
-//!   when the event was decided, so a re-send after a crash carries the same `event_id`.
+//!   when the event was decided, so a re-send after a crash carries the same `event_id`. An
+//!   entry that can never be published is parked, not retried forever ([`OutboxMetrics`]).
 //!
 //! ## Key layout
 //!
@@ -30,15 +31,18 @@
 //! | `{p:bNN}:state:<batch>` | hash | service fields + `_v` (version) |
 //! | `{p:bNN}:dedup:<id>` | string | dedup marker of a handled event (TTL) |
 //! | `{p:bNN}:outbox` | list | outgoing messages, oldest first |
-//! | `{p:bNN}:outbox:lease` | string | which relay instance currently drains the bucket |
+//! | `{p:bNN}:outbox:lease` | string | which replica's relay currently drains the bucket (its `REPLICA_ID`) |
+//! | `{p:bNN}:outbox:parked` | list | outbox entries that can never be published, for an operator |
 //! | `{p:bNN}:<index>` | sorted set | service indexes (e.g. deadlines) |
 
 mod keys;
+pub mod metrics;
 pub mod relay;
 mod settings;
 mod store;
 
 pub use keys::{bucket_of, BUCKETS};
+pub use metrics::OutboxMetrics;
 pub use relay::OutboxRelay;
 pub use settings::RedisSettings;
 pub use store::{

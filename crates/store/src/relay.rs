@@ -16,6 +16,18 @@
 //! this process appended to; every `poll_interval` it sweeps all buckets (entries left by a
 //! crashed or other replica). Buckets are drained side by side (each in order). On shutdown it
 //! keeps draining until the outbox is empty or the drain deadline passes.
+//!
+//! Failures: a transient one (broker down, time-out) stops the bucket at that entry, to be
+//! retried in order. An entry that can never be published — undecodable, or refused by the
+//! broker for good (too large, invalid topic or record) — is **parked**: moved to the bucket's
+//! `…:outbox:parked` list in the same script that removes it from the outbox, logged as an error
+//! and counted ([`RelayObserver::on_parked`]), so it cannot block the batches behind it.
+//!
+//! Leases belong to the relay's owner, the replica's identity (`REPLICA_ID`): a replica that
+//! restarts under the same identity takes its buckets back at once instead of waiting for its
+//! predecessor's leases to expire. Two live replicas with the same identity would both drain
+//! the same buckets: entries are then published twice (same `event_id`s, dropped by consumers),
+//! never lost; give each replica its own identity.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +35,6 @@ use std::time::Duration;
 use huleedu_kafka::Producer;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::keys::Keys;
 use crate::store::lock;
@@ -33,27 +44,51 @@ use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 pub const BATCH: usize = 256;
 
 const PUMP_LUA: &str = r#"
--- KEYS[1] lease, KEYS[2] outbox; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most entries,
--- ARGV[4..] the entries this relay published and had acknowledged last time, oldest first.
+-- KEYS[1] lease, KEYS[2] outbox, KEYS[3] parked; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most
+-- entries, ARGV[4..] the entries this relay finished last time, oldest first, each prefixed
+-- with 'A' (published and acknowledged) or 'P' (can never be published: park it).
 -- nil when another relay holds the lease (nothing changed). Otherwise: remove those entries
--- while they are at the head (checked one by one), take or renew the lease, and answer the
--- oldest entries now in the outbox.
+-- while they are at the head (checked one by one), parking the 'P' ones, take or renew the
+-- lease, and answer the oldest entries now in the outbox.
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then
   return false
 end
 for i = 4, #ARGV do
-  if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[i] then break end
+  local entry = string.sub(ARGV[i], 2)
+  if redis.call('LINDEX', KEYS[2], 0) ~= entry then break end
   redis.call('LPOP', KEYS[2])
+  if string.sub(ARGV[i], 1, 1) == 'P' then
+    redis.call('RPUSH', KEYS[3], entry)
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 return redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 "#;
 
+/// Give up a lease only if this relay still holds it.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// What became of one outbox entry.
+enum Sent {
+    Published(String),
+    /// Can never be published (the reason).
+    Park(String),
+    /// Failed for now (the reason): retried, in order.
+    Retry(String),
+}
+
 /// Counters the relay reports (metrics).
 pub trait RelayObserver: Send + Sync + 'static {
     fn on_published(&self, _topic: &str) {}
     fn on_error(&self) {}
+    /// An entry was parked: it can never be published (see the module documentation).
+    fn on_parked(&self) {}
 }
 
 /// Records nothing.
@@ -70,7 +105,9 @@ pub struct OutboxRelay<O = NoRelayObserver> {
     lease_ttl: Duration,
     drain_timeout: Duration,
     pump: Arc<Script>,
-    /// Per bucket: entries published and acknowledged, to be removed by the next pump.
+    release: Arc<Script>,
+    /// Per bucket: entries finished ('A' acknowledged, 'P' to park, then the raw entry), to be
+    /// removed by the next pump.
     acked: Arc<Vec<Mutex<Vec<String>>>>,
     observer: O,
 }
@@ -85,14 +122,16 @@ impl<O> std::fmt::Debug for OutboxRelay<O> {
 
 impl OutboxRelay<NoRelayObserver> {
     pub fn new(store: Store, producer: Producer) -> Self {
+        let owner = store.replica_id().to_owned();
         Self {
             store,
             producer,
-            owner: Uuid::new_v4().to_string(),
+            owner,
             poll_interval: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             pump: Arc::new(Script::new(PUMP_LUA)),
+            release: Arc::new(Script::new(RELEASE_LUA)),
             acked: Arc::new((0..BUCKETS).map(|_| Mutex::default()).collect()),
             observer: NoRelayObserver,
         }
@@ -109,9 +148,17 @@ impl<O: RelayObserver> OutboxRelay<O> {
             lease_ttl: self.lease_ttl,
             drain_timeout: self.drain_timeout,
             pump: self.pump,
+            release: self.release,
             acked: self.acked,
             observer,
         }
+    }
+
+    /// The owner of this relay's leases. Default: the store's [`Store::replica_id`]
+    /// (`REPLICA_ID`), so a restart under the same identity takes its buckets back at once.
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
     }
 
     /// How often to sweep for entries this process was not told about.
@@ -248,6 +295,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
         let mut inv = self.pump.prepare_invoke();
         inv.key(keys.lease(bucket))
             .key(keys.outbox(bucket))
+            .key(keys.parked(bucket))
             .arg(&self.owner)
             .arg(self.lease_ttl.as_millis() as u64)
             .arg(BATCH);
@@ -277,42 +325,60 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 let producer = self.producer.clone();
                 async move {
                     match entry {
-                        Ok(e) => producer
+                        Ok(e) => match producer
                             .send_parts(&e.topic, Some(e.key.as_bytes()), e.payload.as_bytes(), &[])
                             .await
-                            .map(|_| e.topic)
-                            .map_err(|err| err.to_string()),
-                        Err(err) => Err(format!("undecodable outbox entry: {err}")),
+                        {
+                            Ok(_) => Sent::Published(e.topic),
+                            Err(err) if err.is_refused_for_good() => Sent::Park(format!(
+                                "the broker refuses it for good ({err}: {}); topic {}, key {}",
+                                std::error::Error::source(&err)
+                                    .map(ToString::to_string)
+                                    .unwrap_or_default(),
+                                e.topic,
+                                e.key
+                            )),
+                            Err(err) => Sent::Retry(err.to_string()),
+                        },
+                        Err(err) => Sent::Park(format!("undecodable outbox entry: {err}")),
                     }
                 }
             })
             .collect();
         // join_all polls in order, so the messages are enqueued in outbox order.
         let results = futures::future::join_all(sends).await;
-        let mut acked = 0;
+        // The finished prefix: published or parked, up to the first entry to retry.
+        let mut finished = Vec::new();
+        let mut published = 0;
         let mut first_error = None;
-        for r in results {
+        for (r, entry) in results.into_iter().zip(&raw) {
             match r {
-                Ok(topic) if first_error.is_none() => {
+                Sent::Published(topic) if first_error.is_none() => {
                     self.observer.on_published(&topic);
-                    acked += 1;
+                    published += 1;
+                    finished.push(format!("A{entry}"));
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                Sent::Park(why) if first_error.is_none() => {
+                    tracing::error!(bucket, reason = %why,
+                        "outbox entry can never be published: parked (see docs/operations.md)");
+                    self.observer.on_parked();
+                    finished.push(format!("P{entry}"));
                 }
+                Sent::Retry(why) => {
+                    first_error.get_or_insert(why);
+                }
+                // Published or parkable after a failure: done again next round, in order.
+                Sent::Published(_) | Sent::Park(_) => {}
             }
         }
-        // Removed by the next pump of this bucket (the next drain or sweep).
-        let mut raw = raw;
-        let read = raw.len();
-        raw.truncate(acked);
-        self.set_acked(bucket, raw);
+        let done = finished.len();
+        // Removed (and parked) by the next pump of this bucket (the next drain or sweep).
+        self.set_acked(bucket, finished);
         if let Some(e) = first_error {
-            tracing::warn!(bucket, error = %e, published = acked, "outbox publish failed; will retry");
+            tracing::warn!(bucket, error = %e, published, "outbox publish failed; will retry");
             self.observer.on_error();
         }
-        Ok((acked, read))
+        Ok((done, raw.len()))
     }
 
     fn take_acked(&self, bucket: u16) -> Vec<String> {
@@ -324,12 +390,13 @@ impl<O: RelayObserver> OutboxRelay<O> {
     }
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {
-        let key = self.store.keys().lease(bucket);
         let mut conn = self.store.conn();
-        let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-        if holder.as_deref() == Some(self.owner.as_str()) {
-            let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
-        }
+        let _: i64 = self
+            .release
+            .key(self.store.keys().lease(bucket))
+            .arg(&self.owner)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 }

@@ -19,6 +19,18 @@ pub struct RedisSettings {
     pub tls_ca_file: Option<PathBuf>,
     /// `REDIS_PASSWORD` or `REDIS_PASSWORD_FILE`: the password, when it is not in the URL.
     pub password: Option<Secret>,
+    /// `REPLICA_ID`: this replica's stable identity, the owner of its outbox bucket leases
+    /// (default: the host name, which containers and pods keep across a restart).
+    pub replica_id: String,
+}
+
+/// The machine's host name (a container's or pod's own), if it can be read.
+fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -28,6 +40,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("key_prefix", &self.key_prefix)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("password", &self.password)
+            .field("replica_id", &self.replica_id)
             .finish()
     }
 }
@@ -58,6 +71,7 @@ impl RedisSettings {
             key_prefix: key_prefix.to_owned(),
             tls_ca_file: None,
             password: None,
+            replica_id: format!("local-{}", uuid::Uuid::new_v4().simple()),
         }
     }
 
@@ -118,11 +132,16 @@ impl RedisSettings {
                 "must not contain braces or spaces (it becomes part of a hash tag)",
             ));
         }
+        let replica_id = env
+            .optional("REPLICA_ID")
+            .or_else(host_name)
+            .unwrap_or_else(|| format!("replica-{}", uuid::Uuid::new_v4().simple()));
         Ok(Self {
             url,
             key_prefix,
             tls_ca_file,
             password,
+            replica_id,
         })
     }
 
@@ -153,6 +172,11 @@ impl RedisSettings {
                 name: "REDIS_KEY_PREFIX",
                 default: default_prefix,
                 meaning: "prefix of every key, so deployments or test runs can share a Redis",
+            },
+            SettingDoc {
+                name: "REPLICA_ID",
+                default: "the host name",
+                meaning: "this replica's stable identity: a restart under the same one takes its outbox leases back at once; give every live replica its own",
             },
         ]
     }

@@ -318,6 +318,8 @@ pub struct Store {
     conn: ConnectionManager,
     /// `REDIS_URL` without its password, for messages.
     shown_url: Arc<str>,
+    /// `REPLICA_ID`: the owner of this replica's outbox leases.
+    replica_id: Arc<str>,
     keys: Keys,
     apply_script: Arc<Script>,
     load_checked_script: Arc<Script>,
@@ -374,6 +376,7 @@ impl Store {
         Ok(Self {
             conn,
             shown_url: settings.redacted_url().into(),
+            replica_id: settings.replica_id.as_str().into(),
             keys: Keys::new(&settings.key_prefix),
             apply_script: Arc::new(Script::new(APPLY_LUA)),
             load_checked_script: Arc::new(Script::new(LOAD_CHECKED_LUA)),
@@ -382,6 +385,11 @@ impl Store {
             cache: Arc::new(Mutex::new(StateCache::default())),
             feed: Arc::new(Mutex::new(IndexFeed::default())),
         })
+    }
+
+    /// This replica's identity (`REPLICA_ID`): the owner of its outbox leases.
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
     }
 
     /// The key prefix this store writes under.
@@ -721,9 +729,29 @@ impl Store {
 
     /// Number of entries waiting in all outboxes.
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.lists_len(|b| self.keys.outbox(b)).await
+    }
+
+    /// Outbox entries parked because they can never be published (see [`crate::relay`]).
+    pub async fn parked_len(&self) -> Result<u64, StoreError> {
+        self.lists_len(|b| self.keys.parked(b)).await
+    }
+
+    /// The parked entries (raw JSON), oldest first per bucket.
+    pub async fn parked_entries(&self) -> Result<Vec<String>, StoreError> {
         let mut pipe = redis::pipe();
         for b in 0..crate::BUCKETS {
-            pipe.llen(self.keys.outbox(b));
+            pipe.lrange(self.keys.parked(b), 0, -1);
+        }
+        let mut c = self.conn.clone();
+        let per_bucket: Vec<Vec<String>> = pipe.query_async(&mut c).await?;
+        Ok(per_bucket.into_iter().flatten().collect())
+    }
+
+    async fn lists_len(&self, key: impl Fn(u16) -> String) -> Result<u64, StoreError> {
+        let mut pipe = redis::pipe();
+        for b in 0..crate::BUCKETS {
+            pipe.llen(key(b));
         }
         let mut c = self.conn.clone();
         let lens: Vec<u64> = pipe.query_async(&mut c).await?;

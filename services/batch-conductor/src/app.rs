@@ -11,13 +11,13 @@ use huleedu_http::probes::Readiness;
 use huleedu_http::{serve_on, HttpListener, ServerTls};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
-use huleedu_store::{OutboxRelay, Store};
+use huleedu_store::{OutboxMetrics, OutboxRelay, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{redis_ready, router, ApiConfig, AppState};
 use crate::consumer::{EventHandler, CONSUMED_TOPICS};
-use crate::metrics::{BcsMetrics, ConsumerObserver, OutboxObserver};
+use crate::metrics::{BcsMetrics, ConsumerObserver};
 use crate::settings::BcsSettings;
 
 /// The topics the conductor provisions at start-up: the consumed topics, their `.DLQ`, and the
@@ -32,7 +32,7 @@ pub fn provisioned_topics() -> Vec<String> {
 /// bound ([`App::http_addr`]).
 pub struct App {
     consumer: ConsumerRunner<EventHandler, ConsumerObserver>,
-    relay: OutboxRelay<OutboxObserver>,
+    relay: OutboxRelay<OutboxMetrics>,
     producer: Producer,
     listener: HttpListener,
     router: Router,
@@ -79,8 +79,8 @@ impl App {
             ConsumerRunner::new(&settings.kafka, &CONSUMED_TOPICS, handler, producer.clone())
                 .context("creating the Kafka consumer")?
                 .with_observer(ConsumerObserver(metrics.clone()));
-        let relay = OutboxRelay::new(store.clone(), producer.clone())
-            .with_observer(OutboxObserver(metrics.clone()));
+        let relay =
+            OutboxRelay::new(store.clone(), producer.clone()).with_observer(metrics.outbox.clone());
 
         let status = consumer.status();
         let ping_store = store.clone();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use huleedu_contracts::{topics, PhaseName};
 use huleedu_kafka::consumer::RunnerObserver;
 use huleedu_kafka::HandlerResult;
-use huleedu_store::relay::RelayObserver;
+use huleedu_store::OutboxMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,13 +40,6 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
-/// Labels with one topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct TopicLabels {
-    /// The topic.
-    pub topic: String,
-}
-
 /// The conductor's metrics, registered once into the service registry.
 #[derive(Debug)]
 pub struct BcsMetrics {
@@ -64,15 +57,15 @@ pub struct BcsMetrics {
     pub resolve_lagging: Counter,
     /// `bcs_resolve_waiting`: define requests currently waiting for their after_pipeline_id.
     pub resolve_waiting: Gauge,
-    /// `bcs_outbox_published_total{topic}`: outbox entries the relay published.
-    pub outbox_published: Family<TopicLabels, Counter>,
-    /// `bcs_outbox_errors_total`: failed relay rounds or publishes.
-    pub outbox_errors: Counter,
+    /// `bcs_outbox_*`: the outbox relay's counters.
+    pub outbox: OutboxMetrics,
 }
 
 impl BcsMetrics {
     /// Create the metrics and register them in `registry`.
     pub fn register(registry: &huleedu_http::metrics::Metrics) -> Arc<Self> {
+        let outbox = registry
+            .register_with(|r| OutboxMetrics::register("bcs", &[topics::FAILED_ESSAYS_DLQ], r));
         let m = Arc::new(Self {
             events_consumed: Family::default(),
             phases_recorded: Family::default(),
@@ -83,8 +76,7 @@ impl BcsMetrics {
             ]),
             resolve_lagging: Counter::default(),
             resolve_waiting: Gauge::default(),
-            outbox_published: Family::default(),
-            outbox_errors: Counter::default(),
+            outbox,
         });
         m.zero_series();
         registry.register(|r| {
@@ -123,16 +115,6 @@ impl BcsMetrics {
                 "Define requests currently waiting for their after_pipeline_id",
                 m.resolve_waiting.clone(),
             );
-            r.register(
-                "bcs_outbox_published",
-                "Outbox entries published, by topic",
-                m.outbox_published.clone(),
-            );
-            r.register(
-                "bcs_outbox_errors",
-                "Outbox relay rounds or publishes that failed (retried)",
-                m.outbox_errors.clone(),
-            );
         });
         m
     }
@@ -166,9 +148,6 @@ impl BcsMetrics {
                 phase: phase.as_str(),
             }));
         }
-        drop(self.outbox_published.get_or_create(&TopicLabels {
-            topic: topics::FAILED_ESSAYS_DLQ.to_owned(),
-        }));
     }
 
     /// Count one consumed event.
@@ -206,24 +185,5 @@ impl RunnerObserver for ConsumerObserver {
 
     fn on_retry(&self, topic: &str) {
         self.0.consumed(topic, "retried");
-    }
-}
-
-/// Reports the outbox relay's publishes and errors.
-#[derive(Debug, Clone)]
-pub struct OutboxObserver(pub Arc<BcsMetrics>);
-
-impl RelayObserver for OutboxObserver {
-    fn on_published(&self, topic: &str) {
-        self.0
-            .outbox_published
-            .get_or_create(&TopicLabels {
-                topic: topic.to_owned(),
-            })
-            .inc();
-    }
-
-    fn on_error(&self) {
-        self.0.outbox_errors.inc();
     }
 }

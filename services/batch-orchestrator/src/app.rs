@@ -9,7 +9,7 @@ use huleedu_http::probes::Readiness;
 use huleedu_http::{harden, HttpLimits};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
-use huleedu_store::{OutboxRelay, Store};
+use huleedu_store::{OutboxMetrics, OutboxRelay, Store};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub struct App {
     settings: BosSettings,
     core: Core,
     runner: ConsumerRunner<BosHandler>,
-    relay: OutboxRelay,
+    relay: OutboxRelay<OutboxMetrics>,
     scheduler: Scheduler,
     http: HttpState,
 }
@@ -109,7 +109,9 @@ impl App {
                     async move { store.ready().await }
                 }
             });
-        let relay = OutboxRelay::new(store, producer);
+        let outbox_metrics =
+            metrics.register_with(|r| OutboxMetrics::register("bos", &PRODUCED, r));
+        let relay = OutboxRelay::new(store, producer).with_observer(outbox_metrics);
         let scheduler = Scheduler {
             core: core.clone(),
             conductor,
