@@ -28,6 +28,7 @@ use huleedu_store::{ApplyOutcome, ApplyRequest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -69,6 +70,8 @@ struct Inner {
     metrics: Arc<BcsMetrics>,
     readiness: Readiness,
     pipelines_seen: Arc<Notify>,
+    /// Cancelled when the consumer stops (shutdown): nothing will wake a causal wait any more.
+    consumer_stopped: CancellationToken,
 }
 
 impl AppState {
@@ -106,8 +109,16 @@ impl AppState {
                 metrics,
                 readiness,
                 pipelines_seen,
+                consumer_stopped: CancellationToken::new(),
             }),
         }
+    }
+
+    /// The consumer has stopped (shutdown): causal waits end at once with `conductor_lagging`
+    /// (the orchestrator retries, reaching another replica or this one restarted) instead of
+    /// holding the HTTP server's graceful stop for up to `RESOLVE_WAIT_MS`.
+    pub fn consumer_stopped(&self) {
+        self.inner.consumer_stopped.cancel();
     }
 
     /// The store.
@@ -330,6 +341,7 @@ async fn wait_for_pipeline(
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep(WAIT_POLL.min(deadline - now)) => {}
+            _ = state.inner.consumer_stopped.cancelled() => return Ok(None),
         }
     }
 }

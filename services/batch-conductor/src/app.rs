@@ -36,6 +36,7 @@ pub struct App {
     producer: Producer,
     listener: HttpListener,
     router: Router,
+    state: AppState,
     http_addr: SocketAddr,
 }
 
@@ -139,7 +140,8 @@ impl App {
             relay,
             producer,
             listener,
-            router: router(state),
+            router: router(state.clone()),
+            state,
             http_addr,
         })
     }
@@ -176,6 +178,7 @@ impl App {
         if let Err(e) = consumer.await {
             tracing::error!(error = %e, "consumer task failed");
         }
+        self.state.consumer_stopped();
         relay_stop.cancel();
         if let Err(e) = relay.await {
             tracing::error!(error = %e, "outbox relay task failed");

@@ -372,6 +372,40 @@ async fn define_answers_503_conductor_lagging_after_the_bound() {
 }
 
 #[tokio::test]
+async fn a_causal_wait_ends_at_once_when_the_consumer_stops() {
+    // A long bound: only the consumer's stop can end this wait early.
+    let state = api_state(store(), None, Duration::from_secs(30));
+    let app = router(state.clone());
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        call(
+            &app,
+            post(
+                DEFINE,
+                define_body(&unique("b"), "nlp", Some(&uuid::Uuid::new_v4().to_string())),
+                None,
+            ),
+        )
+        .await
+    });
+    wait_until(Duration::from_secs(10), "the request to wait", || {
+        let text = state.registry().render();
+        async move { text.contains("bcs_resolve_waiting 1") }
+    })
+    .await;
+    state.consumer_stopped();
+    let (status, headers, body) = waiting.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"], "conductor_lagging");
+}
+
+#[tokio::test]
 async fn the_operator_endpoint_is_disabled_without_a_token() {
     let state = api_state(store(), None, Duration::from_secs(1));
     let app = router(state.clone());
