@@ -228,6 +228,13 @@ for svc in "${APP_SERVICES[@]}"; do
 done
 ok "${APP_SERVICES[*]} run as uid $RUN_UID (their main process, seen from the host)"
 
+for svc in "${ALL_SERVICES[@]}"; do
+  policy=$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(cid "$svc")")
+  [ "$policy" = unless-stopped ] || [ "$policy" = always ] \
+    || fail "$svc has restart policy '${policy:-none}': after a crash or a reboot of the engine it stays down while the services wait for it"
+done
+ok "every container comes back after a crash or an engine restart (restart: unless-stopped)"
+
 ss -ltnpH >"$WORK/listen.txt"
 for svc in "${ALL_SERVICES[@]}"; do
   pid=$(docker inspect -f '{{.State.Pid}}' "$(cid "$svc")")
