@@ -80,7 +80,11 @@ cleanup() {
     standin_rm_rootfs "$WORK/debian-rootfs"
     rm -rf "$WORK"
   fi
-  [ "$status" -eq 0 ] || deploy_log "the deployment check FAILED (exit $status) after $(elapsed $check_start)"
+  case "$status" in
+    0) ;;
+    130|143) deploy_log "the deployment check was interrupted after $(elapsed "$check_start"); everything it started is stopped" ;;
+    *) deploy_log "the deployment check FAILED (exit $status) after $(elapsed "$check_start")" ;;
+  esac
   exit "$status"
 }
 trap cleanup EXIT
@@ -147,12 +151,15 @@ ok "stand-ins $standins_note"
 # ---------------------------------------------------------------------------------------------
 step "1. the image builds from the Dockerfile"
 t=$SECONDS
-if ! DOCKER_BUILDKIT=1 docker build --network host --progress plain -t "$IMAGE" . >"$WORK/build.log" 2>&1; then
+if ! DOCKER_BUILDKIT=1 docker build --network host --progress plain --label huleedu.deploy-check=image \
+      -t "$IMAGE" . >"$WORK/build.log" 2>&1; then
   deploy_log "the end of the build log:"
   tail -n 40 "$WORK/build.log" >&2
   fail "docker build of the Dockerfile failed"
 fi
 build_time=$(elapsed $t)
+# The check's earlier builds of the image, now untagged.
+docker image prune -f --filter label=huleedu.deploy-check=image >/dev/null
 image_size=$(standin_size "$IMAGE")
 ok "built $IMAGE in $build_time; image size $image_size"
 uid=$(docker run --rm --network none "$IMAGE" id -u) || fail "the image does not run (docker run $IMAGE id -u)"

@@ -61,7 +61,7 @@ standin_image_id() { docker image inspect -f '{{.Id}}' "$1"; }
 
 standin_build() {
   local tag=$1 hash=$2 ctx=$3 log=$4
-  if ! DOCKER_BUILDKIT=0 docker build --network host -t "$tag" \
+  if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm -t "$tag" \
         --label "huleedu.standin=$tag" --label "huleedu.standin.recipe=$hash" \
         "$ctx" >"$log" 2>&1; then
     deploy_log "making the $tag stand-in failed; the end of its build log ($log):"
