@@ -22,10 +22,16 @@ deploy_log() { printf '\033[1;36m[deploy]\033[0m %s\n' "$*" >&2; }
 docker() { "$DEPLOY_DOCKER" "$@"; }
 
 deploy_apt_install() {
-  local sudo=""
+  local sudo="" log
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  mkdir -p "$DEPLOY_CACHE"
+  log="$DEPLOY_CACHE/apt.log"
+  if ! { $sudo apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"; } >"$log" 2>&1; then
+    deploy_log "apt-get install $* failed; the end of its output ($log):"
+    tail -n 20 "$log" >&2
+    return 1
+  fi
 }
 
 deploy_ensure_packages() {
