@@ -1,8 +1,11 @@
 # Multi-stage build of the HuleEdu pipeline services.
 #
-#   docker build -t huleedu-pipeline .
+#   docker build -t huleedu-pipeline .                     # Docker 23 or later (BuildKit)
+#   DOCKER_BUILDKIT=1 docker build -t huleedu-pipeline .   # Docker 18.09 .. 20.10
 #
 # One image holds every binary; docker-compose.yml picks the one to run with `command`.
+# BuildKit is needed for the cache mounts below (the classic builder refuses `RUN --mount`).
+# scripts/deploy-check.sh builds this file and runs the compose stack (docs/deployment.md).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -11,7 +14,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential zlib1g-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cargo build --release --locked \
+# The crate downloads and the target directory are cache mounts: they outlive the build, so a
+# rebuild after a code change compiles only the crates that changed, not every dependency. The
+# binaries are copied out of the cached target directory (it is not part of the image).
+RUN --mount=type=cache,id=huleedu-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=huleedu-target,target=/src/target \
+    cargo build --release --locked \
       --bin batch-orchestrator \
       --bin batch-conductor \
       --bin els-simulator \
@@ -25,7 +33,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin huleedu
+ && groupadd --system --gid 10001 huleedu \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin huleedu
 COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 ENV LOG_FORMAT=json

@@ -1,7 +1,7 @@
-//! The deployment files agree with the code (no Docker engine exists on the development
-//! machines, so this is what keeps docker-compose.yml and the Dockerfile honest):
-//! every service uses only environment variables its binary knows, ports match `HTTP_ADDR`,
-//! health checks hit routes that exist, and the Dockerfile builds binaries that exist.
+//! The deployment files agree with the code: every service uses only environment variables
+//! its binary knows, ports match `HTTP_ADDR`, health checks hit routes that exist, and the
+//! Dockerfile builds binaries that exist. These checks need no Docker engine; the image build
+//! and the running stack are proved by `scripts/deploy-check.sh` (docs/deployment.md).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# kafka-metadata-quorum.sh of the apache/kafka stand-in (as in the distribution).
+exec "$(dirname "$0")/kafka-run-class.sh" org.apache.kafka.tools.MetadataQuorumCommand "$@"
