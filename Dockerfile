@@ -9,9 +9,10 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# librdkafka is built from source (bundled, static): it needs a C toolchain, make and zlib.
+# librdkafka is built from source (bundled, static) with OpenSSL vendored in (TLS, SASL/SCRAM):
+# it needs a C toolchain, make, perl and zlib.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential zlib1g-dev python3 \
+ && apt-get install -y --no-install-recommends build-essential perl zlib1g-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
 # The crate downloads and the target directory are cache mounts: they outlive the build, so a
