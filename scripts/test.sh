@@ -6,11 +6,13 @@
 #
 #   scripts/test.sh                  # everything on Apache Kafka (with its TLS and SASL
 #                                    # listeners and a TLS Redis for the security tests), the
-#                                    # store tests again over TLS, then the end-to-end smoke
-#                                    # subset on tansu
+#                                    # store tests again over TLS, the end-to-end smoke subset
+#                                    # on tansu, then the deployment check (Docker image and
+#                                    # compose stack, scripts/deploy-check.sh)
 #   BROKER=tansu scripts/test.sh     # everything on tansu (no smoke run on a second broker)
 #   scripts/test.sh ARGS...          # extra arguments go to `cargo test` (e.g. -p huleedu-it);
-#                                    # then the tansu smoke run is skipped
+#                                    # then the runs after it (TLS store, tansu smoke,
+#                                    # deployment check) are skipped
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/infra.sh
@@ -25,7 +27,8 @@ infra_check_broker "$BROKER"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/huleedu/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
-# The smoke run on the other broker: only for a whole run on Apache Kafka.
+# The runs after `cargo test` (store over TLS, smoke on tansu, deployment check): only for a
+# whole run on Apache Kafka.
 smoke=0
 [ "$BROKER" = kafka ] && [ $# -eq 0 ] && smoke=1
 if [ "$smoke" = 1 ]; then infra_ensure_tools kafka tansu; else infra_ensure_tools "$BROKER"; fi
@@ -68,6 +71,12 @@ if [ "$smoke" = 1 ]; then
   HULEEDU_TEST_BROKER=tansu cargo test --locked -p huleedu-it --test e2e -- --smoke 2>&1 | tee -a "$log"
   smoke_status=${PIPESTATUS[0]}
   [ "$status" -ne 0 ] || status=$smoke_status
+  echo "==> deployment check: the image and the compose stack in containers (scripts/deploy-check.sh)"
+  scripts/deploy-check.sh 2>&1 | tee -a "$log"
+  deploy_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$deploy_status
+  [ "$deploy_status" -eq 0 ] && echo "deploy-check: 1 passed, 0 failed" | tee -a "$log" \
+    || echo "deploy-check: 0 passed, 1 failed" | tee -a "$log"
 fi
 set -e
 # One closing line for the whole run: the sum of every test binary's result line
