@@ -130,8 +130,12 @@ java_opts=(${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m} -XX:+UseG1GC -XX:MaxGCPauseMill
   -Djava.awt.headless=true "-Dlog4j2.configurationFile=$dir/log4j2.properties")
 
 if [ ! -f "$dir/data/meta.properties" ]; then
-  # A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # A KRaft cluster id: 16 random bytes, URL-safe base64 without padding. Not one that starts
+  # with '-': the storage tool's argument parser would take it for an option.
+  cluster_id=-
+  while [ "${cluster_id:0:1}" = "-" ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   format=(format --cluster-id "$cluster_id" --config "$dir/server.properties")
   if [ -n "$tls" ]; then
     format+=(--add-scram "SCRAM-SHA-256=[name=${scram%%:*},password=${scram#*:}]"
