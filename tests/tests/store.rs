@@ -5,7 +5,8 @@ use std::time::Duration;
 use huleedu_it::{kafka_settings, unique, wait_until, TopicReader};
 use huleedu_kafka::{provision_topics, Producer};
 use huleedu_store::{
-    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, OutboxRelay, Store,
+    ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp, OutboxEntry,
+    OutboxRelay, Store, Versioned,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -323,24 +324,20 @@ fn s_prefix(s: &Store) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decide_and_apply_retries_conflicts_until_every_change_lands() {
+async fn commit_retries_conflicts_until_every_change_lands() {
     let s = store();
     let mut tasks = Vec::new();
     for i in 0..10 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.decide_and_apply("counter", 100, |cur| {
-                let n: u64 = cur.fields.get("n").map(|v| v.parse().unwrap()).unwrap_or(0);
-                let mut r = req("counter", cur.version, Some(&format!("inc-{i}")), &[]);
-                r.set_fields.push(("n".into(), (n + 1).to_string()));
-                r
-            })
-            .await
-            .unwrap()
+            let id = format!("inc-{i}");
+            s.commit("counter", Some((&id, Duration::from_secs(3600))), increment)
+                .await
+                .unwrap()
         }));
     }
     for t in tasks {
-        assert!(matches!(t.await.unwrap(), ApplyOutcome::Applied { .. }));
+        assert!(matches!(t.await.unwrap(), Committed::Applied { .. }));
     }
     let v = s.load("counter").await.unwrap();
     assert_eq!(v.fields["n"], "10", "no increment lost");
@@ -354,18 +351,13 @@ async fn a_stale_cached_state_costs_a_conflict_never_a_lost_update() {
     // Two processes on the same batch: each has its own cache.
     let (a, b) = (connect(), connect());
     let inc = |s: Store, id: &'static str| async move {
-        s.decide_and_apply("shared", 5, |cur| {
-            let n: u64 = cur.fields.get("n").map(|v| v.parse().unwrap()).unwrap_or(0);
-            let mut r = req("shared", cur.version, Some(id), &[]);
-            r.set_fields.push(("n".into(), (n + 1).to_string()));
-            r
-        })
-        .await
-        .unwrap()
+        s.commit("shared", Some((id, Duration::from_secs(3600))), increment)
+            .await
+            .unwrap()
     };
     assert!(matches!(
         inc(a.clone(), "a1").await,
-        ApplyOutcome::Applied { version: 1 }
+        Committed::Applied { version: 1, .. }
     ));
     assert_eq!(
         a.cached("shared").map(|v| v.version),
@@ -374,12 +366,29 @@ async fn a_stale_cached_state_costs_a_conflict_never_a_lost_update() {
     );
     assert!(matches!(
         inc(b.clone(), "b1").await,
-        ApplyOutcome::Applied { version: 2 }
+        Committed::Applied { version: 2, .. }
     ));
     // a's copy (version 1) is stale now: its next decision conflicts and is made again.
     assert!(matches!(
         inc(a.clone(), "a2").await,
-        ApplyOutcome::Applied { version: 3 }
+        Committed::Applied { version: 3, .. }
+    ));
+    // A redelivered event is answered from its dedup marker: by the read, without deciding, in
+    // a process that holds no copy of the state (a third one here)...
+    let decided = std::sync::atomic::AtomicUsize::new(0);
+    let again = connect()
+        .commit("shared", Some(("a2", Duration::from_secs(3600))), |cur| {
+            decided.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            increment(cur)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(again, Committed::AlreadyApplied));
+    assert_eq!(decided.into_inner(), 0);
+    // ...and by the commit's own check where a copy was used.
+    assert!(matches!(
+        inc(b.clone(), "a2").await,
+        Committed::AlreadyApplied
     ));
     let v = a.load("shared").await.unwrap();
     assert_eq!(v.fields["n"], "3", "no increment lost");
@@ -477,6 +486,37 @@ async fn one_relay_publishes_each_entry_once_and_removes_the_last_at_the_next_sw
     assert_eq!(got, want, "each entry exactly once, in commit order");
     stop.cancel();
     relay.await.unwrap();
+}
+
+/// A decision that adds one to the field `n`.
+fn increment(cur: &Versioned) -> Result<Decided<()>, huleedu_store::StoreError> {
+    let n: u64 = cur.fields.get("n").map(|v| v.parse().unwrap()).unwrap_or(0);
+    let change = Change {
+        set_fields: vec![("n".into(), (n + 1).to_string())],
+        ..Change::default()
+    };
+    Ok(Decided::Write(change, ()))
+}
+
+#[tokio::test]
+async fn nothing_to_write_is_trusted_only_on_freshly_read_state() {
+    let prefix = unique("nothing");
+    let connect = || Store::connect(&huleedu_it::redis_settings(&prefix)).unwrap();
+    let (a, b) = (connect(), connect());
+    a.commit("n-batch", None, increment).await.unwrap(); // a caches version 1
+    b.commit("n-batch", None, increment).await.unwrap(); // the stored state moves to 2
+                                                         // "Write nothing unless n >= 2": on a's stale copy (n = 1) that looks like "write"...
+                                                         // and on the fresh state like "nothing". Asked the other way round: "nothing while n < 2".
+    let mut seen = Vec::new();
+    let out = a
+        .commit("n-batch", None, |cur| {
+            seen.push(cur.version);
+            Ok(Decided::<u64>::Nothing(cur.version))
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![1, 2], "the cached copy first, then a fresh read");
+    assert!(matches!(out, Committed::Unchanged(2)));
 }
 
 /// The raw key of a batch's bucket outbox (as the store lays it out: crates/store/src/lib.rs).

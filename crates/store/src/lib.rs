@@ -46,6 +46,6 @@ pub use metrics::OutboxMetrics;
 pub use relay::OutboxRelay;
 pub use settings::RedisSettings;
 pub use store::{
-    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, RedisProblem, Store, StoreError,
-    Versioned,
+    ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp, OutboxEntry,
+    RedisProblem, Store, StoreError, Versioned, COMMIT_ATTEMPTS,
 };

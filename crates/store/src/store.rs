@@ -132,6 +132,46 @@ pub struct ApplyRequest {
     pub outbox: Vec<OutboxEntry>,
 }
 
+/// How often [`Store::commit`] decides again after version conflicts before it gives up
+/// ([`Committed::Contended`]: the caller retries later, e.g. a consumer's transient failure).
+pub const COMMIT_ATTEMPTS: u32 = 16;
+
+/// What a decision wants written: an [`ApplyRequest`] without the parts [`Store::commit`]
+/// fills in (batch, expected version, dedup marker).
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// State fields to write. Empty = state unchanged (the dedup marker is still recorded).
+    pub set_fields: Vec<(String, String)>,
+    /// TTL of the state hash, refreshed on every write; `None` = kept forever.
+    pub state_ttl: Option<Duration>,
+    /// Index updates.
+    pub index_ops: Vec<IndexOp>,
+    /// Messages to publish, in order.
+    pub outbox: Vec<OutboxEntry>,
+}
+
+/// A decision made by [`Store::commit`]'s `decide`, carrying what the caller wants back (`D`).
+#[derive(Debug)]
+pub enum Decided<D> {
+    /// Write this change.
+    Write(Change, D),
+    /// Nothing to write.
+    Nothing(D),
+}
+
+/// The answer of [`Store::commit`].
+#[derive(Debug)]
+pub enum Committed<D> {
+    /// The change is committed; the state now has `version`.
+    Applied { version: u64, decided: D },
+    /// The decision wrote nothing (made on freshly read state).
+    Unchanged(D),
+    /// The event's dedup marker exists: handled before, nothing changed.
+    AlreadyApplied,
+    /// The state kept changing under the decision [`COMMIT_ATTEMPTS`] times.
+    Contended { current_version: u64 },
+}
+
 /// The answer of [`Store::apply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -654,35 +694,67 @@ impl Store {
         }
     }
 
-    /// Read → decide → apply, deciding again on a version conflict (at most `max_attempts`
-    /// times; the last `Conflict` is returned if contention never stops). `decide` is the
-    /// service's pure decision: current state in, the complete change out. The first attempt
-    /// starts from this process's cached state when it has one (see [`Store::cached`]); the
-    /// version check turns a stale one into a conflict and a fresh read.
-    pub async fn decide_and_apply<F>(
+    /// The one commit path of every service: read → decide → apply, deciding again on a
+    /// version conflict (at most [`COMMIT_ATTEMPTS`] times).
+    ///
+    /// `decide` is the service's pure decision: the batch's state in, a [`Decided`] out (a
+    /// change to write, or nothing to write). With `dedup` = (event id, marker TTL), an event
+    /// whose dedup marker exists is answered [`Committed::AlreadyApplied`] (by the read, without
+    /// deciding, or by the apply when a cached copy was decided on), and a written change
+    /// records the marker in the same script.
+    ///
+    /// Round trips: one (the apply) when this process holds the batch's current state (it read
+    /// or committed it last, [`Store::cached`]); otherwise one more, reading the state together
+    /// with the dedup check. A stale copy only costs a version conflict and a fresh read; a
+    /// decision to write nothing is trusted only when made on freshly read state.
+    pub async fn commit<D, F>(
         &self,
         batch_id: &str,
-        max_attempts: u32,
+        dedup: Option<(&str, Duration)>,
         mut decide: F,
-    ) -> Result<ApplyOutcome, StoreError>
+    ) -> Result<Committed<D>, StoreError>
     where
-        F: FnMut(&Versioned) -> ApplyRequest + Send,
+        F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
     {
-        let mut outcome = ApplyOutcome::Conflict { current_version: 0 };
-        let mut cached = self.cached(batch_id);
-        for _ in 0..max_attempts.max(1) {
-            let current = match cached.take() {
-                Some(c) => c,
-                None => Arc::new(self.load(batch_id).await?),
+        let mut recent = self.cached(batch_id);
+        let mut current_version = 0;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (current, fresh) = match recent.take() {
+                Some(v) => (v, false),
+                None => match self.load_checked(batch_id, dedup.map(|d| d.0)).await? {
+                    Checked::AlreadyApplied => return Ok(Committed::AlreadyApplied),
+                    Checked::State(v) => (Arc::new(v), true),
+                },
             };
-            let req = decide(&current);
-            debug_assert_eq!(req.batch_id, batch_id);
-            outcome = self.apply(&req).await?;
-            if !matches!(outcome, ApplyOutcome::Conflict { .. }) {
-                break;
+            match decide(&current)? {
+                // Read the state (and the dedup marker) before trusting "nothing to do".
+                Decided::Nothing(_) if !fresh => continue,
+                Decided::Nothing(d) => return Ok(Committed::Unchanged(d)),
+                Decided::Write(change, d) => {
+                    let req = ApplyRequest {
+                        batch_id: batch_id.to_owned(),
+                        expected_version: current.version,
+                        dedup_id: dedup.map(|(id, _)| id.to_owned()),
+                        dedup_ttl: dedup.map(|(_, ttl)| ttl).unwrap_or_default(),
+                        set_fields: change.set_fields,
+                        state_ttl: change.state_ttl,
+                        index_ops: change.index_ops,
+                        outbox: change.outbox,
+                    };
+                    match self.apply(&req).await? {
+                        ApplyOutcome::Applied { version } => {
+                            return Ok(Committed::Applied {
+                                version,
+                                decided: d,
+                            })
+                        }
+                        ApplyOutcome::AlreadyApplied => return Ok(Committed::AlreadyApplied),
+                        ApplyOutcome::Conflict { current_version: v } => current_version = v,
+                    }
+                }
             }
         }
-        Ok(outcome)
+        Ok(Committed::Contended { current_version })
     }
 
     /// Has this dedup id been applied for this batch?

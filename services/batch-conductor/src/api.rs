@@ -24,7 +24,7 @@ use huleedu_contracts::{decode_json, PhaseName, Timestamp};
 use huleedu_http::probes::{healthz, Readiness};
 use huleedu_http::{ApiError, HttpLimits, Json};
 use huleedu_service::settings::Secret;
-use huleedu_store::{ApplyOutcome, ApplyRequest, Store, StoreError};
+use huleedu_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -33,12 +33,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::consumer::describe_store_error;
+use crate::marks::{record_mark, MarkOutcome, OperatorMark};
 use crate::metrics::{BcsMetrics, PhaseLabels};
 use crate::pipelines::{resolve, Definitions};
-use crate::state::{
-    decide_operator_mark, normalize_pipeline_id, phase_field, BatchPhases, MarkDecision,
-    PhaseRecord, RecordSource,
-};
+use crate::state::{normalize_pipeline_id, BatchPhases, PhaseRecord, RecordSource};
 
 /// How often a waiting define request re-reads Redis (besides in-process wake-ups).
 const WAIT_POLL: Duration = Duration::from_millis(25);
@@ -456,15 +454,6 @@ async fn define_inner(
     })
 }
 
-/// A validated operator mark.
-struct Mark {
-    batch_id: String,
-    phase: PhaseName,
-    success: bool,
-    reason: Option<String>,
-    operator: Option<String>,
-}
-
 fn missing_fields() -> ApiError {
     ApiError::bad_request(
         "Missing required fields: batch_id and phase_name",
@@ -497,7 +486,7 @@ fn optional_str(
     }
 }
 
-fn parse_mark(body: &[u8], defs: &Definitions) -> Result<Mark, ApiError> {
+fn parse_mark(body: &[u8], defs: &Definitions) -> Result<OperatorMark, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
     })?;
@@ -528,7 +517,7 @@ fn parse_mark(body: &[u8], defs: &Definitions) -> Result<Mark, ApiError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(invalid("success: expected true or false")),
     };
-    Ok(Mark {
+    Ok(OperatorMark {
         batch_id,
         phase,
         success,
@@ -566,42 +555,16 @@ async fn complete_phase(
         .map(Secret::expose);
     huleedu_http::auth::require_bearer(&headers, token)?;
     let mark = parse_mark(&body, &state.inner.config.definitions)?;
-    let now = Timestamp::now();
-    let ttl = state.inner.config.state_ttl;
-    let mut decided: Option<MarkDecision> = None;
-    let outcome = state
-        .inner
-        .store
-        .decide_and_apply(&mark.batch_id, 8, |current| {
-            let phases = BatchPhases::from_fields(&current.fields);
-            let d = decide_operator_mark(
-                &phases,
-                mark.phase,
-                mark.success,
-                mark.operator.clone(),
-                mark.reason.clone(),
-                now,
-            );
-            let set_fields = match &d {
-                MarkDecision::Write(record) => vec![(
-                    phase_field(mark.phase),
-                    serde_json::to_string(record).expect("records serialize"),
-                )],
-                MarkDecision::KeepNewer(_) => Vec::new(),
-            };
-            decided = Some(d);
-            ApplyRequest {
-                batch_id: mark.batch_id.clone(),
-                expected_version: current.version,
-                set_fields,
-                state_ttl: Some(ttl),
-                ..ApplyRequest::default()
-            }
-        })
-        .await
-        .map_err(|e| store_unavailable(&e))?;
-    match (outcome, decided) {
-        (ApplyOutcome::Applied { .. }, Some(MarkDecision::Write(record))) => {
+    let outcome = record_mark(
+        &state.inner.store,
+        &mark,
+        state.inner.config.state_ttl,
+        Timestamp::now(),
+    )
+    .await
+    .map_err(|e| store_unavailable(&e))?;
+    match outcome {
+        MarkOutcome::Recorded(record) => {
             state
                 .inner
                 .metrics
@@ -616,7 +579,7 @@ async fn complete_phase(
                 record,
             }))
         }
-        (ApplyOutcome::Applied { .. }, Some(MarkDecision::KeepNewer(newer))) => Err(ApiError::new(
+        MarkOutcome::KeptNewer(newer) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "newer_record",
             serde_json::json!({
@@ -624,10 +587,11 @@ async fn complete_phase(
                 "record": newer,
             }),
         )),
-        _ => Err(
-            ApiError::unavailable("store_busy", "the batch's state kept changing; retry")
-                .with_retry_after(1),
-        ),
+        MarkOutcome::Contended => Err(ApiError::unavailable(
+            "store_busy",
+            "the batch's state kept changing; retry",
+        )
+        .with_retry_after(1)),
     }
 }
 

@@ -14,7 +14,7 @@ use huleedu_contracts::{
     decode_envelope, topics, DecodeError, DecodeErrorKind, EventEnvelope, Timestamp,
 };
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
-use huleedu_store::{ApplyOutcome, ApplyRequest, OutboxEntry, Store, StoreError};
+use huleedu_store::{Change, Committed, Decided, OutboxEntry, Store, StoreError};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -28,9 +28,6 @@ pub const CONSUMED_TOPICS: [&str; 2] = [
     topics::ELS_BATCH_PHASE_OUTCOME,
     topics::BATCH_PIPELINE_COMPLETED,
 ];
-
-/// How often a decision is retried on version conflicts before the event is retried later.
-const MAX_ATTEMPTS: u32 = 8;
 
 /// Handles the conductor's consumed events.
 #[derive(Debug, Clone)]
@@ -117,32 +114,29 @@ impl EventHandler {
             return HandlerResult::permanent(FailureKind::Validation, message);
         }
         let event_id = event.event_id.to_string();
-        let mut committed: Option<Decision> = None;
         let outcome = self
             .store
-            .decide_and_apply(batch_id, MAX_ATTEMPTS, |current| {
+            .commit(batch_id, Some((&event_id, self.dedup_ttl)), |current| {
                 let state = BatchPhases::from_fields(&current.fields);
                 if !state.unreadable.is_empty() {
                     tracing::warn!(fields = ?state.unreadable, "ignoring unreadable state fields");
                 }
                 let decision = decide(&state).unwrap_or_default();
-                let request = ApplyRequest {
-                    batch_id: batch_id.to_owned(),
-                    expected_version: current.version,
-                    dedup_id: Some(event_id.clone()),
-                    dedup_ttl: self.dedup_ttl,
+                // Written even when nothing changes: the dedup marker records the event.
+                let change = Change {
                     set_fields: decision.fields(),
                     state_ttl: Some(self.state_ttl),
                     index_ops: Vec::new(),
                     outbox: outbox_entries(batch_id, &decision),
                 };
-                committed = Some(decision);
-                request
+                Ok(Decided::Write(change, decision))
             })
             .await;
         match outcome {
-            Ok(ApplyOutcome::Applied { version }) => {
-                let decision = committed.unwrap_or_default();
+            Ok(Committed::Applied {
+                version,
+                decided: decision,
+            }) => {
                 for (phase, record) in &decision.records {
                     self.metrics.recorded(record.source, record.status);
                     tracing::info!(phase = %phase, status = record.status.as_str(),
@@ -165,14 +159,16 @@ impl EventHandler {
                 self.metrics.consumed(&msg.topic, "applied");
                 HandlerResult::Done
             }
-            Ok(ApplyOutcome::AlreadyApplied) => {
+            Ok(Committed::AlreadyApplied) => {
                 tracing::info!("duplicate event: already applied, nothing changes");
                 self.metrics.consumed(&msg.topic, "duplicate");
                 HandlerResult::Done
             }
-            Ok(ApplyOutcome::Conflict { current_version }) => HandlerResult::Transient(format!(
+            Ok(Committed::Contended { current_version }) => HandlerResult::Transient(format!(
                 "state of batch {batch_id} kept changing (version {current_version}); retrying"
             )),
+            // Every decision here writes (at least the dedup marker).
+            Ok(Committed::Unchanged(_)) => HandlerResult::Done,
             Err(e) => HandlerResult::Transient(describe_store_error(&e)),
         }
     }

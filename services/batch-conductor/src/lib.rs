@@ -34,6 +34,7 @@
 pub mod api;
 pub mod app;
 pub mod consumer;
+pub mod marks;
 pub mod metrics;
 pub mod pipelines;
 pub mod settings;

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use huleedu_contracts::timestamp::Timestamp;
-use huleedu_store::{
-    ApplyOutcome, ApplyRequest, Checked, IndexOp, OutboxEntry, Store, StoreError, Versioned,
-};
+use huleedu_store::{Change, Decided, IndexOp, OutboxEntry, Store, StoreError, Versioned};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -19,7 +17,6 @@ pub const DEADLINES: &str = "deadlines";
 pub const STARTS: &str = "starts";
 
 const STATE_FIELD: &str = "state";
-const MAX_ATTEMPTS: u32 = 20;
 
 /// What a commit ended as.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,61 +92,52 @@ impl Core {
         F: Fn(&BatchState, Timestamp) -> Decision,
     {
         let dedup_id = dedup.map(|d| d.to_string());
-        let mut recent = self.store.cached(batch_id);
-        for _ in 0..MAX_ATTEMPTS {
-            let (current, fresh) = match recent.take() {
-                Some(v) => (v, false),
-                None => match self
-                    .store
-                    .load_checked(batch_id, dedup_id.as_deref())
-                    .await?
-                {
-                    Checked::AlreadyApplied => return Ok(Committed::Duplicate),
-                    Checked::State(v) => (Arc::new(v), true),
+        let outcome = self
+            .store
+            .commit(
+                batch_id,
+                dedup_id.as_deref().map(|id| (id, self.dedup_ttl)),
+                |current| {
+                    let state = parse_state(batch_id, current)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let now = Timestamp::now();
+                    let d = decide(&state, now);
+                    Ok(if d.changed {
+                        Decided::Write(self.change(batch_id, &d, now), d)
+                    } else {
+                        Decided::Nothing(d)
+                    })
                 },
-            };
-            let state = parse_state(batch_id, &current)?;
-            let version = current.version;
-            let now = Timestamp::now();
-            let d = decide(&state, now);
-            if !d.changed {
-                if !fresh {
-                    continue; // read the state (and the dedup marker) before trusting it
+            )
+            .await?;
+        match outcome {
+            huleedu_store::Committed::Applied { decided: d, .. } => {
+                if d.state.needs_start() {
+                    self.wake_scheduler.notify_one();
                 }
                 self.metrics.observe(&d.notes);
-                return Ok(Committed::Done {
+                self.metrics.queue_length(d.state.queue.len());
+                Ok(Committed::Done {
+                    notes: d.notes,
+                    changed: true,
+                })
+            }
+            huleedu_store::Committed::Unchanged(d) => {
+                self.metrics.observe(&d.notes);
+                Ok(Committed::Done {
                     notes: d.notes,
                     changed: false,
-                });
+                })
             }
-            let req = self.apply_request(batch_id, version, dedup, &d, now);
-            match self.store.apply(&req).await? {
-                ApplyOutcome::Applied { .. } => {
-                    if d.state.needs_start() {
-                        self.wake_scheduler.notify_one();
-                    }
-                    self.metrics.observe(&d.notes);
-                    self.metrics.queue_length(d.state.queue.len());
-                    return Ok(Committed::Done {
-                        notes: d.notes,
-                        changed: true,
-                    });
-                }
-                ApplyOutcome::AlreadyApplied => return Ok(Committed::Duplicate),
-                ApplyOutcome::Conflict { .. } => continue,
+            huleedu_store::Committed::AlreadyApplied => Ok(Committed::Duplicate),
+            huleedu_store::Committed::Contended { .. } => {
+                Err(CoreError::Contention(batch_id.to_owned()))
             }
         }
-        Err(CoreError::Contention(batch_id.to_owned()))
     }
 
-    fn apply_request(
-        &self,
-        batch_id: &str,
-        version: u64,
-        dedup: Option<Uuid>,
-        d: &Decision,
-        now: Timestamp,
-    ) -> ApplyRequest {
+    /// What a decision writes: the state, the deadline and start indexes, the outgoing events.
+    fn change(&self, batch_id: &str, d: &Decision, now: Timestamp) -> Change {
         let state_json = serde_json::to_string(&d.state).expect("state serializes");
         let deadline = match d.state.next_deadline() {
             Some(t) => IndexOp::Upsert {
@@ -174,11 +162,7 @@ impl Core {
                 member: batch_id.into(),
             }
         };
-        ApplyRequest {
-            batch_id: batch_id.to_owned(),
-            expected_version: version,
-            dedup_id: dedup.map(|d| d.to_string()),
-            dedup_ttl: self.dedup_ttl,
+        Change {
             set_fields: vec![(STATE_FIELD.to_owned(), state_json)],
             state_ttl: Some(self.state_ttl),
             index_ops: vec![deadline, start],
