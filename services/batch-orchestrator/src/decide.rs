@@ -1286,3 +1286,274 @@ mod tests {
         assert_eq!(data(cmd)["essays_to_process"].as_array().unwrap().len(), 4);
     }
 }
+
+/// The orchestrator's state machine under random sequences of requests, the batch becoming
+/// known, scheduler starts, phase outcomes (good, partly failed, critically failed, stale,
+/// duplicated) and the passing of time: every request ends in exactly one terminal event, and
+/// no phase is dispatched twice within a pipeline.
+#[cfg(test)]
+mod state_machine {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    use super::*;
+    use huleedu_contracts::topics;
+
+    const B: &str = "batch-p";
+    const PIPELINES: [&str; 4] = ["cj_assessment", "nlp", "ai_feedback", "no_such_pipeline"];
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A client request for `PIPELINES[i]`.
+        Request(usize),
+        /// `BatchEssaysReady` (the batch's essays become known).
+        BatchKnown,
+        /// The scheduler starts the queue head with the conductor's answer.
+        Start,
+        /// An outcome for the running phase: 0 success, 1 with failures, 2 failed critically;
+        /// 3 an outcome for another phase; 4 the last outcome delivered again.
+        Outcome(u8),
+        /// Time passes (seconds).
+        Tick(i64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..PIPELINES.len()).prop_map(Step::Request),
+            1 => Just(Step::BatchKnown),
+            3 => Just(Step::Start),
+            4 => (0u8..5).prop_map(Step::Outcome),
+            1 => (1i64..200).prop_map(Step::Tick),
+        ]
+    }
+
+    /// The conductor, as far as the orchestrator needs it: expand, prune what is completed.
+    fn resolve(state: &BatchState, pipeline: &str) -> Resolution {
+        use PhaseName::*;
+        let phases = match pipeline {
+            "cj_assessment" => vec![Spellcheck, CjAssessment],
+            "nlp" => vec![Spellcheck, Nlp],
+            "ai_feedback" => vec![Spellcheck, Nlp, AiFeedback],
+            other => {
+                return Resolution::Unknown {
+                    detail: format!("no pipeline {other}"),
+                }
+            }
+        };
+        let (pruned, run) = phases.into_iter().partition(|p| {
+            state
+                .phase_results
+                .get(p)
+                .is_some_and(|r| r.status.completed())
+        });
+        Resolution::Resolved { run, pruned }
+    }
+
+    #[derive(Default)]
+    struct World {
+        state: BatchState,
+        now_s: i64,
+        /// Correlation ids of the requests sent.
+        requests: Vec<Uuid>,
+        /// Terminal events per correlation id.
+        terminals: BTreeMap<Uuid, usize>,
+        /// Phases dispatched per pipeline (correlation id), in order.
+        dispatched: BTreeMap<Uuid, Vec<PhaseName>>,
+        /// The last command: its pipeline, phase and essays.
+        last_command: Option<(Uuid, PhaseName, Vec<EssayRef>)>,
+        last_outcome: Option<OutcomeIn>,
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            phase_timeout: chrono::Duration::seconds(60),
+            pending_batch_timeout: chrono::Duration::seconds(120),
+            queue_capacity: 3,
+            history_limit: 100,
+        }
+    }
+
+    impl World {
+        fn now(&self) -> Timestamp {
+            Timestamp(chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(self.now_s))
+        }
+
+        fn take(&mut self, d: Decision) {
+            for e in &d.events {
+                let v: Value = serde_json::from_str(&e.payload).unwrap();
+                let correlation: Uuid = v["correlation_id"].as_str().unwrap().parse().unwrap();
+                if e.topic == topics::BATCH_PIPELINE_COMPLETED {
+                    *self.terminals.entry(correlation).or_default() += 1;
+                } else if let Some(phase) = PhaseName::ALL
+                    .into_iter()
+                    .find(|p| topics::initiate_command_topic(*p) == Some(e.topic))
+                {
+                    self.dispatched.entry(correlation).or_default().push(phase);
+                    let essays = v["data"]["essays_to_process"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| EssayRef {
+                            essay_id: x["essay_id"].as_str().unwrap().to_owned(),
+                            text_storage_id: x["text_storage_id"].as_str().unwrap().to_owned(),
+                        })
+                        .collect();
+                    self.last_command = Some((correlation, phase, essays));
+                }
+            }
+            self.state = d.state;
+        }
+
+        fn run(&mut self, s: &Step) {
+            self.now_s += 1;
+            let (now, l) = (self.now(), limits());
+            let d = match s {
+                Step::Request(i) => {
+                    let pipeline = PIPELINES[*i];
+                    let correlation = Uuid::new_v4();
+                    self.requests.push(correlation);
+                    let request = PendingRequest {
+                        request_id: Uuid::new_v4(),
+                        correlation_id: correlation,
+                        requested_pipeline: pipeline.into(),
+                        user_id: "teacher".into(),
+                        prompt: None,
+                        is_retry: false,
+                        retry_reason: None,
+                        received_at: now,
+                        park_deadline: None,
+                        retry: None,
+                    };
+                    let known =
+                        !matches!(resolve(&self.state, pipeline), Resolution::Unknown { .. });
+                    on_request(&self.state, B, request, known, &l, now)
+                }
+                Step::BatchKnown => {
+                    let info = BatchInfo {
+                        essays: (0..4)
+                            .map(|i| EssayRef {
+                                essay_id: format!("e{i}"),
+                                text_storage_id: format!("t{i}"),
+                            })
+                            .collect(),
+                        course_code: "ENG5".into(),
+                        language: "en".into(),
+                        class_type: "REGULAR".into(),
+                        student_prompt_ref: None,
+                        user_id: None,
+                        source: "test".into(),
+                        updated_at: now,
+                    };
+                    on_batch_known(&self.state, B, info, &l, now)
+                }
+                Step::Start => match self.state.queue.front() {
+                    Some(head) if self.state.needs_start() => {
+                        let r = resolve(&self.state, &head.requested_pipeline);
+                        start_next(&self.state, B, r, &l, now)
+                    }
+                    _ => return,
+                },
+                Step::Outcome(kind) => {
+                    let Some((correlation, phase, essays)) = self.last_command.clone() else {
+                        return;
+                    };
+                    let outcome = match kind {
+                        0 => OutcomeIn {
+                            phase,
+                            status: BatchStatus::CompletedSuccessfully,
+                            processed: essays,
+                            failed: vec![],
+                            correlation_id: correlation,
+                        },
+                        1 => OutcomeIn {
+                            phase,
+                            status: BatchStatus::CompletedWithFailures,
+                            processed: essays[1..].to_vec(),
+                            failed: essays.iter().take(1).map(|e| e.essay_id.clone()).collect(),
+                            correlation_id: correlation,
+                        },
+                        2 => OutcomeIn {
+                            phase,
+                            status: BatchStatus::FailedCritically,
+                            processed: vec![],
+                            failed: essays.iter().map(|e| e.essay_id.clone()).collect(),
+                            correlation_id: correlation,
+                        },
+                        3 => OutcomeIn {
+                            phase: if phase == PhaseName::Spellcheck {
+                                PhaseName::Nlp
+                            } else {
+                                PhaseName::Spellcheck
+                            },
+                            status: BatchStatus::CompletedSuccessfully,
+                            processed: essays,
+                            failed: vec![],
+                            correlation_id: correlation,
+                        },
+                        _ => match self.last_outcome.clone() {
+                            Some(o) => o,
+                            None => return,
+                        },
+                    };
+                    self.last_outcome = Some(outcome.clone());
+                    on_outcome(&self.state, B, &outcome, &l, now)
+                }
+                Step::Tick(secs) => {
+                    self.now_s += secs;
+                    on_tick(&self.state, B, &l, self.now())
+                }
+            };
+            self.take(d);
+        }
+
+        /// Let everything end: start what can start, answer every running phase, then let
+        /// time pass beyond every deadline.
+        fn drain(&mut self) {
+            for _ in 0..100 {
+                if self.state.needs_start() {
+                    self.run(&Step::Start);
+                } else if self.state.active.is_some() {
+                    self.run(&Step::Outcome(0));
+                } else {
+                    break;
+                }
+            }
+            self.run(&Step::Tick(10_000));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_request_ends_once_and_no_phase_runs_twice_in_a_pipeline(
+            steps in proptest::collection::vec(step(), 1..60)
+        ) {
+            let mut w = World::default();
+            for s in &steps {
+                w.run(s);
+                for (c, n) in &w.terminals {
+                    prop_assert!(*n <= 1, "request {c} got {n} terminal events");
+                }
+            }
+            w.drain();
+            for c in &w.requests {
+                prop_assert_eq!(
+                    w.terminals.get(c).copied().unwrap_or(0), 1,
+                    "request {} must end in exactly one terminal event", c
+                );
+            }
+            prop_assert_eq!(w.terminals.len(), w.requests.len(), "no terminal for an unknown request");
+            for (c, phases) in &w.dispatched {
+                let mut seen = phases.clone();
+                seen.sort();
+                seen.dedup();
+                prop_assert_eq!(seen.len(), phases.len(), "pipeline {} dispatched {:?}", c, phases);
+            }
+            prop_assert!(w.state.active.is_none() && w.state.queue.is_empty() && w.state.parked.is_empty());
+        }
+    }
+}
