@@ -256,6 +256,15 @@ pub fn on_request(
     d
 }
 
+/// The resolution a request brings itself, if any: an essay-level retry runs exactly its
+/// phase — nothing to expand or prune, so the conductor is not asked. `None`: ask it.
+pub fn own_resolution(request: &PendingRequest) -> Option<Resolution> {
+    request.retry.as_ref().map(|retry| Resolution::Resolved {
+        run: vec![retry.phase],
+        pruned: vec![],
+    })
+}
+
 /// Start the request at the head of the queue with the conductor's resolution.
 /// Precondition: [`BatchState::needs_start`]; otherwise nothing changes.
 pub fn start_next(
@@ -755,6 +764,25 @@ mod tests {
             failed: failed.iter().map(|s| s.to_string()).collect(),
             correlation_id: req.correlation_id,
         }
+    }
+
+    #[test]
+    fn a_retry_runs_exactly_its_phase_and_anything_else_asks_the_conductor() {
+        let mut r = request("nlp");
+        assert_eq!(own_resolution(&r), None);
+        r.retry = Some(crate::model::RetrySpec {
+            phase: PhaseName::CjAssessment,
+            essay_ids: vec!["e1".into()],
+            reason: "texts fixed".into(),
+            operator: "ops".into(),
+        });
+        assert_eq!(
+            own_resolution(&r),
+            Some(Resolution::Resolved {
+                run: vec![PhaseName::CjAssessment],
+                pruned: vec![],
+            })
+        );
     }
 
     #[test]

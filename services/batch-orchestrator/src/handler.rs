@@ -7,7 +7,7 @@ use huleedu_contracts::payloads::{
     ELSBatchPhaseOutcomeV1,
 };
 use huleedu_contracts::timestamp::Timestamp;
-use huleedu_contracts::{events, topics};
+use huleedu_contracts::topics;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
 use tracing::Instrument;
 
@@ -50,15 +50,6 @@ fn done(r: Result<Committed, CoreError>) -> HandlerResult {
     }
 }
 
-/// Language of a batch known only from its course code (`SV…` → `sv`, else `en`).
-fn language_of(course_code: &str) -> &'static str {
-    if course_code.to_ascii_uppercase().starts_with("SV") {
-        "sv"
-    } else {
-        "en"
-    }
-}
-
 impl Handler for BosHandler {
     /// Every commit is version-checked and decided again on conflict, so partitions (and with
     /// them different batches) are handled side by side; one partition stays in order.
@@ -76,36 +67,16 @@ impl Handler for BosHandler {
             }
             topics::BATCH_ESSAYS_READY => match decode_envelope::<BatchEssaysReady>(&msg.payload) {
                 Ok(env) => {
-                    let d = &env.data;
-                    let info = BatchInfo {
-                        essays: d.ready_essays.iter().map(EssayRef::from).collect(),
-                        course_code: d.course_code.clone(),
-                        language: d.course_language.clone(),
-                        class_type: d.class_type.clone(),
-                        student_prompt_ref: d.student_prompt_ref.clone(),
-                        user_id: None,
-                        source: events::BATCH_ESSAYS_READY.to_owned(),
-                        updated_at: env.event_timestamp,
-                    };
-                    self.on_batch_known(&env, &d.batch_id, info).await
+                    let info = BatchInfo::from_essays_ready(&env.data, env.event_timestamp);
+                    self.on_batch_known(&env, &env.data.batch_id, info).await
                 }
                 Err(e) => poison(e),
             },
             topics::BATCH_CONTENT_PROVISIONING_COMPLETED => {
                 match decode_envelope::<BatchContentProvisioningCompletedV1>(&msg.payload) {
                     Ok(env) => {
-                        let d = &env.data;
-                        let info = BatchInfo {
-                            essays: d.essays_for_processing.iter().map(EssayRef::from).collect(),
-                            course_code: d.course_code.clone(),
-                            language: language_of(&d.course_code).to_owned(),
-                            class_type: "GUEST".to_owned(),
-                            student_prompt_ref: None,
-                            user_id: Some(d.user_id.clone()),
-                            source: events::BATCH_CONTENT_PROVISIONING_COMPLETED.to_owned(),
-                            updated_at: env.event_timestamp,
-                        };
-                        self.on_batch_known(&env, &d.batch_id, info).await
+                        let info = BatchInfo::from_provisioning(&env.data, env.event_timestamp);
+                        self.on_batch_known(&env, &env.data.batch_id, info).await
                     }
                     Err(e) => poison(e),
                 }
@@ -224,16 +195,5 @@ impl BosHandler {
             span.in_scope(|| tracing::info!(?notes, "phase outcome handled"));
         }
         done(r)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn language_follows_the_course_code() {
-        assert_eq!(language_of("SV1"), "sv");
-        assert_eq!(language_of("ENG5"), "en");
     }
 }

@@ -2,7 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use huleedu_contracts::payloads::{EssayProcessingInputRefV1, PipelinePromptPayload};
+use huleedu_contracts::events;
+use huleedu_contracts::payloads::{
+    BatchContentProvisioningCompletedV1, BatchEssaysReady, EssayProcessingInputRefV1,
+    PipelinePromptPayload,
+};
 use huleedu_contracts::phase::PhaseName;
 use huleedu_contracts::status::BatchStatus;
 use huleedu_contracts::timestamp::Timestamp;
@@ -64,6 +68,46 @@ pub struct BatchInfo {
     /// Which event made it known (`batch.essays.ready` / `batch.content.provisioning.completed`).
     pub source: String,
     pub updated_at: Timestamp,
+}
+
+impl BatchInfo {
+    /// From a regular batch's `BatchEssaysReady` (the course language and class type as sent).
+    pub fn from_essays_ready(d: &BatchEssaysReady, at: Timestamp) -> Self {
+        Self {
+            essays: d.ready_essays.iter().map(EssayRef::from).collect(),
+            course_code: d.course_code.clone(),
+            language: d.course_language.clone(),
+            class_type: d.class_type.clone(),
+            student_prompt_ref: d.student_prompt_ref.clone(),
+            user_id: None,
+            source: events::BATCH_ESSAYS_READY.to_owned(),
+            updated_at: at,
+        }
+    }
+
+    /// From a guest batch's `BatchContentProvisioningCompletedV1`: a `GUEST` class, the
+    /// language told by the course code ([`language_of`]), the user who provisioned it.
+    pub fn from_provisioning(d: &BatchContentProvisioningCompletedV1, at: Timestamp) -> Self {
+        Self {
+            essays: d.essays_for_processing.iter().map(EssayRef::from).collect(),
+            course_code: d.course_code.clone(),
+            language: language_of(&d.course_code).to_owned(),
+            class_type: "GUEST".to_owned(),
+            student_prompt_ref: None,
+            user_id: Some(d.user_id.clone()),
+            source: events::BATCH_CONTENT_PROVISIONING_COMPLETED.to_owned(),
+            updated_at: at,
+        }
+    }
+}
+
+/// Language of a batch known only from its course code (`SV…` → `sv`, else `en`).
+pub fn language_of(course_code: &str) -> &'static str {
+    if course_code.to_ascii_uppercase().starts_with("SV") {
+        "sv"
+    } else {
+        "en"
+    }
 }
 
 /// How a phase's latest run ended.
@@ -199,5 +243,40 @@ impl BatchState {
     /// A queued request can start now.
     pub fn needs_start(&self) -> bool {
         self.active.is_none() && self.batch.is_some() && !self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_follows_the_course_code() {
+        assert_eq!(language_of("SV1"), "sv");
+        assert_eq!(language_of("sv2"), "sv");
+        assert_eq!(language_of("ENG5"), "en");
+    }
+
+    #[test]
+    fn a_provisioned_guest_batch_is_a_guest_class_in_its_course_language() {
+        let d = BatchContentProvisioningCompletedV1 {
+            event: events::BATCH_CONTENT_PROVISIONING_COMPLETED.to_owned(),
+            batch_id: "g1".into(),
+            provisioned_count: 1,
+            expected_count: 1,
+            course_code: "SV1".into(),
+            user_id: "teacher-7".into(),
+            essays_for_processing: vec![EssayProcessingInputRefV1::new("e1", "t1")],
+            correlation_id: Uuid::nil(),
+            timestamp: Timestamp::now(),
+        };
+        let at = Timestamp::now();
+        let info = BatchInfo::from_provisioning(&d, at);
+        assert_eq!(info.class_type, "GUEST");
+        assert_eq!(info.language, "sv");
+        assert_eq!(info.user_id.as_deref(), Some("teacher-7"));
+        assert_eq!(info.essays.len(), 1);
+        assert_eq!(info.source, events::BATCH_CONTENT_PROVISIONING_COMPLETED);
+        assert_eq!(info.updated_at, at);
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conductor::{Conductor, ConductorError};
 use crate::core::{Core, CoreError, DEADLINES, STARTS};
-use crate::decide::{self, Resolution};
+use crate::decide;
 
 /// How often the indexes are swept (due deadlines; starts this process was not told about or
 /// that were deferred). Starts made possible by this process's own commits begin at once.
@@ -206,12 +206,8 @@ impl Scheduler {
             return Ok(()); // the next commit of this batch refreshes the index
         };
         let after = state.last_pipeline_id;
-        let resolution = match &head.retry {
-            // An essay-level retry runs exactly its phase: nothing to resolve or prune.
-            Some(retry) => Resolution::Resolved {
-                run: vec![retry.phase],
-                pruned: vec![],
-            },
+        let resolution = match decide::own_resolution(head) {
+            Some(own) => own,
             None => self
                 .conductor
                 .resolve(
