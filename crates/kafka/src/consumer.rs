@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use huleedu_contracts::dlq::headers;
 use huleedu_contracts::topics::dlq_topic;
@@ -135,29 +134,8 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Retry pacing for transient failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Backoff {
-    /// Delay before retry number `attempt` (1-based): doubling, capped.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
+/// The backoff of transient handler failures (exponential, with jitter).
+pub use huleedu_service::backoff::Backoff;
 
 /// Counters a service exports as metrics; called once per message with its final result.
 pub trait RunnerObserver: Send + Sync + 'static {
@@ -499,19 +477,6 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(b.delay(1), Duration::from_millis(100));
-        assert_eq!(b.delay(2), Duration::from_millis(200));
-        assert_eq!(b.delay(4), Duration::from_millis(800));
-        assert_eq!(b.delay(5), Duration::from_secs(1));
-        assert_eq!(b.delay(100), Duration::from_secs(1));
-    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

@@ -177,6 +177,8 @@ const MANAGED_KEYS: &[&str] = &[
     "enable.idempotence",
     "partitioner",
     "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol",
     "session.timeout.ms",
     "heartbeat.interval.ms",
     "fetch.wait.max.ms",

@@ -175,7 +175,14 @@ impl KafkaSettings {
             )
             // A handler retrying a transient failure (Redis down) keeps the partition for up to
             // this long before the group moves it elsewhere; redelivery is safe either way.
-            .set("max.poll.interval.ms", "300000");
+            .set("max.poll.interval.ms", "300000")
+            // Eager rebalancing: every partition is revoked before any is assigned. The
+            // runner's per-partition lanes rely on that (a revoke callback commits, marks every
+            // lane's fetched messages stale, and the assignment that follows starts from the
+            // committed offsets); with cooperative-sticky a partition could stay assigned
+            // across a rebalance without the revoke that resets its lane. Pinned, so a changed
+            // librdkafka default cannot switch protocols underneath.
+            .set("partition.assignment.strategy", "range,roundrobin");
         c
     }
 
@@ -216,6 +223,10 @@ mod tests {
     #[test]
     fn consumer_stores_offsets_by_hand() {
         let c = KafkaSettings::local("127.0.0.1:1", "svc", "grp").consumer_config();
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("range,roundrobin")
+        );
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("enable.auto.commit"), Some("true"));
         assert_eq!(c.get("group.id"), Some("grp"));

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use huleedu_kafka::Producer;
+use huleedu_service::backoff::Backoff;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
@@ -194,7 +195,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
             let pause = if failures == 0 {
                 next_sweep.saturating_duration_since(tokio::time::Instant::now())
             } else {
-                (self.poll_interval * failures.min(8)).min(Duration::from_secs(2))
+                Backoff::new(self.poll_interval, Duration::from_secs(2)).delay(failures)
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -112,10 +112,7 @@ impl App {
         let outbox_metrics =
             metrics.register_with(|r| OutboxMetrics::register("bos", &PRODUCED, r));
         let relay = OutboxRelay::new(store, producer).with_observer(outbox_metrics);
-        let scheduler = Scheduler {
-            core: core.clone(),
-            conductor,
-        };
+        let scheduler = Scheduler::new(core.clone(), conductor);
         let http = HttpState {
             core: core.clone(),
             metrics,

@@ -3,7 +3,8 @@
 //! - `starts`: batches whose queue head can start. The scheduler asks the conductor to resolve
 //!   it (with `after_pipeline_id`, so it waits for the conductor to have seen the last
 //!   terminal event) and commits the start. Conductor errors and lag leave the entry in place:
-//!   it is retried on the next round, never dropped.
+//!   it is retried, never dropped — after a backoff with jitter that grows with each failure of
+//!   that batch and is never shorter than the conductor's `Retry-After` ([`Deferrals`]).
 //! - `deadlines`: batches with a phase deadline or a parked request's give-up time; due ones
 //!   get a tick (phase time-out, `batch_not_ready`).
 //!
@@ -20,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use huleedu_contracts::timestamp::Timestamp;
+use huleedu_service::backoff::Backoff;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::conductor::{Conductor, ConductorError};
@@ -36,10 +39,42 @@ const CONCURRENCY: usize = 32;
 /// Entries taken from each bucket per round.
 const PER_ROUND: usize = 256;
 
+/// The backoff of a batch whose start failed.
+const START_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     pub core: Core,
     pub conductor: Conductor,
+    deferred: Arc<Mutex<Deferrals>>,
+}
+
+/// Batches whose start failed, and when they may be tried again.
+#[derive(Debug, Default)]
+pub struct Deferrals {
+    until: HashMap<String, (Instant, u32)>,
+}
+
+impl Deferrals {
+    /// A start of `batch_id` failed at `now`; `floor` is the shortest wait asked for (the
+    /// conductor's `Retry-After`). Returns the wait chosen.
+    pub fn failed(&mut self, batch_id: &str, now: Instant, floor: Duration) -> Duration {
+        let attempts = self.until.get(batch_id).map_or(0, |(_, n)| *n) + 1;
+        let wait = START_BACKOFF.delay_at_least(attempts, floor);
+        self.until
+            .insert(batch_id.to_owned(), (now + wait, attempts));
+        wait
+    }
+
+    /// A start of `batch_id` succeeded (or had nothing to do): no more waiting.
+    pub fn succeeded(&mut self, batch_id: &str) {
+        self.until.remove(batch_id);
+    }
+
+    /// May `batch_id` be tried at `now`?
+    pub fn ready(&self, batch_id: &str, now: Instant) -> bool {
+        self.until.get(batch_id).is_none_or(|(t, _)| *t <= now)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +138,21 @@ impl Jobs {
 }
 
 impl Scheduler {
+    pub fn new(core: Core, conductor: Conductor) -> Self {
+        Self {
+            core,
+            conductor,
+            deferred: Arc::default(),
+        }
+    }
+
+    fn ready(&self, batch_id: &str) -> bool {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ready(batch_id, Instant::now())
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         self.core.store.watch_index(STARTS);
         let wake = self.core.wake_scheduler.clone();
@@ -116,7 +166,7 @@ impl Scheduler {
                         for batch_id in deadlines {
                             jobs.dispatch(&self, Job::Tick, batch_id);
                         }
-                        for batch_id in starts {
+                        for batch_id in starts.into_iter().filter(|b| self.ready(b)) {
                             jobs.dispatch(&self, Job::Start { verify: true }, batch_id);
                         }
                     }
@@ -124,7 +174,9 @@ impl Scheduler {
                 }
             }
             for batch_id in self.core.store.take_index_feed(STARTS) {
-                jobs.dispatch(&self, Job::Start { verify: false }, batch_id);
+                if self.ready(&batch_id) {
+                    jobs.dispatch(&self, Job::Start { verify: false }, batch_id);
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -164,8 +216,21 @@ impl Scheduler {
                 }
             }
             Job::Start { verify } => {
-                if let Err(e) = self.start(batch_id, verify).await {
-                    tracing::info!(batch_id, error = %e, "pipeline start deferred; will retry");
+                let result = self.start(batch_id, verify).await;
+                let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+                match result {
+                    Ok(()) => deferred.succeeded(batch_id),
+                    Err(e) => {
+                        let floor = match &e {
+                            StartError::Conductor(ConductorError::Lagging {
+                                retry_after, ..
+                            }) => *retry_after,
+                            _ => Duration::ZERO,
+                        };
+                        let wait = deferred.failed(batch_id, Instant::now(), floor);
+                        tracing::info!(batch_id, error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "pipeline start deferred; will retry");
+                    }
                 }
             }
         }
@@ -242,4 +307,49 @@ enum StartError {
     Core(#[from] CoreError),
     #[error(transparent)]
     Conductor(#[from] ConductorError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On tokio's paused clock: time moves only when the test says so.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_start_waits_at_least_the_retry_after_and_longer_each_time() {
+        let mut d = Deferrals::default();
+        assert!(d.ready("b", Instant::now()));
+
+        // The conductor asked for 3 s (longer than the first backoff): at least that.
+        let wait = d.failed("b", Instant::now(), Duration::from_secs(3));
+        assert!(wait >= Duration::from_secs(3), "{wait:?}");
+        tokio::time::advance(wait - Duration::from_millis(1)).await;
+        assert!(!d.ready("b", Instant::now()), "not before the wait is over");
+        assert!(
+            d.ready("other", Instant::now()),
+            "other batches are not held up"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(d.ready("b", Instant::now()));
+
+        // Without a Retry-After the waits grow with each failure, up to the cap (with jitter:
+        // between half the ceiling and the ceiling).
+        let waits: Vec<Duration> = (0..8)
+            .map(|_| d.failed("b", Instant::now(), Duration::ZERO))
+            .collect();
+        // Failures 2, 3, 4 of this batch: ceilings 0.5 s, 1 s, 2 s.
+        assert!(waits[0] <= Duration::from_millis(500), "{waits:?}");
+        assert!(
+            (Duration::from_secs(1)..=Duration::from_secs(2)).contains(&waits[2]),
+            "{waits:?}"
+        );
+        assert!(waits[7] >= Duration::from_secs(5), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(10)),
+            "{waits:?}"
+        );
+
+        d.succeeded("b");
+        assert!(d.ready("b", Instant::now()));
+        assert!(d.failed("b", Instant::now(), Duration::ZERO) <= Duration::from_millis(250));
+    }
 }
