@@ -1,9 +1,10 @@
 //! A Prometheus registry shared by a service's components and served at `/metrics`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use parking_lot::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 
@@ -31,17 +32,13 @@ impl Metrics {
 
     /// Like [`Metrics::register`], returning what `f` returns (e.g. the registered handles).
     pub fn register_with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        f(&mut self.registry.lock().expect("metrics registry lock"))
+        f(&mut self.registry.lock())
     }
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(
-            &mut out,
-            &self.registry.lock().expect("metrics registry lock"),
-        )
-        .expect("writing to a String cannot fail");
+        encode(&mut out, &self.registry.lock()).expect("writing to a String cannot fail");
         out
     }
 

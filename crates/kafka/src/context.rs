@@ -1,8 +1,9 @@
 //! rdkafka client contexts: logs to `tracing`, commit before revoke, assignment tracking.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -27,18 +28,14 @@ pub struct Refusals {
 impl Refusals {
     /// The last refusal's reason, if any since the last call.
     pub fn take(&self) -> Option<String> {
-        self.last
-            .lock()
-            .map(|mut l| l.take().map(|(_, r)| r))
-            .unwrap_or(None)
+        self.last.lock().take().map(|(_, r)| r)
     }
 
     /// The last refusal's reason if it happened within `within` (kept).
     pub fn recent(&self, within: std::time::Duration) -> Option<String> {
         self.last
             .lock()
-            .ok()
-            .and_then(|l| l.clone())
+            .clone()
             .filter(|(at, _)| at.elapsed() <= within)
             .map(|(_, r)| r)
     }
@@ -98,9 +95,7 @@ impl Refusals {
     }
 
     fn remember(&self, reason: &str) {
-        if let Ok(mut l) = self.last.lock() {
-            *l = Some((std::time::Instant::now(), reason.to_owned()));
-        }
+        *self.last.lock() = Some((std::time::Instant::now(), reason.to_owned()));
     }
 }
 

@@ -29,16 +29,16 @@
 //! the same buckets: entries are then published twice (same `event_id`s, dropped by consumers),
 //! never lost; give each replica its own identity.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use huleedu_kafka::Producer;
 use huleedu_service::backoff::Backoff;
+use parking_lot::Mutex;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::Keys;
-use crate::store::lock;
 use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 
 /// Most entries published per bucket per round.
@@ -383,11 +383,11 @@ impl<O: RelayObserver> OutboxRelay<O> {
     }
 
     fn take_acked(&self, bucket: u16) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.acked[bucket as usize]))
+        std::mem::take(&mut *self.acked[bucket as usize].lock())
     }
 
     fn set_acked(&self, bucket: u16, entries: Vec<String>) {
-        *lock(&self.acked[bucket as usize]) = entries;
+        *self.acked[bucket as usize].lock() = entries;
     }
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {

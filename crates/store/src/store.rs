@@ -1,10 +1,13 @@
 //! Versioned state, the atomic apply step and outbox entries.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
@@ -263,13 +266,21 @@ struct CachedState {
     at: Instant,
 }
 
-/// The states this process last read or wrote, with their versions. Only a hint: every commit
-/// is checked against the stored version, so a stale entry costs a conflict and a fresh read,
-/// never a wrong commit.
-#[derive(Default)]
+/// The states this process last read or wrote, with their versions, least recently used out
+/// first (bounded by entries and bytes). Only a hint: every commit is checked against the
+/// stored version, so a stale entry costs a conflict and a fresh read, never a wrong commit.
 struct StateCache {
-    entries: HashMap<String, CachedState>,
+    entries: LruCache<String, CachedState>,
     bytes: usize,
+}
+
+impl Default for StateCache {
+    fn default() -> Self {
+        Self {
+            entries: LruCache::new(NonZeroUsize::new(CACHE_ENTRIES).expect("a positive bound")),
+            bytes: 0,
+        }
+    }
 }
 
 fn size_of(v: &Versioned) -> usize {
@@ -281,7 +292,7 @@ fn size_of(v: &Versioned) -> usize {
 }
 
 impl StateCache {
-    fn get(&self, batch_id: &str) -> Option<Arc<Versioned>> {
+    fn get(&mut self, batch_id: &str) -> Option<Arc<Versioned>> {
         self.entries
             .get(batch_id)
             .filter(|e| e.at.elapsed() < CACHE_MAX_AGE)
@@ -289,7 +300,7 @@ impl StateCache {
     }
 
     fn remove(&mut self, batch_id: &str) {
-        if let Some(e) = self.entries.remove(batch_id) {
+        if let Some(e) = self.entries.pop(batch_id) {
             self.bytes -= e.bytes;
         }
     }
@@ -304,14 +315,13 @@ impl StateCache {
             return;
         }
         while self.entries.len() >= CACHE_ENTRIES || self.bytes + bytes > CACHE_BYTES {
-            // Any entry will do: this is a hint, and evicting never breaks correctness.
-            let Some(victim) = self.entries.keys().next().cloned() else {
+            let Some((_, evicted)) = self.entries.pop_lru() else {
                 break;
             };
-            self.remove(&victim);
+            self.bytes -= evicted.bytes;
         }
         self.bytes += bytes;
-        self.entries.insert(
+        self.entries.put(
             batch_id.to_owned(),
             CachedState {
                 state: Arc::new(state),
@@ -323,7 +333,7 @@ impl StateCache {
 
     /// After a committed apply from `expected` to `version`: the new state, if the base is known.
     fn applied(&mut self, batch_id: &str, expected: u64, version: u64, set: &[(String, String)]) {
-        let base = match self.entries.get(batch_id) {
+        let base = match self.entries.peek(batch_id) {
             Some(e) if e.state.version == expected => Versioned::clone(&e.state),
             // Committed on top of nothing: the new state is exactly what was written.
             None if expected == 0 => Versioned::default(),
@@ -345,11 +355,6 @@ impl StateCache {
 #[derive(Default)]
 struct IndexFeed {
     watched: HashMap<String, HashSet<String>>,
-}
-
-/// Lock a mutex; a panic elsewhere while holding it leaves only hints (cache, feed) behind.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The Redis side of a service: state, dedup, indexes, outbox. Cheap to clone.
@@ -459,18 +464,19 @@ impl Store {
     /// Only a starting point for a decision that is committed with [`Store::apply`]: the
     /// version check catches a stale entry (another process changed the state meanwhile).
     pub fn cached(&self, batch_id: &str) -> Option<Arc<Versioned>> {
-        lock(&self.cache).get(batch_id)
+        self.cache.lock().get(batch_id)
     }
 
     /// Forget the cached state of `batch_id`.
     fn forget(&self, batch_id: &str) {
-        lock(&self.cache).remove(batch_id);
+        self.cache.lock().remove(batch_id);
     }
 
     /// From now on, remember the members that commits of this process upsert into `index`
     /// (every bucket), for [`Store::take_index_feed`].
     pub fn watch_index(&self, index: &str) {
-        lock(&self.feed)
+        self.feed
+            .lock()
             .watched
             .entry(index.to_owned())
             .or_default();
@@ -480,7 +486,8 @@ impl Store {
     /// for prompt work; the index itself stays the durable record (bounded: when too many pile
     /// up, the rest wait for a sweep of the index).
     pub fn take_index_feed(&self, index: &str) -> Vec<String> {
-        lock(&self.feed)
+        self.feed
+            .lock()
             .watched
             .get_mut(index)
             .map(|s| s.drain().collect())
@@ -555,7 +562,7 @@ impl Store {
             })?,
         };
         let v = Versioned { version, fields };
-        lock(&self.cache).put(batch_id, v.clone());
+        self.cache.lock().put(batch_id, v.clone());
         Ok(v)
     }
 
@@ -658,7 +665,7 @@ impl Store {
         match outcome {
             ApplyOutcome::Applied { version } => {
                 if !req.set_fields.is_empty() {
-                    lock(&self.cache).applied(
+                    self.cache.lock().applied(
                         &req.batch_id,
                         req.expected_version,
                         version,
@@ -679,7 +686,7 @@ impl Store {
     }
 
     fn feed_index_ops(&self, ops: &[IndexOp]) {
-        let mut feed = lock(&self.feed);
+        let mut feed = self.feed.lock();
         if feed.watched.is_empty() {
             return;
         }
@@ -828,5 +835,47 @@ impl Store {
         let mut c = self.conn.clone();
         let lens: Vec<u64> = pipe.query_async(&mut c).await?;
         Ok(lens.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(version: u64, size: usize) -> Versioned {
+        Versioned {
+            version,
+            fields: HashMap::from([("s".to_owned(), "x".repeat(size))]),
+        }
+    }
+
+    #[test]
+    fn the_cache_lets_the_least_recently_used_state_go_first() {
+        let mut c = StateCache::default();
+        for i in 0..CACHE_ENTRIES {
+            c.put(&format!("b{i}"), state(1, 10));
+        }
+        // b0 is used again: b1 is now the least recently used.
+        assert!(c.get("b0").is_some());
+        c.put("new", state(1, 10));
+        assert!(c.get("b0").is_some(), "a state in use stays");
+        assert!(c.get("b1").is_none(), "the least recently used one went");
+        assert!(c.get("new").is_some());
+        assert_eq!(c.entries.len(), CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes() {
+        let mut c = StateCache::default();
+        let big = CACHE_BYTES / 20;
+        for i in 0..40 {
+            c.put(&format!("b{i}"), state(1, big));
+            assert!(c.bytes <= CACHE_BYTES, "{} bytes", c.bytes);
+        }
+        assert!(c.get("b39").is_some() && c.get("b0").is_none());
+        // Too big to be worth keeping, and nothing stored (version 0): not kept.
+        c.put("huge", state(1, CACHE_BYTES / 8));
+        c.put("none", state(0, 10));
+        assert!(c.get("huge").is_none() && c.get("none").is_none());
     }
 }

@@ -17,11 +17,12 @@
 //! per batch and kind), so a start waiting for the conductor never holds up the others.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use huleedu_contracts::timestamp::Timestamp;
 use huleedu_service::backoff::Backoff;
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -107,7 +108,7 @@ impl Jobs {
 
     fn dispatch(&mut self, scheduler: &Scheduler, job: Job, batch_id: String) {
         {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut running = self.running.lock();
             if let Some(again) = running.get_mut(&(job, batch_id.clone())) {
                 *again = true;
                 return;
@@ -123,7 +124,7 @@ impl Jobs {
             };
             loop {
                 scheduler.run_job(job, &batch_id).await;
-                let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+                let mut r = running.lock();
                 match r.get_mut(&(job, batch_id.clone())) {
                     Some(again) if *again => *again = false,
                     _ => {
@@ -147,10 +148,7 @@ impl Scheduler {
     }
 
     fn ready(&self, batch_id: &str) -> bool {
-        self.deferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ready(batch_id, Instant::now())
+        self.deferred.lock().ready(batch_id, Instant::now())
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -217,7 +215,7 @@ impl Scheduler {
             }
             Job::Start { verify } => {
                 let result = self.start(batch_id, verify).await;
-                let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+                let mut deferred = self.deferred.lock();
                 match result {
                     Ok(()) => deferred.succeeded(batch_id),
                     Err(e) => {

@@ -2,10 +2,11 @@
 //! component tests that need no broker.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use huleedu_kafka::{OutgoingMessage, Producer};
+use parking_lot::Mutex;
 
 /// A publish that was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ impl MemoryPublisher {
 
     /// Every message published so far, in order.
     pub fn sent(&self) -> Vec<OutgoingMessage> {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.sent.lock().clone()
     }
 
     /// The next `n` publishes fail.
@@ -73,10 +74,7 @@ impl Publisher for MemoryPublisher {
                 source: Box::new(InjectedFailure),
             })
         } else {
-            self.sent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(msg.clone());
+            self.sent.lock().push(msg.clone());
             Ok(())
         };
         Box::pin(std::future::ready(result))

@@ -4,9 +4,10 @@
 //! bounded however long the worker runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use huleedu_contracts::PhaseName;
+use parking_lot::Mutex;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -69,11 +70,6 @@ impl Table {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these maps half-updated in a harmful way.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Dispatch counts; a cheap-to-clone handle to one shared table.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
@@ -88,14 +84,14 @@ impl Counts {
     /// Counts that keep at most `max` batches (tests of the bound).
     pub fn with_max_batches(max: usize) -> Self {
         let counts = Self::default();
-        lock(&counts.inner).max = max.max(1);
+        counts.inner.lock().max = max.max(1);
         counts
     }
 
     /// Records one delivery of command `event_id` for (batch, phase). True when the event id is
     /// new for that pair (a dispatch), false for a redelivery.
     pub fn record(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) -> bool {
-        let mut table = lock(&self.inner);
+        let mut table = self.inner.lock();
         let tally = table.tally(batch_id, phase);
         tally.deliveries += 1;
         tally.event_ids.insert(event_id)
@@ -103,7 +99,8 @@ impl Counts {
 
     /// Was command `event_id` of (batch, phase) answered (or silenced) already?
     pub fn is_answered(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) -> bool {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .by_batch
             .get(batch_id)
             .and_then(|phases| phases.get(&phase))
@@ -112,7 +109,8 @@ impl Counts {
 
     /// Remember that command `event_id` of (batch, phase) was answered (or silenced).
     pub fn mark_answered(&self, batch_id: &str, phase: PhaseName, event_id: Uuid) {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .tally(batch_id, phase)
             .answered
             .insert(event_id);
@@ -128,7 +126,8 @@ impl Counts {
 
     /// The counts of one batch, by phase; empty for an unknown batch.
     pub fn batch(&self, batch_id: &str) -> BTreeMap<PhaseName, PhaseCount> {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .by_batch
             .get(batch_id)
             .map(summarize)
@@ -137,7 +136,8 @@ impl Counts {
 
     /// Every batch's counts.
     pub fn all(&self) -> BTreeMap<String, BTreeMap<PhaseName, PhaseCount>> {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .by_batch
             .iter()
             .map(|(batch, phases)| (batch.clone(), summarize(phases)))
@@ -173,12 +173,12 @@ impl OverrideStore {
 
     /// Replaces the overrides of `batch_id`.
     pub fn set(&self, batch_id: &str, overrides: BatchOverrides) {
-        lock(&self.inner).insert(batch_id.to_owned(), overrides);
+        self.inner.lock().insert(batch_id.to_owned(), overrides);
     }
 
     /// The overrides of `batch_id`, if any were registered.
     pub fn get(&self, batch_id: &str) -> Option<BatchOverrides> {
-        lock(&self.inner).get(batch_id).cloned()
+        self.inner.lock().get(batch_id).cloned()
     }
 }
 

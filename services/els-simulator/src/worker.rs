@@ -9,7 +9,7 @@
 //!   same outcome bytes, so a retry is neither counted again nor given a new event id.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use huleedu_contracts::payloads::{
     BatchServiceAIFeedbackInitiateCommandDataV1, BatchServiceCJAssessmentInitiateCommandDataV1,
@@ -21,6 +21,7 @@ use huleedu_contracts::{
     PhaseName, Validate,
 };
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound, OutgoingMessage};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -129,10 +130,6 @@ struct Prepared {
     copies_left: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The [`Handler`] of the initiate-command topics.
 pub struct Worker {
     behaviour: Behaviour,
@@ -213,7 +210,7 @@ impl Worker {
                 tracing::warn!(error = %e, cause = ?std::error::Error::source(&e),
                     "outcome not acknowledged; will retry");
                 let reason = e.to_string();
-                lock(&self.pending).insert(
+                self.pending.lock().insert(
                     (at.0.clone(), at.1),
                     Pending {
                         at,
@@ -231,7 +228,7 @@ impl Worker {
     async fn handle_command(&self, msg: &Inbound, command: Command) -> HandlerResult {
         let at = position(msg);
         let lane = (at.0.clone(), at.1);
-        let pending = lock(&self.pending).remove(&lane).filter(|p| p.at == at);
+        let pending = self.pending.lock().remove(&lane).filter(|p| p.at == at);
         if pending.is_none() {
             self.counts
                 .record(&command.batch_id, command.phase, command.event_id);
@@ -263,7 +260,7 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(work) => {}
                 _ = self.shutdown.cancelled() => {
-                    lock(&self.pending).insert(lane, Pending { at, prepared: None });
+                    self.pending.lock().insert(lane, Pending { at, prepared: None });
                     return HandlerResult::Transient("shutdown during simulated work".into());
                 }
             }
