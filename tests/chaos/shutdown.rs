@@ -22,8 +22,6 @@ use huleedu_it::observer::{Expectations, Observer};
 use huleedu_it::stack::{Stack, StackOptions, BCS, BOS};
 use huleedu_it::unique;
 use huleedu_store::{RedisSettings, Store};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::workload::{self, Client, Mode};
@@ -282,37 +280,6 @@ async fn count_from(observer: &Observer, r: &Restarted) -> anyhow::Result<usize>
         .count())
 }
 
-/// The committed offsets of `group` on every partition of `topics` (0 where none).
-async fn committed_offsets(
-    kafka: &str,
-    group: &str,
-    partitions: Vec<(String, i32)>,
-) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("broker.address.family", "v4")
-        .create()?;
-    tokio::task::spawn_blocking(move || {
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &partitions {
-            tpl.add_partition(t, *p);
-        }
-        let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-        let mut out = BTreeMap::new();
-        for e in got.elements() {
-            let o = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            };
-            out.insert((e.topic().to_owned(), e.partition()), o);
-        }
-        Ok(out)
-    })
-    .await?
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn stop_and_restart(
     stack: &mut Stack,
@@ -356,7 +323,7 @@ async fn stop_and_restart(
         .filter(|(t, _)| topics.contains(&t.as_str()))
         .cloned()
         .collect();
-    let committed = committed_offsets(&stack.kafka, group, partitions)
+    let committed = huleedu_it::committed_offsets(&stack.kafka, group, partitions)
         .await
         .context("reading committed offsets")?;
     observer.wait_caught_up(Duration::from_secs(30)).await?;

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure};
+use anyhow::ensure;
 use huleedu_contracts::envelope::EventEnvelope;
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::topics;
@@ -126,10 +126,57 @@ impl Ctx {
         topic: &str,
         key: &str,
         payload: Vec<u8>,
-    ) -> anyhow::Result<()> {
-        self.producer
+    ) -> anyhow::Result<huleedu_kafka::producer::Delivered> {
+        Ok(self
+            .producer
             .send(&OutgoingMessage::new(topic, key, payload))
+            .await?)
+    }
+
+    /// Wait until the orchestrators' consumer group has committed past `delivered` on `topic`:
+    /// they have handled that message (and committed its effects, if any).
+    pub async fn bos_handled(
+        &self,
+        topic: &str,
+        delivered: huleedu_kafka::producer::Delivered,
+    ) -> anyhow::Result<()> {
+        let part = (topic.to_owned(), delivered.partition);
+        let start = std::time::Instant::now();
+        loop {
+            let committed = huleedu_it::committed_offsets(
+                &self.kafka,
+                huleedu_it::stack::BOS_GROUP,
+                vec![part.clone()],
+            )
             .await?;
+            if committed.get(&part).copied().unwrap_or(0) > delivered.offset {
+                return Ok(());
+            }
+            ensure!(
+                start.elapsed() < T,
+                "the orchestrators did not commit past {topic}[{}]@{} within {T:?}",
+                delivered.partition,
+                delivered.offset
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Fail as soon as a message of `topic` for `batch` appears within `window` (a check that
+    /// something does *not* happen needs a window).
+    pub async fn none_within(
+        &self,
+        topic: &str,
+        batch: &str,
+        window: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < window {
+            ensure!(self.on(topic, batch).is_empty(), "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(self.on(topic, batch).is_empty(), "{what}");
         Ok(())
     }
 
@@ -234,27 +281,6 @@ impl Ctx {
 
     pub fn token(&self) -> &'static str {
         OPERATOR_TOKEN
-    }
-
-    /// Value of a metric line (first match of `name{labels}` prefix) from a service.
-    pub async fn metric(&self, base: &str, prefix: &str) -> anyhow::Result<f64> {
-        let text = self
-            .http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let mut total = 0.0;
-        for line in text.lines().filter(|l| l.starts_with(prefix)) {
-            let v: f64 = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| anyhow!("bad metric line {line}"))?;
-            total += v;
-        }
-        Ok(total)
     }
 }
 

@@ -94,6 +94,40 @@ pub fn kafka_settings(client_id: &str, group: &str, partitions: i32) -> KafkaSet
     s
 }
 
+/// The offsets consumer group `group` has committed for `partitions` (0 where it has none), as
+/// the broker has them now.
+pub async fn committed_offsets(
+    kafka: &str,
+    group: &str,
+    partitions: Vec<(String, i32)>,
+) -> anyhow::Result<std::collections::BTreeMap<(String, i32), i64>> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("broker.address.family", "v4")
+        .create()?;
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let mut out = std::collections::BTreeMap::new();
+        for e in got.elements() {
+            let o = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            out.insert((e.topic().to_owned(), e.partition()), o);
+        }
+        Ok(out)
+    })
+    .await?
+}
+
 /// Poll `cond` every 20 ms until it is true; panic with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where

@@ -62,6 +62,10 @@ fn binary(name: &str) -> PathBuf {
 pub const BOS: &str = "batch-orchestrator";
 /// The conductor's binary (and the name of its first replica).
 pub const BCS: &str = "batch-conductor";
+/// The orchestrators' consumer group in a stack.
+pub const BOS_GROUP: &str = "batch-orchestrator-consumers";
+/// The conductors' consumer group in a stack.
+pub const BCS_GROUP: &str = "bcs-event-consumer";
 /// The reference worker's binary.
 pub const SIM: &str = "els-simulator";
 /// The broker process (its log is `broker.log`).
@@ -379,7 +383,7 @@ impl Stack {
         let bcs_scheme = if secure.is_some() { "https" } else { "http" };
         let bcs_ports: Vec<u16> = (0..opts.bcs_replicas.max(1)).map(|_| free_port()).collect();
         for (i, port) in bcs_ports.iter().enumerate() {
-            let mut env = common("bcs-event-consumer");
+            let mut env = common(BCS_GROUP);
             env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
             // Replicas on one host need identities of their own (their outbox leases).
             env.push(("REPLICA_ID".into(), replica_name(BCS, i + 1)));
@@ -411,7 +415,7 @@ impl Stack {
         };
         for i in 0..opts.bos_replicas.max(1) {
             let port = free_port();
-            let mut env = common("batch-orchestrator-consumers");
+            let mut env = common(BOS_GROUP);
             env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
             env.push(("REPLICA_ID".into(), replica_name(BOS, i + 1)));
             env.push(("BCS_URL".into(), stack.bcs_url.clone()));
