@@ -48,13 +48,56 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().expect("profile dir").to_path_buf()
 }
 
-fn binary(name: &str) -> PathBuf {
+/// The newest modification time of the `.rs` files and manifests under `dir`.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_source(&path)
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "rs" || e == "toml" || e == "lock" || e == "lua")
+        {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// A workspace binary, built and not older than the sources it is built from (the service's
+/// crate, the shared crates, the lock file): a test must not run yesterday's binary.
+pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} not found: build the binaries first (cargo build --workspace --bins; scripts/test.sh does)",
-        p.display()
-    );
+    let built = std::fs::metadata(&p).and_then(|m| m.modified());
+    let Ok(built) = built else {
+        panic!(
+            "{} not found: build the binaries first (cargo build --workspace --bins; scripts/test.sh does)",
+            p.display()
+        );
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crate_dir = match name {
+        "hulectl" => root.join("tools").join(name),
+        _ => root.join("services").join(name),
+    };
+    let sources = [
+        newest_source(&crate_dir),
+        newest_source(&root.join("crates")),
+        std::fs::metadata(root.join("Cargo.lock"))
+            .and_then(|m| m.modified())
+            .ok(),
+    ];
+    if let Some(newest) = sources.into_iter().flatten().max() {
+        assert!(
+            built >= newest,
+            "{} is older than its sources: rebuild it first (cargo build --workspace --bins; scripts/test.sh does)",
+            p.display()
+        );
+    }
     p
 }
 
