@@ -1,14 +1,21 @@
 //! End-to-end suite: the `acceptance.md` scenarios against real processes.
 //!
 //! Starts its own stacks (broker, Redis, conductor, orchestrator, simulator — see
-//! `huleedu_it::stack`; the broker is Apache Kafka, or tansu with `HULEEDU_TEST_BROKER=tansu`),
-//! runs the scenarios concurrently on distinct batches, prints one line per scenario and a
-//! `N passed, N failed` summary. Arguments that do not start with `-` filter scenarios by name;
-//! `--smoke` runs only the smoke subset ([`SMOKE`], one stack). On Apache Kafka, four scenarios
-//! run again (`secure::…`) on a stack in managed-infrastructure mode: the services reach Kafka
-//! over SASL_SSL with SCRAM-SHA-512, Redis over TLS as a least-privilege ACL user and the
-//! conductor over HTTPS, with every secret read from a file. Set `HULEEDU_KEEP_E2E=1` to keep
-//! the stacks' logs.
+//! `huleedu_it::stack`; the broker is Apache Kafka, or tansu with `HULEEDU_TEST_BROKER=tansu`)
+//! and runs the scenarios as standard tests (`libtest-mimic`: the usual `test … ok` lines, a
+//! `test result:` line, filters, `--list`, `--exact`, `--skip`). Scenarios of one stack run
+//! side by side on distinct batches; the stacks run one after the other, each started by the
+//! first scenario that needs it and stopped when its scenarios are done:
+//!
+//! - `scenarios::…` — the main stack;
+//! - `scenarios::s12…`, `scenarios::s16…` — a stack with a 3 s phase time-out and a worker that
+//!   sends every outcome twice;
+//! - `secure::…` (Apache Kafka only) — four scenarios again on a stack in managed-infrastructure
+//!   mode: the services reach Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as a
+//!   least-privilege ACL user and the conductor over HTTPS, with every secret read from a file.
+//!
+//! `--smoke` runs only the smoke subset ([`SMOKE`], the main stack). Set `HULEEDU_KEEP_E2E=1` to
+//! keep the stacks' logs.
 
 mod ctx;
 mod scenarios;
@@ -16,9 +23,11 @@ mod scenarios;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use huleedu_it::stack::{Stack, StackOptions};
+use huleedu_it::stack::{BrokerKind, Stack, StackOptions};
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
+use tokio::runtime::Runtime;
 
 use crate::ctx::Ctx;
 
@@ -30,35 +39,8 @@ macro_rules! scenario {
     };
 }
 
-async fn run_all(
-    ctx: Arc<Ctx>,
-    list: Vec<(&'static str, Scenario)>,
-) -> Vec<(&'static str, Result<Duration, String>)> {
-    let mut tasks = Vec::new();
-    for (name, f) in list {
-        let ctx = ctx.clone();
-        tasks.push((
-            name,
-            tokio::spawn(async move {
-                let start = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(240), f(ctx)).await {
-                    Ok(Ok(())) => Ok(start.elapsed()),
-                    Ok(Err(e)) => Err(format!("{e:#}")),
-                    Err(_) => Err("timed out after 240 s".to_owned()),
-                }
-            }),
-        ));
-    }
-    let mut out = Vec::new();
-    for (name, t) in tasks {
-        let r = match t.await {
-            Ok(r) => r,
-            Err(e) => Err(format!("panicked: {e}")),
-        };
-        out.push((name, r));
-    }
-    out
-}
+/// Longest a scenario may take.
+const SCENARIO_BOUND: Duration = Duration::from_secs(240);
 
 /// The smoke subset (`--smoke`): one scenario of each kind of behaviour — pruning across
 /// pipelines, a full chain, essay failures carried over, a critical failure, an operator mark,
@@ -73,15 +55,37 @@ const SMOKE: [&str; 6] = [
     "s17_poison",
 ];
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let wanted = |name: &str| {
-        (!smoke || SMOKE.iter().any(|s| name.ends_with(s)))
-            && (filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-    };
-    let main_list: Vec<(&str, Scenario)> = vec![
+/// Scenarios sharing one stack.
+struct Group {
+    /// Prefix of the scenarios' test names (`scenarios::`, `secure::`).
+    prefix: &'static str,
+    opts: StackOptions,
+    scenarios: Vec<(&'static str, Scenario)>,
+}
+
+/// The stack of a group, started by the first scenario that runs (or why it did not start).
+type Started = tokio::sync::OnceCell<Result<(Stack, Arc<Ctx>), String>>;
+
+/// Start a stack; a failure (the stack panics with what went wrong) becomes a message.
+async fn start(opts: StackOptions) -> Result<(Stack, Arc<Ctx>), String> {
+    let started = tokio::spawn(async move {
+        let stack = Stack::start(opts).await;
+        let ctx = Arc::new(Ctx::new(&stack).await);
+        (stack, ctx)
+    })
+    .await;
+    started.map_err(|e| match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "the stack panicked".to_owned()),
+        Err(e) => e.to_string(),
+    })
+}
+
+fn groups(smoke: bool) -> Vec<Group> {
+    let mut main = vec![
         scenario!(scenarios::s01_cj_then_nlp),
         scenario!(scenarios::s02_nlp_then_cj),
         scenario!(scenarios::s03_full_chain),
@@ -91,118 +95,135 @@ fn main() {
         scenario!(scenarios::s07_many_batches),
         scenario!(scenarios::s08_s09_partial_failure_and_carry_over),
         scenario!(scenarios::s10_critical_failure),
-        scenario!(scenarios::s11_unknown_pipeline),
-        scenario!(scenarios::s11_parked_until_ready),
+        scenario!(scenarios::s11a_unknown_pipeline),
+        scenario!(scenarios::s11b_unknown_batch_parked_until_ready),
         scenario!(scenarios::s13_manual_mark),
         scenario!(scenarios::s14_s15_invalidate_and_inspect),
         scenario!(scenarios::s_retry_failed_essays),
         scenario!(scenarios::s17_poison),
-    ]
-    .into_iter()
-    .filter(|(n, _)| wanted(n))
-    .collect();
-    // Scenarios that need a differently configured stack: short phase time-out, and a worker
-    // that sends every outcome twice.
-    let special_list: Vec<(&str, Scenario)> = vec![
-        scenario!(scenarios::s12_phase_timeout),
-        scenario!(scenarios::s16_duplicates),
-    ]
-    .into_iter()
-    .filter(|(n, _)| wanted(n))
-    .collect();
+    ];
+    if smoke {
+        main.retain(|(name, _)| SMOKE.iter().any(|s| name.ends_with(s)));
+        return vec![Group {
+            prefix: "scenarios::",
+            opts: StackOptions::new("smoke"),
+            scenarios: main,
+        }];
+    }
+    let mut special = StackOptions::new("special");
+    special
+        .bos_env
+        .push(("PHASE_TIMEOUT_SECS".into(), "3".into()));
+    special
+        .sim_env
+        .push(("SIM_DUPLICATE_OUTCOMES".into(), "true".into()));
+    let mut groups = vec![
+        Group {
+            prefix: "scenarios::",
+            opts: StackOptions::new("main"),
+            scenarios: main,
+        },
+        Group {
+            prefix: "scenarios::",
+            opts: special,
+            scenarios: vec![
+                scenario!(scenarios::s12_phase_timeout),
+                scenario!(scenarios::s16_duplicates),
+            ],
+        },
+    ];
+    if BrokerKind::from_env() == BrokerKind::Kafka {
+        let mut secure = StackOptions::new("secure");
+        secure.secure = true;
+        groups.push(Group {
+            prefix: "secure::",
+            opts: secure,
+            scenarios: vec![
+                scenario!(scenarios::s03_full_chain),
+                scenario!(scenarios::s08_s09_partial_failure_and_carry_over),
+                scenario!(scenarios::s13_manual_mark),
+                scenario!(scenarios::s_retry_failed_essays),
+            ],
+        });
+    }
+    groups
+}
 
-    // The same scenarios on a stack in managed-infrastructure mode: Kafka over SASL_SSL, Redis
-    // over TLS with an ACL user, the conductor over HTTPS, secrets from files (Apache Kafka
-    // only: tansu has no TLS).
-    let secure_runs =
-        huleedu_it::stack::BrokerKind::from_env() == huleedu_it::stack::BrokerKind::Kafka && !smoke;
-    let secure_list: Vec<(&str, Scenario)> = if secure_runs {
-        vec![
-            scenario!(scenarios::s03_full_chain),
-            scenario!(scenarios::s08_s09_partial_failure_and_carry_over),
-            scenario!(scenarios::s13_manual_mark),
-            scenario!(scenarios::s_retry_failed_essays),
-        ]
+/// Run one group's scenarios as tests (side by side), then stop its stack.
+fn run_group(rt: &Arc<Runtime>, args: &Arguments, group: Group) -> Conclusion {
+    let started: Arc<Started> = Arc::new(tokio::sync::OnceCell::new());
+    let opts = group.opts;
+    let trials = group
+        .scenarios
         .into_iter()
-        .filter(|(n, _)| wanted(n))
-        .collect()
-    } else {
-        Vec::new()
-    };
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let results = rt.block_on(async {
-        let mut results = Vec::new();
-        println!(
-            "\nrunning {} end-to-end scenarios{} on {}",
-            main_list.len() + special_list.len() + secure_list.len(),
-            if smoke { " (smoke subset)" } else { "" },
-            huleedu_it::stack::BrokerKind::from_env().name()
-        );
-        if !main_list.is_empty() {
-            let stack = Stack::start(StackOptions::new("main")).await;
-            let ctx = Arc::new(Ctx::new(&stack).await);
-            let r = run_all(ctx, main_list).await;
-            report_logs(&stack, &r);
-            results.extend(r);
-        }
-        if !special_list.is_empty() {
-            let mut opts = StackOptions::new("special");
-            opts.bos_env.push(("PHASE_TIMEOUT_SECS".into(), "3".into()));
-            opts.sim_env
-                .push(("SIM_DUPLICATE_OUTCOMES".into(), "true".into()));
-            let stack = Stack::start(opts).await;
-            let ctx = Arc::new(Ctx::new(&stack).await);
-            let r = run_all(ctx, special_list).await;
-            report_logs(&stack, &r);
-            results.extend(r);
-        }
-        if !secure_list.is_empty() {
-            let mut opts = StackOptions::new("secure");
-            opts.secure = true;
-            let stack = Stack::start(opts).await;
-            let ctx = Arc::new(Ctx::new(&stack).await);
-            let r = run_all(ctx, secure_list).await;
-            report_logs(&stack, &r);
-            results.extend(r.into_iter().map(|(n, r)| (secure_name(n), r)));
-        }
-        results
-    });
-    let mut failed = 0;
-    for (name, r) in &results {
-        match r {
-            Ok(d) => println!("test {name} ... ok ({:.1} s)", d.as_secs_f64()),
-            Err(e) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n    {e}");
+        .map(|(name, scenario)| {
+            let test_name = format!("{}{}", group.prefix, name.trim_start_matches("scenarios::"));
+            let (rt, started, opts) = (rt.clone(), started.clone(), opts.clone());
+            Trial::test(test_name, move || {
+                rt.block_on(async {
+                    let ctx = match started.get_or_init(|| start(opts)).await {
+                        Ok((_, ctx)) => ctx,
+                        Err(why) => {
+                            return Err(Failed::from(format!("the stack did not start: {why}")))
+                        }
+                    };
+                    match tokio::time::timeout(SCENARIO_BOUND, scenario(ctx.clone())).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(Failed::from(format!("{e:#}"))),
+                        Err(_) => Err(Failed::from(format!("timed out after {SCENARIO_BOUND:?}"))),
+                    }
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(args, trials);
+    // Every trial is done and dropped: the stack is this function's alone now.
+    if let Some(Ok((stack, ctx))) = Arc::into_inner(started).and_then(|s| s.into_inner()) {
+        if conclusion.has_failed() {
+            for name in ["batch-orchestrator", "batch-conductor", "els-simulator"] {
+                eprintln!(
+                    "---- last lines of {name} ({} stack) ----\n{}",
+                    group.prefix.trim_end_matches("::"),
+                    stack.log_tail(name, 15)
+                );
             }
         }
+        drop(ctx);
+        // Dropping the stack kills its processes (inside the runtime: the reader's consumer).
+        rt.block_on(async move { drop(stack) });
     }
-    let passed = results.len() - failed;
-    let label = if smoke { "e2e-smoke" } else { "e2e" };
-    println!("\n{label}: {passed} passed, {failed} failed");
-    rt.shutdown_timeout(Duration::from_secs(5));
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    conclusion
 }
 
-/// A scenario's name in the managed-infrastructure run (`secure::…`).
-fn secure_name(name: &'static str) -> &'static str {
-    Box::leak(format!("secure::{}", name.trim_start_matches("scenarios::")).into_boxed_str())
-}
-
-fn report_logs(stack: &Stack, results: &[(&str, Result<Duration, String>)]) {
-    if results.iter().any(|(_, r)| r.is_err()) {
-        for name in ["batch-orchestrator", "batch-conductor", "els-simulator"] {
-            eprintln!(
-                "---- last lines of {name} ----\n{}",
-                stack.log_tail(name, 15)
-            );
-        }
+fn main() {
+    let raw: Vec<String> = std::env::args().collect();
+    let smoke = raw.iter().any(|a| a == "--smoke");
+    let mut args = Arguments::from_iter(raw.into_iter().filter(|a| a != "--smoke"));
+    // The scenarios of a stack wait on the system far more than they compute: run them all at
+    // once unless told otherwise.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(32);
+    }
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime"),
+    );
+    println!(
+        "\nend-to-end scenarios{} on {}",
+        if smoke { " (smoke subset)" } else { "" },
+        BrokerKind::from_env().name()
+    );
+    let mut failed = false;
+    for group in groups(smoke) {
+        failed |= run_group(&rt, &args, group).has_failed();
+    }
+    if let Ok(rt) = Arc::try_unwrap(rt) {
+        rt.shutdown_timeout(Duration::from_secs(5));
+    }
+    if failed {
+        std::process::exit(101);
     }
 }

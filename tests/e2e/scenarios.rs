@@ -313,7 +313,7 @@ pub async fn s10_critical_failure(c: Arc<Ctx>) -> R {
 }
 
 /// 11a. Unknown pipeline: terminal failed_critically with a reason.
-pub async fn s11_unknown_pipeline(c: Arc<Ctx>) -> R {
+pub async fn s11a_unknown_pipeline(c: Arc<Ctx>) -> R {
     let b = unique("s11a");
     c.register(&b, 3, json!({}), &[]).await?;
     let (_, t) = run_pipeline(&c, &b, "no_such_pipeline").await?;
@@ -326,7 +326,7 @@ pub async fn s11_unknown_pipeline(c: Arc<Ctx>) -> R {
 }
 
 /// 11b. A request for a batch that becomes ready later is parked, then runs normally.
-pub async fn s11_parked_until_ready(c: Arc<Ctx>) -> R {
+pub async fn s11b_unknown_batch_parked_until_ready(c: Arc<Ctx>) -> R {
     let b = unique("s11b");
     let s = c.request(&b, "nlp").await?;
     huleedu_it::wait_until(T, "request parked", || async {

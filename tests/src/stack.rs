@@ -48,28 +48,30 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().expect("profile dir").to_path_buf()
 }
 
-/// The newest modification time of the `.rs` files and manifests under `dir`.
-fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
+/// The newest source file (`.rs`, `.lua`) under `dir`, with its modification time.
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        let t = if path.is_dir() {
+        let found = if path.is_dir() {
             newest_source(&path)
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "rs" || e == "toml" || e == "lock" || e == "lua")
-        {
-            entry.metadata().and_then(|m| m.modified()).ok()
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "lua") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
         } else {
             None
         };
-        newest = newest.max(t);
+        newest = newest.max(found);
     }
     newest
 }
 
-/// A workspace binary, built and not older than the sources it is built from (the service's
-/// crate, the shared crates, the lock file): a test must not run yesterday's binary.
+/// A workspace binary, built and not older than the code it is built from (its crate's `src`
+/// and the `src` of the workspace crates it depends on — `huleedu-*` in its manifest: a change
+/// there makes cargo rebuild and relink it): a test must not run yesterday's binary.
 pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     let built = std::fs::metadata(&p).and_then(|m| m.modified());
@@ -84,18 +86,23 @@ pub fn binary(name: &str) -> PathBuf {
         "hulectl" => root.join("tools").join(name),
         _ => root.join("services").join(name),
     };
-    let sources = [
-        newest_source(&crate_dir),
-        newest_source(&root.join("crates")),
-        std::fs::metadata(root.join("Cargo.lock"))
-            .and_then(|m| m.modified())
-            .ok(),
-    ];
-    if let Some(newest) = sources.into_iter().flatten().max() {
+    let mut sources = vec![newest_source(&crate_dir.join("src"))];
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap_or_default();
+    for line in manifest.lines() {
+        if let Some(dep) = line.trim_start().strip_prefix("huleedu-") {
+            let dep: String = dep
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            sources.push(newest_source(&root.join("crates").join(dep).join("src")));
+        }
+    }
+    if let Some((newest, file)) = sources.into_iter().flatten().max() {
         assert!(
             built >= newest,
-            "{} is older than its sources: rebuild it first (cargo build --workspace --bins; scripts/test.sh does)",
-            p.display()
+            "{} is older than {}: rebuild it first (cargo build --workspace --bins; scripts/test.sh does)",
+            p.display(),
+            file.display()
         );
     }
     p
