@@ -80,7 +80,7 @@ if [ "$smoke" = 1 ]; then
 fi
 set -e
 # One closing line for the whole run: the sum of every test binary's result line
-# (libtest's "test result: ... N passed; M failed" and the custom harnesses' "N passed, M failed").
+# (every "test result: ... N passed; M failed" line, and the deployment check's "N passed, M failed").
 awk '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
   /^[a-z0-9-]+: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }

@@ -12,8 +12,8 @@
 //!   finished (checked against the group's committed offsets and the dedup markers, and by the
 //!   restarted instance's consumption counters). Shutdown and restart-to-ready times are printed.
 //!
-//! Prints what it does with timestamps and a `N passed, N failed` summary. Arguments that do
-//! not start with `-` filter scenarios by name. `--soak` or `HULEEDU_CHAOS_SOAK=1` runs a longer
+//! Prints what it does with timestamps; reports as standard tests (`libtest-mimic`: `test …
+//! ok`, `test result:`, filters, `--list`). `--soak` or `HULEEDU_CHAOS_SOAK=1` runs a longer
 //! chaos phase (`HULEEDU_CHAOS_SOAK_SECS`, default 600) with more batches; the seed comes from
 //! `HULEEDU_CHAOS_SEED` or the clock and is printed. `HULEEDU_KEEP_E2E=1` keeps the stacks' logs.
 
@@ -22,9 +22,11 @@ mod shutdown;
 mod workload;
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use tokio::runtime::Runtime;
 
 use huleedu_it::stack::{Stack, BCS, BOS, SIM};
 
@@ -168,16 +170,15 @@ pub fn dump_logs(stack: &Stack) {
     );
 }
 
-type Scenario =
-    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let soak = args.iter().any(|a| a == "--soak")
+    let raw: Vec<String> = std::env::args().collect();
+    let soak = raw.iter().any(|a| a == "--soak")
         || std::env::var("HULEEDU_CHAOS_SOAK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let mut args = Arguments::from_iter(raw.into_iter().filter(|a| a != "--soak"));
+    // One scenario at a time: each has its own stack, and timings are measured.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
     let seed: u64 = std::env::var("HULEEDU_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -192,63 +193,58 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
 
-    let mut list: Vec<(&'static str, Duration, Scenario)> = Vec::new();
-    let chaos_opts = chaos::Options::new(seed, soak.then_some(Duration::from_secs(soak_secs)));
-    let chaos_bound = chaos_opts.bound();
-    list.push((
-        "chaos::kill_restart_replicas_broker_redis",
-        chaos_bound,
-        Box::new(move || Box::pin(chaos::run(chaos_opts))),
-    ));
-    list.push((
-        "shutdown::graceful_sigterm_under_load",
-        Duration::from_secs(150),
-        Box::new(|| Box::pin(shutdown::run())),
-    ));
-    list.retain(|(n, _, _)| wanted(n));
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime"),
+    );
     println!(
-        "\nrunning {} reliability scenarios on {} (seed {seed}{})",
-        list.len(),
+        "\nreliability scenarios on {} (seed {seed}{}; replay with HULEEDU_CHAOS_SEED={seed})",
         huleedu_it::stack::BrokerKind::from_env().name(),
         if soak { ", soak" } else { "" }
     );
-    let mut results = Vec::new();
-    for (name, bound, f) in list {
-        let start = Instant::now();
-        // Scenarios run one after the other: each has its own stack, and timings are measured.
-        let r = rt.block_on(async move {
-            // Spawned, so that a panic is reported as a failure of this scenario only.
-            match tokio::time::timeout(bound, tokio::spawn(f())).await {
+    let chaos_opts = chaos::Options::new(seed, soak.then_some(Duration::from_secs(soak_secs)));
+    let chaos_bound = chaos_opts.bound();
+    let trials = vec![
+        trial(
+            &rt,
+            "chaos::kill_restart_replicas_broker_redis",
+            chaos_bound,
+            move || chaos::run(chaos_opts),
+        ),
+        trial(
+            &rt,
+            "shutdown::graceful_sigterm_under_load",
+            Duration::from_secs(150),
+            shutdown::run,
+        ),
+    ];
+    let conclusion = libtest_mimic::run(&args, trials);
+    println!("seed {seed} (replay with HULEEDU_CHAOS_SEED={seed})");
+    if let Ok(rt) = Arc::try_unwrap(rt) {
+        rt.shutdown_timeout(Duration::from_secs(5));
+    }
+    conclusion.exit();
+}
+
+/// A scenario as a test: run on the shared runtime within `bound`; a panic or an error fails
+/// it (and only it).
+fn trial<F, Fut>(rt: &Arc<Runtime>, name: &str, bound: Duration, scenario: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let rt = rt.clone();
+    Trial::test(name, move || {
+        rt.block_on(async move {
+            match tokio::time::timeout(bound, tokio::spawn(scenario())).await {
                 Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(e))) => Err(format!("{e:#}")),
-                Ok(Err(e)) => Err(format!("panicked: {e}")),
-                Err(_) => Err(format!("timed out after {bound:?}")),
+                Ok(Ok(Err(e))) => Err(Failed::from(format!("{e:#}"))),
+                Ok(Err(e)) => Err(Failed::from(format!("panicked: {e}"))),
+                Err(_) => Err(Failed::from(format!("timed out after {bound:?}"))),
             }
-        });
-        results.push((name, r.map(|()| start.elapsed())));
-    }
-    let mut failed = 0;
-    println!();
-    for (name, r) in &results {
-        match r {
-            Ok(d) => println!("test {name} ... ok ({:.1} s)", d.as_secs_f64()),
-            Err(e) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n    {e}");
-            }
-        }
-    }
-    let passed = results.len() - failed;
-    println!("\nseed {seed} (replay with HULEEDU_CHAOS_SEED={seed})");
-    println!("chaos: {passed} passed, {failed} failed");
-    rt.shutdown_timeout(Duration::from_secs(5));
-    if failed > 0 {
-        std::process::exit(1);
-    }
+        })
+    })
 }
