@@ -118,7 +118,8 @@ fn bos_handler(rt: &tokio::runtime::Runtime) -> batch_orchestrator::handler::Bos
         metrics: batch_orchestrator::metrics::BosMetrics::register(&metrics),
         wake_scheduler: Arc::new(tokio::sync::Notify::new()),
     };
-    // No conductor listens here: requests that decode end as transient failures.
+    // No conductor listens here: a request that decodes is accepted unverified (its pipeline
+    // name is checked again when it starts), as when the conductor is down in production.
     let conductor = batch_orchestrator::conductor::Conductor::new(
         "http://127.0.0.1:9",
         Duration::from_millis(200),
