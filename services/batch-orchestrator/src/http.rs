@@ -299,3 +299,136 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 async fn openapi() -> Response {
     axum::Json(openapi_document()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        ActivePipeline, BatchInfo, EssayRef, PhaseResult, PhaseRun, PipelineSummary, RunStatus,
+    };
+    use huleedu_contracts::{BatchStatus, Timestamp};
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    fn id(n: u8) -> Uuid {
+        Uuid::from_bytes([n; 16])
+    }
+
+    fn pending(n: u8, pipeline: &str, gives_up_at: Option<Timestamp>) -> PendingRequest {
+        PendingRequest {
+            request_id: id(n),
+            correlation_id: id(n + 1),
+            requested_pipeline: pipeline.to_owned(),
+            user_id: "ann".to_owned(),
+            prompt: None,
+            is_retry: false,
+            retry_reason: None,
+            received_at: ts("2026-11-29T12:00:06Z"),
+            park_deadline: gives_up_at,
+            retry: None,
+        }
+    }
+
+    fn run(phase: PhaseName, finished: bool) -> PhaseRun {
+        PhaseRun {
+            phase,
+            command_id: id(9),
+            essays_in: 3,
+            essays_out: finished.then_some(2),
+            failed: finished.then_some(1),
+            status: finished.then_some(RunStatus::CompletedWithFailures),
+            started_at: ts("2026-11-29T12:00:01.5Z"),
+            finished_at: finished.then(|| ts("2026-11-29T12:00:02Z")),
+        }
+    }
+
+    /// A batch with every part of the document filled in: essays, an active pipeline, a queued
+    /// and a parked request, a phase result and a finished pipeline.
+    fn busy_batch() -> BatchState {
+        let essay = |n: u8| EssayRef {
+            essay_id: format!("e{n}"),
+            text_storage_id: format!("t{n}"),
+        };
+        let mut s = BatchState {
+            batch: Some(BatchInfo {
+                essays: vec![essay(1), essay(2), essay(3)],
+                course_code: "ENG5".to_owned(),
+                language: "en".to_owned(),
+                class_type: "GUEST".to_owned(),
+                student_prompt_ref: None,
+                user_id: None,
+                source: "batch.essays.ready".to_owned(),
+                updated_at: ts("2026-11-29T12:00:00Z"),
+            }),
+            ..BatchState::default()
+        };
+        s.phase_results.insert(
+            PhaseName::Spellcheck,
+            PhaseResult {
+                status: RunStatus::CompletedWithFailures,
+                succeeded: vec![essay(1), essay(2)],
+                failed: vec!["e3".to_owned()],
+                pipeline_id: id(20),
+                at: ts("2026-11-29T12:00:02Z"),
+            },
+        );
+        s.phase_results.insert(
+            PhaseName::CjAssessment,
+            PhaseResult {
+                status: RunStatus::CompletedSuccessfully,
+                succeeded: vec![essay(1), essay(2)],
+                failed: vec![],
+                pipeline_id: id(20),
+                at: ts("2026-11-29T12:00:03Z"),
+            },
+        );
+        s.active = Some(ActivePipeline {
+            request: pending(30, "nlp", None),
+            started_at: ts("2026-11-29T12:00:07Z"),
+            phases: vec![PhaseName::Nlp],
+            pruned: vec![PhaseName::Spellcheck],
+            current: 0,
+            deadline: ts("2026-11-29T12:30:07Z"),
+            runs: vec![run(PhaseName::Nlp, false)],
+            failed_essays: ["e3".to_owned()].into(),
+        });
+        s.queue.push_back(pending(40, "ai_feedback", None));
+        s.parked.push(pending(
+            50,
+            "cj_assessment",
+            Some(ts("2026-11-29T13:00:00Z")),
+        ));
+        s.history.push_back(PipelineSummary {
+            pipeline_id: id(20),
+            request_id: id(21),
+            requested_pipeline: "spellcheck".to_owned(),
+            final_status: BatchStatus::CompletedWithFailures,
+            completed_phases: vec![PhaseName::Spellcheck],
+            skipped_phases: vec![],
+            successful_essay_count: 2,
+            failed_essay_count: 1,
+            processing_duration_seconds: 1.25,
+            failure_reason: None,
+            received_at: ts("2026-11-29T12:00:00.75Z"),
+            finished_at: ts("2026-11-29T12:00:02Z"),
+            runs: vec![run(PhaseName::Spellcheck, true)],
+            terminal_event_id: id(22),
+        });
+        s.last_pipeline_id = Some(id(20));
+        s
+    }
+
+    /// hulectl, the tests and operators read this document: its field names, their order and
+    /// its nulls stay as they are (`testdata/status.json`).
+    #[test]
+    fn status_document_is_exactly_the_published_shape() {
+        let json = serde_json::to_string_pretty(&status_view("b1", &busy_batch())).unwrap();
+        assert_eq!(
+            json,
+            include_str!("../testdata/status.json").trim_end(),
+            "\n{json}"
+        );
+    }
+}
