@@ -15,19 +15,6 @@ use uuid::Uuid;
 
 pub const T: Duration = Duration::from_secs(60);
 
-pub const ALL_TOPICS: [&str; 10] = [
-    topics::CLIENT_BATCH_PIPELINE_REQUEST,
-    topics::BATCH_ESSAYS_READY,
-    topics::SPELLCHECK_INITIATE_COMMAND,
-    topics::NLP_INITIATE_COMMAND,
-    topics::CJ_ASSESSMENT_INITIATE_COMMAND,
-    topics::AI_FEEDBACK_INITIATE_COMMAND,
-    topics::ELS_BATCH_PHASE_OUTCOME,
-    topics::BATCH_PIPELINE_COMPLETED,
-    topics::BATCH_PHASE_SKIPPED,
-    topics::FAILED_ESSAYS_DLQ,
-];
-
 pub struct Ctx {
     pub kafka: String,
     pub bos: String,
@@ -54,7 +41,7 @@ impl Ctx {
             sim: stack.sim_url.clone(),
             http: huleedu_it::http_client(),
             producer: Producer::new(&settings).expect("producer"),
-            reader: TopicReader::start_on(&stack.kafka, &ALL_TOPICS),
+            reader: TopicReader::start_on(&stack.kafka, &topics::SYSTEM),
         }
     }
 

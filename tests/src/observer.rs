@@ -42,14 +42,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Seen;
 
-/// The four initiate-command topics and their phases.
-pub const COMMAND_TOPICS: [(&str, &str); 4] = [
-    (topics::SPELLCHECK_INITIATE_COMMAND, "spellcheck"),
-    (topics::NLP_INITIATE_COMMAND, "nlp"),
-    (topics::CJ_ASSESSMENT_INITIATE_COMMAND, "cj_assessment"),
-    (topics::AI_FEEDBACK_INITIATE_COMMAND, "ai_feedback"),
-];
-
 /// What a run is expected to look like beyond the invariants that always hold.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Expectations {
@@ -552,11 +544,11 @@ fn analyse(records: &[Record], expect: Expectations) -> ObserverReport {
     let mut runs: BTreeMap<(String, String), BTreeMap<String, BTreeMap<String, i64>>> =
         BTreeMap::new();
     let mut command_ids = Vec::new();
-    for (topic, phase) in COMMAND_TOPICS {
+    for (phase, topic) in topics::COMMANDS {
         for p in on(topic) {
             command_ids.push(p.id());
             let ts = runs
-                .entry((p.batch(), phase.to_owned()))
+                .entry((p.batch(), phase.to_string()))
                 .or_default()
                 .entry(p.corr())
                 .or_default()
@@ -828,7 +820,7 @@ mod tests {
             )
         }
         fn command(&mut self, id: &str, corr: &str, batch: &str, phase: &str) -> &mut Self {
-            let topic = COMMAND_TOPICS.iter().find(|(_, p)| *p == phase).unwrap().0;
+            let topic = topics::initiate_command_topic(phase.parse().unwrap()).unwrap();
             self.push(
                 topic,
                 batch,

@@ -18,7 +18,7 @@ use crate::cli::{
     WatchArgs,
 };
 use crate::dlq::{render_listing, Listing};
-use crate::event::{decode, system_topics, Event, Trace};
+use crate::event::{decode, Event, Trace};
 use crate::http::{segment, Api, HttpError, OperatorToken, Service};
 use crate::kafka::{self, Follower, StartAt, TopicSet};
 use crate::render::{completed_summary, retry_accepted, Lines};
@@ -146,9 +146,10 @@ pub async fn follower(ctx: &Ctx, set: TopicSet, at: StartAt) -> anyhow::Result<F
         .context("reader start-up panicked")?
 }
 
-/// Every topic a batch's events can be on, plus the poison DLQs on the broker.
+/// Every topic a batch's events can be on ([`topics::SYSTEM`]), plus the poison DLQs on the
+/// broker.
 pub fn all_topics() -> TopicSet {
-    TopicSet::new(&system_topics(), true)
+    TopicSet::new(&topics::SYSTEM, true)
 }
 
 /// Why [`follow_until`] stopped.

@@ -58,24 +58,6 @@ impl Record {
     }
 }
 
-/// The topics a batch's life is visible on (requests, readiness, the four commands, outcomes,
-/// terminal events, skipped phases, failed essays). Poison DLQ topics are found on the broker.
-pub fn system_topics() -> Vec<&'static str> {
-    vec![
-        topics::CLIENT_BATCH_PIPELINE_REQUEST,
-        topics::BATCH_ESSAYS_READY,
-        topics::BATCH_CONTENT_PROVISIONING_COMPLETED,
-        topics::SPELLCHECK_INITIATE_COMMAND,
-        topics::NLP_INITIATE_COMMAND,
-        topics::CJ_ASSESSMENT_INITIATE_COMMAND,
-        topics::AI_FEEDBACK_INITIATE_COMMAND,
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        topics::BATCH_PIPELINE_COMPLETED,
-        topics::BATCH_PHASE_SKIPPED,
-        topics::FAILED_ESSAYS_DLQ,
-    ]
-}
-
 /// Whether `topic` is a poison-message dead-letter topic (`<topic>.DLQ`, not the failed-essay
 /// DLQ).
 pub fn is_poison_topic(topic: &str) -> bool {
@@ -99,14 +81,13 @@ pub enum TopicKind {
 
 /// The kind of `topic`.
 pub fn topic_kind(topic: &str) -> TopicKind {
+    if let Some(phase) = topics::phase_of_command_topic(topic) {
+        return TopicKind::Command(phase);
+    }
     match topic {
         topics::CLIENT_BATCH_PIPELINE_REQUEST => TopicKind::Request,
         topics::BATCH_ESSAYS_READY => TopicKind::Ready,
         topics::BATCH_CONTENT_PROVISIONING_COMPLETED => TopicKind::Provisioned,
-        topics::SPELLCHECK_INITIATE_COMMAND => TopicKind::Command(PhaseName::Spellcheck),
-        topics::NLP_INITIATE_COMMAND => TopicKind::Command(PhaseName::Nlp),
-        topics::CJ_ASSESSMENT_INITIATE_COMMAND => TopicKind::Command(PhaseName::CjAssessment),
-        topics::AI_FEEDBACK_INITIATE_COMMAND => TopicKind::Command(PhaseName::AiFeedback),
         topics::ELS_BATCH_PHASE_OUTCOME => TopicKind::Outcome,
         topics::BATCH_PIPELINE_COMPLETED => TopicKind::Completed,
         topics::BATCH_PHASE_SKIPPED => TopicKind::Skipped,
