@@ -8,7 +8,7 @@ use huleedu_contracts::envelope::EventEnvelope;
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::topics;
 use huleedu_it::stack::{Stack, OPERATOR_TOKEN};
-use huleedu_it::{unique, Seen, TopicReader};
+use huleedu_it::{unique, JsonPayload, Seen, TopicReader};
 use huleedu_kafka::{KafkaSettings, OutgoingMessage, Producer};
 use serde_json::{json, Value};
 use uuid::Uuid;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::ensure;
 use futures::future::try_join_all;
 use huleedu_contracts::topics;
-use huleedu_it::unique;
+use huleedu_it::{unique, JsonPayload};
 use serde_json::{json, Value};
 
 use crate::ctx::{essays_of, list, Ctx, Submitted, T};

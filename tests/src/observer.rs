@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use huleedu_contracts::topics;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -236,7 +235,7 @@ impl Observer {
                 let Ok(m) = m else { continue };
                 let seen = Seen::from_message(&m);
                 let rec = Record {
-                    timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                    timestamp_ms: seen.timestamp_ms.unwrap_or(0),
                     seen,
                 };
                 let mut c = st.lock().unwrap();
@@ -800,12 +799,9 @@ mod tests {
                 .count() as i64;
             self.records.push(Record {
                 seen: Seen {
-                    topic: topic.to_owned(),
-                    partition: 0,
                     offset,
-                    key: Some(key.to_owned()),
-                    payload: serde_json::to_vec(&v).unwrap(),
-                    headers: vec![],
+                    timestamp_ms: Some(self.clock),
+                    ..Seen::new(topic, Some(key), serde_json::to_vec(&v).unwrap())
                 },
                 timestamp_ms: self.clock,
             });
