@@ -1,4 +1,7 @@
-//! Plain JSON bodies of the BOS → BCS HTTP API (no envelope).
+//! Plain JSON bodies of the services' HTTP APIs (no envelope): the BOS → BCS pipeline
+//! definition here, the orchestrator's own status and retry bodies in [`bos`].
+
+pub mod bos;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -5,10 +5,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use huleedu_contracts::http::bos::{
+    ActivePipelineView, BatchStatusView, PhaseResultView, QueuedRequestView, RetryPhaseAccepted,
+    RetryPhaseRequest,
+};
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
 use huleedu_http::{ApiError, Json};
-use serde_json::{json, Value};
 use utoipa::OpenApi;
 
 use crate::core::{Committed, Core};
@@ -17,7 +20,6 @@ use crate::model::{BatchState, PendingRequest, RetrySpec};
 use huleedu_contracts::phase::PhaseName;
 use huleedu_contracts::topics::initiate_command_topic;
 use huleedu_service::settings::Secret;
-use serde::Deserialize;
 use uuid::Uuid;
 
 /// What the handlers share.
@@ -67,7 +69,7 @@ pub fn router(state: HttpState) -> Router {
 async fn batch_status(
     State(s): State<HttpState>,
     Path(batch_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchStatusView>, ApiError> {
     let (state, version) = s
         .core
         .load(&batch_id)
@@ -81,24 +83,11 @@ async fn batch_status(
     Ok(Json(status_view(&batch_id, &state)))
 }
 
-/// Body of `POST /v1/batches/{batch_id}/retry-phase`.
-#[derive(Debug, Deserialize)]
-pub struct RetryPhaseBody {
-    pub phase_name: String,
-    /// Essays to run again; default: those that failed the phase's latest run.
-    #[serde(default)]
-    pub essay_ids: Option<Vec<String>>,
-    pub reason: String,
-    /// Who asks (recorded with the retry); default `operator`.
-    #[serde(default)]
-    pub operator: Option<String>,
-}
-
 /// Run one phase again for some essays (operators). Queued like any request; ends with its
 /// own terminal event whose `requested_pipeline` is the phase.
 #[utoipa::path(post, path = "/v1/batches/{batch_id}/retry-phase",
     params(("batch_id" = String, Path, description = "the batch id")),
-    request_body(content_type = "application/json", description = "{phase_name, essay_ids?, reason, operator?}"),
+    request_body(content_type = "application/json", description = "{phase_name, reason, essay_ids?, operator?} (`huleedu_contracts::http::bos::RetryPhaseRequest`)"),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "retry accepted and queued", content_type = "application/json"),
@@ -111,8 +100,8 @@ async fn retry_phase(
     State(s): State<HttpState>,
     Path(batch_id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<RetryPhaseBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Json(body): Json<RetryPhaseRequest>,
+) -> Result<(StatusCode, Json<RetryPhaseAccepted>), ApiError> {
     huleedu_http::auth::require_bearer(&headers, s.operator_token.as_ref().map(Secret::expose))?;
     let phase: PhaseName = body.phase_name.trim().parse().map_err(|_| {
         ApiError::unprocessable(
@@ -204,74 +193,62 @@ async fn retry_phase(
     debug_assert!(matches!(committed, Committed::Done { .. }));
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "accepted",
-            "batch_id": batch_id,
-            "phase_name": phase,
-            "correlation_id": correlation_id,
-            "request_id": request_id,
-        })),
+        Json(RetryPhaseAccepted::new(
+            &batch_id,
+            phase,
+            correlation_id,
+            request_id,
+        )),
     ))
 }
 
 /// The status document of a batch (pure; tested on its own).
-pub fn status_view(batch_id: &str, s: &BatchState) -> Value {
-    let active = s.active.as_ref().map(|a| {
-        json!({
-            "requested_pipeline": a.request.requested_pipeline,
-            "correlation_id": a.request.correlation_id,
-            "request_id": a.request.request_id,
-            "phases": a.phases,
-            "pruned_phases": a.pruned,
-            "current_phase": a.current_phase(),
-            "current_phase_deadline": a.deadline,
-            "received_at": a.request.received_at,
-            "started_at": a.started_at,
-            "runs": a.runs,
-            "failed_essay_count": a.failed_essays.len(),
-        })
-    });
-    let pending = |v: &mut dyn Iterator<Item = &crate::model::PendingRequest>| -> Vec<Value> {
-        v.map(|r| {
-            json!({
-                "requested_pipeline": r.requested_pipeline,
-                "correlation_id": r.correlation_id,
-                "request_id": r.request_id,
-                "received_at": r.received_at,
-                "gives_up_at": r.park_deadline,
-            })
-        })
-        .collect()
+pub fn status_view(batch_id: &str, s: &BatchState) -> BatchStatusView {
+    let waiting = |r: &PendingRequest| QueuedRequestView {
+        requested_pipeline: r.requested_pipeline.clone(),
+        correlation_id: r.correlation_id,
+        request_id: r.request_id,
+        received_at: r.received_at,
+        gives_up_at: r.park_deadline,
     };
-    let results: serde_json::Map<String, Value> = s
-        .phase_results
-        .iter()
-        .map(|(phase, r)| {
-            (
-                phase.to_string(),
-                json!({
-                    "status": r.status,
-                    "succeeded_count": r.succeeded.len(),
-                    "failed_count": r.failed.len(),
-                    "failed_essay_ids": r.failed,
-                    "pipeline_id": r.pipeline_id,
-                    "at": r.at,
-                }),
-            )
-        })
-        .collect();
-    json!({
-        "batch_id": batch_id,
-        "known": s.batch.is_some(),
-        "essay_count": s.batch.as_ref().map(|b| b.essays.len()),
-        "course_code": s.batch.as_ref().map(|b| b.course_code.clone()),
-        "active_pipeline": active,
-        "queue": pending(&mut s.queue.iter()),
-        "parked": pending(&mut s.parked.iter()),
-        "phase_results": results,
-        "history": s.history,
-        "last_pipeline_id": s.last_pipeline_id,
-    })
+    BatchStatusView {
+        batch_id: batch_id.to_owned(),
+        known: s.batch.is_some(),
+        essay_count: s.batch.as_ref().map(|b| b.essays.len()),
+        course_code: s.batch.as_ref().map(|b| b.course_code.clone()),
+        active_pipeline: s.active.as_ref().map(|a| ActivePipelineView {
+            requested_pipeline: a.request.requested_pipeline.clone(),
+            correlation_id: a.request.correlation_id,
+            request_id: a.request.request_id,
+            phases: a.phases.clone(),
+            pruned_phases: a.pruned.clone(),
+            current_phase: a.current_phase(),
+            current_phase_deadline: a.deadline,
+            received_at: a.request.received_at,
+            started_at: a.started_at,
+            runs: a.runs.clone(),
+            failed_essay_count: a.failed_essays.len(),
+        }),
+        queue: s.queue.iter().map(waiting).collect(),
+        parked: s.parked.iter().map(waiting).collect(),
+        phase_results: s
+            .phase_results
+            .iter()
+            .map(|(phase, r)| {
+                let result = PhaseResultView {
+                    status: r.status,
+                    succeeded_count: r.succeeded.len(),
+                    failed_count: r.failed.len(),
+                    failed_essay_ids: r.failed.clone(),
+                    pipeline_id: r.pipeline_id,
+                    at: r.at,
+                };
+                (*phase, result)
+            })
+            .collect(),
+        history: s.history.iter().cloned().collect(),
+        last_pipeline_id: s.last_pipeline_id,
+    }
 }
 
 /// Liveness.
