@@ -153,7 +153,7 @@ impl fmt::Display for HttpError {
             HttpError::UnexpectedAnswer { service, reason } => {
                 write!(
                     f,
-                    "{} sent an answer hulectl does not understand ({reason}); are they of the \
+                    "{} sent an answer hulectl does not understand ({reason}); are both of the \
                      same version?",
                     service.name()
                 )
@@ -416,6 +416,19 @@ mod tests {
             e.to_string(),
             "cannot reach the orchestrator at http://127.0.0.1:5000/v1/batches/b/status \
              (Connection refused (os error 111)); is it running? (set --bos-url or BOS_URL)"
+        );
+    }
+
+    #[test]
+    fn answers_that_cannot_be_read_say_why() {
+        let e = HttpError::UnexpectedAnswer {
+            service: Service::Orchestrator,
+            reason: "missing field `known` at line 1 column 17".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the orchestrator sent an answer hulectl does not understand (missing field `known` \
+             at line 1 column 17); are both of the same version?"
         );
     }
 
