@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, ensure};
 use huleedu_contracts::envelope::EventEnvelope;
+use huleedu_contracts::http::bos::BatchStatusView;
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::topics;
 use huleedu_it::stack::{Stack, OPERATOR_TOKEN};
@@ -189,14 +190,20 @@ impl Ctx {
         Ok(r.json().await?)
     }
 
-    pub async fn bos_status(&self, batch: &str) -> anyhow::Result<(u16, Value)> {
+    /// The orchestrator's status of `batch`: the HTTP status, and the document when 2xx.
+    pub async fn bos_status(&self, batch: &str) -> anyhow::Result<(u16, Option<BatchStatusView>)> {
         let r = self
             .http
             .get(format!("{}/v1/batches/{batch}/status", self.bos))
             .send()
             .await?;
         let code = r.status().as_u16();
-        Ok((code, r.json().await?))
+        let doc = if r.status().is_success() {
+            Some(r.json().await?)
+        } else {
+            None
+        };
+        Ok((code, doc))
     }
 
     /// Operator mark on the conductor; `token` None sends no Authorization header.
