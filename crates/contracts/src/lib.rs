@@ -2,8 +2,9 @@
 //!
 //! This crate owns the JSON shapes exchanged with the existing HuleEdu platform (whose services
 //! are Python/pydantic), this project's own dead-letter record and the bodies of its HTTP APIs.
-//! It is serde only: no I/O, no async, no Kafka or Redis client. Other crates build and parse
-//! every message through it.
+//! It is serde only (plus, with the `openapi` feature, `utoipa` schemas of the HTTP bodies an
+//! OpenAPI document describes): no I/O, no async, no Kafka or Redis client. Other crates build
+//! and parse every message through it.
 //!
 //! Wire rules (see the platform's fixtures in `tests/platform/INDEX.md` and `docs/events.md`):
 //! nullable fields are written as `null`, never left out; timestamps are UTC with a `Z` and
