@@ -38,7 +38,8 @@ pub struct HttpState {
         title = "batch-orchestrator",
         description = "HuleEdu batch orchestrator service (BOS)"
     ),
-    paths(batch_status, retry_phase, healthz, readyz, metrics, openapi)
+    paths(batch_status, retry_phase, healthz, readyz, metrics, openapi),
+    components(schemas(BatchStatusView, RetryPhaseRequest, RetryPhaseAccepted))
 )]
 struct ApiDoc;
 
@@ -62,7 +63,7 @@ pub fn router(state: HttpState) -> Router {
 #[utoipa::path(get, path = "/v1/batches/{batch_id}/status",
     params(("batch_id" = String, Path, description = "the batch id")),
     responses(
-        (status = 200, description = "the batch's state", content_type = "application/json"),
+        (status = 200, description = "the batch's state", body = BatchStatusView),
         (status = 404, description = "the orchestrator has never heard of this batch", content_type = "application/json"),
         (status = 500, description = "state could not be read", content_type = "application/json"),
     ))]
@@ -87,10 +88,10 @@ async fn batch_status(
 /// own terminal event whose `requested_pipeline` is the phase.
 #[utoipa::path(post, path = "/v1/batches/{batch_id}/retry-phase",
     params(("batch_id" = String, Path, description = "the batch id")),
-    request_body(content_type = "application/json", description = "{phase_name, reason, essay_ids?, operator?} (`huleedu_contracts::http::bos::RetryPhaseRequest`)"),
+    request_body = RetryPhaseRequest,
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "retry accepted and queued", content_type = "application/json"),
+        (status = 202, description = "retry accepted and queued", body = RetryPhaseAccepted),
         (status = 401, description = "missing or wrong bearer token", content_type = "application/json"),
         (status = 404, description = "unknown batch", content_type = "application/json"),
         (status = 422, description = "unknown phase, or nothing to retry", content_type = "application/json"),
@@ -395,6 +396,36 @@ mod tests {
         });
         s.last_pipeline_id = Some(id(20));
         s
+    }
+
+    #[test]
+    fn openapi_document_describes_the_bodies_with_their_contract_types() {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let schema_of =
+            |v: &serde_json::Value| v["content"]["application/json"]["schema"]["$ref"].clone();
+        let status = &doc["paths"]["/v1/batches/{batch_id}/status"]["get"];
+        assert_eq!(
+            schema_of(&status["responses"]["200"]),
+            "#/components/schemas/BatchStatusView"
+        );
+        let retry = &doc["paths"]["/v1/batches/{batch_id}/retry-phase"]["post"];
+        assert_eq!(
+            schema_of(&retry["requestBody"]),
+            "#/components/schemas/RetryPhaseRequest"
+        );
+        assert_eq!(
+            schema_of(&retry["responses"]["202"]),
+            "#/components/schemas/RetryPhaseAccepted"
+        );
+        for name in [
+            "BatchStatusView",
+            "PipelineSummary",
+            "PhaseRun",
+            "Timestamp",
+            "PhaseName",
+        ] {
+            assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+        }
     }
 
     /// hulectl, the tests and operators read this document: its field names, their order and

@@ -19,6 +19,7 @@ use crate::timestamp::Timestamp;
 
 /// How a phase's run ended (`status` of [`PhaseRun`] and [`PhaseResultView`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     CompletedSuccessfully,
@@ -56,6 +57,7 @@ impl fmt::Display for RunStatus {
 
 /// One dispatched phase of a pipeline (`active_pipeline.runs[]`, `history[].runs[]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PhaseRun {
     pub phase: PhaseName,
     /// `event_id` of the initiate command.
@@ -71,6 +73,7 @@ pub struct PhaseRun {
 
 /// A finished pipeline (`history[]`, oldest first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PipelineSummary {
     pub pipeline_id: Uuid,
     pub request_id: Uuid,
@@ -91,6 +94,7 @@ pub struct PipelineSummary {
 
 /// 200 answer of `GET /v1/batches/{batch_id}/status`: a batch as the orchestrator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchStatusView {
     pub batch_id: String,
     /// Whether a readiness event made the batch known (requests before it are parked).
@@ -114,6 +118,7 @@ pub struct BatchStatusView {
 
 /// The running pipeline (`active_pipeline`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActivePipelineView {
     pub requested_pipeline: String,
     pub correlation_id: Uuid,
@@ -135,6 +140,7 @@ pub struct ActivePipelineView {
 
 /// A request waiting to run (`queue[]`, `parked[]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuedRequestView {
     pub requested_pipeline: String,
     pub correlation_id: Uuid,
@@ -146,6 +152,7 @@ pub struct QueuedRequestView {
 
 /// The latest run of a phase (`phase_results.<phase>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PhaseResultView {
     pub status: RunStatus,
     pub succeeded_count: usize,
@@ -158,6 +165,7 @@ pub struct PhaseResultView {
 /// Body of `POST /v1/batches/{batch_id}/retry-phase` (operators): run one phase again for
 /// some essays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPhaseRequest {
     /// The phase to run again.
     pub phase_name: String,
@@ -175,6 +183,7 @@ pub struct RetryPhaseRequest {
 /// 202 answer of `POST /v1/batches/{batch_id}/retry-phase`: the retry is queued like any
 /// request and ends with its own terminal event (correlation id `correlation_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPhaseAccepted {
     /// `accepted`.
     pub status: String,
