@@ -75,10 +75,8 @@ struct FloorPayload {
 }
 
 fn kind_of(topic: &str) -> Kind {
-    for p in PhaseName::ALL {
-        if topics::initiate_command_topic(p) == Some(topic) {
-            return Kind::Command(p);
-        }
+    if let Some(p) = topics::phase_of_command_topic(topic) {
+        return Kind::Command(p);
     }
     match topic {
         topics::ELS_BATCH_PHASE_OUTCOME => Kind::Outcome(PhaseName::Spellcheck),

@@ -25,19 +25,6 @@ use crate::RunArgs;
 /// ai_feedback then find spellcheck, resp. spellcheck + nlp, completed and prune them).
 pub const PIPELINES: [&str; 3] = ["cj_assessment", "nlp", "ai_feedback"];
 
-/// Every topic of the pipeline flow (what the reader watches; the soak counts these events).
-const PIPELINE_TOPICS: [&str; 9] = [
-    topics::CLIENT_BATCH_PIPELINE_REQUEST,
-    topics::BATCH_ESSAYS_READY,
-    topics::SPELLCHECK_INITIATE_COMMAND,
-    topics::NLP_INITIATE_COMMAND,
-    topics::CJ_ASSESSMENT_INITIATE_COMMAND,
-    topics::AI_FEEDBACK_INITIATE_COMMAND,
-    topics::ELS_BATCH_PHASE_OUTCOME,
-    topics::BATCH_PIPELINE_COMPLETED,
-    topics::BATCH_PHASE_SKIPPED,
-];
-
 const SERVICES: [&str; 3] = ["batch-conductor", "batch-orchestrator", "els-simulator"];
 
 /// The machine the run was on.
@@ -767,7 +754,7 @@ async fn start_services(
     eprintln!(
         "[bench] services ready: conductor {bcs_url}, orchestrator {bos_url}, worker {sim_url}"
     );
-    let reader = Reader::start(&args.kafka, &PIPELINE_TOPICS).await?;
+    let reader = Reader::start(&args.kafka, &topics::PIPELINE).await?;
     let redis = redis::Client::open(args.redis.as_str())?
         .get_multiplexed_async_connection()
         .await?;

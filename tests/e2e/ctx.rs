@@ -5,28 +5,16 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use huleedu_contracts::envelope::EventEnvelope;
+use huleedu_contracts::http::bos::BatchStatusView;
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::topics;
 use huleedu_it::stack::{Stack, OPERATOR_TOKEN};
-use huleedu_it::{unique, Seen, TopicReader};
+use huleedu_it::{unique, JsonPayload, Seen, TopicReader};
 use huleedu_kafka::{KafkaSettings, OutgoingMessage, Producer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 pub const T: Duration = Duration::from_secs(60);
-
-pub const ALL_TOPICS: [&str; 10] = [
-    topics::CLIENT_BATCH_PIPELINE_REQUEST,
-    topics::BATCH_ESSAYS_READY,
-    topics::SPELLCHECK_INITIATE_COMMAND,
-    topics::NLP_INITIATE_COMMAND,
-    topics::CJ_ASSESSMENT_INITIATE_COMMAND,
-    topics::AI_FEEDBACK_INITIATE_COMMAND,
-    topics::ELS_BATCH_PHASE_OUTCOME,
-    topics::BATCH_PIPELINE_COMPLETED,
-    topics::BATCH_PHASE_SKIPPED,
-    topics::FAILED_ESSAYS_DLQ,
-];
 
 pub struct Ctx {
     pub kafka: String,
@@ -54,7 +42,7 @@ impl Ctx {
             sim: stack.sim_url.clone(),
             http: huleedu_it::http_client(),
             producer: Producer::new(&settings).expect("producer"),
-            reader: TopicReader::start_on(&stack.kafka, &ALL_TOPICS),
+            reader: TopicReader::start_on(&stack.kafka, &topics::SYSTEM),
         }
     }
 
@@ -249,14 +237,20 @@ impl Ctx {
         Ok(r.json().await?)
     }
 
-    pub async fn bos_status(&self, batch: &str) -> anyhow::Result<(u16, Value)> {
+    /// The orchestrator's status of `batch`: the HTTP status, and the document when 2xx.
+    pub async fn bos_status(&self, batch: &str) -> anyhow::Result<(u16, Option<BatchStatusView>)> {
         let r = self
             .http
             .get(format!("{}/v1/batches/{batch}/status", self.bos))
             .send()
             .await?;
         let code = r.status().as_u16();
-        Ok((code, r.json().await?))
+        let doc = if r.status().is_success() {
+            Some(r.json().await?)
+        } else {
+            None
+        };
+        Ok((code, doc))
     }
 
     /// Operator mark on the conductor; `token` None sends no Authorization header.

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use anyhow::ensure;
+use anyhow::{anyhow, ensure};
 use futures::future::try_join_all;
-use huleedu_contracts::topics;
-use huleedu_it::unique;
+use huleedu_contracts::http::bos::{RetryPhaseAccepted, RetryPhaseRequest};
+use huleedu_contracts::{topics, PhaseName};
+use huleedu_it::{unique, JsonPayload};
 use serde_json::{json, Value};
 
 use crate::ctx::{essays_of, list, Ctx, Submitted, T};
@@ -330,7 +331,7 @@ pub async fn s11b_unknown_batch_parked_until_ready(c: Arc<Ctx>) -> R {
     let b = unique("s11b");
     let s = c.request(&b, "nlp").await?;
     huleedu_it::wait_until(T, "request parked", || async {
-        matches!(c.bos_status(&b).await, Ok((200, v)) if v["parked"].as_array().is_some_and(|p| p.len() == 1))
+        matches!(c.bos_status(&b).await, Ok((200, Some(v))) if v.parked.len() == 1)
     })
     .await;
     c.register(&b, 5, json!({}), &[]).await?;
@@ -399,17 +400,18 @@ pub async fn s14_s15_invalidate_and_inspect(c: Arc<Ctx>) -> R {
     );
     let (code, st) = c.bos_status(&b).await?;
     ensure!(code == 200, "BOS status 200");
-    ensure!(st["essay_count"] == 6, "{st}");
-    let hist = st["history"].as_array().cloned().unwrap_or_default();
-    ensure!(hist.len() == 2, "two finished pipelines: {st}");
+    let st = st.ok_or_else(|| anyhow!("BOS status 200 without a document"))?;
+    ensure!(st.essay_count == Some(6), "{st:?}");
+    let hist = &st.history;
+    ensure!(hist.len() == 2, "two finished pipelines: {st:?}");
     ensure!(
-        hist[0]["requested_pipeline"] == "cj_assessment" && hist[0]["successful_essay_count"] == 6,
-        "{st}"
+        hist[0].requested_pipeline == "cj_assessment" && hist[0].successful_essay_count == 6,
+        "{st:?}"
     );
     ensure!(
-        hist[1]["requested_pipeline"] == "nlp"
-            && hist[1]["completed_phases"] == json!(["spellcheck", "nlp"]),
-        "{st}"
+        hist[1].requested_pipeline == "nlp"
+            && hist[1].completed_phases == [PhaseName::Spellcheck, PhaseName::Nlp],
+        "{st:?}"
     );
     let (code, _) = c.bos_status(&unique("never")).await?;
     ensure!(code == 404, "unknown batch → 404");
@@ -453,7 +455,10 @@ pub async fn s12_phase_timeout(c: Arc<Ctx>) -> R {
     )
     .await?;
     let (_, st) = c.bos_status(&b).await?;
-    ensure!(st["active_pipeline"].is_null(), "{st}");
+    ensure!(
+        st.as_ref().is_some_and(|st| st.active_pipeline.is_none()),
+        "{st:?}"
+    );
     Ok(())
 }
 
@@ -469,10 +474,16 @@ pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
     // The worker is "fixed" for two of the three essays.
     c.overrides(&b, json!({"spellcheck": [failed[2].clone()]}), &[])
         .await?;
+    let retry = |reason: &str, operator: Option<&str>| RetryPhaseRequest {
+        phase_name: "spellcheck".to_owned(),
+        reason: reason.to_owned(),
+        essay_ids: None,
+        operator: operator.map(str::to_owned),
+    };
     let unauth = c
         .http
         .post(format!("{}/v1/batches/{b}/retry-phase", c.bos))
-        .json(&json!({"phase_name": "spellcheck", "reason": "x"}))
+        .json(&retry("x", None))
         .send()
         .await?;
     ensure!(unauth.status().as_u16() == 401, "retry without token → 401");
@@ -480,15 +491,12 @@ pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
         .http
         .post(format!("{}/v1/batches/{b}/retry-phase", c.bos))
         .bearer_auth(c.token())
-        .json(&json!({"phase_name": "spellcheck", "reason": "spellchecker fixed", "operator": "e2e-operator"}))
+        .json(&retry("spellchecker fixed", Some("e2e-operator")))
         .send()
         .await?;
     ensure!(r.status().as_u16() == 202, "retry accepted: {}", r.status());
-    let body: Value = r.json().await?;
-    let corr: uuid::Uuid = body["correlation_id"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()?;
+    let body: RetryPhaseAccepted = r.json().await?;
+    let corr = body.correlation_id;
     let t = c
         .terminal(Submitted {
             correlation_id: corr,

@@ -13,9 +13,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use huleedu_kafka::KafkaSettings;
+use huleedu_kafka::{KafkaSettings, TextMessage};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -146,56 +145,18 @@ where
     }
 }
 
-/// A message as a test saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<String>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, String)>,
+/// A message as a test saw it: key and header values as text, payload as bytes.
+pub type Seen = TextMessage;
+
+/// A seen message's payload as JSON.
+pub trait JsonPayload {
+    /// The payload parsed as JSON; panics when it is not JSON.
+    fn json(&self) -> serde_json::Value;
 }
 
-impl Seen {
-    /// Copy what a test needs out of a consumed message.
-    pub fn from_message<M: Message>(m: &M) -> Self {
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Seen {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers,
-        }
-    }
-
-    pub fn payload_str(&self) -> &str {
-        std::str::from_utf8(&self.payload).unwrap_or("<binary>")
-    }
-
-    pub fn json(&self) -> serde_json::Value {
+impl JsonPayload for Seen {
+    fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).expect("payload is JSON")
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -35,20 +35,11 @@ use std::time::{Duration, Instant};
 
 use huleedu_contracts::topics;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::Seen;
-
-/// The four initiate-command topics and their phases.
-pub const COMMAND_TOPICS: [(&str, &str); 4] = [
-    (topics::SPELLCHECK_INITIATE_COMMAND, "spellcheck"),
-    (topics::NLP_INITIATE_COMMAND, "nlp"),
-    (topics::CJ_ASSESSMENT_INITIATE_COMMAND, "cj_assessment"),
-    (topics::AI_FEEDBACK_INITIATE_COMMAND, "ai_feedback"),
-];
 
 /// What a run is expected to look like beyond the invariants that always hold.
 #[derive(Debug, Clone, Copy, Default)]
@@ -244,7 +235,7 @@ impl Observer {
                 let Ok(m) = m else { continue };
                 let seen = Seen::from_message(&m);
                 let rec = Record {
-                    timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                    timestamp_ms: seen.timestamp_ms.unwrap_or(0),
                     seen,
                 };
                 let mut c = st.lock().unwrap();
@@ -552,11 +543,11 @@ fn analyse(records: &[Record], expect: Expectations) -> ObserverReport {
     let mut runs: BTreeMap<(String, String), BTreeMap<String, BTreeMap<String, i64>>> =
         BTreeMap::new();
     let mut command_ids = Vec::new();
-    for (topic, phase) in COMMAND_TOPICS {
+    for (phase, topic) in topics::COMMANDS {
         for p in on(topic) {
             command_ids.push(p.id());
             let ts = runs
-                .entry((p.batch(), phase.to_owned()))
+                .entry((p.batch(), phase.to_string()))
                 .or_default()
                 .entry(p.corr())
                 .or_default()
@@ -808,12 +799,9 @@ mod tests {
                 .count() as i64;
             self.records.push(Record {
                 seen: Seen {
-                    topic: topic.to_owned(),
-                    partition: 0,
                     offset,
-                    key: Some(key.to_owned()),
-                    payload: serde_json::to_vec(&v).unwrap(),
-                    headers: vec![],
+                    timestamp_ms: Some(self.clock),
+                    ..Seen::new(topic, Some(key), serde_json::to_vec(&v).unwrap())
                 },
                 timestamp_ms: self.clock,
             });
@@ -828,7 +816,7 @@ mod tests {
             )
         }
         fn command(&mut self, id: &str, corr: &str, batch: &str, phase: &str) -> &mut Self {
-            let topic = COMMAND_TOPICS.iter().find(|(_, p)| *p == phase).unwrap().0;
+            let topic = topics::initiate_command_topic(phase.parse().unwrap()).unwrap();
             self.push(
                 topic,
                 batch,

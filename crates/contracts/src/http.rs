@@ -1,4 +1,7 @@
-//! Plain JSON bodies of the BOS → BCS HTTP API (no envelope).
+//! Plain JSON bodies of the services' HTTP APIs (no envelope): the BOS → BCS pipeline
+//! definition here, the orchestrator's own status and retry bodies in [`bos`].
+
+pub mod bos;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,21 +15,26 @@ use crate::payloads::trim;
 /// note 5), and `after_pipeline_id` is this project's extension (not in the platform schema);
 /// both are omitted when `None`. Strings are trimmed while decoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BCSPipelineDefinitionRequestV1 {
     /// The batch, 1..=255 characters.
     #[serde(deserialize_with = "trim::string")]
     pub batch_id: String,
-    /// The requested pipeline. The platform schema types it as a `PhaseName` value; it is kept
-    /// as a string here so that BCS can answer an unknown pipeline with its own 400 error.
+    /// The requested pipeline: a defined pipeline name (`spellcheck`, `nlp`, `cj_assessment`,
+    /// `ai_feedback`, `comprehensive` with the built-in definitions). The platform schema types
+    /// it as a `PhaseName` value; it is kept as a string here so that BCS can answer an unknown
+    /// pipeline with its own 400 error.
     #[serde(deserialize_with = "trim::string")]
     pub requested_pipeline: String,
     /// Correlation id as text (the platform types it as a 1..=100 character string, not a uuid).
     #[serde(deserialize_with = "trim::string")]
     pub correlation_id: String,
-    /// Free-form object describing the batch, or absent.
+    /// Free-form object describing the batch, or absent (BCS ignores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub batch_metadata: Option<Value>,
-    /// This project's: resolve only after BCS has processed this pipeline (its correlation id).
+    /// This project's: resolve only once BCS has processed the `BatchPipelineCompletedV1` of
+    /// this pipeline (its correlation id).
     #[serde(
         default,
         deserialize_with = "trim::opt_string",
@@ -55,16 +63,20 @@ impl Validate for BCSPipelineDefinitionRequestV1 {
 /// `pruned_phases` is this project's addition (not in the platform schema): always written,
 /// `[]` when absent on input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BCSPipelineDefinitionResponseV1 {
     /// The batch.
     pub batch_id: String,
-    /// Phases to run, in order (phase names); may be empty when everything is already done.
+    /// Phases to run, in dependency order (phase names); empty when everything is already
+    /// completed.
     pub final_pipeline: Vec<String>,
     /// Human-readable summary or `null` (the platform model makes it nullable).
     #[serde(default)]
     pub analysis_summary: Option<String>,
-    /// This project's: phases of the requested pipeline left out because already completed.
+    /// This project's: phases of the requested pipeline left out because already completed, in
+    /// dependency order.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub pruned_phases: Vec<String>,
 }
 

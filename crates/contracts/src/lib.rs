@@ -1,8 +1,10 @@
 //! Wire contracts of the HuleEdu pipeline core.
 //!
 //! This crate owns the JSON shapes exchanged with the existing HuleEdu platform (whose services
-//! are Python/pydantic) and this project's own dead-letter record. It is serde only: no I/O, no
-//! async, no Kafka or Redis client. Other crates build and parse every message through it.
+//! are Python/pydantic), this project's own dead-letter record and the bodies of its HTTP APIs.
+//! It is serde only (plus, with the `openapi` feature, `utoipa` schemas of the HTTP bodies an
+//! OpenAPI document describes): no I/O, no async, no Kafka or Redis client. Other crates build
+//! and parse every message through it.
 //!
 //! Wire rules (see the platform's fixtures in `tests/platform/INDEX.md` and `docs/events.md`):
 //! nullable fields are written as `null`, never left out; timestamps are UTC with a `Z` and
@@ -14,9 +16,12 @@
 //! - [`decode`] — [`decode_envelope`] / [`decode_json`], [`DecodeError`] (decode vs validation,
 //!   messages naming the field path) and the [`Validate`] trait for model rules.
 //! - [`payloads`] — the platform's event payloads (`data` objects).
-//! - [`http`] — BOS → BCS pipeline-definition request and response bodies.
+//! - [`http`] — BOS → BCS pipeline-definition request and response bodies; [`http::bos`], the
+//!   orchestrator's status document and retry request and answer.
 //! - [`dlq`] — [`FailedEssayDlqRecordV1`] and the poison-message DLQ header names.
-//! - [`topics`] — Kafka topic names, [`topics::dlq_topic`], [`topics::initiate_command_topic`].
+//! - [`topics`] — Kafka topic names and views of them ([`topics::ALL`], [`topics::SYSTEM`],
+//!   [`topics::PIPELINE`], [`topics::COMMAND_TOPICS`]), [`topics::dlq_topic`], the phase ↔
+//!   command-topic map ([`topics::initiate_command_topic`], [`topics::phase_of_command_topic`]).
 //! - [`events`] — dotted event names carried inside payloads (`event` / `event_name`).
 //! - [`phase`] — [`PhaseName`].
 //! - [`status`] — [`BatchStatus`].

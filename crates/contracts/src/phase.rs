@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A processing phase, written on the wire as its lowercase snake-case value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PhaseName {
     /// `spellcheck`

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// A batch status, written on the wire as its lowercase snake-case value. Every value of the
 /// platform schema's enum is accepted; anything else is a validation error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
     /// `awaiting_content_validation`

@@ -1,4 +1,9 @@
 //! Kafka topic names (contracts.md §2). Consumers route on the topic, never on `event_type`.
+//!
+//! Views of them, for code that needs a set rather than a name: [`ALL`] (every topic of the
+//! contract), [`SYSTEM`] (the ones this project's services use), [`PIPELINE`] (the flow of a
+//! pipeline request), [`COMMAND_TOPICS`], and the phase ↔ command-topic map both ways
+//! ([`initiate_command_topic`], [`phase_of_command_topic`], [`COMMANDS`]).
 
 use crate::phase::PhaseName;
 
@@ -36,16 +41,86 @@ pub fn dlq_topic(topic: &str) -> String {
     format!("{topic}{DLQ_SUFFIX}")
 }
 
+/// The phases BOS initiates with a command, each with its command topic, in pipeline order. The
+/// one table behind [`initiate_command_topic`], [`phase_of_command_topic`] and
+/// [`COMMAND_TOPICS`].
+pub const COMMANDS: [(PhaseName, &str); 4] = [
+    (PhaseName::Spellcheck, SPELLCHECK_INITIATE_COMMAND),
+    (PhaseName::Nlp, NLP_INITIATE_COMMAND),
+    (PhaseName::CjAssessment, CJ_ASSESSMENT_INITIATE_COMMAND),
+    (PhaseName::AiFeedback, AI_FEEDBACK_INITIATE_COMMAND),
+];
+
+/// The four initiate-command topics (BOS → workers), in pipeline order.
+pub const COMMAND_TOPICS: [&str; 4] = {
+    let mut out = [""; 4];
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        out[i] = COMMANDS[i].1;
+        i += 1;
+    }
+    out
+};
+
+/// The topics of the pipeline flow, from request to terminal event: the request, the two
+/// readiness events, the four initiate commands, the phase outcomes, the terminal events and
+/// the skipped phases. Not the failed-essay DLQ (the conductor's report to operators) nor
+/// [`PIPELINE_DENIED`]. What the benchmark watches.
+pub const PIPELINE: [&str; 10] = [
+    CLIENT_BATCH_PIPELINE_REQUEST,
+    BATCH_ESSAYS_READY,
+    BATCH_CONTENT_PROVISIONING_COMPLETED,
+    SPELLCHECK_INITIATE_COMMAND,
+    NLP_INITIATE_COMMAND,
+    CJ_ASSESSMENT_INITIATE_COMMAND,
+    AI_FEEDBACK_INITIATE_COMMAND,
+    ELS_BATCH_PHASE_OUTCOME,
+    BATCH_PIPELINE_COMPLETED,
+    BATCH_PHASE_SKIPPED,
+];
+
+/// Every topic this project's services read or write, and so provision at start-up: the
+/// [`PIPELINE`] topics plus [`FAILED_ESSAYS_DLQ`]. Everything of a batch's life is visible on
+/// them (what `hulectl watch` and the end-to-end tests read). Not [`PIPELINE_DENIED`], which no
+/// service of this project uses, and not the poison-message `<topic>.DLQ` topics (see
+/// [`dlq_topic`]), which are found on the broker.
+pub const SYSTEM: [&str; 11] = with(PIPELINE, FAILED_ESSAYS_DLQ);
+
+/// Every topic of the contract: the [`SYSTEM`] topics plus [`PIPELINE_DENIED`], the platform's
+/// topic this crate only decodes. Not the poison-message `<topic>.DLQ` topics.
+pub const ALL: [&str; 12] = with(SYSTEM, PIPELINE_DENIED);
+
+/// `list` with `last` appended (`M` must be `N + 1`).
+const fn with<const N: usize, const M: usize>(
+    list: [&'static str; N],
+    last: &'static str,
+) -> [&'static str; M] {
+    assert!(M == N + 1);
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = list[i];
+        i += 1;
+    }
+    out[N] = last;
+    out
+}
+
 /// The topic BOS publishes a phase's initiate command on; `None` for phases no pipeline of this
 /// project initiates (`student_matching`).
 pub fn initiate_command_topic(phase: PhaseName) -> Option<&'static str> {
-    match phase {
-        PhaseName::Spellcheck => Some(SPELLCHECK_INITIATE_COMMAND),
-        PhaseName::Nlp => Some(NLP_INITIATE_COMMAND),
-        PhaseName::CjAssessment => Some(CJ_ASSESSMENT_INITIATE_COMMAND),
-        PhaseName::AiFeedback => Some(AI_FEEDBACK_INITIATE_COMMAND),
-        PhaseName::StudentMatching => None,
-    }
+    COMMANDS
+        .iter()
+        .find(|(p, _)| *p == phase)
+        .map(|(_, topic)| *topic)
+}
+
+/// The phase whose initiate commands travel on `topic`; `None` for any other topic.
+pub fn phase_of_command_topic(topic: &str) -> Option<PhaseName> {
+    COMMANDS
+        .iter()
+        .find(|(_, t)| *t == topic)
+        .map(|(phase, _)| *phase)
 }
 
 #[cfg(test)]
@@ -70,5 +145,78 @@ mod tests {
             initiate_command_topic(PhaseName::Spellcheck),
             Some("huleedu.els.spellcheck.initiate.command.v1")
         );
+    }
+
+    #[test]
+    fn command_topics_map_back_to_their_phases() {
+        for phase in PhaseName::ALL {
+            if let Some(topic) = initiate_command_topic(phase) {
+                assert_eq!(phase_of_command_topic(topic), Some(phase), "{topic}");
+            }
+        }
+        assert_eq!(
+            phase_of_command_topic("huleedu.batch.nlp.initiate.command.v2"),
+            Some(PhaseName::Nlp)
+        );
+        for topic in [
+            ELS_BATCH_PHASE_OUTCOME,
+            "huleedu.batch.nlp.initiate.command.v2.DLQ",
+            "",
+        ] {
+            assert_eq!(phase_of_command_topic(topic), None, "{topic}");
+        }
+        assert_eq!(
+            COMMAND_TOPICS,
+            [
+                SPELLCHECK_INITIATE_COMMAND,
+                NLP_INITIATE_COMMAND,
+                CJ_ASSESSMENT_INITIATE_COMMAND,
+                AI_FEEDBACK_INITIATE_COMMAND,
+            ]
+        );
+    }
+
+    #[test]
+    fn views_nest_and_hold_each_topic_once() {
+        let distinct: std::collections::BTreeSet<&str> = ALL.into_iter().collect();
+        assert_eq!(distinct.len(), ALL.len(), "{ALL:?}");
+        assert!(ALL.iter().all(|t| t.starts_with("huleedu.")));
+        assert_eq!(ALL[..SYSTEM.len()], SYSTEM);
+        assert_eq!(SYSTEM[..PIPELINE.len()], PIPELINE);
+        assert!(COMMAND_TOPICS.iter().all(|t| PIPELINE.contains(t)));
+        assert_eq!(
+            ALL.iter()
+                .filter(|t| !SYSTEM.contains(t))
+                .collect::<Vec<_>>(),
+            [&PIPELINE_DENIED]
+        );
+        assert_eq!(
+            SYSTEM
+                .iter()
+                .filter(|t| !PIPELINE.contains(t))
+                .collect::<Vec<_>>(),
+            [&FAILED_ESSAYS_DLQ]
+        );
+        // No poison-message DLQ among them; the failed-essay DLQ is a topic of its own.
+        assert!(ALL
+            .iter()
+            .all(|t| !t.ends_with(DLQ_SUFFIX) || *t == FAILED_ESSAYS_DLQ));
+    }
+
+    /// Every topic name this module declares is in [`ALL`] (read from the source, so a new
+    /// topic cannot be left out of the views).
+    #[test]
+    fn all_lists_every_topic_constant() {
+        let code = include_str!("topics.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap();
+        let declared: std::collections::BTreeSet<&str> = code
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("huleedu."))
+            .collect();
+        assert_eq!(declared, ALL.into_iter().collect());
     }
 }

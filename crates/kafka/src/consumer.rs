@@ -46,7 +46,9 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    fn from_message<M: Message>(m: &M) -> Self {
+    /// Copies a consumed message (key, payload, headers, position, timestamp) into an owned
+    /// value. A missing payload or header value becomes empty.
+    pub fn from_message<M: Message>(m: &M) -> Self {
         let headers = m
             .headers()
             .map(|h| {
@@ -77,6 +79,74 @@ impl Inbound {
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or("")
+    }
+}
+
+/// A consumed message with its key and header values as text (invalid UTF-8 replaced), for
+/// code that shows or compares messages rather than handles them: operator tools and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The key as text; the batch id for every message of the system.
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    /// Header values as text.
+    pub headers: Vec<(String, String)>,
+    /// Milliseconds since the epoch, when the broker reports one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl From<Inbound> for TextMessage {
+    fn from(m: Inbound) -> Self {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        TextMessage {
+            key: m.key.as_deref().map(text),
+            headers: m
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), text(v)))
+                .collect(),
+            topic: m.topic,
+            partition: m.partition,
+            offset: m.offset,
+            payload: m.payload,
+            timestamp_ms: m.timestamp_ms,
+        }
+    }
+}
+
+impl TextMessage {
+    /// Copies a consumed message (see [`Inbound::from_message`]).
+    pub fn from_message<M: Message>(m: &M) -> Self {
+        Inbound::from_message(m).into()
+    }
+
+    /// A message at partition 0, offset 0, without headers or timestamp (tests, fixtures).
+    pub fn new(topic: &str, key: Option<&str>, payload: impl Into<Vec<u8>>) -> Self {
+        TextMessage {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: 0,
+            key: key.map(str::to_owned),
+            payload: payload.into(),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    /// The value of header `name` (the first, when there are several).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The payload as text, or `<binary>` when it is not UTF-8.
+    pub fn payload_str(&self) -> &str {
+        std::str::from_utf8(&self.payload).unwrap_or("<binary>")
     }
 }
 
@@ -477,6 +547,77 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumed_message_is_copied_whole() {
+        use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "a",
+                value: Some(&b"x\xffy"[..]),
+            })
+            .insert(Header::<&[u8]> {
+                key: "empty",
+                value: None,
+            });
+        let m = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some("b\u{e5}1".as_bytes().to_vec()),
+            "t".to_owned(),
+            Timestamp::CreateTime(1_700_000_000_123),
+            2,
+            41,
+            Some(headers),
+        );
+        let inbound = Inbound::from_message(&m);
+        assert_eq!(
+            inbound,
+            Inbound {
+                topic: "t".into(),
+                partition: 2,
+                offset: 41,
+                key: Some("b\u{e5}1".as_bytes().to_vec()),
+                payload: b"{}".to_vec(),
+                timestamp_ms: Some(1_700_000_000_123),
+                headers: vec![("a".into(), b"x\xffy".to_vec()), ("empty".into(), vec![])],
+            }
+        );
+        assert_eq!(inbound.key_str(), "b\u{e5}1");
+        let text = TextMessage::from_message(&m);
+        assert_eq!(
+            text,
+            TextMessage {
+                topic: "t".into(),
+                partition: 2,
+                offset: 41,
+                key: Some("b\u{e5}1".into()),
+                payload: b"{}".to_vec(),
+                headers: vec![
+                    ("a".into(), "x\u{fffd}y".into()),
+                    ("empty".into(), String::new())
+                ],
+                timestamp_ms: Some(1_700_000_000_123),
+            }
+        );
+        assert_eq!(text.header("a"), Some("x\u{fffd}y"));
+        assert_eq!(text.header("b"), None);
+        assert_eq!(text.payload_str(), "{}");
+        let bare = Inbound::from_message(&OwnedMessage::new(
+            None,
+            None,
+            "t".to_owned(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        ));
+        assert_eq!(
+            TextMessage::from(bare),
+            TextMessage::new("t", None, Vec::new())
+        );
+        let binary = TextMessage::new("t", Some("k"), vec![0xff]);
+        assert_eq!(binary.payload_str(), "<binary>");
+    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

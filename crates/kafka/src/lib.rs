@@ -14,7 +14,9 @@
 //! - [`consumer`]: [`ConsumerRunner`], the at-least-once loop: a [`Handler`] answers
 //!   *done*, *transient* (retry with backoff, partition does not advance) or *permanent*
 //!   (original bytes to `<topic>.DLQ` with the poison headers); offsets are stored only after
-//!   the handler's effects are committed and committed on revoke and at shutdown.
+//!   the handler's effects are committed and committed on revoke and at shutdown. A consumed
+//!   message is copied into an owned [`Inbound`] (and, for tools and tests that show messages,
+//!   a [`TextMessage`]) in one place: [`Inbound::from_message`].
 //!
 //! Data flow: broker → `ConsumerRunner` → `Handler` (service code: decode, decide, commit to
 //! Redis) → offset stored → auto-commit. Outgoing events leave through [`Producer`], usually via
@@ -28,7 +30,9 @@ pub mod security;
 pub mod settings;
 
 pub use admin::provision_topics;
-pub use consumer::{ConsumerRunner, ConsumerStatus, FailureKind, Handler, HandlerResult, Inbound};
+pub use consumer::{
+    ConsumerRunner, ConsumerStatus, FailureKind, Handler, HandlerResult, Inbound, TextMessage,
+};
 pub use producer::{OutgoingMessage, Producer};
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use settings::KafkaSettings;

@@ -171,8 +171,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bodies (the define request and response are the contracts crate's; these mirror them for the
-// OpenAPI document)
+// Bodies (the define request and response are the contracts crate's own types)
 // ---------------------------------------------------------------------------------------------
 
 /// Error body of every non-2xx answer.
@@ -184,37 +183,6 @@ pub struct ErrorBody {
     /// What is wrong, for people.
     #[schema(value_type = Object)]
     pub detail: Value,
-}
-
-/// `POST /internal/v1/pipelines/define` body (`BCSPipelineDefinitionRequestV1`).
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct DefineRequest {
-    /// The batch (1..255 characters).
-    pub batch_id: String,
-    /// A defined pipeline name (`spellcheck`, `nlp`, `cj_assessment`, `ai_feedback`,
-    /// `comprehensive` with the built-in definitions).
-    pub requested_pipeline: String,
-    /// Correlation id of the request (1..100 characters).
-    pub correlation_id: String,
-    /// Free-form batch description (ignored).
-    #[schema(value_type = Option<Object>)]
-    pub batch_metadata: Option<Value>,
-    /// Answer only once this pipeline's `BatchPipelineCompletedV1` has been processed (its
-    /// correlation id).
-    pub after_pipeline_id: Option<String>,
-}
-
-/// 200 answer of `POST /internal/v1/pipelines/define` (`BCSPipelineDefinitionResponseV1`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DefineResponse {
-    /// The batch.
-    pub batch_id: String,
-    /// Phases to run, in dependency order; empty when everything is already completed.
-    pub final_pipeline: Vec<String>,
-    /// Human-readable summary.
-    pub analysis_summary: Option<String>,
-    /// Phases of the pipeline left out because already completed, in dependency order.
-    pub pruned_phases: Vec<String>,
 }
 
 /// `POST /internal/v1/phases/complete` body.
@@ -349,9 +317,9 @@ async fn wait_for_pipeline(
     post,
     path = "/internal/v1/pipelines/define",
     tag = "resolution",
-    request_body = DefineRequest,
+    request_body = BCSPipelineDefinitionRequestV1,
     responses(
-        (status = 200, description = "Resolved; `final_pipeline` may be empty", body = DefineResponse),
+        (status = 200, description = "Resolved; `final_pipeline` may be empty", body = BCSPipelineDefinitionResponseV1),
         (status = 400, description = "Unknown pipeline: `{\"error\": \"Pipeline resolution failed\", \"detail\": ...}`", body = ErrorBody),
         (status = 422, description = "Malformed body (the detail names the field)", body = ErrorBody),
         (status = 503, description = "`conductor_lagging`: `after_pipeline_id` not processed within RESOLVE_WAIT_MS (Retry-After: 1); or `store_unavailable`", body = ErrorBody),
@@ -696,8 +664,8 @@ impl Modify for OperatorAuth {
     ),
     paths(define, complete_phase, batch_phases, health, readyz, metrics, openapi),
     components(schemas(
-        DefineRequest,
-        DefineResponse,
+        BCSPipelineDefinitionRequestV1,
+        BCSPipelineDefinitionResponseV1,
         MarkRequest,
         MarkResponse,
         BatchPhasesView,

@@ -10,7 +10,7 @@ use batch_conductor::{App, BcsSettings};
 use common::*;
 use huleedu_contracts::{topics, BatchStatus, PhaseName};
 use huleedu_it::{
-    kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, Seen, TopicReader,
+    kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,
 };
 use huleedu_kafka::{OutgoingMessage, Producer};
 use huleedu_service::settings::Env;

@@ -705,6 +705,25 @@ async fn openapi_lists_every_route() {
     }
     assert!(doc["components"]["securitySchemes"]["operator_token"].is_object());
     assert!(doc["components"]["schemas"]["PhaseRecord"].is_object());
+    // The define bodies are described by the contract types themselves.
+    let define = &paths["/internal/v1/pipelines/define"]["post"];
+    assert_eq!(
+        define["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BCSPipelineDefinitionRequestV1"
+    );
+    assert_eq!(
+        define["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BCSPipelineDefinitionResponseV1"
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["BCSPipelineDefinitionRequestV1"]["required"],
+        json!(["batch_id", "requested_pipeline", "correlation_id"])
+    );
+    assert_eq!(
+        schemas["BCSPipelineDefinitionResponseV1"]["required"],
+        json!(["batch_id", "final_pipeline", "pruned_phases"])
+    );
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use huleedu_contracts::dlq::{headers, FailedEssayDlqRecordV1};
 use huleedu_contracts::topics::{self, dlq_topic};
 use huleedu_contracts::{decode_envelope, BatchStatus, PhaseName};
 use huleedu_it::{
-    kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, Seen, TopicReader,
+    kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,
 };
 use huleedu_kafka::{OutgoingMessage, Producer};
 use huleedu_service::settings::Env;

@@ -8,10 +8,13 @@ use huleedu_contracts::payloads::{
     PipelinePromptPayload,
 };
 use huleedu_contracts::phase::PhaseName;
-use huleedu_contracts::status::BatchStatus;
 use huleedu_contracts::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// How a run ended, a dispatched phase and a finished pipeline are stored as the status
+/// document shows them (`huleedu_contracts::http::bos`).
+pub use huleedu_contracts::http::bos::{PhaseRun, PipelineSummary, RunStatus};
 
 /// Everything BOS knows about one batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -110,25 +113,6 @@ pub fn language_of(course_code: &str) -> &'static str {
     }
 }
 
-/// How a phase's latest run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    CompletedSuccessfully,
-    CompletedWithFailures,
-    FailedCritically,
-    TimedOut,
-}
-
-impl RunStatus {
-    pub fn completed(self) -> bool {
-        matches!(
-            self,
-            Self::CompletedSuccessfully | Self::CompletedWithFailures
-        )
-    }
-}
-
 /// The latest run of a phase for this batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseResult {
@@ -171,20 +155,6 @@ pub struct RetrySpec {
     pub operator: String,
 }
 
-/// One dispatched phase of the active pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PhaseRun {
-    pub phase: PhaseName,
-    /// `event_id` of the initiate command.
-    pub command_id: Uuid,
-    pub essays_in: usize,
-    pub essays_out: Option<usize>,
-    pub failed: Option<usize>,
-    pub status: Option<RunStatus>,
-    pub started_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
-}
-
 /// The pipeline running now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActivePipeline {
@@ -209,26 +179,6 @@ impl ActivePipeline {
     pub fn current_phase(&self) -> PhaseName {
         self.phases[self.current]
     }
-}
-
-/// A finished pipeline, as the status endpoint shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PipelineSummary {
-    pub pipeline_id: Uuid,
-    pub request_id: Uuid,
-    pub requested_pipeline: String,
-    pub final_status: BatchStatus,
-    pub completed_phases: Vec<PhaseName>,
-    pub skipped_phases: Vec<PhaseName>,
-    pub successful_essay_count: i64,
-    pub failed_essay_count: i64,
-    pub processing_duration_seconds: f64,
-    pub failure_reason: Option<String>,
-    pub received_at: Timestamp,
-    pub finished_at: Timestamp,
-    pub runs: Vec<PhaseRun>,
-    /// Id of the terminal event.
-    pub terminal_event_id: Uuid,
 }
 
 impl BatchState {

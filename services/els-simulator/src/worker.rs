@@ -40,11 +40,9 @@ pub fn command_topics() -> Vec<&'static str> {
         .collect()
 }
 
-/// The phase whose initiate commands arrive on `topic`.
+/// The phase whose initiate commands arrive on `topic`, when this worker handles it.
 pub fn phase_for_topic(topic: &str) -> Option<PhaseName> {
-    HANDLED_PHASES
-        .into_iter()
-        .find(|p| topics::initiate_command_topic(*p) == Some(topic))
+    topics::phase_of_command_topic(topic).filter(|p| HANDLED_PHASES.contains(p))
 }
 
 /// The fields every initiate command shares that the worker needs.

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use huleedu_contracts::http::bos::{BatchStatusView, RetryPhaseAccepted, RetryPhaseRequest};
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::{topics, BatchStatus, EventEnvelope, Validate};
 use huleedu_kafka::{KafkaSettings, OutgoingMessage};
@@ -18,7 +19,7 @@ use crate::cli::{
     WatchArgs,
 };
 use crate::dlq::{render_listing, Listing};
-use crate::event::{decode, system_topics, Event, Trace};
+use crate::event::{decode, Event, Trace};
 use crate::http::{segment, Api, HttpError, OperatorToken, Service};
 use crate::kafka::{self, Follower, StartAt, TopicSet};
 use crate::render::{completed_summary, retry_accepted, Lines};
@@ -101,15 +102,18 @@ pub fn pipeline_request(
 
 /// The body of `POST /v1/batches/{batch}/retry-phase`; `essay_ids` is left out when none are
 /// named (the orchestrator then retries the essays that failed the phase's latest run).
-pub fn retry_body(phase: &str, essays: &[String], reason: &str, operator: Option<&str>) -> Value {
-    let mut body = json!({"phase_name": phase, "reason": reason});
-    if !essays.is_empty() {
-        body["essay_ids"] = json!(essays);
+pub fn retry_body(
+    phase: &str,
+    essays: &[String],
+    reason: &str,
+    operator: Option<&str>,
+) -> RetryPhaseRequest {
+    RetryPhaseRequest {
+        phase_name: phase.to_owned(),
+        reason: reason.to_owned(),
+        essay_ids: (!essays.is_empty()).then(|| essays.to_vec()),
+        operator: operator.map(str::to_owned),
     }
-    if let Some(op) = operator {
-        body["operator"] = json!(op);
-    }
-    body
 }
 
 /// The body of `POST /internal/v1/phases/complete`.
@@ -146,9 +150,10 @@ pub async fn follower(ctx: &Ctx, set: TopicSet, at: StartAt) -> anyhow::Result<F
         .context("reader start-up panicked")?
 }
 
-/// Every topic a batch's events can be on, plus the poison DLQs on the broker.
+/// Every topic a batch's events can be on ([`topics::SYSTEM`]), plus the poison DLQs on the
+/// broker.
 pub fn all_topics() -> TopicSet {
-    TopicSet::new(&system_topics(), true)
+    TopicSet::new(&topics::SYSTEM, true)
 }
 
 /// Why [`follow_until`] stopped.
@@ -442,7 +447,7 @@ async fn watch(ctx: &Ctx, a: WatchArgs) -> anyhow::Result<u8> {
 }
 
 /// A service's answer as a [`View`] (404 = does not know the batch).
-pub fn view_of(r: Result<Value, HttpError>) -> View {
+pub fn view_of<T>(r: Result<T, HttpError>) -> View<T> {
     match r {
         Ok(v) => View::Doc(v),
         Err(e) if e.status() == Some(404) => View::Unknown,
@@ -469,18 +474,17 @@ async fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<u8> {
         format!("/internal/v1/batches/{b}/phases"),
     );
     let (bos, bcs) = tokio::join!(
-        ctx.api.get(Service::Orchestrator, &bos_path),
-        ctx.api.get(Service::Conductor, &bcs_path),
+        ctx.api
+            .get::<BatchStatusView>(Service::Orchestrator, &bos_path),
+        ctx.api.get::<Value>(Service::Conductor, &bcs_path),
     );
     let (bos, bcs) = (view_of(bos), view_of(bcs));
     let failed = matches!(bos, View::Error(_))
         || matches!(bcs, View::Error(_))
         || (bos == View::Unknown && !has_records(&bcs));
     if a.json {
-        for v in [&bos, &bcs] {
-            if let View::Error(e) = v {
-                eprintln!("error: {e}");
-            }
+        for e in [bos.error(), bcs.error()].into_iter().flatten() {
+            eprintln!("error: {e}");
         }
         let doc = json!({"orchestrator": bos.doc(), "conductor": bcs.doc()});
         crate::say!("{}", serde_json::to_string_pretty(&doc)?);
@@ -502,7 +506,7 @@ async fn mark(ctx: &Ctx, a: MarkArgs) -> anyhow::Result<u8> {
         &a.reason,
         a.operator.as_deref(),
     );
-    let answer = ctx
+    let answer: Value = ctx
         .api
         .post(
             Service::Conductor,
@@ -565,7 +569,7 @@ async fn retry(ctx: &Ctx, a: RetryArgs) -> anyhow::Result<u8> {
         None
     };
     let path = format!("/v1/batches/{}/retry-phase", segment(&a.batch));
-    let answer = ctx
+    let answer: RetryPhaseAccepted = ctx
         .api
         .post(Service::Orchestrator, &path, &body, Some(&token))
         .await?;
@@ -573,11 +577,7 @@ async fn retry(ctx: &Ctx, a: RetryArgs) -> anyhow::Result<u8> {
     let Some(f) = waiting.as_mut() else {
         return Ok(EXIT_OK);
     };
-    let correlation: Uuid = answer
-        .get("correlation_id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .context("the orchestrator's answer has no correlation_id")?;
+    let correlation = answer.correlation_id;
     let deadline = deadline_in(a.timeout);
     let mut p = Printer::new(&a.batch, Some(correlation), ctx.style);
     let end = follow_until(f, Some(deadline), |ev| {
@@ -623,12 +623,13 @@ mod tests {
 
     #[test]
     fn retry_body_omits_essays_when_none_named() {
+        let body = |b: RetryPhaseRequest| serde_json::to_value(b).unwrap();
         assert_eq!(
-            retry_body("spellcheck", &[], "fixed", None),
+            body(retry_body("spellcheck", &[], "fixed", None)),
             json!({"phase_name": "spellcheck", "reason": "fixed"})
         );
         assert_eq!(
-            retry_body("nlp", &["e1".into()], "r", Some("ann")),
+            body(retry_body("nlp", &["e1".into()], "r", Some("ann"))),
             json!({"phase_name": "nlp", "reason": "r", "essay_ids": ["e1"], "operator": "ann"})
         );
     }
@@ -655,7 +656,7 @@ mod tests {
             message: String::new(),
             hint: None,
         };
-        assert_eq!(view_of(Err(not_found)), View::Unknown);
+        assert_eq!(view_of::<Value>(Err(not_found)), View::Unknown);
         assert!(!has_records(&View::Doc(
             json!({"phases": {}, "processed_pipelines": []})
         )));

@@ -14,6 +14,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use huleedu_contracts::http::bos::BatchStatusView;
 use huleedu_contracts::FailedEssayDlqRecordV1;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -80,7 +81,7 @@ async fn preflight(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// The pipeline ids the conductor has processed for the batch.
 async fn processed_pipelines(ctx: &Ctx, batch: &str) -> Result<Vec<Uuid>, HttpError> {
-    let doc = ctx
+    let doc: Value = ctx
         .api
         .get(
             Service::Conductor,
@@ -257,7 +258,7 @@ pub async fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<u8> {
         );
     }
 
-    let registered = ctx
+    let registered: Value = ctx
         .api
         .post(
             Service::Simulator,
@@ -355,9 +356,10 @@ pub async fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<u8> {
         format!("/v1/counts/{b}"),
     );
     let (bos, bcs, counts) = tokio::join!(
-        ctx.api.get(Service::Orchestrator, &paths.0),
-        ctx.api.get(Service::Conductor, &paths.1),
-        ctx.api.get(Service::Simulator, &paths.2),
+        ctx.api
+            .get::<BatchStatusView>(Service::Orchestrator, &paths.0),
+        ctx.api.get::<Value>(Service::Conductor, &paths.1),
+        ctx.api.get::<Value>(Service::Simulator, &paths.2),
     );
     let report = DemoReport {
         batch_id: batch.clone(),

@@ -15,66 +15,15 @@ use huleedu_contracts::{
     decode_envelope, topics, DecodeError, EventEnvelope, FailedEssayDlqRecordV1, PhaseName,
     Validate,
 };
+use huleedu_kafka::TextMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// One Kafka message as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// The key as UTF-8 (lossy); the batch id for every message of the system.
-    pub key: Option<String>,
-    pub payload: Vec<u8>,
-    /// Header values as UTF-8 (lossy).
-    pub headers: Vec<(String, String)>,
-    /// The broker/producer timestamp in milliseconds since the epoch.
-    pub timestamp_ms: Option<i64>,
-}
-
-impl Record {
-    /// A record with no headers or timestamp (tests, fixtures).
-    pub fn new(topic: &str, key: Option<&str>, payload: impl Into<Vec<u8>>) -> Self {
-        Record {
-            topic: topic.to_owned(),
-            partition: 0,
-            offset: 0,
-            key: key.map(str::to_owned),
-            payload: payload.into(),
-            headers: Vec::new(),
-            timestamp_ms: None,
-        }
-    }
-
-    /// The value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// The topics a batch's life is visible on (requests, readiness, the four commands, outcomes,
-/// terminal events, skipped phases, failed essays). Poison DLQ topics are found on the broker.
-pub fn system_topics() -> Vec<&'static str> {
-    vec![
-        topics::CLIENT_BATCH_PIPELINE_REQUEST,
-        topics::BATCH_ESSAYS_READY,
-        topics::BATCH_CONTENT_PROVISIONING_COMPLETED,
-        topics::SPELLCHECK_INITIATE_COMMAND,
-        topics::NLP_INITIATE_COMMAND,
-        topics::CJ_ASSESSMENT_INITIATE_COMMAND,
-        topics::AI_FEEDBACK_INITIATE_COMMAND,
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        topics::BATCH_PIPELINE_COMPLETED,
-        topics::BATCH_PHASE_SKIPPED,
-        topics::FAILED_ESSAYS_DLQ,
-    ]
-}
+/// One Kafka message as read: key (the batch id for every message of the system) and header
+/// values as text, the broker/producer timestamp in milliseconds since the epoch.
+pub type Record = TextMessage;
 
 /// Whether `topic` is a poison-message dead-letter topic (`<topic>.DLQ`, not the failed-essay
 /// DLQ).
@@ -99,14 +48,13 @@ pub enum TopicKind {
 
 /// The kind of `topic`.
 pub fn topic_kind(topic: &str) -> TopicKind {
+    if let Some(phase) = topics::phase_of_command_topic(topic) {
+        return TopicKind::Command(phase);
+    }
     match topic {
         topics::CLIENT_BATCH_PIPELINE_REQUEST => TopicKind::Request,
         topics::BATCH_ESSAYS_READY => TopicKind::Ready,
         topics::BATCH_CONTENT_PROVISIONING_COMPLETED => TopicKind::Provisioned,
-        topics::SPELLCHECK_INITIATE_COMMAND => TopicKind::Command(PhaseName::Spellcheck),
-        topics::NLP_INITIATE_COMMAND => TopicKind::Command(PhaseName::Nlp),
-        topics::CJ_ASSESSMENT_INITIATE_COMMAND => TopicKind::Command(PhaseName::CjAssessment),
-        topics::AI_FEEDBACK_INITIATE_COMMAND => TopicKind::Command(PhaseName::AiFeedback),
         topics::ELS_BATCH_PHASE_OUTCOME => TopicKind::Outcome,
         topics::BATCH_PIPELINE_COMPLETED => TopicKind::Completed,
         topics::BATCH_PHASE_SKIPPED => TopicKind::Skipped,

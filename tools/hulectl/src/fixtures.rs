@@ -1,5 +1,6 @@
 //! Test fixtures: wire messages and service documents shaped like the real ones.
 
+use huleedu_contracts::http::bos::BatchStatusView;
 use huleedu_contracts::topics;
 use serde_json::{json, Value};
 
@@ -183,9 +184,9 @@ pub const CJ_PIPELINE: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 pub const NLP_PIPELINE: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 
 /// `GET /v1/batches/b1/status` after cj_assessment and nlp, with ai_feedback running and a
-/// spellcheck retry queued.
-pub fn bos_status() -> Value {
-    json!({
+/// spellcheck retry queued (written as the wire JSON, read as the contract type).
+pub fn bos_status() -> BatchStatusView {
+    let doc = json!({
         "batch_id": "b1", "known": true, "essay_count": 20, "course_code": "ENG5",
         "active_pipeline": {
             "requested_pipeline": "ai_feedback", "correlation_id": "cccccccc-0000-4000-8000-000000000003",
@@ -230,7 +231,8 @@ pub fn bos_status() -> Value {
              "terminal_event_id": "15151515-0000-4000-8000-000000000010"}
         ],
         "last_pipeline_id": NLP_PIPELINE
-    })
+    });
+    serde_json::from_value(doc).expect("the fixture is a status document")
 }
 
 /// `GET /internal/v1/batches/b1/phases`: spellcheck and cj from events, nlp marked by an

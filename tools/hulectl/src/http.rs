@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use std::fmt;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::Global;
@@ -92,6 +94,9 @@ pub enum HttpError {
     },
     /// A 2xx answer that is not JSON.
     BadAnswer { service: Service, reason: String },
+    /// A 2xx answer in JSON that is not the document this tool expects (another version of
+    /// the service?).
+    UnexpectedAnswer { service: Service, reason: String },
 }
 
 impl HttpError {
@@ -142,6 +147,14 @@ impl fmt::Display for HttpError {
                 write!(
                     f,
                     "{} sent an answer that is not JSON: {reason}",
+                    service.name()
+                )
+            }
+            HttpError::UnexpectedAnswer { service, reason } => {
+                write!(
+                    f,
+                    "{} sent an answer hulectl does not understand ({reason}); are both of the \
+                     same version?",
                     service.name()
                 )
             }
@@ -257,13 +270,13 @@ impl Api {
         format!("{base}{path}")
     }
 
-    async fn answer(
+    async fn answer<T: DeserializeOwned>(
         &self,
         service: Service,
         url: String,
         req: reqwest::RequestBuilder,
         authenticated: bool,
-    ) -> Result<Value, HttpError> {
+    ) -> Result<T, HttpError> {
         let resp = req.send().await.map_err(|e| HttpError::Unreachable {
             service,
             url: url.clone(),
@@ -287,27 +300,36 @@ impl Api {
                 },
             });
         }
-        serde_json::from_str(&body).map_err(|e| HttpError::BadAnswer {
-            service,
-            reason: e.to_string(),
+        serde_json::from_str(&body).map_err(|e| {
+            let reason = e.to_string();
+            if e.is_data() {
+                HttpError::UnexpectedAnswer { service, reason }
+            } else {
+                HttpError::BadAnswer { service, reason }
+            }
         })
     }
 
-    /// `GET` a JSON document.
-    pub async fn get(&self, service: Service, path: &str) -> Result<Value, HttpError> {
+    /// `GET` a JSON document: its contract type, or [`Value`] to read it leniently.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        service: Service,
+        path: &str,
+    ) -> Result<T, HttpError> {
         let url = self.url(service, path);
         let req = self.http.get(&url);
         self.answer(service, url, req, false).await
     }
 
-    /// `POST` a JSON body, with the operator token when given.
-    pub async fn post(
+    /// `POST` a JSON body, with the operator token when given; the answer as `T` (see
+    /// [`Api::get`]).
+    pub async fn post<T: DeserializeOwned>(
         &self,
         service: Service,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         token: Option<&OperatorToken>,
-    ) -> Result<Value, HttpError> {
+    ) -> Result<T, HttpError> {
         let url = self.url(service, path);
         let mut req = self.http.post(&url).json(body);
         if let Some(t) = token {
@@ -394,6 +416,19 @@ mod tests {
             e.to_string(),
             "cannot reach the orchestrator at http://127.0.0.1:5000/v1/batches/b/status \
              (Connection refused (os error 111)); is it running? (set --bos-url or BOS_URL)"
+        );
+    }
+
+    #[test]
+    fn answers_that_cannot_be_read_say_why() {
+        let e = HttpError::UnexpectedAnswer {
+            service: Service::Orchestrator,
+            reason: "missing field `known` at line 1 column 17".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the orchestrator sent an answer hulectl does not understand (missing field `known` \
+             at line 1 column 17); are both of the same version?"
         );
     }
 

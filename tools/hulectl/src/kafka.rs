@@ -21,7 +21,6 @@ use huleedu_kafka::context::LogContext;
 use huleedu_kafka::producer::Delivered;
 use huleedu_kafka::{KafkaSettings, OutgoingMessage, Producer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -156,31 +155,6 @@ fn resolve(c: &ToolConsumer, settings: &KafkaSettings, set: &TopicSet) -> anyhow
     Ok(r)
 }
 
-fn to_record(m: &BorrowedMessage<'_>) -> Record {
-    let headers = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        topic: m.topic().to_owned(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        payload: m.payload().unwrap_or_default().to_vec(),
-        headers,
-        timestamp_ms: m.timestamp().to_millis(),
-    }
-}
-
 /// Checks that the broker answers (metadata within a few seconds).
 pub fn check_broker(settings: &KafkaSettings) -> anyhow::Result<Vec<String>> {
     let c = consumer(settings)?;
@@ -235,7 +209,7 @@ pub fn read_to_end(
             Some(Ok(m)) => {
                 let key = (m.topic().to_owned(), m.partition());
                 if let Some(&high) = pending.get(&key) {
-                    out.records.push(to_record(&m));
+                    out.records.push(Record::from_message(&m));
                     if m.offset() + 1 >= high {
                         reached.insert(key);
                     }
@@ -336,7 +310,7 @@ impl Follower {
                 while !stopped.load(Ordering::Relaxed) {
                     let item = match c.poll(POLL) {
                         None => continue,
-                        Some(Ok(m)) => Ok(to_record(&m)),
+                        Some(Ok(m)) => Ok(Record::from_message(&m)),
                         Some(Err(e)) => Err(e.to_string()),
                     };
                     if tx.send(item).is_err() {

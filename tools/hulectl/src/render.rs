@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use huleedu_contracts::http::bos::RetryPhaseAccepted;
 use huleedu_contracts::payloads::BatchPipelineCompletedV1;
 use serde_json::Value;
 use uuid::Uuid;
@@ -276,21 +277,19 @@ pub fn mark_recorded(answer: &Value, style: &Style) -> String {
     lines.join("\n")
 }
 
-/// The answer of the orchestrator's retry endpoint (`{status, batch_id, phase_name,
-/// correlation_id, request_id}`) and how to follow it.
-pub fn retry_accepted(answer: &Value, essays: &[String]) -> String {
-    let get = |k: &str| answer.get(k).map(text_of).unwrap_or_default();
+/// The answer of the orchestrator's retry endpoint and how to follow it.
+pub fn retry_accepted(answer: &RetryPhaseAccepted, essays: &[String]) -> String {
     let which = if essays.is_empty() {
         "the essays that failed its latest run".to_owned()
     } else {
         plural(essays.len(), "essay", "essays")
     };
-    let batch = get("batch_id");
-    let corr = get("correlation_id");
+    let batch = &answer.batch_id;
+    let corr = answer.correlation_id;
     [
         format!(
             "retry of {} for batch {batch} accepted ({which})",
-            get("phase_name")
+            answer.phase_name
         ),
         format!("correlation id: {corr}"),
         format!("follow it:      hulectl watch --batch {batch} --correlation {corr}"),
@@ -519,8 +518,12 @@ mod tests {
 
     #[test]
     fn retry_answer() {
-        let answer = json!({"status": "accepted", "batch_id": "b1", "phase_name": "spellcheck",
-            "correlation_id": "55555555-5555-4555-8555-555555555555", "request_id": "x"});
+        let answer: RetryPhaseAccepted = serde_json::from_value(
+            json!({"status": "accepted", "batch_id": "b1", "phase_name": "spellcheck",
+            "correlation_id": "55555555-5555-4555-8555-555555555555",
+            "request_id": "66666666-6666-4666-8666-666666666666"}),
+        )
+        .unwrap();
         let s = retry_accepted(&answer, &[]);
         assert_eq!(
             s,

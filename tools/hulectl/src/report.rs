@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use huleedu_contracts::http::bos::{BatchStatusView, PhaseRun, PipelineSummary};
 use huleedu_contracts::payloads::BatchPipelineCompletedV1;
 use huleedu_contracts::{FailedEssayDlqRecordV1, PhaseName};
 use serde_json::Value;
@@ -138,7 +139,7 @@ pub struct DemoReport {
     pub failing: Vec<String>,
     pub pipelines: Vec<Observed>,
     /// The orchestrator's status document (its history has the runs).
-    pub bos: View,
+    pub bos: View<BatchStatusView>,
     /// The conductor's phase records.
     pub bcs: View,
     /// The simulator's dispatch counts (`GET /v1/counts/{batch}`).
@@ -206,16 +207,22 @@ pub fn verdict(r: &DemoReport) -> Verdict {
     }
 }
 
-fn history_of<'a>(bos: &'a View, correlation: &Uuid) -> Option<&'a Value> {
-    let id = correlation.to_string();
+fn history_of<'a>(
+    bos: &'a View<BatchStatusView>,
+    correlation: &Uuid,
+) -> Option<&'a PipelineSummary> {
     bos.doc()?
-        .get("history")?
-        .as_array()?
+        .history
         .iter()
-        .find(|h| h.get("pipeline_id").and_then(Value::as_str) == Some(id.as_str()))
+        .find(|h| h.pipeline_id == *correlation)
 }
 
-fn pipeline_section(n: usize, p: &Observed, bos: &View, style: &Style) -> Vec<String> {
+fn pipeline_section(
+    n: usize,
+    p: &Observed,
+    bos: &View<BatchStatusView>,
+    style: &Style,
+) -> Vec<String> {
     let mut out = Vec::new();
     let terminal = p.terminal();
     let history = history_of(bos, &p.correlation_id);
@@ -241,15 +248,9 @@ fn pipeline_section(n: usize, p: &Observed, bos: &View, style: &Style) -> Vec<St
     out.push(style.bold(&head));
     let field = |name: &str, value: String| format!("   {name:<16} {value}");
     out.push(field("correlation id", p.correlation_id.to_string()));
-    let runs: Vec<&Value> = history
-        .and_then(|h| h.get("runs"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
+    let runs: &[PhaseRun] = history.map_or(&[], |h| &h.runs);
     let executed: Vec<String> = if !runs.is_empty() {
-        runs.iter()
-            .filter_map(|r| r.get("phase").and_then(Value::as_str).map(str::to_owned))
-            .collect()
+        runs.iter().map(|r| r.phase.to_string()).collect()
     } else if let Some(t) = terminal {
         t.completed_phases.clone()
     } else {

@@ -1,7 +1,9 @@
 //! `hulectl status`: the orchestrator's status document and the conductor's phase records of a
-//! batch as text. Pure; the documents are read leniently (a missing field shows as `—`), so a
-//! newer service with more fields still renders.
+//! batch as text. Pure. The orchestrator's document is read as its contract type
+//! ([`BatchStatusView`]); the conductor's records leniently (a missing field shows as `—`).
+//! Unknown fields are ignored, so a newer service with more fields still renders.
 
+use huleedu_contracts::http::bos::{BatchStatusView, PhaseRun, PipelineSummary, QueuedRequestView};
 use huleedu_contracts::PhaseName;
 use serde_json::Value;
 
@@ -11,18 +13,26 @@ use crate::table::{Cell, Table};
 
 /// What was learnt from one service: its document, "does not know the batch", or an error.
 #[derive(Debug, Clone, PartialEq)]
-pub enum View {
-    Doc(Value),
+pub enum View<T = Value> {
+    Doc(T),
     /// The service answered that it does not know the batch (BOS 404).
     Unknown,
-    /// The service could not be asked (unreachable, 5xx, ...).
+    /// The service could not be asked (unreachable, 5xx, an answer of another shape, ...).
     Error(String),
 }
 
-impl View {
-    pub fn doc(&self) -> Option<&Value> {
+impl<T> View<T> {
+    pub fn doc(&self) -> Option<&T> {
         match self {
             View::Doc(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The error, when the service could not be asked.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            View::Error(e) => Some(e),
             _ => None,
         }
     }
@@ -51,6 +61,10 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
     arr(v, key).iter().map(text_of).collect()
 }
 
+fn names(phases: &[PhaseName]) -> Vec<String> {
+    phases.iter().map(PhaseName::to_string).collect()
+}
+
 fn short(id: &str) -> String {
     id.chars().take(8).collect()
 }
@@ -68,37 +82,27 @@ fn phase_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
 
 /// One phase run (`history[].runs[]`, `active_pipeline.runs[]`) as table cells: phase,
 /// `in → out`, failed, status, duration.
-pub fn run_cells(run: &Value) -> Vec<Cell> {
-    let essays_in = s(run, "essays_in");
-    let out = s(run, "essays_out");
-    let failed = s(run, "failed");
-    let status = s(run, "status");
-    let took = match (
-        run.get("started_at").and_then(Value::as_str),
-        run.get("finished_at").and_then(Value::as_str),
-    ) {
-        (Some(a), Some(b)) => seconds_between(a, b).map(duration).unwrap_or_default(),
-        _ => String::new(),
-    };
+pub fn run_cells(run: &PhaseRun) -> Vec<Cell> {
+    let took = run
+        .finished_at
+        .and_then(|end| seconds_between(&run.started_at.to_string(), &end.to_string()))
+        .map(duration)
+        .unwrap_or_default();
     vec![
-        Cell::new(s(run, "phase")),
+        Cell::new(run.phase.to_string()),
         Cell::new(format!(
             "{} → {}",
-            or_dash(essays_in),
-            if out.is_empty() {
-                "…".to_owned()
-            } else {
-                out
-            }
+            run.essays_in,
+            run.essays_out
+                .map_or_else(|| "…".to_owned(), |n| n.to_string())
         )),
-        Cell::new(match failed.as_str() {
-            "" | "0" => String::new(),
-            n => format!("{n} failed"),
+        Cell::new(match run.failed {
+            None | Some(0) => String::new(),
+            Some(n) => format!("{n} failed"),
         }),
-        if status.is_empty() {
-            Cell::dim("running")
-        } else {
-            Cell::status(&status)
+        match run.status {
+            None => Cell::dim("running"),
+            Some(status) => Cell::status(status.as_str()),
         },
         Cell::new(took),
     ]
@@ -150,27 +154,27 @@ pub fn conductor_table(bcs: &Value, indent: usize) -> Table {
     t
 }
 
-fn pending_line(r: &Value) -> String {
+fn pending_line(r: &QueuedRequestView) -> String {
     format!(
         "{} (correlation {}, received {})",
-        s(r, "requested_pipeline"),
-        short(&s(r, "correlation_id")),
-        when(&s(r, "received_at"))
+        r.requested_pipeline,
+        short(&r.correlation_id.to_string()),
+        when(&r.received_at.to_string())
     )
 }
 
-fn phases_side_by_side(bos: &View, bcs: &View, style: &Style) -> Vec<String> {
-    let results = bos
-        .doc()
-        .and_then(|d| d.get("phase_results"))
-        .and_then(Value::as_object);
+fn phases_side_by_side(bos: &View<BatchStatusView>, bcs: &View, style: &Style) -> Vec<String> {
+    let results = bos.doc().map(|d| &d.phase_results);
     let records = bcs
         .doc()
         .and_then(|d| d.get("phases"))
         .and_then(Value::as_object);
-    let names = results
+    let run_phases: Vec<String> = results
         .into_iter()
-        .flat_map(|m| m.keys())
+        .flat_map(|m| m.keys().map(PhaseName::to_string))
+        .collect();
+    let names = run_phases
+        .iter()
         .chain(records.into_iter().flat_map(|m| m.keys()));
     let mut t = Table::new(2).header([
         "phase",
@@ -182,7 +186,7 @@ fn phases_side_by_side(bos: &View, bcs: &View, style: &Style) -> Vec<String> {
         "at (UTC)",
     ]);
     for name in phase_order(names) {
-        let result = results.and_then(|m| m.get(&name));
+        let result = results.and_then(|m| m.get(&name.parse::<PhaseName>().ok()?));
         let record = records.and_then(|m| m.get(&name));
         if result.is_none() && record.is_none() {
             continue;
@@ -190,9 +194,9 @@ fn phases_side_by_side(bos: &View, bcs: &View, style: &Style) -> Vec<String> {
         let mut row = vec![Cell::new(name.clone())];
         match result {
             Some(r) => row.extend([
-                Cell::status(&s(r, "status")),
-                Cell::new(s(r, "succeeded_count")),
-                Cell::new(s(r, "failed_count")),
+                Cell::status(r.status.as_str()),
+                Cell::new(r.succeeded_count.to_string()),
+                Cell::new(r.failed_count.to_string()),
             ]),
             None => row.extend([Cell::dim("—"), Cell::new(""), Cell::new("")]),
         }
@@ -213,7 +217,7 @@ fn phases_side_by_side(bos: &View, bcs: &View, style: &Style) -> Vec<String> {
     }
 }
 
-fn orchestrator_section(bos: &View, url: &str, style: &Style) -> Vec<String> {
+fn orchestrator_section(bos: &View<BatchStatusView>, url: &str, style: &Style) -> Vec<String> {
     let mut out = vec![style.bold(&format!("Orchestrator (BOS, {url})"))];
     let d = match bos {
         View::Doc(d) => d,
@@ -230,21 +234,22 @@ fn orchestrator_section(bos: &View, url: &str, style: &Style) -> Vec<String> {
         }
     };
     let field = |name: &str, value: String| format!("  {name:<16} {value}");
-    let essays = s(d, "essay_count");
     out.push(field(
         "essays",
-        if essays.is_empty() {
-            "batch not ready yet (requests are parked until it is)".to_owned()
-        } else {
-            format!("{essays} ({})", or_dash(s(d, "course_code")))
+        match d.essay_count {
+            None => "batch not ready yet (requests are parked until it is)".to_owned(),
+            Some(n) => format!(
+                "{n} ({})",
+                or_dash(d.course_code.clone().unwrap_or_default())
+            ),
         },
     ));
-    match d.get("active_pipeline").filter(|a| !a.is_null()) {
+    match &d.active_pipeline {
         None => out.push(field("active pipeline", "none".to_owned())),
         Some(a) => {
-            let phases = strings(a, "phases");
-            let current = s(a, "current_phase");
-            let pos = phases
+            let current = a.current_phase;
+            let pos = a
+                .phases
                 .iter()
                 .position(|p| *p == current)
                 .map_or(0, |i| i + 1);
@@ -252,30 +257,29 @@ fn orchestrator_section(bos: &View, url: &str, style: &Style) -> Vec<String> {
                 "active pipeline",
                 format!(
                     "{} (correlation {}), started {}",
-                    s(a, "requested_pipeline"),
-                    s(a, "correlation_id"),
-                    when(&s(a, "started_at"))
+                    a.requested_pipeline,
+                    a.correlation_id,
+                    when(&a.started_at.to_string())
                 ),
             ));
             out.push(field(
                 "current phase",
                 format!(
                     "{current} ({pos} of {}), times out {}",
-                    phases.len(),
-                    when(&s(a, "current_phase_deadline"))
+                    a.phases.len(),
+                    when(&a.current_phase_deadline.to_string())
                 ),
             ));
-            out.push(field("phases", list_or_dash(&phases)));
-            out.push(field("pruned", list_or_dash(&strings(a, "pruned_phases"))));
+            out.push(field("phases", list_or_dash(&names(&a.phases))));
+            out.push(field("pruned", list_or_dash(&names(&a.pruned_phases))));
             let mut t = Table::new(19);
-            for r in arr(a, "runs") {
+            for r in &a.runs {
                 t.row(run_cells(r));
             }
             out.extend(t.lines(style));
         }
     }
-    for (key, name) in [("queue", "queue"), ("parked", "parked")] {
-        let items = arr(d, key);
+    for (items, name) in [(&d.queue, "queue"), (&d.parked, "parked")] {
         if items.is_empty() {
             out.push(field(name, "empty".to_owned()));
         } else {
@@ -285,12 +289,11 @@ fn orchestrator_section(bos: &View, url: &str, style: &Style) -> Vec<String> {
             }
         }
     }
-    let history = arr(d, "history");
-    if history.is_empty() {
+    if d.history.is_empty() {
         out.push(field("history", "no pipeline has finished".to_owned()));
     } else {
         out.push(field("history", "(oldest first)".to_owned()));
-        for (i, h) in history.iter().enumerate() {
+        for (i, h) in d.history.iter().enumerate() {
             out.extend(history_entry(i + 1, h, style));
         }
     }
@@ -298,33 +301,31 @@ fn orchestrator_section(bos: &View, url: &str, style: &Style) -> Vec<String> {
 }
 
 /// One finished pipeline from the orchestrator's history, with its runs.
-pub fn history_entry(n: usize, h: &Value, style: &Style) -> Vec<String> {
-    let status = s(h, "final_status");
+pub fn history_entry(n: usize, h: &PipelineSummary, style: &Style) -> Vec<String> {
+    let status = h.final_status.to_string();
     let mut out = vec![format!(
         "    {n}. {} {}: {} ok / {} failed in {}, finished {} (correlation {})",
-        s(h, "requested_pipeline"),
+        h.requested_pipeline,
         style.status(&status, &status),
-        s(h, "successful_essay_count"),
-        s(h, "failed_essay_count"),
-        h.get("processing_duration_seconds")
-            .and_then(Value::as_f64)
-            .map(duration)
-            .unwrap_or_default(),
-        when(&s(h, "finished_at")),
-        short(&s(h, "pipeline_id")),
+        h.successful_essay_count,
+        h.failed_essay_count,
+        duration(h.processing_duration_seconds),
+        when(&h.finished_at.to_string()),
+        short(&h.pipeline_id.to_string()),
     )];
     let mut t = Table::new(8);
-    for r in arr(h, "runs") {
+    for r in &h.runs {
         t.row(run_cells(r));
     }
     out.extend(t.lines(style));
-    let skipped = strings(h, "skipped_phases");
-    if !skipped.is_empty() {
-        out.push(format!("        skipped: {}", skipped.join(", ")));
+    if !h.skipped_phases.is_empty() {
+        out.push(format!(
+            "        skipped: {}",
+            names(&h.skipped_phases).join(", ")
+        ));
     }
-    let reason = s(h, "failure_reason");
-    if !reason.is_empty() {
-        out.push(format!("        failure: {}", style.bad(&reason)));
+    if let Some(reason) = h.failure_reason.as_deref().filter(|r| !r.is_empty()) {
+        out.push(format!("        failure: {}", style.bad(reason)));
     }
     out
 }
@@ -375,7 +376,7 @@ fn conductor_section(bcs: &View, url: &str, style: &Style) -> Vec<String> {
 /// details.
 pub fn render_status(
     batch: &str,
-    bos: &View,
+    bos: &View<BatchStatusView>,
     bos_url: &str,
     bcs: &View,
     bcs_url: &str,
@@ -396,7 +397,7 @@ mod tests {
     use super::*;
     use crate::fixtures as fx;
 
-    fn plain(bos: View, bcs: View) -> String {
+    fn plain(bos: View<BatchStatusView>, bcs: View) -> String {
         render_status(
             "b1",
             &bos,

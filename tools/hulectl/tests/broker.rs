@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use hulectl::cli::DlqKind;
 use hulectl::dlq::Listing;
-use hulectl::event::system_topics;
 use hulectl::kafka::{read_to_end, Follower, StartAt, TopicSet};
 use huleedu_contracts::dlq::headers;
 use huleedu_contracts::payloads::{
@@ -44,7 +43,7 @@ async fn setup() -> (String, Producer) {
     let bootstrap = kafka_bootstrap();
     let settings = kafka_settings("hulectl-it", &unique("hulectl-it"), 3);
     let poison = poison_topic();
-    let mut all: Vec<&str> = system_topics();
+    let mut all: Vec<&str> = topics::SYSTEM.to_vec();
     all.push(&poison);
     provision_topics(&settings, &all).await.expect("topics");
     (bootstrap, Producer::new(&settings).expect("producer"))
