@@ -256,6 +256,34 @@ pub fn on_request(
     d
 }
 
+/// Why an essay-level retry cannot be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryRefused {
+    /// `essay_ids` was given, but empty.
+    EmptyEssayIds,
+    /// No essay was named and the phase's latest run has no failed essay.
+    NothingToRetry,
+}
+
+/// The essays a retry of `phase` runs: those `named`, or by default the ones that failed the
+/// phase's latest run.
+pub fn retry_essays(
+    state: &BatchState,
+    phase: PhaseName,
+    named: Option<Vec<String>>,
+) -> Result<Vec<String>, RetryRefused> {
+    match named {
+        Some(ids) if ids.is_empty() => Err(RetryRefused::EmptyEssayIds),
+        Some(ids) => Ok(ids),
+        None => state
+            .phase_results
+            .get(&phase)
+            .map(|r| r.failed.clone())
+            .filter(|failed| !failed.is_empty())
+            .ok_or(RetryRefused::NothingToRetry),
+    }
+}
+
 /// The resolution a request brings itself, if any: an essay-level retry runs exactly its
 /// phase — nothing to expand or prune, so the conductor is not asked. `None`: ask it.
 pub fn own_resolution(request: &PendingRequest) -> Option<Resolution> {
@@ -764,6 +792,43 @@ mod tests {
             failed: failed.iter().map(|s| s.to_string()).collect(),
             correlation_id: req.correlation_id,
         }
+    }
+
+    #[test]
+    fn a_retry_runs_the_named_essays_or_else_the_failed_ones() {
+        let mut s = known(4);
+        assert_eq!(
+            retry_essays(&s, PhaseName::Spellcheck, None),
+            Err(RetryRefused::NothingToRetry),
+            "no run yet"
+        );
+        s.phase_results.insert(
+            PhaseName::Spellcheck,
+            crate::model::PhaseResult {
+                status: RunStatus::CompletedWithFailures,
+                succeeded: essays(2, "out"),
+                failed: vec!["e2".into(), "e3".into()],
+                pipeline_id: Uuid::new_v4(),
+                at: now(),
+            },
+        );
+        assert_eq!(
+            retry_essays(&s, PhaseName::Spellcheck, None),
+            Ok(vec!["e2".to_owned(), "e3".to_owned()])
+        );
+        assert_eq!(
+            retry_essays(&s, PhaseName::Spellcheck, Some(vec!["e0".into()])),
+            Ok(vec!["e0".to_owned()])
+        );
+        assert_eq!(
+            retry_essays(&s, PhaseName::Spellcheck, Some(vec![])),
+            Err(RetryRefused::EmptyEssayIds)
+        );
+        assert_eq!(
+            retry_essays(&s, PhaseName::Nlp, None),
+            Err(RetryRefused::NothingToRetry),
+            "another phase"
+        );
     }
 
     #[test]

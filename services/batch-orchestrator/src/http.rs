@@ -133,29 +133,22 @@ async fn retry_phase(
             "no ready batch {batch_id:?} is known to the orchestrator"
         )));
     }
-    let essay_ids = match body.essay_ids {
-        Some(ids) if !ids.is_empty() => ids,
-        Some(_) => {
-            return Err(ApiError::unprocessable(
-                "invalid_body",
-                "essay_ids: must not be empty when given",
-            ))
-        }
-        None => {
-            let failed = state
-                .phase_results
-                .get(&phase)
-                .map(|r| r.failed.clone())
-                .unwrap_or_default();
-            if failed.is_empty() {
+    let essay_ids =
+        match decide::retry_essays(&state, phase, body.essay_ids) {
+            Ok(ids) => ids,
+            Err(decide::RetryRefused::EmptyEssayIds) => {
                 return Err(ApiError::unprocessable(
-                    "nothing_to_retry",
-                    format!("the latest run of {phase} has no failed essays; name essay_ids to run again"),
-                ));
+                    "invalid_body",
+                    "essay_ids: must not be empty when given",
+                ))
             }
-            failed
-        }
-    };
+            Err(decide::RetryRefused::NothingToRetry) => return Err(ApiError::unprocessable(
+                "nothing_to_retry",
+                format!(
+                    "the latest run of {phase} has no failed essays; name essay_ids to run again"
+                ),
+            )),
+        };
     let operator = body
         .operator
         .map(|o| o.trim().to_owned())
