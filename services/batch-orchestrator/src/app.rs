@@ -34,7 +34,7 @@ pub const PRODUCED: [&str; 6] = [
 pub struct App {
     settings: BosSettings,
     core: Core,
-    runner: ConsumerRunner<BosHandler>,
+    runner: ConsumerRunner<BosHandler, crate::metrics::BosMetrics>,
     relay: OutboxRelay<OutboxMetrics>,
     scheduler: Scheduler,
     http: HttpState,
@@ -82,7 +82,8 @@ impl App {
             core: core.clone(),
             conductor: conductor.clone(),
         };
-        let runner = ConsumerRunner::new(&settings.kafka, &CONSUMED, handler, producer.clone())?;
+        let runner = ConsumerRunner::new(&settings.kafka, &CONSUMED, handler, producer.clone())?
+            .with_observer(core.metrics.clone());
         let status = runner.status();
         let readiness = Readiness::new()
             .check("kafka", move || {
