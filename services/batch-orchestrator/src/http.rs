@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
-use huleedu_http::{ApiError, Json};
+use huleedu_http::{harden, ApiError, HttpLimits, Json};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
@@ -45,15 +45,17 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// The full router, hardened (body limit, time-out, JSON 404/405/413).
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/batches/{batch_id}/status", get(batch_status))
         .route("/v1/batches/{batch_id}/retry-phase", post(retry_phase))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .with_state(state)
+        .with_state(state);
+    harden(routes, HttpLimits::default())
 }
 
 /// A batch as the orchestrator sees it: essays, active pipeline, queue, results, history.
@@ -280,7 +282,7 @@ async fn healthz() -> impl IntoResponse {
     huleedu_http::probes::healthz().await
 }
 
-/// Readiness: consumer joined its group, Redis reachable.
+/// Readiness: consumer joined its group (`kafka_consumer`), broker and Redis reachable.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "ready", content_type = "application/json"),
     (status = 503, description = "not ready; the body says which check fails", content_type = "application/json")))]

@@ -9,7 +9,7 @@ use batch_orchestrator::App;
 #[tokio::main]
 async fn main() -> ExitCode {
     huleedu_service::run::<BosSettings, _, _>(|settings, shutdown| async move {
-        App::build(settings).await?.run(shutdown, None).await
+        App::build(settings).await?.run(shutdown).await
     })
     .await
 }
