@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use huleedu_service::settings::ServiceSettings;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
@@ -40,15 +41,15 @@ fn get<'a>(h: &'a yaml_rust2::yaml::Hash, key: &str) -> Option<&'a Yaml> {
     h.get(&Yaml::String(key.into()))
 }
 
-fn known_vars(binary: &str) -> BTreeSet<&'static str> {
+fn known_vars(binary: &str) -> BTreeSet<String> {
     let docs = match binary {
-        "batch-orchestrator" => batch_orchestrator::settings::settings_docs(),
-        "batch-conductor" => batch_conductor::settings::settings_docs(),
-        "els-simulator" => els_simulator::settings::settings_docs(),
+        "batch-orchestrator" => batch_orchestrator::BosSettings::variables(),
+        "batch-conductor" => batch_conductor::BcsSettings::variables(),
+        "els-simulator" => els_simulator::SimSettings::variables(),
         other => panic!("unknown binary {other}"),
     };
-    let mut names: BTreeSet<&'static str> = docs.iter().map(|d| d.name).collect();
-    names.insert("RUST_LOG");
+    let mut names: BTreeSet<String> = docs.into_iter().map(|d| d.name).collect();
+    names.insert("RUST_LOG".to_owned());
     names
 }
 

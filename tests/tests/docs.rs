@@ -1,7 +1,7 @@
 //! The documentation agrees with the code.
 //!
 //! - `docs/configuration.md` holds, between generated markers, the settings table of every
-//!   binary made from its `settings_docs()`; regenerate with
+//!   binary made from its clap arguments (`ServiceSettings::variables()`); regenerate with
 //!   `HULEEDU_BLESS=1 cargo test -p huleedu-it --test docs`.
 //! - `docs/events.md` names every topic of the contracts crate and no other `huleedu.*` topic.
 
@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use huleedu_contracts::topics;
-use huleedu_service::settings::SettingDoc;
+use huleedu_service::settings::{ServiceSettings, Variable};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn table(docs: &[SettingDoc]) -> String {
+fn table(docs: &[Variable]) -> String {
     let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for d in docs {
         out.push_str(&format!(
@@ -33,13 +33,10 @@ fn generated() -> String {
     for (bin, docs) in [
         (
             "batch-orchestrator",
-            batch_orchestrator::settings::settings_docs(),
+            batch_orchestrator::BosSettings::variables(),
         ),
-        (
-            "batch-conductor",
-            batch_conductor::settings::settings_docs(),
-        ),
-        ("els-simulator", els_simulator::settings::settings_docs()),
+        ("batch-conductor", batch_conductor::BcsSettings::variables()),
+        ("els-simulator", els_simulator::SimSettings::variables()),
     ] {
         out.push_str(&format!("### `{bin}`\n\n{}\n", table(&docs)));
     }

@@ -15,7 +15,7 @@ use huleedu_kafka::{
     ConsumerRunner, Handler, HandlerResult, Inbound, KafkaError, KafkaSettings, OutgoingMessage,
     Producer,
 };
-use huleedu_service::settings::Env;
+use huleedu_service::settings::ServiceSettings;
 use huleedu_store::{ApplyRequest, RedisProblem, RedisSettings, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +62,7 @@ fn kafka(
         .collect();
     all.push(("KAFKA_CONSUMER_GROUP".into(), unique("sec-grp")));
     all.push(("KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()));
-    KafkaSettings::from_env(&Env::from_pairs(all), "it-security", "unused")
+    KafkaSettings::from_pairs(all, "it-security", "unused")
 }
 
 fn a_file(name: &str, content: &str) -> String {
@@ -308,11 +308,12 @@ async fn an_untrusted_broker_certificate_is_refused_clearly() {
 // ---- Redis over TLS with an ACL user ----
 
 fn redis(pairs: &[(&str, String)]) -> RedisSettings {
-    let pairs: Vec<(String, String)> = pairs
+    let mut pairs: Vec<(String, String)> = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    RedisSettings::from_env(&Env::from_pairs(pairs), &unique("sec")).unwrap()
+    pairs.insert(0, ("REDIS_KEY_PREFIX".into(), unique("sec")));
+    RedisSettings::from_pairs(pairs, "unused").unwrap()
 }
 
 async fn store_round_trip(settings: &RedisSettings) {
@@ -417,7 +418,7 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
     if without_secure_infra() {
         return;
     }
-    let env = Env::from_pairs([
+    let settings = batch_conductor::BcsSettings::from_pairs([
         ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap()),
         ("KAFKA_CONSUMER_GROUP", unique("bcs-https")),
         ("REDIS_URL", redis_url()),
@@ -425,18 +426,18 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
         ("HTTP_ADDR", "127.0.0.1:0".into()),
         ("HTTP_TLS_CERT_FILE", tls("server.pem")),
         ("HTTP_TLS_KEY_FILE", tls("server.key")),
-    ]);
-    let settings = batch_conductor::BcsSettings::from_env(&env).unwrap();
+    ])
+    .unwrap();
     let app = batch_conductor::App::build(settings).await.unwrap();
     let addr = app.http_addr();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
 
     // The orchestrator's settings and client, as BOS builds them.
-    let bos = batch_orchestrator::settings::BosSettings::from_env(&Env::from_pairs([
+    let bos = batch_orchestrator::settings::BosSettings::from_pairs([
         ("BCS_URL", format!("https://127.0.0.1:{}", addr.port())),
         ("BCS_CA_FILE", tls("ca.pem")),
-    ]))
+    ])
     .unwrap();
     let conductor = batch_orchestrator::conductor::Conductor::with_roots(
         &bos.bcs_url,

@@ -5,10 +5,13 @@
 //! - [`Json`]: a JSON extractor whose rejections are [`ApiError`]s (4xx JSON, naming the field).
 //! - [`auth`]: bearer-token check in constant time.
 //! - [`metrics`]: a Prometheus registry served at `/metrics`.
-//! - [`probes`]: `/healthz` (liveness) and `/readyz` (readiness checks supplied by the service).
-//! - [`serve`]: body-size limit, request time-out, JSON 404/405/413/408, graceful shutdown.
-//! - [`listener`]: the listener, plain or TLS ([`ServerTls`] from `HTTP_TLS_CERT_FILE` and
-//!   `HTTP_TLS_KEY_FILE`), and [`serve_on`].
+//! - [`probes`]: `/healthz` (liveness) and `/readyz` (readiness: the checks a service has, under
+//!   the same names everywhere: `kafka_consumer`, `broker`, `redis`).
+//! - [`harden`]: body-size limit, request time-out, JSON 404/405/413/408; every service's
+//!   `router()` applies it, so what tests call is what is served.
+//! - [`listener`]: the listener, plain or TLS ([`HttpListener::from_settings`]: `HTTP_ADDR`,
+//!   `HTTP_TLS_CERT_FILE`, `HTTP_TLS_KEY_FILE`; bound at start-up), and [`HttpServer`] /
+//!   [`serve_on`] (serving until shutdown, in-flight requests finish).
 
 pub mod auth;
 mod error;
@@ -18,5 +21,7 @@ pub mod probes;
 mod serve;
 
 pub use error::{ApiError, Json};
-pub use listener::{serve_on, HttpListener, ServerTls, TlsSetupError};
-pub use serve::{harden, serve, HttpLimits};
+pub use listener::{
+    serve_on, HttpListener, HttpServer, ListenError, ServeError, ServerTls, TlsSetupError,
+};
+pub use serve::{harden, HttpLimits};

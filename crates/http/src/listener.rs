@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use huleedu_service::settings::CommonSettings;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -112,7 +113,33 @@ pub enum HttpListener {
     Tls(TlsListener),
 }
 
+/// Why the HTTP listener could not be set up; names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on HTTP_ADDR={addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl HttpListener {
+    /// The listener of a service: `HTTP_ADDR`, over TLS when `HTTP_TLS_CERT_FILE` and
+    /// `HTTP_TLS_KEY_FILE` are set. Bound at start-up, so a taken port stops start-up.
+    pub async fn from_settings(common: &CommonSettings) -> Result<Self, ListenError> {
+        let tls = match &common.http_tls {
+            Some(f) => Some(ServerTls::from_settings(&f.cert, &f.key)?),
+            None => None,
+        };
+        let addr = common.http_addr;
+        Self::bind(addr, tls)
+            .await
+            .map_err(|source| ListenError::Bind { addr, source })
+    }
+
     /// Bind `addr`; with `tls`, connections are served over TLS.
     pub async fn bind(addr: SocketAddr, tls: Option<ServerTls>) -> std::io::Result<Self> {
         let tcp = TcpListener::bind(addr).await?;
@@ -151,6 +178,63 @@ pub async fn serve_on(
     match listener {
         HttpListener::Plain(l) => axum::serve(l, router).with_graceful_shutdown(stop).await,
         HttpListener::Tls(l) => axum::serve(l, router).with_graceful_shutdown(stop).await,
+    }
+}
+
+/// A service's HTTP server, serving in its own task ([`serve_on`]) from [`HttpServer::start`]
+/// until [`HttpServer::stop`].
+#[derive(Debug)]
+pub struct HttpServer {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: CancellationToken,
+    /// How it ended, when it stopped by itself.
+    ended: Option<Result<std::io::Result<()>, tokio::task::JoinError>>,
+}
+
+/// Why the HTTP server stopped by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the HTTP server failed")]
+    Failed(#[source] std::io::Error),
+    #[error("the HTTP server task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl HttpServer {
+    /// Serve `router` on `listener`.
+    pub fn start(listener: HttpListener, router: Router) -> Self {
+        let stop = CancellationToken::new();
+        Self {
+            task: tokio::spawn(serve_on(listener, router, stop.clone())),
+            stop,
+            ended: None,
+        }
+    }
+
+    /// Wait until `shutdown` is cancelled, or the server stops by itself (an error: logged, and
+    /// returned by [`HttpServer::stop`]) — either way the service then shuts down.
+    pub async fn serve_until(&mut self, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => tracing::info!("shutting down"),
+            r = &mut self.task => {
+                tracing::error!("HTTP server stopped unexpectedly; shutting down");
+                self.ended = Some(r);
+            }
+        }
+    }
+
+    /// Stop accepting, let in-flight requests finish; the error if the server failed.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.stop.cancel();
+        let ended = match self.ended {
+            Some(r) => r,
+            None => self.task.await,
+        };
+        match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Failed(e)),
+            Err(e) => Err(ServeError::Task(e)),
+        }
     }
 }
 

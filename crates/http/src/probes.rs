@@ -8,6 +8,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// The check names every service uses (the keys of `/readyz`'s `checks`).
+pub const KAFKA_CONSUMER: &str = "kafka_consumer";
+/// See [`KAFKA_CONSUMER`].
+pub const BROKER: &str = "broker";
+/// See [`KAFKA_CONSUMER`].
+pub const REDIS: &str = "redis";
+
 /// One readiness check: a name and an async test that says what is wrong, if anything.
 pub type Check =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -36,6 +43,8 @@ impl Readiness {
         Self::default()
     }
 
+    /// A check named `name` (services use the named ones below, so that every service calls
+    /// the same thing by the same name).
     pub fn check<F, Fut>(mut self, name: &'static str, f: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -43,6 +52,41 @@ impl Readiness {
     {
         self.checks.push((name, Arc::new(move || Box::pin(f()))));
         self
+    }
+
+    /// `kafka_consumer`: the service's consumer has joined its group (`joined`, e.g.
+    /// `ConsumerStatus::is_joined`).
+    pub fn kafka_consumer(self, joined: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.check(KAFKA_CONSUMER, move || {
+            let joined = joined();
+            async move {
+                if joined {
+                    Ok(())
+                } else {
+                    Err("the consumer has not joined its group yet".to_owned())
+                }
+            }
+        })
+    }
+
+    /// `broker`: the broker answers; `ping(client)` says why not (e.g. `Producer::ping`).
+    pub fn broker<T, F, Fut>(self, client: T, ping: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.check(BROKER, move || ping(client.clone()))
+    }
+
+    /// `redis`: Redis answers; `ping(store)` says why not (e.g. `Store::ready`).
+    pub fn redis<T, F, Fut>(self, store: T, ping: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.check(REDIS, move || ping(store.clone()))
     }
 
     /// Run every check: 200 when all pass, else 503; the body lists each check's state.

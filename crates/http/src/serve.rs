@@ -1,6 +1,5 @@
-//! Serving a router: limits, time-outs, JSON fallbacks, graceful shutdown.
+//! The hardening of a service's router: limits, time-outs, JSON fallbacks.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -8,11 +7,9 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::listener::{serve_on, HttpListener, ServerTls};
 use crate::ApiError;
 
 /// Request limits applied to every route.
@@ -75,21 +72,6 @@ async fn json_errors(req: Request, next: Next) -> Response {
         return out;
     }
     resp
-}
-
-/// Bind `addr` (over TLS with `tls`) and serve until `shutdown` is cancelled (in-flight
-/// requests finish). Returns the bound address through `on_bound` before serving (port 0 in
-/// tests).
-pub async fn serve(
-    addr: SocketAddr,
-    tls: Option<ServerTls>,
-    router: Router,
-    shutdown: CancellationToken,
-    on_bound: impl FnOnce(SocketAddr),
-) -> std::io::Result<()> {
-    let listener = HttpListener::bind(addr, tls).await?;
-    on_bound(listener.local_addr()?);
-    serve_on(listener, router, shutdown).await
 }
 
 #[cfg(test)]

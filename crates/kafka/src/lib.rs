@@ -2,8 +2,8 @@
 //!
 //! Services never build a raw `ClientConfig`; they go through this crate:
 //!
-//! - [`settings`]: [`KafkaSettings`] from the environment, and the client configurations derived
-//!   from it (every non-default librdkafka setting has its reason next to it).
+//! - [`settings`]: [`KafkaSettings`] from the environment ([`KafkaArgs`], the variables as clap
+//!   arguments), and the client configurations derived from it (every non-default librdkafka setting has its reason next to it).
 //! - [`security`]: [`KafkaSecurity`] — TLS, SASL (PLAIN, SCRAM) and a Java-style client
 //!   properties file, checked at start-up; secrets never logged.
 //! - [`context`]: librdkafka's logs and errors routed to `tracing`; rebalance callbacks that
@@ -34,8 +34,8 @@ pub use consumer::{
     ConsumerRunner, ConsumerStatus, FailureKind, Handler, HandlerResult, Inbound, TextMessage,
 };
 pub use producer::{OutgoingMessage, Producer};
-pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
-pub use settings::KafkaSettings;
+pub use security::{KafkaSecurity, KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
+pub use settings::{KafkaArgs, KafkaSettings};
 
 /// Errors of the Kafka plumbing, with the context needed to act on them.
 #[derive(Debug, thiserror::Error)]

@@ -133,4 +133,14 @@ impl Producer {
             tracing::warn!(error = %e, "producer flush did not complete");
         }
     }
+
+    /// At shutdown: flush (up to `timeout`) and drop this handle, off the async workers (both
+    /// block).
+    pub async fn close(self, timeout: Duration) {
+        let _ = tokio::task::spawn_blocking(move || {
+            self.flush(timeout);
+            drop(self);
+        })
+        .await;
+    }
 }

@@ -1,6 +1,6 @@
 //! How the clients reach a secured broker: TLS, SASL, and a Java-style client properties file.
 //!
-//! From the environment ([`KafkaSecurity::from_env`]):
+//! From the environment ([`KafkaSecurityArgs`], checked by [`KafkaSecurity::from_args`]):
 //!
 //! | variable | librdkafka property |
 //! |---|---|
@@ -24,8 +24,44 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use huleedu_service::settings::{ConfigError, Env, Secret, SettingDoc};
+use huleedu_service::settings::{readable_file, secret, ConfigError, Secret};
 use rdkafka::ClientConfig;
+
+use crate::settings::KafkaArgs;
+
+/// The security variables (part of [`KafkaArgs`]). Raw values: [`KafkaSecurity::from_args`]
+/// checks them together, with the properties file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KafkaSecurityArgs {
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl [default: plaintext]
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 [default: (unset; required with sasl_*)]
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name [default: (unset; required with sasl_*)]
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password; or KAFKA_SASL_PASSWORD_FILE: a file holding it [default: (unset; required
+    /// with sasl_*)]
+    #[arg(long, env = "KAFKA_SASL_PASSWORD")]
+    pub kafka_sasl_password: Option<Secret>,
+    #[arg(long, env = "KAFKA_SASL_PASSWORD_FILE", hide = true)]
+    pub kafka_sasl_password_file: Option<String>,
+    /// CA certificate(s) in PEM to verify the broker with (ssl, sasl_ssl) [default: (unset: the
+    /// system's trust store)]
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<String>,
+    /// client certificate in PEM for mutual TLS (with KAFKA_SSL_KEY_LOCATION)
+    #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION")]
+    pub kafka_ssl_certificate_location: Option<String>,
+    /// private key in PEM of the client certificate (mutual TLS)
+    #[arg(long, env = "KAFKA_SSL_KEY_LOCATION")]
+    pub kafka_ssl_key_location: Option<String>,
+    /// Java-style client .properties file; its keys go to librdkafka as they are
+    #[arg(long, env = "KAFKA_PROPERTIES_FILE")]
+    pub kafka_properties_file: Option<String>,
+}
 
 /// `KAFKA_SECURITY_PROTOCOL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,13 +274,34 @@ const VARIABLE_KEYS: &[(&str, &str)] = &[
     ("KAFKA_SSL_KEY_LOCATION", "ssl.key.location"),
 ];
 
+/// Is variable `var` (one of [`VARIABLE_KEYS`]) set?
+fn is_set(args: &KafkaArgs, var: &str) -> bool {
+    let sec = &args.security;
+    match var {
+        "KAFKA_BOOTSTRAP_SERVERS" => args.kafka_bootstrap_servers.is_some(),
+        "KAFKA_SECURITY_PROTOCOL" => sec.kafka_security_protocol.is_some(),
+        "KAFKA_SASL_MECHANISM" => sec.kafka_sasl_mechanism.is_some(),
+        "KAFKA_SASL_USERNAME" => sec.kafka_sasl_username.is_some(),
+        "KAFKA_SASL_PASSWORD" => sec.kafka_sasl_password.is_some(),
+        "KAFKA_SSL_CA_LOCATION" => sec.kafka_ssl_ca_location.is_some(),
+        "KAFKA_SSL_CERTIFICATE_LOCATION" => sec.kafka_ssl_certificate_location.is_some(),
+        "KAFKA_SSL_KEY_LOCATION" => sec.kafka_ssl_key_location.is_some(),
+        _ => false,
+    }
+}
+
 fn properties_error(path: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::new("KAFKA_PROPERTIES_FILE", path, reason)
 }
 
 /// Read and check `KAFKA_PROPERTIES_FILE`.
-fn read_properties(env: &Env) -> Result<ClientProperties, ConfigError> {
-    let Some(path) = env.file("KAFKA_PROPERTIES_FILE")? else {
+fn read_properties(args: &KafkaArgs) -> Result<ClientProperties, ConfigError> {
+    let sec = &args.security;
+    let Some(path) = readable_file(
+        "KAFKA_PROPERTIES_FILE",
+        sec.kafka_properties_file.as_deref(),
+    )?
+    else {
         return Ok(ClientProperties::default());
     };
     let shown = path.display().to_string();
@@ -277,7 +334,7 @@ fn read_properties(env: &Env) -> Result<ClientProperties, ConfigError> {
         }
         if let Some((var, _)) = VARIABLE_KEYS
             .iter()
-            .find(|(var, k)| *k == key && env.get(var).is_some())
+            .find(|(var, k)| *k == key && is_set(args, var))
         {
             return Err(properties_error(
                 &shown,
@@ -285,8 +342,7 @@ fn read_properties(env: &Env) -> Result<ClientProperties, ConfigError> {
             ));
         }
         if key == "sasl.password"
-            && (env.get("KAFKA_SASL_PASSWORD_FILE").is_some()
-                || env.get("KAFKA_SASL_PASSWORD").is_some())
+            && (sec.kafka_sasl_password_file.is_some() || sec.kafka_sasl_password.is_some())
         {
             return Err(properties_error(
                 &shown,
@@ -313,11 +369,13 @@ fn read_properties(env: &Env) -> Result<ClientProperties, ConfigError> {
 }
 
 impl KafkaSecurity {
-    /// Read and check the security settings (see the module documentation).
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let properties = read_properties(env)?;
+    /// Check the security variables (see the module documentation); `args` is every Kafka
+    /// variable, since the properties file may not set what a variable sets.
+    pub fn from_args(args: &KafkaArgs) -> Result<Self, ConfigError> {
+        let sec = &args.security;
+        let properties = read_properties(args)?;
         let protocol = match (
-            env.get("KAFKA_SECURITY_PROTOCOL"),
+            sec.kafka_security_protocol.as_deref(),
             properties.get("security.protocol"),
         ) {
             (Some(raw), _) => SecurityProtocol::parse(raw).ok_or_else(|| {
@@ -335,14 +393,18 @@ impl KafkaSecurity {
             })?,
             (None, None) => SecurityProtocol::Plaintext,
         };
-        let mut out = Self::tls_from_env(env, protocol, properties)?;
+        let mut out = Self::tls_from_args(sec, protocol, properties)?;
         let in_file = |key: &str| out.properties.get(key).is_some();
 
         // SASL: variables only with a SASL protocol; with one, mechanism and credentials from
         // the variables or the file.
-        let password = env.secret("KAFKA_SASL_PASSWORD")?;
-        let mechanism_raw = env.get("KAFKA_SASL_MECHANISM");
-        let username = env.optional("KAFKA_SASL_USERNAME");
+        let password = secret(
+            "KAFKA_SASL_PASSWORD",
+            sec.kafka_sasl_password.clone(),
+            sec.kafka_sasl_password_file.as_deref(),
+        )?;
+        let mechanism_raw = sec.kafka_sasl_mechanism.as_deref();
+        let username = sec.kafka_sasl_username.clone();
         if !protocol.uses_sasl() {
             let set = [
                 ("KAFKA_SASL_MECHANISM", mechanism_raw.is_some()),
@@ -350,10 +412,10 @@ impl KafkaSecurity {
                 ("KAFKA_SASL_PASSWORD", password.is_some()),
             ];
             if let Some((var, _)) = set.iter().find(|(_, is_set)| *is_set) {
-                let shown = if *var == "KAFKA_SASL_PASSWORD" {
-                    "(secret)"
-                } else {
-                    env.get(var).unwrap_or_default()
+                let shown = match *var {
+                    "KAFKA_SASL_MECHANISM" => mechanism_raw.unwrap_or_default(),
+                    "KAFKA_SASL_USERNAME" => username.as_deref().unwrap_or_default(),
+                    _ => "(secret)",
                 };
                 return Err(ConfigError::new(
                     var,
@@ -415,15 +477,24 @@ impl KafkaSecurity {
         Ok(out)
     }
 
-    /// The TLS part (and everything else but SASL) of [`KafkaSecurity::from_env`].
-    fn tls_from_env(
-        env: &Env,
+    /// The TLS part (and everything else but SASL) of [`KafkaSecurity::from_args`].
+    fn tls_from_args(
+        sec: &KafkaSecurityArgs,
         protocol: SecurityProtocol,
         properties: ClientProperties,
     ) -> Result<Self, ConfigError> {
-        let ca = env.file("KAFKA_SSL_CA_LOCATION")?;
-        let cert = env.file("KAFKA_SSL_CERTIFICATE_LOCATION")?;
-        let key = env.file("KAFKA_SSL_KEY_LOCATION")?;
+        let ca = readable_file(
+            "KAFKA_SSL_CA_LOCATION",
+            sec.kafka_ssl_ca_location.as_deref(),
+        )?;
+        let cert = readable_file(
+            "KAFKA_SSL_CERTIFICATE_LOCATION",
+            sec.kafka_ssl_certificate_location.as_deref(),
+        )?;
+        let key = readable_file(
+            "KAFKA_SSL_KEY_LOCATION",
+            sec.kafka_ssl_key_location.as_deref(),
+        )?;
         if !protocol.uses_tls() {
             for (var, set) in [
                 ("KAFKA_SSL_CA_LOCATION", &ca),
@@ -578,53 +649,6 @@ impl KafkaSecurity {
         }
         vars.join(", ")
     }
-
-    /// Table rows for `--help` and the docs.
-    pub fn docs() -> Vec<SettingDoc> {
-        vec![
-            SettingDoc {
-                name: "KAFKA_SECURITY_PROTOCOL",
-                default: "plaintext",
-                meaning: "plaintext, ssl, sasl_plaintext or sasl_ssl",
-            },
-            SettingDoc {
-                name: "KAFKA_SASL_MECHANISM",
-                default: "(unset; required with sasl_*)",
-                meaning: "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-            },
-            SettingDoc {
-                name: "KAFKA_SASL_USERNAME",
-                default: "(unset; required with sasl_*)",
-                meaning: "SASL user name",
-            },
-            SettingDoc {
-                name: "KAFKA_SASL_PASSWORD",
-                default: "(unset; required with sasl_*)",
-                meaning: "SASL password; or KAFKA_SASL_PASSWORD_FILE: a file holding it",
-            },
-            SettingDoc {
-                name: "KAFKA_SSL_CA_LOCATION",
-                default: "(unset: the system's trust store)",
-                meaning: "CA certificate(s) in PEM to verify the broker with (ssl, sasl_ssl)",
-            },
-            SettingDoc {
-                name: "KAFKA_SSL_CERTIFICATE_LOCATION",
-                default: "(unset)",
-                meaning: "client certificate in PEM for mutual TLS (with KAFKA_SSL_KEY_LOCATION)",
-            },
-            SettingDoc {
-                name: "KAFKA_SSL_KEY_LOCATION",
-                default: "(unset)",
-                meaning: "private key in PEM of the client certificate (mutual TLS)",
-            },
-            SettingDoc {
-                name: "KAFKA_PROPERTIES_FILE",
-                default: "(unset)",
-                meaning:
-                    "Java-style client .properties file; its keys go to librdkafka as they are",
-            },
-        ]
-    }
 }
 
 fn properties_path(p: &ClientProperties) -> String {
@@ -638,8 +662,11 @@ fn properties_path(p: &ClientProperties) -> String {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
+    /// The security settings read from `pairs` the way a service reads its environment.
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<KafkaSecurity, ConfigError> {
+        let args: KafkaArgs =
+            huleedu_service::settings::parse_vars(&crate::KafkaSettings::command("grp"), pairs)?;
+        KafkaSecurity::from_args(&args)
     }
 
     fn temp(name: &str, content: &str) -> String {
@@ -651,12 +678,12 @@ mod tests {
     }
 
     fn err(pairs: &[(&str, &str)]) -> ConfigError {
-        KafkaSecurity::from_env(&env(pairs)).unwrap_err()
+        from_pairs(pairs).unwrap_err()
     }
 
     #[test]
     fn plaintext_by_default_and_nothing_else_is_set() {
-        let s = KafkaSecurity::from_env(&Env::default()).unwrap();
+        let s = from_pairs(&[]).unwrap();
         assert_eq!(s, KafkaSecurity::default());
         let mut c = ClientConfig::new();
         s.apply(&mut c);
@@ -667,13 +694,13 @@ mod tests {
     #[test]
     fn sasl_ssl_with_scram_sets_librdkafka_properties() {
         let ca = temp("ca.pem", "x");
-        let s = KafkaSecurity::from_env(&env(&[
+        let s = from_pairs(&[
             ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
             ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
             ("KAFKA_SASL_USERNAME", "app"),
             ("KAFKA_SASL_PASSWORD", "pw-123"),
             ("KAFKA_SSL_CA_LOCATION", &ca),
-        ]))
+        ])
         .unwrap();
         let mut c = ClientConfig::new();
         s.apply(&mut c);
@@ -690,7 +717,7 @@ mod tests {
 
     #[test]
     fn without_a_ca_file_tls_uses_the_system_trust_store() {
-        let s = KafkaSecurity::from_env(&env(&[("KAFKA_SECURITY_PROTOCOL", "ssl")])).unwrap();
+        let s = from_pairs(&[("KAFKA_SECURITY_PROTOCOL", "ssl")]).unwrap();
         let mut c = ClientConfig::new();
         s.apply(&mut c);
         assert_eq!(c.get("ssl.ca.location"), Some("probe"));
@@ -703,12 +730,12 @@ mod tests {
     #[test]
     fn the_password_comes_from_a_file_too() {
         let pw = temp("pw", "from-file\n");
-        let s = KafkaSecurity::from_env(&env(&[
+        let s = from_pairs(&[
             ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
             ("KAFKA_SASL_MECHANISM", "PLAIN"),
             ("KAFKA_SASL_USERNAME", "app"),
             ("KAFKA_SASL_PASSWORD_FILE", &pw),
-        ]))
+        ])
         .unwrap();
         assert_eq!(s.sasl.unwrap().password.expose(), "from-file");
     }
@@ -797,7 +824,7 @@ mod tests {
              socket.keepalive.enable = true\n\
              client.rack: eu-north-1a\n",
         );
-        let s = KafkaSecurity::from_env(&env(&[("KAFKA_PROPERTIES_FILE", &file)])).unwrap();
+        let s = from_pairs(&[("KAFKA_PROPERTIES_FILE", &file)]).unwrap();
         assert_eq!(s.protocol, SecurityProtocol::SaslSsl);
         let mut c = ClientConfig::new();
         s.apply(&mut c);
@@ -820,10 +847,10 @@ mod tests {
             "partial.properties",
             "security.protocol=sasl_ssl\nsasl.mechanism=PLAIN\nsasl.username=platform\n",
         );
-        let s = KafkaSecurity::from_env(&env(&[
+        let s = from_pairs(&[
             ("KAFKA_PROPERTIES_FILE", &file),
             ("KAFKA_SASL_PASSWORD", "env-secret"),
-        ]))
+        ])
         .unwrap();
         let mut c = ClientConfig::new();
         s.apply(&mut c);

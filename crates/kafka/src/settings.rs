@@ -2,10 +2,44 @@
 
 use std::time::Duration;
 
-use huleedu_service::settings::{ConfigError, Env, SettingDoc};
+use clap::Command;
+use huleedu_service::settings::{
+    int_in, parse_vars, process_vars, with_defaults, ConfigError, VarPair,
+};
 use rdkafka::ClientConfig;
 
-use crate::security::KafkaSecurity;
+use crate::security::{KafkaSecurity, KafkaSecurityArgs};
+
+/// The Kafka variables, as every binary that talks to the broker reads them.
+/// `KAFKA_CONSUMER_GROUP` has the service's default ([`with_defaults`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// comma-separated host:port list of the Kafka-protocol broker [default: 127.0.0.1:9092 (or
+    /// bootstrap.servers of KAFKA_PROPERTIES_FILE)]
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+    /// consumer group id; replicas of one service share it
+    #[arg(long, env = "KAFKA_CONSUMER_GROUP")]
+    pub kafka_consumer_group: String,
+    /// partitions of the topics created at start-up (1..1000)
+    #[arg(long, env = "TOPIC_PARTITIONS", default_value_t = 3, value_parser = int_in::<i32>(1, 1000))]
+    pub topic_partitions: i32,
+    /// replication factor of the topics created at start-up
+    #[arg(long, env = "TOPIC_REPLICATION_FACTOR", default_value_t = 1, value_parser = int_in::<i32>(1, 16))]
+    pub topic_replication_factor: i32,
+    /// how long a crashed consumer keeps its partitions before the group rebalances
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000,
+        value_parser = int_in::<u64>(1_000, 300_000))]
+    pub kafka_session_timeout_ms: u64,
+    /// longest a fetch waits for new data (lower = less latency, more requests)
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 5, value_parser = int_in::<u64>(1, 10_000))]
+    pub kafka_fetch_wait_max_ms: u64,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
+}
+
+/// The broker used when neither `KAFKA_BOOTSTRAP_SERVERS` nor the properties file names one.
+const LOCAL_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
 
 /// Where the broker is and how this service uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,17 +63,18 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
-    /// Defaults for local runs, overridden by the environment, validated.
-    pub fn from_env(env: &Env, client_id: &str, default_group: &str) -> Result<Self, ConfigError> {
-        let security = KafkaSecurity::from_env(env)?;
+    /// Check the variables and build the settings of client `client_id`.
+    pub fn from_args(args: &KafkaArgs, client_id: &str) -> Result<Self, ConfigError> {
+        let security = KafkaSecurity::from_args(args)?;
         // The properties file may name the brokers when the variable does not.
-        let bootstrap_servers = env.string(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            security
+        let bootstrap_servers = match &args.kafka_bootstrap_servers {
+            Some(servers) => servers.clone(),
+            None => security
                 .properties
                 .get("bootstrap.servers")
-                .unwrap_or("127.0.0.1:9092"),
-        );
+                .unwrap_or(LOCAL_BOOTSTRAP_SERVERS)
+                .to_owned(),
+        };
         if bootstrap_servers.split(',').any(|s| {
             s.trim()
                 .rsplit_once(':')
@@ -53,70 +88,53 @@ impl KafkaSettings {
         }
         Ok(Self {
             bootstrap_servers,
-            consumer_group: env.string("KAFKA_CONSUMER_GROUP", default_group),
-            topic_partitions: env.int_in("TOPIC_PARTITIONS", 3, 1, 1000)?,
-            replication_factor: env.int_in("TOPIC_REPLICATION_FACTOR", 1, 1, 16)?,
-            session_timeout: Duration::from_millis(env.int_in(
-                "KAFKA_SESSION_TIMEOUT_MS",
-                10_000,
-                1_000,
-                300_000,
-            )?),
-            fetch_wait_max: Duration::from_millis(env.int_in(
-                "KAFKA_FETCH_WAIT_MAX_MS",
-                5,
-                1,
-                10_000,
-            )?),
+            consumer_group: args.kafka_consumer_group.clone(),
+            topic_partitions: args.topic_partitions,
+            replication_factor: args.topic_replication_factor,
+            session_timeout: Duration::from_millis(args.kafka_session_timeout_ms),
+            fetch_wait_max: Duration::from_millis(args.kafka_fetch_wait_max_ms),
             client_id: client_id.to_owned(),
             security,
         })
     }
 
-    /// Settings for a broker at `bootstrap_servers` with everything else at its default.
-    pub fn local(bootstrap_servers: &str, client_id: &str, group: &str) -> Self {
-        let env = Env::from_pairs([("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)]);
-        Self::from_env(&env, client_id, group).expect("defaults are valid")
+    /// The Kafka variables on their own (tools and tests), with `default_group` as the default
+    /// of `KAFKA_CONSUMER_GROUP`.
+    pub fn command(default_group: &'static str) -> Command {
+        with_defaults(
+            <KafkaArgs as clap::Args>::augment_args(Command::new("kafka")),
+            &[("KAFKA_CONSUMER_GROUP", default_group)],
+        )
     }
 
-    /// Table rows for `--help` and the docs.
-    pub fn docs(default_group: &'static str) -> Vec<SettingDoc> {
-        vec![
-            SettingDoc {
-                name: "KAFKA_BOOTSTRAP_SERVERS",
-                default: "127.0.0.1:9092 (or bootstrap.servers of KAFKA_PROPERTIES_FILE)",
-                meaning: "comma-separated host:port list of the Kafka-protocol broker",
-            },
-            SettingDoc {
-                name: "KAFKA_CONSUMER_GROUP",
-                default: default_group,
-                meaning: "consumer group id; replicas of one service share it",
-            },
-            SettingDoc {
-                name: "TOPIC_PARTITIONS",
-                default: "3",
-                meaning: "partitions of the topics created at start-up (1..1000)",
-            },
-            SettingDoc {
-                name: "TOPIC_REPLICATION_FACTOR",
-                default: "1",
-                meaning: "replication factor of the topics created at start-up",
-            },
-            SettingDoc {
-                name: "KAFKA_SESSION_TIMEOUT_MS",
-                default: "10000",
-                meaning:
-                    "how long a crashed consumer keeps its partitions before the group rebalances",
-            },
-            SettingDoc {
-                name: "KAFKA_FETCH_WAIT_MAX_MS",
-                default: "5",
-                meaning: "longest a fetch waits for new data (lower = less latency, more requests)",
-            },
-        ]
-        .into_iter()
-        .chain(KafkaSecurity::docs())
-        .collect()
+    /// The settings from explicit `(variable, value)` pairs, as a service reads them.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = impl VarPair>,
+        client_id: &str,
+        default_group: &'static str,
+    ) -> Result<Self, ConfigError> {
+        Self::from_args(
+            &parse_vars(&Self::command(default_group), pairs)?,
+            client_id,
+        )
+    }
+
+    /// The settings from the process environment (the tools read the services' variables).
+    pub fn from_process(client_id: &str, default_group: &'static str) -> Result<Self, ConfigError> {
+        Self::from_pairs(process_vars(), client_id, default_group)
+    }
+
+    /// Settings for a broker at `bootstrap_servers` with everything else at its default.
+    pub fn local(bootstrap_servers: &str, client_id: &str, group: &str) -> Self {
+        Self::from_pairs(
+            [
+                ("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers),
+                ("KAFKA_CONSUMER_GROUP", group),
+            ],
+            client_id,
+            "unused",
+        )
+        .expect("defaults are valid")
     }
 
     /// What every client shares: the broker, the client id, security (TLS, SASL, the
@@ -195,10 +213,11 @@ impl KafkaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use huleedu_service::settings::NO_VARS;
 
     #[test]
     fn defaults_match_the_run_contract() {
-        let s = KafkaSettings::from_env(&Env::default(), "svc", "grp").unwrap();
+        let s = KafkaSettings::from_pairs(NO_VARS, "svc", "grp").unwrap();
         assert_eq!(s.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(s.consumer_group, "grp");
         assert_eq!(s.topic_partitions, 3);
@@ -206,8 +225,8 @@ mod tests {
 
     #[test]
     fn bad_bootstrap_servers_name_the_variable() {
-        let env = Env::from_pairs([("KAFKA_BOOTSTRAP_SERVERS", "kafka")]);
-        let err = KafkaSettings::from_env(&env, "svc", "grp").unwrap_err();
+        let err = KafkaSettings::from_pairs([("KAFKA_BOOTSTRAP_SERVERS", "kafka")], "svc", "grp")
+            .unwrap_err();
         assert_eq!(err.variable, "KAFKA_BOOTSTRAP_SERVERS");
     }
 

@@ -20,6 +20,18 @@ pub fn install() -> CancellationToken {
     root
 }
 
+/// Wait for a component's task to end after its stop was requested; a panic is logged, naming
+/// `what`, and shutdown goes on.
+pub async fn join<T>(task: tokio::task::JoinHandle<T>, what: &str) -> Option<T> {
+    match task.await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "{what} task failed");
+            None
+        }
+    }
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {

@@ -5,8 +5,6 @@ use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::{ConfigError, Env};
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -29,14 +27,13 @@ impl FromStr for LogFormat {
 }
 
 impl LogFormat {
-    /// `LOG_FORMAT`, defaulting to pretty on a terminal and JSON otherwise.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let default = if std::io::stderr().is_terminal() {
+    /// The default of `LOG_FORMAT`: pretty on a terminal, JSON otherwise.
+    pub fn for_stderr() -> Self {
+        if std::io::stderr().is_terminal() {
             Self::Pretty
         } else {
             Self::Json
-        };
-        env.parse("LOG_FORMAT", default)
+        }
     }
 }
 
@@ -59,18 +56,4 @@ pub fn init(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_format_parses_and_names_the_variable() {
-        let env = Env::from_pairs([("LOG_FORMAT", "json")]);
-        assert_eq!(LogFormat::from_env(&env).unwrap(), LogFormat::Json);
-        let env = Env::from_pairs([("LOG_FORMAT", "xml")]);
-        let err = LogFormat::from_env(&env).unwrap_err();
-        assert_eq!(err.variable, "LOG_FORMAT");
-    }
 }

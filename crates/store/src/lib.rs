@@ -44,7 +44,7 @@ mod store;
 pub use keys::{bucket_of, BUCKETS};
 pub use metrics::OutboxMetrics;
 pub use relay::OutboxRelay;
-pub use settings::RedisSettings;
+pub use settings::{RedisArgs, RedisSettings, RetentionArgs};
 pub use store::{
     ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp, OutboxEntry,
     RedisProblem, Store, StoreError, Versioned, COMMIT_ATTEMPTS,

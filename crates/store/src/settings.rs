@@ -1,8 +1,62 @@
-//! Redis settings from the environment.
+//! Redis settings from the environment, and how long the services keep what they store.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use huleedu_service::settings::{ConfigError, Env, Secret, SettingDoc};
+use clap::Command;
+use huleedu_service::settings::{
+    int_in, parse_vars, readable_file, secret, with_defaults, ConfigError, Secret, VarPair, SECS,
+};
+
+/// The Redis variables. `REDIS_KEY_PREFIX` has the service's default ([`with_defaults`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Redis holding state, dedup markers and the outbox: redis://[user:password@]host:port[/db],
+    /// rediss:// for TLS (server certificate verified)
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Redis password when it is not in REDIS_URL; or REDIS_PASSWORD_FILE: a file holding it
+    /// [default: (unset: the URL's, if any)]
+    #[arg(long, env = "REDIS_PASSWORD")]
+    pub redis_password: Option<Secret>,
+    #[arg(long, env = "REDIS_PASSWORD_FILE", hide = true)]
+    pub redis_password_file: Option<String>,
+    /// CA certificate(s) in PEM that sign the rediss:// server's certificate [default: (unset:
+    /// the system's trust store)]
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<String>,
+    /// prefix of every key, so deployments or test runs can share a Redis
+    #[arg(long, env = "REDIS_KEY_PREFIX")]
+    pub redis_key_prefix: String,
+    /// this replica's stable identity: a restart under the same one takes its outbox leases back
+    /// at once; give every live replica its own [default: the host name]
+    #[arg(long, env = "REPLICA_ID")]
+    pub replica_id: Option<String>,
+}
+
+/// How long a service keeps what it stores: `DEDUP_TTL_SECS`, `STATE_TTL_DAYS`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// seconds a handled event id is remembered, so a redelivery changes nothing
+    #[arg(long, env = "DEDUP_TTL_SECS", default_value_t = 7 * 24 * 3600,
+        value_parser = int_in::<u64>(SECS.0, SECS.1))]
+    pub dedup_ttl_secs: u64,
+    /// days a batch's state lives after its last change (1..3650)
+    #[arg(long, env = "STATE_TTL_DAYS", default_value_t = 30, value_parser = int_in::<u64>(1, 3650))]
+    pub state_ttl_days: u64,
+}
+
+impl RetentionArgs {
+    /// `DEDUP_TTL_SECS`: how long a handled event id is remembered.
+    pub fn dedup_ttl(&self) -> Duration {
+        Duration::from_secs(self.dedup_ttl_secs)
+    }
+
+    /// `STATE_TTL_DAYS`: a batch's state expires this long after its last change.
+    pub fn state_ttl(&self) -> Duration {
+        Duration::from_secs(self.state_ttl_days * 24 * 3600)
+    }
+}
 
 /// Where Redis is, how to authenticate and which key prefix this deployment uses.
 ///
@@ -75,8 +129,9 @@ impl RedisSettings {
         }
     }
 
-    pub fn from_env(env: &Env, default_prefix: &str) -> Result<Self, ConfigError> {
-        let url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
+    /// Check the variables and build the settings.
+    pub fn from_args(args: &RedisArgs) -> Result<Self, ConfigError> {
+        let url = args.redis_url.clone();
         let shown = redact_url(&url);
         let tls = url.starts_with("rediss://");
         if !(url.starts_with("redis://") || tls || url.starts_with("unix://")) {
@@ -97,7 +152,11 @@ impl RedisSettings {
                 ))
             }
         };
-        let password = env.secret("REDIS_PASSWORD")?;
+        let password = secret(
+            "REDIS_PASSWORD",
+            args.redis_password.clone(),
+            args.redis_password_file.as_deref(),
+        )?;
         if password.is_some() && info.redis_settings().password().is_some() {
             return Err(ConfigError::new(
                 "REDIS_PASSWORD",
@@ -105,7 +164,7 @@ impl RedisSettings {
                 "REDIS_URL holds a password too: set it in one place",
             ));
         }
-        let tls_ca_file = env.file("REDIS_TLS_CA_FILE")?;
+        let tls_ca_file = readable_file("REDIS_TLS_CA_FILE", args.redis_tls_ca_file.as_deref())?;
         if let Some(ca) = &tls_ca_file {
             let path = ca.display().to_string();
             if !tls {
@@ -124,7 +183,7 @@ impl RedisSettings {
                 ));
             }
         }
-        let key_prefix = env.string("REDIS_KEY_PREFIX", default_prefix);
+        let key_prefix = args.redis_key_prefix.clone();
         if key_prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::new(
                 "REDIS_KEY_PREFIX",
@@ -132,8 +191,9 @@ impl RedisSettings {
                 "must not contain braces or spaces (it becomes part of a hash tag)",
             ));
         }
-        let replica_id = env
-            .optional("REPLICA_ID")
+        let replica_id = args
+            .replica_id
+            .clone()
             .or_else(host_name)
             .unwrap_or_else(|| format!("replica-{}", uuid::Uuid::new_v4().simple()));
         Ok(Self {
@@ -145,40 +205,26 @@ impl RedisSettings {
         })
     }
 
+    /// The Redis variables on their own, with `default_prefix` as the default of
+    /// `REDIS_KEY_PREFIX`.
+    pub fn command(default_prefix: &'static str) -> Command {
+        with_defaults(
+            <RedisArgs as clap::Args>::augment_args(Command::new("redis")),
+            &[("REDIS_KEY_PREFIX", default_prefix)],
+        )
+    }
+
+    /// The settings from explicit `(variable, value)` pairs, as a service reads them (tests).
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = impl VarPair>,
+        default_prefix: &'static str,
+    ) -> Result<Self, ConfigError> {
+        Self::from_args(&parse_vars(&Self::command(default_prefix), pairs)?)
+    }
+
     /// The URL without its password, for logs and messages.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
-    }
-
-    /// Table rows for `--help` and the docs.
-    pub fn docs(default_prefix: &'static str) -> Vec<SettingDoc> {
-        vec![
-            SettingDoc {
-                name: "REDIS_URL",
-                default: "redis://127.0.0.1:6379",
-                meaning: "Redis holding state, dedup markers and the outbox: redis://[user:password@]host:port[/db], rediss:// for TLS (server certificate verified)",
-            },
-            SettingDoc {
-                name: "REDIS_PASSWORD",
-                default: "(unset: the URL's, if any)",
-                meaning: "Redis password when it is not in REDIS_URL; or REDIS_PASSWORD_FILE: a file holding it",
-            },
-            SettingDoc {
-                name: "REDIS_TLS_CA_FILE",
-                default: "(unset: the system's trust store)",
-                meaning: "CA certificate(s) in PEM that sign the rediss:// server's certificate",
-            },
-            SettingDoc {
-                name: "REDIS_KEY_PREFIX",
-                default: default_prefix,
-                meaning: "prefix of every key, so deployments or test runs can share a Redis",
-            },
-            SettingDoc {
-                name: "REPLICA_ID",
-                default: "the host name",
-                meaning: "this replica's stable identity: a restart under the same one takes its outbox leases back at once; give every live replica its own",
-            },
-        ]
     }
 }
 
@@ -186,15 +232,20 @@ impl RedisSettings {
 mod tests {
     use super::*;
 
+    fn from_pairs(
+        pairs: &[(&str, &str)],
+        default_prefix: &'static str,
+    ) -> Result<RedisSettings, ConfigError> {
+        RedisSettings::from_pairs(pairs, default_prefix)
+    }
+
     #[test]
     fn bad_url_and_prefix_name_the_variable() {
-        let e = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", "http://x")]), "bos")
-            .unwrap_err();
+        let e = from_pairs(&[("REDIS_URL", "http://x")], "bos").unwrap_err();
         assert_eq!(e.variable, "REDIS_URL");
-        let e = RedisSettings::from_env(&Env::from_pairs([("REDIS_KEY_PREFIX", "a{b}")]), "bos")
-            .unwrap_err();
+        let e = from_pairs(&[("REDIS_KEY_PREFIX", "a{b}")], "bos").unwrap_err();
         assert_eq!(e.variable, "REDIS_KEY_PREFIX");
-        let ok = RedisSettings::from_env(&Env::default(), "bcs").unwrap();
+        let ok = from_pairs(&[], "bcs").unwrap();
         assert_eq!(ok.key_prefix, "bcs");
     }
 
@@ -209,32 +260,28 @@ mod tests {
         assert_eq!(redact_url("redis://app@h:1"), "redis://app@h:1");
 
         // In errors...
-        let e = RedisSettings::from_env(
-            &Env::from_pairs([("REDIS_URL", "rediss://app:s3cret@127.0.0.1:notaport")]),
+        let e = from_pairs(
+            &[("REDIS_URL", "rediss://app:s3cret@127.0.0.1:notaport")],
             "bos",
         )
         .unwrap_err();
         assert_eq!(e.variable, "REDIS_URL");
         assert!(!e.to_string().contains("s3cret"), "{e}");
-        let e = RedisSettings::from_env(
-            &Env::from_pairs([("REDIS_URL", "https://app:s3cret@h:1")]),
-            "bos",
-        )
-        .unwrap_err();
+        let e = from_pairs(&[("REDIS_URL", "https://app:s3cret@h:1")], "bos").unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
         // ...and in Debug.
-        let ok = RedisSettings::from_env(
-            &Env::from_pairs([
+        let ok = from_pairs(
+            &[
                 ("REDIS_URL", "redis://app@127.0.0.1:6379"),
                 ("REDIS_PASSWORD", "s3cret"),
-            ]),
+            ],
             "bos",
         )
         .unwrap();
         assert!(!format!("{ok:?}").contains("s3cret"));
         assert_eq!(ok.password.unwrap().expose(), "s3cret");
-        let ok = RedisSettings::from_env(
-            &Env::from_pairs([("REDIS_URL", "rediss://app:s3cret@127.0.0.1:6380")]),
+        let ok = from_pairs(
+            &[("REDIS_URL", "rediss://app:s3cret@127.0.0.1:6380")],
             "bos",
         )
         .unwrap();
@@ -243,11 +290,11 @@ mod tests {
 
     #[test]
     fn tls_and_password_settings_are_checked() {
-        let e = RedisSettings::from_env(
-            &Env::from_pairs([
+        let e = from_pairs(
+            &[
                 ("REDIS_URL", "redis://app:first-secret@h:1"),
                 ("REDIS_PASSWORD", "second-secret"),
-            ]),
+            ],
             "bos",
         )
         .unwrap_err();
@@ -268,23 +315,23 @@ mod tests {
         let not_pem = dir.join("ca.txt");
         std::fs::write(&not_pem, "hello").unwrap();
         let ca = ca.to_str().unwrap();
-        let e = RedisSettings::from_env(
-            &Env::from_pairs([("REDIS_URL", "redis://h:1"), ("REDIS_TLS_CA_FILE", ca)]),
+        let e = from_pairs(
+            &[("REDIS_URL", "redis://h:1"), ("REDIS_TLS_CA_FILE", ca)],
             "bos",
         )
         .unwrap_err();
         assert_eq!(e.variable, "REDIS_TLS_CA_FILE");
-        let e = RedisSettings::from_env(
-            &Env::from_pairs([
+        let e = from_pairs(
+            &[
                 ("REDIS_URL", "rediss://h:1"),
                 ("REDIS_TLS_CA_FILE", not_pem.to_str().unwrap()),
-            ]),
+            ],
             "bos",
         )
         .unwrap_err();
         assert_eq!(e.variable, "REDIS_TLS_CA_FILE");
-        let ok = RedisSettings::from_env(
-            &Env::from_pairs([("REDIS_URL", "rediss://h:1"), ("REDIS_TLS_CA_FILE", ca)]),
+        let ok = from_pairs(
+            &[("REDIS_URL", "rediss://h:1"), ("REDIS_TLS_CA_FILE", ca)],
             "bos",
         )
         .unwrap();

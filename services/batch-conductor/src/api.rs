@@ -78,8 +78,7 @@ impl AppState {
     pub fn new(store: Store, config: ApiConfig) -> Self {
         let registry = huleedu_http::metrics::Metrics::new();
         let metrics = BcsMetrics::register(&registry);
-        let s = store.clone();
-        let readiness = Readiness::new().check("redis", move || redis_ready(s.clone()));
+        let readiness = Readiness::new().redis(store.clone(), redis_ready);
         Self::from_parts(
             store,
             config,

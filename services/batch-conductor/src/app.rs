@@ -8,9 +8,10 @@ use anyhow::Context;
 use axum::Router;
 use huleedu_contracts::topics;
 use huleedu_http::probes::Readiness;
-use huleedu_http::{serve_on, HttpListener, ServerTls};
+use huleedu_http::{HttpListener, HttpServer};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
+use huleedu_service::shutdown::join;
 use huleedu_store::{OutboxMetrics, OutboxRelay, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,7 @@ pub fn provisioned_topics() -> Vec<String> {
 
 /// A built conductor, ready to run: topics exist, the consumer is subscribed, the HTTP port is
 /// bound ([`App::http_addr`]).
+#[derive(Debug)]
 pub struct App {
     consumer: ConsumerRunner<EventHandler, ConsumerObserver>,
     relay: OutboxRelay<OutboxMetrics>,
@@ -38,14 +40,6 @@ pub struct App {
     router: Router,
     state: AppState,
     http_addr: SocketAddr,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("http_addr", &self.http_addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl App {
@@ -84,26 +78,12 @@ impl App {
             OutboxRelay::new(store.clone(), producer.clone()).with_observer(metrics.outbox.clone());
 
         let status = consumer.status();
-        let ping_store = store.clone();
         let readiness = Readiness::new()
-            .check("kafka_consumer", move || {
-                let joined = status.is_joined();
-                async move {
-                    if joined {
-                        Ok(())
-                    } else {
-                        Err("the consumer has not joined its group yet".to_owned())
-                    }
-                }
+            .kafka_consumer(move || status.is_joined())
+            .broker(producer.clone(), |p| async move {
+                p.ping(Duration::from_secs(1)).await
             })
-            .check("broker", {
-                let producer = producer.clone();
-                move || {
-                    let producer = producer.clone();
-                    async move { producer.ping(std::time::Duration::from_secs(1)).await }
-                }
-            })
-            .check("redis", move || redis_ready(ping_store.clone()));
+            .redis(store.clone(), redis_ready);
         let state = AppState::from_parts(
             store,
             ApiConfig {
@@ -117,13 +97,7 @@ impl App {
             readiness,
             pipelines_seen,
         );
-        let tls = match &settings.common.http_tls {
-            Some(f) => Some(ServerTls::from_settings(&f.cert, &f.key)?),
-            None => None,
-        };
-        let listener = HttpListener::bind(settings.common.http_addr, tls)
-            .await
-            .with_context(|| format!("binding HTTP_ADDR {}", settings.common.http_addr))?;
+        let listener = HttpListener::from_settings(&settings.common).await?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(
             http_addr = %http_addr,
@@ -157,49 +131,20 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer_stop = CancellationToken::new();
         let relay_stop = CancellationToken::new();
-        let http_stop = CancellationToken::new();
-
         let consumer = tokio::spawn(self.consumer.run(consumer_stop.clone()));
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
-        let http_token = http_stop.clone();
-        let mut http = tokio::spawn(serve_on(self.listener, self.router, http_token));
+        let mut http = HttpServer::start(self.listener, self.router);
         tracing::info!(http_addr = %self.http_addr, "batch conductor running");
-
-        let mut http_result = None;
-        tokio::select! {
-            _ = shutdown.cancelled() => tracing::info!("shutting down"),
-            r = &mut http => {
-                tracing::error!("HTTP server stopped unexpectedly; shutting down");
-                http_result = Some(r);
-            }
-        }
+        http.serve_until(&shutdown).await;
 
         consumer_stop.cancel();
-        if let Err(e) = consumer.await {
-            tracing::error!(error = %e, "consumer task failed");
-        }
+        join(consumer, "consumer").await;
         self.state.consumer_stopped();
         relay_stop.cancel();
-        if let Err(e) = relay.await {
-            tracing::error!(error = %e, "outbox relay task failed");
-        }
-        http_stop.cancel();
-        let http_result = match http_result {
-            Some(r) => r,
-            None => http.await,
-        };
-        let producer = self.producer;
-        // Flushing and dropping an rdkafka client blocks: keep it off the async workers.
-        let _ = tokio::task::spawn_blocking(move || {
-            producer.flush(Duration::from_secs(5));
-            drop(producer);
-        })
-        .await;
+        join(relay, "outbox relay").await;
+        let served = http.stop().await;
+        self.producer.close(Duration::from_secs(5)).await;
         tracing::info!("batch conductor stopped");
-        match http_result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("HTTP server failed")),
-            Err(e) => Err(anyhow::Error::new(e).context("HTTP server task failed")),
-        }
+        Ok(served?)
     }
 }

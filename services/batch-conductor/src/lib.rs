@@ -28,7 +28,7 @@
 //!   `huleedu-store`.
 //! - [`api`]: the axum router ([`api::router`]) and the OpenAPI document.
 //! - [`metrics`]: every Prometheus metric of the service.
-//! - [`settings`]: environment variables ([`settings::settings_docs`]).
+//! - [`settings`]: environment variables ([`settings::BcsArgs`]).
 //! - [`app`]: [`App`], wiring and shutdown order.
 
 pub mod api;
@@ -41,4 +41,4 @@ pub mod settings;
 pub mod state;
 
 pub use app::App;
-pub use settings::{settings_docs, BcsSettings};
+pub use settings::{BcsArgs, BcsSettings};

@@ -1,15 +1,17 @@
-//! Configuration from environment variables: defaults → environment → validation.
-//!
-//! [`BcsSettings::from_env`] reads every variable listed by [`settings_docs`] (the source of
-//! `--help` and of the README table) and loads the pipeline definitions, so a bad value or a
-//! bad `PIPELINES_FILE` stops start-up with a [`ConfigError`] naming the variable.
+//! Configuration from environment variables: [`BcsArgs`] declares every variable the conductor
+//! reads (one clap argument each: name, default, range, meaning; the source of `--help` and of
+//! the documentation tables), and [`BcsSettings`] checks them and loads the pipeline
+//! definitions, so a bad value or a bad `PIPELINES_FILE` stops start-up with a [`ConfigError`]
+//! naming the variable.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use huleedu_kafka::KafkaSettings;
-use huleedu_service::settings::{CommonSettings, ConfigError, Env, Secret, SettingDoc};
-use huleedu_store::RedisSettings;
+use huleedu_kafka::{KafkaArgs, KafkaSettings};
+use huleedu_service::settings::{
+    int_in, CommonArgs, CommonSettings, ConfigError, OperatorArgs, Secret, ServiceSettings,
+};
+use huleedu_store::{RedisArgs, RedisSettings, RetentionArgs};
 
 use crate::pipelines::Definitions;
 
@@ -22,9 +24,35 @@ pub const DEFAULT_KEY_PREFIX: &str = "bcs";
 /// Default `HTTP_ADDR`.
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:4002";
 
-const DEFAULT_RESOLVE_WAIT_MS: u64 = 5_000;
-const DEFAULT_STATE_TTL_DAYS: u64 = 30;
-const DEFAULT_DEDUP_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Every variable the conductor reads.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "batch-conductor",
+    about = "Batch Conductor Service: records batch-level phase completion from events, \
+             resolves pipelines with causal pruning, routes failed essays to the DLQ, offers \
+             operator marks"
+)]
+pub struct BcsArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    /// JSON file with phase dependencies and named pipelines, validated at start-up [default:
+    /// built-in definitions (spellcheck, nlp, cj_assessment, ai_feedback, comprehensive)]
+    #[arg(long, env = "PIPELINES_FILE")]
+    pub pipelines_file: Option<PathBuf>,
+    /// longest a define request waits for its after_pipeline_id before answering 503
+    /// (0..600000)
+    #[arg(long, env = "RESOLVE_WAIT_MS", default_value_t = 5_000,
+        value_parser = int_in::<u64>(0, 600_000))]
+    pub resolve_wait_ms: u64,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
 
 /// Everything the conductor is configured with.
 #[derive(Debug, Clone)]
@@ -49,75 +77,43 @@ pub struct BcsSettings {
     pub dedup_ttl: Duration,
 }
 
-impl BcsSettings {
-    /// Defaults for a local run, overridden by `env`, validated; loads the pipeline definitions.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let kafka = KafkaSettings::from_env(env, SERVICE_NAME, DEFAULT_GROUP)?;
-        let redis = RedisSettings::from_env(env, DEFAULT_KEY_PREFIX)?;
-        let common = CommonSettings::from_env(env, DEFAULT_HTTP_ADDR)?;
-        let operator_token = env.secret("OPERATOR_TOKEN")?;
-        let pipelines_file = env.optional("PIPELINES_FILE").map(PathBuf::from);
-        let pipelines = match &pipelines_file {
+impl ServiceSettings for BcsSettings {
+    type Args = BcsArgs;
+
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[
+        ("KAFKA_CONSUMER_GROUP", DEFAULT_GROUP),
+        ("REDIS_KEY_PREFIX", DEFAULT_KEY_PREFIX),
+        ("HTTP_ADDR", DEFAULT_HTTP_ADDR),
+    ];
+
+    /// Checks the variables and loads the pipeline definitions.
+    fn from_args(args: BcsArgs) -> Result<Self, ConfigError> {
+        let kafka = KafkaSettings::from_args(&args.kafka, SERVICE_NAME)?;
+        let redis = RedisSettings::from_args(&args.redis)?;
+        let common = CommonSettings::from_args(&args.common)?;
+        let operator_token = args.operator.token()?;
+        let pipelines = match &args.pipelines_file {
             None => Definitions::builtin(),
             Some(path) => Definitions::load(path).map_err(|e| {
                 ConfigError::new("PIPELINES_FILE", &path.display().to_string(), e.to_string())
             })?,
         };
-        let resolve_wait = Duration::from_millis(env.int_in(
-            "RESOLVE_WAIT_MS",
-            DEFAULT_RESOLVE_WAIT_MS,
-            0,
-            600_000,
-        )?);
-        let ttl_days = env.int_in("STATE_TTL_DAYS", DEFAULT_STATE_TTL_DAYS, 1, 3650)?;
-        let dedup_ttl = env.secs("DEDUP_TTL_SECS", DEFAULT_DEDUP_TTL_SECS)?;
         Ok(Self {
             kafka,
             redis,
             common,
             operator_token,
-            pipelines_file,
+            pipelines_file: args.pipelines_file,
             pipelines,
-            resolve_wait,
-            state_ttl: Duration::from_secs(ttl_days * 24 * 3600),
-            dedup_ttl,
+            resolve_wait: Duration::from_millis(args.resolve_wait_ms),
+            state_ttl: args.retention.state_ttl(),
+            dedup_ttl: args.retention.dedup_ttl(),
         })
     }
-}
 
-/// Every environment variable the conductor reads (for `--help` and the docs).
-pub fn settings_docs() -> Vec<SettingDoc> {
-    let mut docs = KafkaSettings::docs(DEFAULT_GROUP);
-    docs.extend(RedisSettings::docs(DEFAULT_KEY_PREFIX));
-    docs.extend(CommonSettings::docs(DEFAULT_HTTP_ADDR));
-    docs.extend([
-        SettingDoc {
-            name: "OPERATOR_TOKEN",
-            default: "unset: the operator endpoint answers 503 \"operator endpoint disabled\"",
-            meaning: "bearer token required by POST /internal/v1/phases/complete; or OPERATOR_TOKEN_FILE: a file holding it",
-        },
-        SettingDoc {
-            name: "PIPELINES_FILE",
-            default: "built-in definitions (spellcheck, nlp, cj_assessment, ai_feedback, comprehensive)",
-            meaning: "JSON file with phase dependencies and named pipelines, validated at start-up",
-        },
-        SettingDoc {
-            name: "RESOLVE_WAIT_MS",
-            default: "5000",
-            meaning: "longest a define request waits for its after_pipeline_id before answering 503 (0..600000)",
-        },
-        SettingDoc {
-            name: "STATE_TTL_DAYS",
-            default: "30",
-            meaning: "days a batch's phase records live after their last change (1..3650)",
-        },
-        SettingDoc {
-            name: "DEDUP_TTL_SECS",
-            default: "604800",
-            meaning: "seconds a handled event id is remembered, so a redelivery changes nothing",
-        },
-    ]);
-    docs
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +123,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_run_contract() {
-        let s = BcsSettings::from_env(&Env::default()).unwrap();
+        let s = BcsSettings::from_defaults().unwrap();
         assert_eq!(s.kafka.consumer_group, "bcs-event-consumer");
         assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(s.redis.key_prefix, "bcs");
@@ -151,7 +147,7 @@ mod tests {
 
     #[test]
     fn overrides_are_read() {
-        let env = Env::from_pairs([
+        let s = BcsSettings::from_pairs([
             ("KAFKA_CONSUMER_GROUP", "g"),
             ("REDIS_KEY_PREFIX", "p"),
             ("HTTP_ADDR", "127.0.0.1:0"),
@@ -159,8 +155,8 @@ mod tests {
             ("RESOLVE_WAIT_MS", "250"),
             ("STATE_TTL_DAYS", "2"),
             ("DEDUP_TTL_SECS", "60"),
-        ]);
-        let s = BcsSettings::from_env(&env).unwrap();
+        ])
+        .unwrap();
         assert_eq!(s.kafka.consumer_group, "g");
         assert_eq!(s.redis.key_prefix, "p");
         assert_eq!(s.common.http_addr.port(), 0);
@@ -183,7 +179,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("PIPELINES_FILE", "/nonexistent/bcs-pipelines.json"),
         ] {
-            let err = BcsSettings::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
+            let err = BcsSettings::from_pairs([(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{err}");
         }
     }
@@ -196,8 +192,8 @@ mod tests {
             r#"{"phases":[{"name":"spellcheck"}],"pipelines":[{"name":"x","phases":[]}]}"#,
         )
         .unwrap();
-        let env = Env::from_pairs([("PIPELINES_FILE", path.display().to_string())]);
-        let err = BcsSettings::from_env(&env).unwrap_err();
+        let err =
+            BcsSettings::from_pairs([("PIPELINES_FILE", &path.display().to_string())]).unwrap_err();
         std::fs::remove_file(&path).ok();
         assert_eq!(err.variable, "PIPELINES_FILE");
         let text = err.to_string();
@@ -207,13 +203,14 @@ mod tests {
 
     #[test]
     fn the_token_never_prints() {
-        let s = BcsSettings::from_env(&Env::from_pairs([("OPERATOR_TOKEN", "hunter2")])).unwrap();
+        let s = BcsSettings::from_pairs([("OPERATOR_TOKEN", "hunter2")]).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]
     fn docs_list_every_variable_read() {
-        let names: Vec<&str> = settings_docs().iter().map(|d| d.name).collect();
+        let vars = BcsSettings::variables();
+        let names: Vec<&str> = vars.iter().map(|d| d.name.as_str()).collect();
         for var in [
             "KAFKA_BOOTSTRAP_SERVERS",
             "KAFKA_CONSUMER_GROUP",
@@ -228,7 +225,10 @@ mod tests {
             "STATE_TTL_DAYS",
             "DEDUP_TTL_SECS",
         ] {
-            assert!(names.contains(&var), "{var} missing from settings_docs()");
+            assert!(
+                names.contains(&var),
+                "{var} missing from BcsSettings::variables()"
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use huleedu_it::{
     kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,
 };
 use huleedu_kafka::{OutgoingMessage, Producer};
-use huleedu_service::settings::Env;
+use huleedu_service::settings::ServiceSettings;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -67,15 +67,15 @@ fn dlq_essays(seen: &[Seen], batch: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conductor_starts_stops_and_restarts_without_duplicates() {
-    let env = Env::from_pairs([
+    let settings = BcsSettings::from_pairs([
         ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap()),
         ("KAFKA_CONSUMER_GROUP", unique("bcs-app")),
         ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
         ("REDIS_URL", redis_url()),
         ("REDIS_KEY_PREFIX", unique("bcs-app")),
         ("HTTP_ADDR", "127.0.0.1:0".into()),
-    ]);
-    let settings = BcsSettings::from_env(&env).unwrap();
+    ])
+    .unwrap();
     let reader = TopicReader::start(&[topics::FAILED_ESSAYS_DLQ]);
     let producer = Producer::new(&kafka_settings("bcs-app-producer", "unused", 3)).unwrap();
     let batch = unique("app-batch");

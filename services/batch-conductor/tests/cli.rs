@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use batch_conductor::settings_docs;
+use batch_conductor::BcsSettings;
+use huleedu_service::settings::ServiceSettings;
 
 const BIN: &str = env!("CARGO_BIN_EXE_batch-conductor");
 
@@ -11,9 +12,9 @@ fn help_lists_every_setting() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for doc in settings_docs() {
+    for doc in BcsSettings::variables() {
         assert!(
-            text.contains(doc.name),
+            text.contains(&doc.name),
             "{} missing from --help:\n{text}",
             doc.name
         );
@@ -58,7 +59,7 @@ fn a_bad_pipelines_file_exits_2_naming_file_and_entry() {
 fn the_readme_documents_every_setting() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for doc in settings_docs() {
+    for doc in BcsSettings::variables() {
         assert!(
             readme.contains(&format!("| `{}` |", doc.name)),
             "{} missing from the README's configuration table",

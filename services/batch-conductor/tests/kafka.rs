@@ -22,7 +22,7 @@ use huleedu_it::{
     kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,
 };
 use huleedu_kafka::{OutgoingMessage, Producer};
-use huleedu_service::settings::Env;
+use huleedu_service::settings::ServiceSettings;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
         let group = unique("bcs-it");
-        let env = Env::from_pairs([
+        let settings = BcsSettings::from_pairs([
             ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap()),
             ("KAFKA_CONSUMER_GROUP", group.clone()),
             ("KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
@@ -50,8 +50,8 @@ fn shared() -> &'static Shared {
             ("HTTP_ADDR", "127.0.0.1:0".into()),
             ("OPERATOR_TOKEN", TOKEN.into()),
             ("RESOLVE_WAIT_MS", RESOLVE_WAIT_MS.to_string()),
-        ]);
-        let settings = BcsSettings::from_env(&env).expect("test settings are valid");
+        ])
+        .expect("test settings are valid");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -2,21 +2,26 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use axum::Router;
 use huleedu_contracts::topics;
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
-use huleedu_http::{harden, HttpLimits};
+use huleedu_http::{HttpListener, HttpServer};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
+use huleedu_service::shutdown::join;
 use huleedu_store::{OutboxMetrics, OutboxRelay, Store};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::conductor::Conductor;
 use crate::core::Core;
 use crate::handler::{BosHandler, CONSUMED};
 use crate::http::{router, HttpState};
+use crate::metrics::BosMetrics;
 use crate::scheduler::Scheduler;
 use crate::settings::BosSettings;
 
@@ -30,46 +35,43 @@ pub const PRODUCED: [&str; 6] = [
     topics::BATCH_PHASE_SKIPPED,
 ];
 
-/// The orchestrator, built and ready to run.
+/// The orchestrator, built and ready to run: topics exist, the consumer is subscribed, the HTTP
+/// port is bound ([`App::http_addr`]).
+#[derive(Debug)]
 pub struct App {
-    settings: BosSettings,
     core: Core,
-    runner: ConsumerRunner<BosHandler>,
+    runner: ConsumerRunner<BosHandler, BosMetrics>,
     relay: OutboxRelay<OutboxMetrics>,
     scheduler: Scheduler,
-    http: HttpState,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").finish_non_exhaustive()
-    }
+    producer: Producer,
+    listener: HttpListener,
+    router: Router,
+    http_addr: SocketAddr,
 }
 
 impl App {
-    /// Create topics, clients and components. Fails if the broker cannot be reached.
+    /// Create topics, clients and components, and bind the HTTP address (`HTTP_ADDR`; port 0
+    /// picks a free one). Fails if the broker cannot be reached or the address is taken.
     pub async fn build(settings: BosSettings) -> anyhow::Result<Self> {
         let mut all: Vec<String> = with_dlq_topics(&CONSUMED);
         all.extend(PRODUCED.iter().map(|t| t.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        provision_topics(&settings.kafka, &refs).await?;
+        provision_topics(&settings.kafka, &refs)
+            .await
+            .with_context(|| {
+                format!(
+                    "provisioning topics on {}",
+                    settings.kafka.bootstrap_servers
+                )
+            })?;
 
         let metrics = Metrics::new();
-        let bos_metrics = crate::metrics::BosMetrics::register(&metrics);
-        let store = Store::connect(&settings.redis)?;
+        let bos_metrics = BosMetrics::register(&metrics);
+        let store = Store::connect(&settings.redis).context("creating the Redis client")?;
         store.check_at_start().await?;
-        let producer = Producer::new(&settings.kafka)?;
+        let producer = Producer::new(&settings.kafka).context("creating the Kafka producer")?;
         let conductor =
             Conductor::with_roots(&settings.bcs_url, settings.bcs_timeout, &settings.bcs_ca);
-        tracing::info!(
-            group = %settings.kafka.consumer_group,
-            kafka = %settings.kafka.security.describe(),
-            redis = %settings.redis.redacted_url(),
-            key_prefix = %settings.redis.key_prefix,
-            bcs_url = %settings.bcs_url,
-            operator_endpoints = settings.operator_token.is_some(),
-            "batch orchestrator built"
-        );
         let core = Core {
             store: store.clone(),
             limits: settings.limits,
@@ -82,51 +84,53 @@ impl App {
             core: core.clone(),
             conductor: conductor.clone(),
         };
-        let runner = ConsumerRunner::new(&settings.kafka, &CONSUMED, handler, producer.clone())?;
+        let runner = ConsumerRunner::new(&settings.kafka, &CONSUMED, handler, producer.clone())
+            .context("creating the Kafka consumer")?
+            .with_observer(core.metrics.clone());
         let status = runner.status();
         let readiness = Readiness::new()
-            .check("kafka", move || {
-                let joined = status.is_joined();
-                async move {
-                    if joined {
-                        Ok(())
-                    } else {
-                        Err("consumer has not joined its group yet".to_owned())
-                    }
-                }
+            .kafka_consumer(move || status.is_joined())
+            .broker(producer.clone(), |p| async move {
+                p.ping(Duration::from_secs(1)).await
             })
-            .check("broker", {
-                let producer = producer.clone();
-                move || {
-                    let producer = producer.clone();
-                    async move { producer.ping(std::time::Duration::from_secs(1)).await }
-                }
-            })
-            .check("redis", {
-                let store = store.clone();
-                move || {
-                    let store = store.clone();
-                    async move { store.ready().await }
-                }
-            });
+            .redis(store.clone(), |s| async move { s.ready().await });
         let outbox_metrics =
             metrics.register_with(|r| OutboxMetrics::register("bos", &PRODUCED, r));
-        let relay = OutboxRelay::new(store, producer).with_observer(outbox_metrics);
+        let relay = OutboxRelay::new(store, producer.clone()).with_observer(outbox_metrics);
         let scheduler = Scheduler::new(core.clone(), conductor);
-        let http = HttpState {
+        let router = router(HttpState {
             core: core.clone(),
             metrics,
             readiness,
             operator_token: settings.operator_token.clone(),
-        };
+        });
+        let listener = HttpListener::from_settings(&settings.common).await?;
+        let http_addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(
+            http_addr = %http_addr,
+            group = %settings.kafka.consumer_group,
+            kafka = %settings.kafka.security.describe(),
+            redis = %settings.redis.redacted_url(),
+            key_prefix = %settings.redis.key_prefix,
+            bcs_url = %settings.bcs_url,
+            operator_endpoints = settings.operator_token.is_some(),
+            "batch orchestrator built"
+        );
         Ok(Self {
-            settings,
             core,
             runner,
             relay,
             scheduler,
-            http,
+            producer,
+            listener,
+            router,
+            http_addr,
         })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// The shared core (tests inspect state through it).
@@ -134,46 +138,28 @@ impl App {
         &self.core
     }
 
-    /// Run until `shutdown` is cancelled: stop intake (consumer commits its offsets), stop the
-    /// scheduler, drain the outbox, then stop HTTP. `bound` receives the HTTP address.
-    pub async fn run(
-        self,
-        shutdown: CancellationToken,
-        bound: Option<oneshot::Sender<SocketAddr>>,
-    ) -> anyhow::Result<()> {
-        let http_stop = CancellationToken::new();
-        let router = harden(router(self.http), HttpLimits::default());
-        let addr = self.settings.common.http_addr;
-        let tls = match &self.settings.common.http_tls {
-            Some(f) => Some(huleedu_http::ServerTls::from_settings(&f.cert, &f.key)?),
-            None => None,
-        };
-        let http = tokio::spawn({
-            let stop = http_stop.clone();
-            async move {
-                huleedu_http::serve(addr, tls, router, stop, |a| {
-                    if let Some(tx) = bound {
-                        let _ = tx.send(a);
-                    }
-                })
-                .await
-            }
-        });
+    /// Run until `shutdown` is cancelled (or the HTTP server fails), then stop in order: intake
+    /// (the consumer commits its offsets), the scheduler, the outbox relay (drains what is
+    /// committed), the HTTP server (finishes in-flight requests). Returns an error if the HTTP
+    /// server failed.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let intake_stop = CancellationToken::new();
         let relay_stop = CancellationToken::new();
+        let consumer = tokio::spawn(self.runner.run(intake_stop.clone()));
+        let scheduler = tokio::spawn(self.scheduler.run(intake_stop.clone()));
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
-        let scheduler_stop = shutdown.child_token();
-        let scheduler = tokio::spawn(self.scheduler.run(scheduler_stop));
+        let mut http = HttpServer::start(self.listener, self.router);
+        tracing::info!(http_addr = %self.http_addr, "batch orchestrator running");
+        http.serve_until(&shutdown).await;
 
-        self.runner.run(shutdown.clone()).await;
-        let _ = scheduler.await;
+        intake_stop.cancel();
+        join(consumer, "consumer").await;
+        join(scheduler, "scheduler").await;
         relay_stop.cancel();
-        let _ = relay.await;
-        http_stop.cancel();
-        match http.await {
-            Ok(r) => r?,
-            Err(e) => anyhow::bail!("HTTP server task failed: {e}"),
-        }
+        join(relay, "outbox relay").await;
+        let served = http.stop().await;
+        self.producer.close(Duration::from_secs(5)).await;
         tracing::info!("batch orchestrator stopped");
-        Ok(())
+        Ok(served?)
     }
 }

@@ -25,13 +25,27 @@ pub struct Limits {
     pub history_limit: usize,
 }
 
+impl Limits {
+    /// Default of `PHASE_TIMEOUT_SECS`.
+    pub const DEFAULT_PHASE_TIMEOUT_SECS: i64 = 1800;
+    /// Default of `PENDING_BATCH_TIMEOUT_SECS`.
+    pub const DEFAULT_PENDING_BATCH_TIMEOUT_SECS: i64 = 600;
+    /// Default of `QUEUE_CAPACITY`.
+    pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
+    /// Default of `HISTORY_LIMIT`.
+    pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+}
+
+/// The limits of a deployment that sets none (the settings' defaults are these constants).
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            phase_timeout: chrono::Duration::seconds(1800),
-            pending_batch_timeout: chrono::Duration::seconds(600),
-            queue_capacity: 16,
-            history_limit: 50,
+            phase_timeout: chrono::Duration::seconds(Self::DEFAULT_PHASE_TIMEOUT_SECS),
+            pending_batch_timeout: chrono::Duration::seconds(
+                Self::DEFAULT_PENDING_BATCH_TIMEOUT_SECS,
+            ),
+            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+            history_limit: Self::DEFAULT_HISTORY_LIMIT,
         }
     }
 }

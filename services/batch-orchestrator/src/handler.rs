@@ -58,7 +58,7 @@ impl Handler for BosHandler {
     }
 
     async fn handle(&self, msg: &Inbound) -> HandlerResult {
-        let result = match msg.topic.as_str() {
+        match msg.topic.as_str() {
             topics::CLIENT_BATCH_PIPELINE_REQUEST => {
                 match decode_envelope::<ClientBatchPipelineRequestV1>(&msg.payload) {
                     Ok(env) => self.on_request(env).await,
@@ -91,9 +91,7 @@ impl Handler for BosHandler {
                 FailureKind::Handler,
                 format!("no handler for topic {other}"),
             ),
-        };
-        self.core.metrics.consumed(&msg.topic, &result);
-        result
+        }
     }
 }
 

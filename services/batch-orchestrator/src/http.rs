@@ -11,7 +11,7 @@ use huleedu_contracts::http::bos::{
 };
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
-use huleedu_http::{ApiError, Json};
+use huleedu_http::{harden, ApiError, HttpLimits, Json};
 use utoipa::OpenApi;
 
 use crate::core::{Committed, Core};
@@ -48,15 +48,17 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// The full router, hardened (body limit, time-out, JSON 404/405/413).
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/batches/{batch_id}/status", get(batch_status))
         .route("/v1/batches/{batch_id}/retry-phase", post(retry_phase))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .with_state(state)
+        .with_state(state);
+    harden(routes, HttpLimits::default())
 }
 
 /// A batch as the orchestrator sees it: essays, active pipeline, queue, results, history.
@@ -133,22 +135,23 @@ async fn retry_phase(
             "no ready batch {batch_id:?} is known to the orchestrator"
         )));
     }
-    let essay_ids =
-        match decide::retry_essays(&state, phase, body.essay_ids) {
-            Ok(ids) => ids,
-            Err(decide::RetryRefused::EmptyEssayIds) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_body",
-                    "essay_ids: must not be empty when given",
-                ))
-            }
-            Err(decide::RetryRefused::NothingToRetry) => return Err(ApiError::unprocessable(
+    let essay_ids = match decide::retry_essays(&state, phase, body.essay_ids) {
+        Ok(ids) => ids,
+        Err(decide::RetryRefused::EmptyEssayIds) => {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "essay_ids: must not be empty when given",
+            ))
+        }
+        Err(decide::RetryRefused::NothingToRetry) => {
+            return Err(ApiError::unprocessable(
                 "nothing_to_retry",
                 format!(
                     "the latest run of {phase} has no failed essays; name essay_ids to run again"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let operator = body
         .operator
         .map(|o| o.trim().to_owned())
@@ -251,7 +254,7 @@ async fn healthz() -> impl IntoResponse {
     huleedu_http::probes::healthz().await
 }
 
-/// Readiness: consumer joined its group, Redis reachable.
+/// Readiness: consumer joined its group (`kafka_consumer`), broker and Redis reachable.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "ready", content_type = "application/json"),
     (status = 503, description = "not ready; the body says which check fails", content_type = "application/json")))]

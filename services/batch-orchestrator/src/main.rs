@@ -1,32 +1,15 @@
-//! `batch-orchestrator`: settings from the environment, telemetry, run until SIGTERM.
+//! `batch-orchestrator`: settings from the environment, telemetry, run until SIGTERM (exit codes:
+//! `huleedu_service::run`).
 
-use batch_orchestrator::settings::{settings_docs, BosSettings};
+use std::process::ExitCode;
+
+use batch_orchestrator::settings::BosSettings;
 use batch_orchestrator::App;
-use huleedu_service::settings::{handle_args, Env};
-use huleedu_service::{shutdown, telemetry};
 
 #[tokio::main]
-async fn main() {
-    handle_args(
-        "batch-orchestrator",
-        "runs HuleEdu essay-processing pipelines phase by phase",
-        &settings_docs(),
-    );
-    let settings = match BosSettings::from_env(&Env::from_process()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("batch-orchestrator: {e}");
-            std::process::exit(2);
-        }
-    };
-    telemetry::init(settings.common.log_format);
-    let shutdown = shutdown::install();
-    let result = match App::build(settings).await {
-        Ok(app) => app.run(shutdown, None).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::error!(error = format!("{e:#}"), "batch-orchestrator failed");
-        std::process::exit(1);
-    }
+async fn main() -> ExitCode {
+    huleedu_service::run::<BosSettings, _, _>(|settings, shutdown| async move {
+        App::build(settings).await?.run(shutdown).await
+    })
+    .await
 }

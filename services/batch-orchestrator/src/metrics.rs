@@ -2,6 +2,7 @@
 //! accepted (unknown names are counted as `unknown`), phases, statuses, topics — never batch ids.
 
 use huleedu_http::metrics::Metrics;
+use huleedu_kafka::consumer::RunnerObserver;
 use huleedu_kafka::HandlerResult;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -190,17 +191,30 @@ impl BosMetrics {
         self.conductor_errors.inc();
     }
 
-    pub fn consumed(&self, topic: &str, result: &HandlerResult) {
-        let outcome = match result {
-            HandlerResult::Done => "done",
-            HandlerResult::Transient(_) => "retry",
-            HandlerResult::Permanent { .. } => "dead_lettered",
-        };
+    fn consumed(&self, topic: &str, outcome: &str) {
         self.consumed
             .get_or_create(&ConsumedLabels {
                 topic: topic.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+}
+
+/// `bos_events_consumed_total`, counted by the consumer runner: each message once with its
+/// final result (`done` or `dead_lettered`, the latter once it is on the DLQ), and each retry
+/// after a transient failure (`retry`).
+impl RunnerObserver for BosMetrics {
+    fn on_result(&self, topic: &str, result: &HandlerResult) {
+        let outcome = match result {
+            HandlerResult::Done => "done",
+            HandlerResult::Permanent { .. } => "dead_lettered",
+            HandlerResult::Transient(_) => "retry",
+        };
+        self.consumed(topic, outcome);
+    }
+
+    fn on_retry(&self, topic: &str) {
+        self.consumed(topic, "retry");
     }
 }

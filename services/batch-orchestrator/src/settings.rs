@@ -1,16 +1,72 @@
-//! The orchestrator's configuration, from environment variables.
+//! The orchestrator's configuration, from environment variables ([`BosArgs`], one clap argument
+//! per variable: name, default, range, meaning), checked into [`BosSettings`].
 
 use std::time::Duration;
 
-use huleedu_kafka::KafkaSettings;
-use huleedu_service::settings::{CommonSettings, ConfigError, Env, Secret, SettingDoc};
-use huleedu_store::RedisSettings;
+use huleedu_kafka::{KafkaArgs, KafkaSettings};
+use huleedu_service::settings::{
+    int_in, readable_file, CommonArgs, CommonSettings, ConfigError, OperatorArgs, Secret,
+    ServiceSettings, MILLIS,
+};
+use huleedu_store::{RedisArgs, RedisSettings, RetentionArgs};
 
 use crate::decide::Limits;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:5000";
 pub const DEFAULT_GROUP: &str = "batch-orchestrator-consumers";
 pub const DEFAULT_PREFIX: &str = "bos";
+
+/// Longest phase and pending-batch time-out accepted: a week.
+const MAX_TIMEOUT_SECS: i64 = 7 * 24 * 3600;
+
+/// Every variable BOS reads.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "batch-orchestrator",
+    about = "runs HuleEdu essay-processing pipelines phase by phase"
+)]
+pub struct BosArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// base URL of the batch conductor (pipeline resolution), http:// or https://
+    #[arg(long, env = "BCS_URL", default_value = "http://127.0.0.1:4002")]
+    pub bcs_url: String,
+    /// CA certificate(s) in PEM trusted for an https:// BCS_URL, besides the system's [default:
+    /// (unset: the system's trust store)]
+    #[arg(long, env = "BCS_CA_FILE")]
+    pub bcs_ca_file: Option<String>,
+    /// time-out of one resolution call; failed calls are retried with backoff
+    #[arg(long, env = "BCS_TIMEOUT_MS", default_value_t = 15_000,
+        value_parser = int_in::<u64>(MILLIS.0, MILLIS.1))]
+    pub bcs_timeout_ms: u64,
+    /// a phase without an outcome after this long ends its pipeline failed_critically
+    /// (phase_timeout)
+    #[arg(long, env = "PHASE_TIMEOUT_SECS", default_value_t = Limits::DEFAULT_PHASE_TIMEOUT_SECS,
+        value_parser = int_in::<i64>(1, MAX_TIMEOUT_SECS))]
+    pub phase_timeout_secs: i64,
+    /// a request for a batch that never becomes ready ends failed_critically (batch_not_ready)
+    /// after this long
+    #[arg(long, env = "PENDING_BATCH_TIMEOUT_SECS",
+        default_value_t = Limits::DEFAULT_PENDING_BATCH_TIMEOUT_SECS,
+        value_parser = int_in::<i64>(1, MAX_TIMEOUT_SECS))]
+    pub pending_batch_timeout_secs: i64,
+    /// requests that may wait behind an active pipeline per batch; more end with queue_full
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = Limits::DEFAULT_QUEUE_CAPACITY,
+        value_parser = int_in::<usize>(1, 10_000))]
+    pub queue_capacity: usize,
+    /// finished pipelines kept per batch for the status endpoint
+    #[arg(long, env = "HISTORY_LIMIT", default_value_t = Limits::DEFAULT_HISTORY_LIMIT,
+        value_parser = int_in::<usize>(1, 10_000))]
+    pub history_limit: usize,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
 
 /// Everything BOS reads at start-up.
 #[derive(Debug, Clone)]
@@ -35,9 +91,17 @@ pub struct BosSettings {
     pub operator_token: Option<Secret>,
 }
 
-impl BosSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let bcs_url = env.string("BCS_URL", "http://127.0.0.1:4002");
+impl ServiceSettings for BosSettings {
+    type Args = BosArgs;
+
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[
+        ("KAFKA_CONSUMER_GROUP", DEFAULT_GROUP),
+        ("REDIS_KEY_PREFIX", DEFAULT_PREFIX),
+        ("HTTP_ADDR", DEFAULT_HTTP_ADDR),
+    ];
+
+    fn from_args(args: BosArgs) -> Result<Self, ConfigError> {
+        let bcs_url = args.bcs_url;
         if !(bcs_url.starts_with("http://") || bcs_url.starts_with("https://"))
             || reqwest::Url::parse(&bcs_url).is_err()
         {
@@ -47,7 +111,7 @@ impl BosSettings {
                 "expected an http:// or https:// URL",
             ));
         }
-        let bcs_ca = match env.file("BCS_CA_FILE")? {
+        let bcs_ca = match readable_file("BCS_CA_FILE", args.bcs_ca_file.as_deref())? {
             None => Vec::new(),
             Some(path) => {
                 let shown = path.display().to_string();
@@ -81,57 +145,28 @@ impl BosSettings {
             }
         };
         let limits = Limits {
-            phase_timeout: chrono::Duration::seconds(env.int_in(
-                "PHASE_TIMEOUT_SECS",
-                1800i64,
-                1,
-                7 * 24 * 3600,
-            )?),
-            pending_batch_timeout: chrono::Duration::seconds(env.int_in(
-                "PENDING_BATCH_TIMEOUT_SECS",
-                600i64,
-                1,
-                7 * 24 * 3600,
-            )?),
-            queue_capacity: env.int_in("QUEUE_CAPACITY", 16usize, 1, 10_000)?,
-            history_limit: env.int_in("HISTORY_LIMIT", 50usize, 1, 10_000)?,
+            phase_timeout: chrono::Duration::seconds(args.phase_timeout_secs),
+            pending_batch_timeout: chrono::Duration::seconds(args.pending_batch_timeout_secs),
+            queue_capacity: args.queue_capacity,
+            history_limit: args.history_limit,
         };
         Ok(Self {
-            common: CommonSettings::from_env(env, DEFAULT_HTTP_ADDR)?,
-            kafka: KafkaSettings::from_env(env, "batch-orchestrator", DEFAULT_GROUP)?,
-            redis: RedisSettings::from_env(env, DEFAULT_PREFIX)?,
+            common: CommonSettings::from_args(&args.common)?,
+            kafka: KafkaSettings::from_args(&args.kafka, "batch-orchestrator")?,
+            redis: RedisSettings::from_args(&args.redis)?,
             bcs_url: bcs_url.trim_end_matches('/').to_owned(),
             bcs_ca,
-            bcs_timeout: env.millis("BCS_TIMEOUT_MS", 15_000)?,
+            bcs_timeout: Duration::from_millis(args.bcs_timeout_ms),
             limits,
-            dedup_ttl: env.secs("DEDUP_TTL_SECS", 7 * 24 * 3600)?,
-            state_ttl: Duration::from_secs(
-                24 * 3600 * env.int_in("STATE_TTL_DAYS", 30u64, 1, 3650)?,
-            ),
-            operator_token: env.secret("OPERATOR_TOKEN")?,
+            dedup_ttl: args.retention.dedup_ttl(),
+            state_ttl: args.retention.state_ttl(),
+            operator_token: args.operator.token()?,
         })
     }
-}
 
-/// Every variable BOS reads (for `--help` and the configuration docs).
-pub fn settings_docs() -> Vec<SettingDoc> {
-    let mut docs = Vec::new();
-    docs.extend(KafkaSettings::docs(DEFAULT_GROUP));
-    docs.extend(RedisSettings::docs(DEFAULT_PREFIX));
-    docs.extend(CommonSettings::docs(DEFAULT_HTTP_ADDR));
-    docs.extend([
-        SettingDoc { name: "BCS_URL", default: "http://127.0.0.1:4002", meaning: "base URL of the batch conductor (pipeline resolution), http:// or https://" },
-        SettingDoc { name: "BCS_CA_FILE", default: "(unset: the system's trust store)", meaning: "CA certificate(s) in PEM trusted for an https:// BCS_URL, besides the system's" },
-        SettingDoc { name: "BCS_TIMEOUT_MS", default: "15000", meaning: "time-out of one resolution call; failed calls are retried with backoff" },
-        SettingDoc { name: "PHASE_TIMEOUT_SECS", default: "1800", meaning: "a phase without an outcome after this long ends its pipeline failed_critically (phase_timeout)" },
-        SettingDoc { name: "PENDING_BATCH_TIMEOUT_SECS", default: "600", meaning: "a request for a batch that never becomes ready ends failed_critically (batch_not_ready) after this long" },
-        SettingDoc { name: "QUEUE_CAPACITY", default: "16", meaning: "requests that may wait behind an active pipeline per batch; more end with queue_full" },
-        SettingDoc { name: "HISTORY_LIMIT", default: "50", meaning: "finished pipelines kept per batch for the status endpoint" },
-        SettingDoc { name: "DEDUP_TTL_SECS", default: "604800", meaning: "how long handled event ids are remembered for de-duplication" },
-        SettingDoc { name: "STATE_TTL_DAYS", default: "30", meaning: "batch state expires this many days after its last change" },
-        SettingDoc { name: "OPERATOR_TOKEN", default: "(unset: operator endpoints answer 503)", meaning: "bearer token for the operator endpoints; or OPERATOR_TOKEN_FILE: a file holding it" },
-    ]);
-    docs
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +175,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_run_contract() {
-        let s = BosSettings::from_env(&Env::default()).unwrap();
+        let s = BosSettings::from_defaults().unwrap();
         assert_eq!(s.common.http_addr.port(), 5000);
         assert_eq!(s.kafka.consumer_group, DEFAULT_GROUP);
         assert_eq!(s.redis.key_prefix, "bos");
@@ -159,14 +194,15 @@ mod tests {
             ("QUEUE_CAPACITY", "-1"),
             ("HTTP_ADDR", "nowhere"),
         ] {
-            let err = BosSettings::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
+            let err = BosSettings::from_pairs([(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{err}");
         }
     }
 
     #[test]
     fn every_variable_read_is_documented() {
-        let names: Vec<_> = settings_docs().iter().map(|d| d.name).collect();
+        let vars = BosSettings::variables();
+        let names: Vec<_> = vars.iter().map(|d| d.name.as_str()).collect();
         for v in [
             "KAFKA_BOOTSTRAP_SERVERS",
             "REDIS_URL",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use huleedu_contracts::topics;
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
-use huleedu_http::{serve_on, HttpListener, ServerTls};
+use huleedu_http::{HttpListener, HttpServer, ListenError, ServeError};
 use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, KafkaError, Producer};
 use tokio_util::sync::CancellationToken;
@@ -25,16 +25,10 @@ pub enum AppError {
     Provision(#[source] KafkaError),
     #[error("could not set up the kafka clients")]
     Kafka(#[source] KafkaError),
-    #[error("could not bind the HTTP address {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the HTTP server failed")]
-    Serve(#[source] std::io::Error),
     #[error(transparent)]
-    Tls(#[from] huleedu_http::TlsSetupError),
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("the consumer task failed")]
     Consumer(#[source] tokio::task::JoinError),
 }
@@ -49,23 +43,16 @@ pub fn provisioned_topics() -> Vec<String> {
 }
 
 /// A built simulator: topics exist, clients are created, the HTTP port is bound.
+#[derive(Debug)]
 pub struct App {
     runner: ConsumerRunner<Worker>,
     producer: Producer,
     listener: HttpListener,
     http_addr: SocketAddr,
     state: AppState,
-    /// Cancelled when `run`'s shutdown token is (or the HTTP server fails); the worker gives up
-    /// simulated work on it.
+    /// Cancelled when `run`'s shutdown token is (or the HTTP server fails): intake stops and the
+    /// worker gives up simulated work.
     stop: CancellationToken,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("http_addr", &self.http_addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl App {
@@ -96,28 +83,13 @@ impl App {
             ConsumerRunner::new(&settings.kafka, &command_topics(), worker, producer.clone())
                 .map_err(AppError::Kafka)?;
         let status = runner.status();
-        let readiness = Readiness::new().check("kafka", move || {
-            let joined = status.is_joined();
-            async move {
-                if joined {
-                    Ok(())
-                } else {
-                    Err("consumer has not joined its group yet".to_owned())
-                }
-            }
-        });
+        let readiness = Readiness::new().kafka_consumer(move || status.is_joined());
 
-        let addr = settings.common.http_addr;
-        let tls = match &settings.common.http_tls {
-            Some(f) => Some(ServerTls::from_settings(&f.cert, &f.key)?),
-            None => None,
-        };
-        let listener = HttpListener::bind(addr, tls)
-            .await
-            .map_err(|source| AppError::Bind { addr, source })?;
-        let http_addr = listener
-            .local_addr()
-            .map_err(|source| AppError::Bind { addr, source })?;
+        let listener = HttpListener::from_settings(&settings.common).await?;
+        let http_addr = listener.local_addr().map_err(|source| ListenError::Bind {
+            addr: settings.common.http_addr,
+            source,
+        })?;
 
         tracing::info!(
             group = %settings.kafka.consumer_group,
@@ -159,27 +131,17 @@ impl App {
     /// lets the command in hand finish (simulated work is abandoned and left for redelivery),
     /// commits offsets, drains HTTP and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        let stop = self.stop.clone();
-        let link = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => stop.cancel(),
-                    _ = stop.cancelled() => {}
-                }
-            })
-        };
-        let consumer = tokio::spawn(self.runner.run(stop.clone()));
-        let http = serve_on(self.listener, router(self.state), stop.clone()).await;
-        if http.is_err() {
-            stop.cancel();
-        }
+        let consumer = tokio::spawn(self.runner.run(self.stop.clone()));
+        let mut http = HttpServer::start(self.listener, router(self.state));
+        tracing::info!(http_addr = %self.http_addr, "els-simulator running");
+        http.serve_until(&shutdown).await;
+
+        self.stop.cancel();
         let consumed = consumer.await;
-        link.abort();
-        let producer = self.producer;
-        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        let served = http.stop().await;
+        self.producer.close(Duration::from_secs(5)).await;
         tracing::info!("els-simulator stopped");
-        http.map_err(AppError::Serve)?;
+        served?;
         consumed.map_err(AppError::Consumer)
     }
 }

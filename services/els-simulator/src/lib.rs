@@ -17,7 +17,7 @@
 //! - [`api`]: the HTTP router (`/v1/counts`, `/v1/batches`, overrides, probes, metrics).
 //! - [`state`]: in-memory dispatch counts and per-batch overrides shared by worker and API.
 //! - [`publish`]: the [`publish::Publisher`] seam (Kafka producer, or memory in tests).
-//! - [`settings`]: configuration from the environment ([`settings::settings_docs`]).
+//! - [`settings`]: configuration from the environment ([`settings::SimArgs`]).
 //! - [`metrics`]: `commands_received_total`, `outcomes_published_total`.
 //! - [`app`]: wiring; [`App::build`] then [`App::run`].
 
@@ -32,5 +32,5 @@ pub mod worker;
 
 pub use api::{router, AppState};
 pub use app::{App, AppError};
-pub use settings::{settings_docs, Behaviour, SimSettings};
+pub use settings::{Behaviour, SimArgs, SimSettings};
 pub use state::{Counts, OverrideStore, PhaseCount};

@@ -1,25 +1,14 @@
-//! `els-simulator`: settings from the environment, telemetry, shutdown on SIGTERM, run the app.
+//! `els-simulator`: settings from the environment, telemetry, shutdown on SIGTERM, run the app
+//! (exit codes: `huleedu_service::run`).
 
-use els_simulator::{settings_docs, App, SimSettings};
-use huleedu_service::settings::{handle_args, Env};
-use huleedu_service::{shutdown, telemetry};
+use std::process::ExitCode;
 
-const ABOUT: &str = "reference phase worker (dev/test tool): answers initiate commands with \
-ELSBatchPhaseOutcomeV1, registers demo batches, counts dispatches";
+use els_simulator::{App, SimSettings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    handle_args("els-simulator", ABOUT, &settings_docs());
-    let settings = match SimSettings::from_env(&Env::from_process()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("els-simulator: {e}");
-            std::process::exit(2);
-        }
-    };
-    telemetry::init(settings.common.log_format);
-    let shutdown = shutdown::install();
-    let app = App::build(settings).await?;
-    app.run(shutdown).await?;
-    Ok(())
+async fn main() -> ExitCode {
+    huleedu_service::run::<SimSettings, _, _>(|settings, shutdown| async move {
+        Ok(App::build(settings).await?.run(shutdown).await?)
+    })
+    .await
 }

@@ -1,15 +1,16 @@
-//! Configuration from environment variables: defaults → environment → validation.
-//!
-//! [`SimSettings::from_env`] reads every variable listed by [`settings_docs`] (the source of
-//! `--help` and of the README table). A bad value stops start-up with a [`ConfigError`] naming
-//! the variable.
+//! Configuration from environment variables: [`SimArgs`] declares every variable the simulator
+//! reads (one clap argument each: name, default, range, meaning; the source of `--help` and of
+//! the documentation tables), and [`SimSettings`] is made from them. A bad value stops start-up
+//! with a [`ConfigError`] naming the variable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use huleedu_contracts::PhaseName;
-use huleedu_kafka::KafkaSettings;
-use huleedu_service::settings::{CommonSettings, ConfigError, Env, SettingDoc};
+use huleedu_kafka::{KafkaArgs, KafkaSettings};
+use huleedu_service::settings::{
+    args_from_pairs, int_in, CommonArgs, CommonSettings, ConfigError, ServiceSettings, VarPair,
+};
 
 use crate::decide::{parse_phase, FailureRules};
 
@@ -22,6 +23,51 @@ pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:4010";
 
 /// Longest `SIM_ESSAY_LATENCY_MS` accepted (one minute per essay).
 const MAX_ESSAY_LATENCY_MS: u64 = 60_000;
+
+/// Every variable the simulator reads.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "els-simulator",
+    about = "reference phase worker (dev/test tool): answers initiate commands with \
+             ELSBatchPhaseOutcomeV1, registers demo batches, counts dispatches"
+)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub behaviour: BehaviourArgs,
+}
+
+/// The `SIM_*` variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BehaviourArgs {
+    /// comma-separated phase:essay_id pairs that always fail, e.g. spellcheck:e1,nlp:e2
+    /// [default: none]
+    #[arg(long, env = "SIM_FAIL", value_parser = parse_fail_list)]
+    pub sim_fail: Option<BTreeMap<PhaseName, BTreeSet<String>>>,
+    /// share of essays that fail in every phase (0.0..1.0), picked by a stable hash of seed,
+    /// phase and essay id
+    #[arg(long, env = "SIM_FAIL_RATE", default_value = "0.0", value_parser = parse_rate)]
+    pub sim_fail_rate: f64,
+    /// seed (u64) of SIM_FAIL_RATE: the same seed fails the same essays
+    #[arg(long, env = "SIM_SEED", default_value_t = 0, value_parser = int_in(0, u64::MAX))]
+    pub sim_seed: u64,
+    /// simulated work per essay: a command waits latency x essays before it is answered
+    /// (0..60000)
+    #[arg(long, env = "SIM_ESSAY_LATENCY_MS", default_value_t = 0,
+        value_parser = int_in::<u64>(0, MAX_ESSAY_LATENCY_MS))]
+    pub sim_essay_latency_ms: u64,
+    /// true: publish every outcome twice with the same bytes (same event_id)
+    #[arg(long, env = "SIM_DUPLICATE_OUTCOMES", default_value = "false",
+        value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub sim_duplicate_outcomes: bool,
+    /// comma-separated phases never answered (dispatches are still counted), for time-out tests
+    /// [default: none]
+    #[arg(long, env = "SIM_SILENT_PHASES", value_parser = parse_phase_list)]
+    pub sim_silent_phases: Option<BTreeSet<PhaseName>>,
+}
 
 /// How the simulated worker behaves.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -47,59 +93,58 @@ pub struct SimSettings {
     pub behaviour: Behaviour,
 }
 
-impl SimSettings {
-    /// Defaults for a local run, overridden by `env`, validated.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let kafka = KafkaSettings::from_env(env, SERVICE_NAME, DEFAULT_GROUP)?;
-        let common = CommonSettings::from_env(env, DEFAULT_HTTP_ADDR)?;
+impl ServiceSettings for SimSettings {
+    type Args = SimArgs;
+
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[
+        ("KAFKA_CONSUMER_GROUP", DEFAULT_GROUP),
+        ("HTTP_ADDR", DEFAULT_HTTP_ADDR),
+    ];
+
+    fn from_args(args: SimArgs) -> Result<Self, ConfigError> {
         Ok(Self {
-            kafka,
-            common,
-            behaviour: Behaviour::from_env(env)?,
+            kafka: KafkaSettings::from_args(&args.kafka, SERVICE_NAME)?,
+            common: CommonSettings::from_args(&args.common)?,
+            behaviour: Behaviour::from(args.behaviour),
         })
+    }
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
+}
+
+impl From<BehaviourArgs> for Behaviour {
+    fn from(args: BehaviourArgs) -> Self {
+        Self {
+            failures: FailureRules {
+                explicit: args.sim_fail.unwrap_or_default(),
+                rate: args.sim_fail_rate,
+                seed: args.sim_seed,
+            },
+            essay_latency: Duration::from_millis(args.sim_essay_latency_ms),
+            duplicate_outcomes: args.sim_duplicate_outcomes,
+            silent_phases: args.sim_silent_phases.unwrap_or_default(),
+        }
     }
 }
 
 impl Behaviour {
-    /// The `SIM_*` variables.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let explicit = match env.get("SIM_FAIL") {
-            None => BTreeMap::new(),
-            Some(raw) => parse_fail_list(raw).map_err(|e| ConfigError::new("SIM_FAIL", raw, e))?,
-        };
-        let rate = env.parse("SIM_FAIL_RATE", 0.0f64)?;
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(ConfigError::new(
-                "SIM_FAIL_RATE",
-                &rate.to_string(),
-                "must be between 0.0 and 1.0",
-            ));
-        }
-        let seed = env.parse("SIM_SEED", 0u64)?;
-        let latency_ms = env.int_in("SIM_ESSAY_LATENCY_MS", 0, 0, MAX_ESSAY_LATENCY_MS)?;
-        let duplicate_outcomes = match env.get("SIM_DUPLICATE_OUTCOMES") {
-            None => false,
-            Some(raw) => parse_bool(raw).ok_or_else(|| {
-                ConfigError::new("SIM_DUPLICATE_OUTCOMES", raw, "expected true or false")
-            })?,
-        };
-        let silent_phases = match env.get("SIM_SILENT_PHASES") {
-            None => BTreeSet::new(),
-            Some(raw) => {
-                parse_phase_list(raw).map_err(|e| ConfigError::new("SIM_SILENT_PHASES", raw, e))?
-            }
-        };
-        Ok(Self {
-            failures: FailureRules {
-                explicit,
-                rate,
-                seed,
-            },
-            essay_latency: Duration::from_millis(latency_ms),
-            duplicate_outcomes,
-            silent_phases,
-        })
+    /// The `SIM_*` variables from explicit `(variable, value)` pairs (tests).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = impl VarPair>) -> Result<Self, ConfigError> {
+        args_from_pairs::<BehaviourArgs>(pairs).map(Self::from)
     }
+}
+
+/// `SIM_FAIL_RATE`: a share between 0.0 and 1.0.
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw
+        .parse()
+        .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err("must be between 0.0 and 1.0".to_owned());
+    }
+    Ok(rate)
 }
 
 /// Non-empty, trimmed items of a comma-separated list.
@@ -130,51 +175,12 @@ pub fn parse_phase_list(raw: &str) -> Result<BTreeSet<PhaseName>, String> {
     items(raw).map(parse_phase).collect()
 }
 
-fn parse_bool(raw: &str) -> Option<bool> {
+fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
     }
-}
-
-/// Every environment variable the simulator reads (for `--help` and the docs).
-pub fn settings_docs() -> Vec<SettingDoc> {
-    let mut docs = KafkaSettings::docs(DEFAULT_GROUP);
-    docs.extend(CommonSettings::docs(DEFAULT_HTTP_ADDR));
-    docs.extend([
-        SettingDoc {
-            name: "SIM_FAIL",
-            default: "none",
-            meaning: "comma-separated phase:essay_id pairs that always fail, e.g. spellcheck:e1,nlp:e2",
-        },
-        SettingDoc {
-            name: "SIM_FAIL_RATE",
-            default: "0.0",
-            meaning: "share of essays that fail in every phase (0.0..1.0), picked by a stable hash of seed, phase and essay id",
-        },
-        SettingDoc {
-            name: "SIM_SEED",
-            default: "0",
-            meaning: "seed (u64) of SIM_FAIL_RATE: the same seed fails the same essays",
-        },
-        SettingDoc {
-            name: "SIM_ESSAY_LATENCY_MS",
-            default: "0",
-            meaning: "simulated work per essay: a command waits latency x essays before it is answered (0..60000)",
-        },
-        SettingDoc {
-            name: "SIM_DUPLICATE_OUTCOMES",
-            default: "false",
-            meaning: "true: publish every outcome twice with the same bytes (same event_id)",
-        },
-        SettingDoc {
-            name: "SIM_SILENT_PHASES",
-            default: "none",
-            meaning: "comma-separated phases never answered (dispatches are still counted), for time-out tests",
-        },
-    ]);
-    docs
 }
 
 #[cfg(test)]
@@ -182,12 +188,12 @@ mod tests {
     use super::*;
 
     fn behaviour(pairs: &[(&str, &str)]) -> Result<Behaviour, ConfigError> {
-        Behaviour::from_env(&Env::from_pairs(pairs.iter().copied()))
+        Behaviour::from_pairs(pairs)
     }
 
     #[test]
     fn defaults_match_the_run_contract() {
-        let s = SimSettings::from_env(&Env::default()).unwrap();
+        let s = SimSettings::from_defaults().unwrap();
         assert_eq!(s.kafka.consumer_group, "els-simulator");
         assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(s.kafka.topic_partitions, 3);
@@ -199,11 +205,8 @@ mod tests {
 
     #[test]
     fn group_can_be_overridden() {
-        let env = Env::from_pairs([("KAFKA_CONSUMER_GROUP", "mine")]);
-        assert_eq!(
-            SimSettings::from_env(&env).unwrap().kafka.consumer_group,
-            "mine"
-        );
+        let s = SimSettings::from_pairs([("KAFKA_CONSUMER_GROUP", "mine")]).unwrap();
+        assert_eq!(s.kafka.consumer_group, "mine");
     }
 
     #[test]
@@ -268,7 +271,8 @@ mod tests {
 
     #[test]
     fn docs_list_every_variable() {
-        let names: Vec<&str> = settings_docs().iter().map(|d| d.name).collect();
+        let vars = SimSettings::variables();
+        let names: Vec<&str> = vars.iter().map(|d| d.name.as_str()).collect();
         for var in [
             "KAFKA_BOOTSTRAP_SERVERS",
             "KAFKA_CONSUMER_GROUP",
@@ -282,7 +286,10 @@ mod tests {
             "SIM_DUPLICATE_OUTCOMES",
             "SIM_SILENT_PHASES",
         ] {
-            assert!(names.contains(&var), "{var} missing from settings_docs");
+            assert!(
+                names.contains(&var),
+                "{var} missing from SimSettings::variables()"
+            );
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use els_simulator::settings_docs;
+use els_simulator::SimSettings;
+use huleedu_service::settings::ServiceSettings;
 
 const BIN: &str = env!("CARGO_BIN_EXE_els-simulator");
 
@@ -12,9 +13,9 @@ fn help_lists_every_setting() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for doc in settings_docs() {
+    for doc in SimSettings::variables() {
         assert!(
-            text.contains(doc.name),
+            text.contains(&doc.name),
             "--help lacks {}:\n{text}",
             doc.name
         );
@@ -41,7 +42,7 @@ fn bad_settings_exit_2_naming_the_variable() {
 #[test]
 fn the_readme_documents_every_setting() {
     let readme = include_str!("../README.md");
-    for doc in settings_docs() {
+    for doc in SimSettings::variables() {
         assert!(
             readme.contains(&format!("`{}`", doc.name)),
             "README.md lacks {}",

@@ -25,7 +25,7 @@ use huleedu_contracts::{
 };
 use huleedu_it::{kafka_bootstrap, kafka_settings, unique, wait_until, Seen, TopicReader};
 use huleedu_kafka::{OutgoingMessage, Producer};
-use huleedu_service::settings::Env;
+use huleedu_service::settings::ServiceSettings;
 use serde_json::{json, Value};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
@@ -57,7 +57,7 @@ async fn start(env: &[(&str, &str)]) -> Running {
         ("HTTP_ADDR", "127.0.0.1:0"),
     ];
     pairs.extend_from_slice(env);
-    let mut settings = SimSettings::from_env(&Env::from_pairs(pairs)).expect("settings");
+    let mut settings = SimSettings::from_pairs(pairs).expect("settings");
     settings.kafka = kafka_settings("els-simulator", &group, 3);
     let producer = Producer::new(&settings.kafka).unwrap();
     let app = App::build(settings).await.expect("app builds");

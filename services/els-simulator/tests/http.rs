@@ -385,9 +385,7 @@ async fn probes_metrics_and_unknown_routes() {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
 
-    let not_ready = fixture_with(Readiness::new().check("kafka", || async {
-        Err("consumer has not joined its group yet".to_owned())
-    }));
+    let not_ready = fixture_with(Readiness::new().kafka_consumer(|| false));
     let (status, body) = not_ready.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["ready"], false);

@@ -17,7 +17,6 @@ use huleedu_contracts::payloads::ELSBatchPhaseOutcomeV1;
 use huleedu_contracts::{decode_envelope, source, topics, BatchStatus, PhaseName};
 use huleedu_http::metrics::Metrics;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult};
-use huleedu_service::settings::Env;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,7 +30,7 @@ struct Fixture {
 }
 
 fn fixture(env: &[(&str, &str)]) -> Fixture {
-    let behaviour = Behaviour::from_env(&Env::from_pairs(env.iter().copied())).unwrap();
+    let behaviour = Behaviour::from_pairs(env).unwrap();
     let sent = MemoryPublisher::new();
     let counts = Counts::new();
     let overrides = OverrideStore::new();

@@ -10,7 +10,6 @@ use huleedu_contracts::http::bos::{BatchStatusView, RetryPhaseAccepted, RetryPha
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::{topics, BatchStatus, EventEnvelope, Validate};
 use huleedu_kafka::{KafkaSettings, OutgoingMessage};
-use huleedu_service::settings::Env;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -47,7 +46,7 @@ pub struct Ctx {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let mut kafka = KafkaSettings::from_env(&Env::from_process(), "hulectl", "hulectl")?;
+    let mut kafka = KafkaSettings::from_process("hulectl", "hulectl")?;
     if let Some(bootstrap) = &cli.global.kafka {
         kafka.bootstrap_servers = bootstrap.clone();
     }

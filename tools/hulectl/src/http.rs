@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use std::fmt;
 use std::time::Duration;
 
+use huleedu_service::settings::{args_from_pairs, process_vars, OperatorArgs};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -69,8 +70,8 @@ impl OperatorToken {
 
     /// From the environment: `OPERATOR_TOKEN`, or the file named by `OPERATOR_TOKEN_FILE`.
     pub fn from_env() -> anyhow::Result<Self> {
-        let secret = huleedu_service::settings::Env::from_process().secret(Self::VAR)?;
-        Self::from_value(secret.map(|s| s.expose().to_owned()))
+        let args: OperatorArgs = args_from_pairs(process_vars())?;
+        Self::from_value(args.token()?.map(|s| s.expose().to_owned()))
     }
 }
 
