@@ -1,12 +1,10 @@
 //! The HTTP API through `oneshot` (no socket), over the real test Redis (no broker needed).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use batch_conductor::api::router;
-use common::*;
+use crate::common::*;
 use huleedu_contracts::{topics, BatchStatus, PhaseName};
 use huleedu_it::{unique, wait_until};
 use huleedu_kafka::{Handler, HandlerResult};

@@ -1,13 +1,11 @@
 //! The consumer's handler against the real test Redis (no broker): what each event commits.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use batch_conductor::api::router;
 use batch_conductor::state::BatchPhases;
-use common::*;
+use crate::common::*;
 use huleedu_contracts::{topics, BatchStatus, PhaseName, Timestamp};
 use huleedu_it::unique;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult};

@@ -22,7 +22,7 @@
 //! No INDEX-documented mismatch needs an exception: `PipelineDeniedV1.denied_at` (naive time,
 //! INDEX note 3) is reproduced exactly by `NaiveTimestamp`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Unknown keys are ignored at every level (pydantic `extra="ignore"`, INDEX note 9).
 
-mod common;
+use crate::common;
 
 use huleedu_contracts::http::{BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1};
 use huleedu_contracts::payloads::{

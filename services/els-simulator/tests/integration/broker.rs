@@ -10,12 +10,10 @@
 //! earlier) is sent only after the simulator counted the command under test, and its answer is
 //! awaited; whatever the command under test produced is then already visible.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{assert_valid_event, command, essays, is_storage_id};
+use crate::common::{assert_valid_event, command, essays, is_storage_id};
 use els_simulator::{App, AppError, SimSettings};
 use huleedu_contracts::payloads::{
     BatchEssaysReady, ELSBatchPhaseOutcomeV1, EssayProcessingInputRefV1,

@@ -4,7 +4,7 @@
 //! `EventEnvelope.schema.json`. The DLQ record (this project's) is checked against the envelope
 //! schema only. The BCS define request/response bodies are checked against their schemas.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

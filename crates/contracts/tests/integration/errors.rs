@@ -1,6 +1,6 @@
 //! Decode errors: the kind tells "not JSON" from "wrong shape", and the message names the field.
 
-mod common;
+use crate::common;
 
 use huleedu_contracts::http::BCSPipelineDefinitionRequestV1;
 use huleedu_contracts::payloads::{

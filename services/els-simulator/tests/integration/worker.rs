@@ -1,12 +1,10 @@
 //! The worker as the consumer runner drives it, without a broker: messages in, outcomes out
 //! through a [`MemoryPublisher`].
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{assert_valid_event, command, essays, example, inbound, is_storage_id};
+use crate::common::{assert_valid_event, command, essays, example, inbound, is_storage_id};
 use els_simulator::decide::BatchOverrides;
 use els_simulator::metrics::SimMetrics;
 use els_simulator::publish::MemoryPublisher;

@@ -1,13 +1,11 @@
 //! The whole App's life cycle against the real broker and Redis: build, ready, shutdown in
 //! order, restart on the same group and key prefix without duplicating anything.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use batch_conductor::{App, BcsSettings};
-use common::*;
+use crate::common::*;
 use huleedu_contracts::{topics, BatchStatus, PhaseName};
 use huleedu_it::{
     kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,

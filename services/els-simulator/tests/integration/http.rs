@@ -1,13 +1,11 @@
 //! The HTTP API through `router(state)` and `oneshot`: no socket, no broker.
 
-mod common;
-
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use common::{assert_valid_event, is_storage_id};
+use crate::common::{assert_valid_event, is_storage_id};
 use els_simulator::metrics::SimMetrics;
 use els_simulator::publish::MemoryPublisher;
 use els_simulator::{router, AppState, Counts, OverrideStore};
