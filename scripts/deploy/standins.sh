@@ -222,40 +222,18 @@ standin_kafka_tools_libs() {
 }
 
 standin_kafka_tools_ensure() {
-  local libs work
+  local libs
   libs=$(standin_kafka_tools_libs)
   [ -f "$libs/.complete" ] && return 0
   command -v mvn >/dev/null 2>&1 || { deploy_log "mvn not found: installing Debian's maven"; deploy_apt_install maven; }
   deploy_log "resolving org.apache.kafka:kafka-tools:$KAFKA_VERSION from Maven Central into $libs (once)"
-  work=$(mktemp -d "${TMPDIR:-/tmp}/huleedu-kafka-tools-pom.XXXXXX")
-  cat >"$work/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>huleedu.local</groupId>
-  <artifactId>kafka-tools-classpath</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
+  kafka_maven_resolve "$libs" "kafka-tools" <<DEPS
     <dependency>
       <groupId>org.apache.kafka</groupId>
       <artifactId>kafka-tools</artifactId>
       <version>$KAFKA_VERSION</version>
     </dependency>
-  </dependencies>
-</project>
-POM
-  rm -rf "$libs.tmp"
-  mkdir -p "$(dirname "$libs")"
-  if ! (cd "$work" && mvn -B -q dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >"$work/mvn.log" 2>&1); then
-    deploy_log "resolving kafka-tools with Maven failed; its output:"
-    tail -n 40 "$work/mvn.log" >&2
-    rm -rf "$work" "$libs.tmp"
-    return 1
-  fi
-  rm -rf "$work" "$libs"
-  mv "$libs.tmp" "$libs"
-  touch "$libs/.complete"
+DEPS
 }
 
 # The artifact name of a jar file name (kafka_2.13-4.1.1.jar -> kafka_2.13).

@@ -6,6 +6,7 @@
 #   kafka_ensure            # installs the jars when missing (needs java and mvn; installs
 #                           # Debian's packages for them when missing); prints nothing
 #   kafka_libs              # the folder with the jars (java -cp "$(kafka_libs)/*")
+#   kafka_maven_resolve DIR WHAT <deps.xml   # any Maven dependencies into DIR (all or nothing)
 #
 # The broker itself is started by scripts/lib/kafka-broker.sh (one process in the foreground).
 # Nothing here downloads anything once the cache is complete.
@@ -51,16 +52,7 @@ kafka_ensure() {
     kafka_apt_install maven
   fi
   kafka_log "Apache Kafka $KAFKA_VERSION not found: resolving it from Maven Central into $libs (once)"
-  local work
-  work=$(mktemp -d "${TMPDIR:-/tmp}/huleedu-kafka-pom.XXXXXX")
-  cat >"$work/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>huleedu.local</groupId>
-  <artifactId>kafka-broker-classpath</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
+  kafka_maven_resolve "$libs" "Apache Kafka" <<DEPS || return 1
     <dependency>
       <groupId>org.apache.kafka</groupId>
       <artifactId>kafka_2.13</artifactId>
@@ -71,14 +63,34 @@ kafka_ensure() {
       <artifactId>log4j-slf4j-impl</artifactId>
       <version>$KAFKA_LOG4J_VERSION</version>
     </dependency>
-  </dependencies>
-</project>
-POM
+DEPS
+  kafka_log "Apache Kafka $KAFKA_VERSION installed: $(find "$libs" -name '*.jar' | wc -l) jars, $(du -sh "$libs" | cut -f1)"
+}
+
+# Resolves the Maven <dependency> elements read from stdin, with their runtime dependencies,
+# into the folder $1 (all or nothing: a half-resolved folder is never left behind; `.complete`
+# marks a whole one). $2 names what is resolved in the error message. Needs mvn.
+kafka_maven_resolve() {
+  local libs=$1 what=$2 work
+  work=$(mktemp -d "${TMPDIR:-/tmp}/huleedu-maven-pom.XXXXXX")
+  {
+    cat <<'HEAD'
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>huleedu.local</groupId>
+  <artifactId>classpath</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+HEAD
+    cat
+    printf '  </dependencies>\n</project>\n'
+  } >"$work/pom.xml"
   rm -rf "$libs.tmp"
   mkdir -p "$(dirname "$libs")"
   if ! (cd "$work" && mvn -B -q dependency:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >"$work/mvn.log" 2>&1); then
-    kafka_log "resolving Apache Kafka with Maven failed; its output:"
+    kafka_log "resolving $what with Maven failed; its output:"
     tail -n 40 "$work/mvn.log" >&2
     rm -rf "$work" "$libs.tmp"
     return 1
@@ -86,5 +98,4 @@ POM
   rm -rf "$work" "$libs"
   mv "$libs.tmp" "$libs"
   touch "$libs/.complete"
-  kafka_log "Apache Kafka $KAFKA_VERSION installed: $(find "$libs" -name '*.jar' | wc -l) jars, $(du -sh "$libs" | cut -f1)"
 }
