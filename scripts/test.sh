@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/infra.sh
 if [ "$BROKER" = external ]; then
   infra_log "the test command starts (and kills and restarts) brokers of its own: use BROKER=kafka or tansu."
-  infra_log "Integration tests alone against a running broker: HULEEDU_TEST_KAFKA=host:port HULEEDU_TEST_REDIS=redis://... cargo test -p huleedu-it --test kafka_plumbing (docs/infrastructure.md)"
+  infra_log "Integration tests alone against a running broker: HULEEDU_TEST_KAFKA=host:port HULEEDU_TEST_REDIS=redis://... cargo test -p huleedu-it --test integration -- kafka_plumbing:: (docs/infrastructure.md)"
   exit 2
 fi
 infra_check_broker "$BROKER"
@@ -64,7 +64,7 @@ status=${PIPESTATUS[0]}
 if [ "$smoke" = 1 ]; then
   echo "==> the store's integration tests again, over TLS with an ACL user"
   HULEEDU_TEST_REDIS="$INFRA_REDIS_TLS" HULEEDU_TEST_REDIS_CA="$INFRA_TLS_DIR/ca.pem" \
-    cargo test --locked -p huleedu-it --test store 2>&1 | tee -a "$log"
+    cargo test --locked -p huleedu-it --test integration -- store:: 2>&1 | tee -a "$log"
   tls_status=${PIPESTATUS[0]}
   [ "$status" -ne 0 ] || status=$tls_status
   echo "==> end-to-end smoke subset on tansu"

@@ -193,13 +193,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
 
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime"),
-    );
+    let rt = huleedu_it::harness_runtime();
     println!(
         "\nreliability scenarios on {} (seed {seed}{}; replay with HULEEDU_CHAOS_SEED={seed})",
         huleedu_it::stack::BrokerKind::from_env().name(),
@@ -223,9 +217,7 @@ fn main() {
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     println!("seed {seed} (replay with HULEEDU_CHAOS_SEED={seed})");
-    if let Ok(rt) = Arc::try_unwrap(rt) {
-        rt.shutdown_timeout(Duration::from_secs(5));
-    }
+    huleedu_it::shut_down(rt);
     conclusion.exit();
 }
 

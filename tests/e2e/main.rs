@@ -204,13 +204,7 @@ fn main() {
     if args.test_threads.is_none() {
         args.test_threads = Some(32);
     }
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime"),
-    );
+    let rt = huleedu_it::harness_runtime();
     println!(
         "\nend-to-end scenarios{} on {}",
         if smoke { " (smoke subset)" } else { "" },
@@ -220,9 +214,7 @@ fn main() {
     for group in groups(smoke) {
         failed |= run_group(&rt, &args, group).has_failed();
     }
-    if let Ok(rt) = Arc::try_unwrap(rt) {
-        rt.shutdown_timeout(Duration::from_secs(5));
-    }
+    huleedu_it::shut_down(rt);
     if failed {
         std::process::exit(101);
     }

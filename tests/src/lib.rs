@@ -127,6 +127,25 @@ pub async fn committed_offsets(
     .await?
 }
 
+/// The runtime of the libtest-mimic harnesses (e2e, chaos): two workers, shared by every
+/// scenario of the run; hand it back to [`shut_down`] at the end.
+pub fn harness_runtime() -> std::sync::Arc<tokio::runtime::Runtime> {
+    std::sync::Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime"),
+    )
+}
+
+/// Ends a harness's runtime, giving its tasks 5 s (when no scenario holds it any more).
+pub fn shut_down(rt: std::sync::Arc<tokio::runtime::Runtime>) {
+    if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
+        rt.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
 /// Poll `cond` every 20 ms until it is true; panic with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where

@@ -430,31 +430,38 @@ impl Stack {
             ]);
             env
         };
+        // One process: the common settings, its address, then its own (`own`) and the test's
+        // (`overrides`, which win).
+        let instance = |group: &str,
+                        scheme: &str,
+                        port: u16,
+                        own: Vec<(String, String)>,
+                        overrides: &[(String, String)]| {
+            let mut env = common(group);
+            env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            env.extend(own);
+            env.extend(overrides.iter().cloned());
+            Instance {
+                env,
+                url: format!("{scheme}://127.0.0.1:{port}"),
+            }
+        };
+        let tls_file = |name: &str| {
+            let s = secure.as_ref().expect("secure");
+            s.tls.join(name).display().to_string()
+        };
         let bcs_scheme = if secure.is_some() { "https" } else { "http" };
         let bcs_ports: Vec<u16> = (0..opts.bcs_replicas.max(1)).map(|_| free_port()).collect();
         for (i, port) in bcs_ports.iter().enumerate() {
-            let mut env = common(BCS_GROUP);
-            env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+            let name = replica_name(BCS, i + 1);
             // Replicas on one host need identities of their own (their outbox leases).
-            env.push(("REPLICA_ID".into(), replica_name(BCS, i + 1)));
-            if let Some(s) = &secure {
-                env.push((
-                    "HTTP_TLS_CERT_FILE".into(),
-                    s.tls.join("server.pem").display().to_string(),
-                ));
-                env.push((
-                    "HTTP_TLS_KEY_FILE".into(),
-                    s.tls.join("server.key").display().to_string(),
-                ));
+            let mut own = vec![("REPLICA_ID".to_owned(), name.clone())];
+            if secure.is_some() {
+                own.push(("HTTP_TLS_CERT_FILE".into(), tls_file("server.pem")));
+                own.push(("HTTP_TLS_KEY_FILE".into(), tls_file("server.key")));
             }
-            env.extend(opts.bcs_env.clone());
-            stack.instances.insert(
-                replica_name(BCS, i + 1),
-                Instance {
-                    env,
-                    url: format!("{bcs_scheme}://127.0.0.1:{port}"),
-                },
-            );
+            let bcs = instance(BCS_GROUP, bcs_scheme, *port, own, &opts.bcs_env);
+            stack.instances.insert(name, bcs);
         }
         stack.bcs_url = if bcs_ports.len() > 1 {
             let (port, stop) = start_balancer(bcs_ports.clone()).await;
@@ -464,37 +471,19 @@ impl Stack {
             format!("{bcs_scheme}://127.0.0.1:{}", bcs_ports[0])
         };
         for i in 0..opts.bos_replicas.max(1) {
-            let port = free_port();
-            let mut env = common(BOS_GROUP);
-            env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
-            env.push(("REPLICA_ID".into(), replica_name(BOS, i + 1)));
-            env.push(("BCS_URL".into(), stack.bcs_url.clone()));
-            if let Some(s) = &secure {
-                env.push((
-                    "BCS_CA_FILE".into(),
-                    s.tls.join("ca.pem").display().to_string(),
-                ));
+            let name = replica_name(BOS, i + 1);
+            let mut own = vec![
+                ("REPLICA_ID".to_owned(), name.clone()),
+                ("BCS_URL".to_owned(), stack.bcs_url.clone()),
+            ];
+            if secure.is_some() {
+                own.push(("BCS_CA_FILE".into(), tls_file("ca.pem")));
             }
-            env.extend(opts.bos_env.clone());
-            stack.instances.insert(
-                replica_name(BOS, i + 1),
-                Instance {
-                    env,
-                    url: format!("http://127.0.0.1:{port}"),
-                },
-            );
+            let bos = instance(BOS_GROUP, "http", free_port(), own, &opts.bos_env);
+            stack.instances.insert(name, bos);
         }
-        let sim_port = free_port();
-        let mut sim_env = common("els-simulator");
-        sim_env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{sim_port}")));
-        sim_env.extend(opts.sim_env.clone());
-        stack.instances.insert(
-            SIM.to_owned(),
-            Instance {
-                env: sim_env,
-                url: format!("http://127.0.0.1:{sim_port}"),
-            },
-        );
+        let sim = instance("els-simulator", "http", free_port(), vec![], &opts.sim_env);
+        stack.instances.insert(SIM.to_owned(), sim);
         stack.bos_url = stack.instances[BOS].url.clone();
         stack.sim_url = stack.instances[SIM].url.clone();
 

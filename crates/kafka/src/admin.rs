@@ -16,14 +16,17 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(120);
 /// and replication factor. Existing topics are left unchanged. While the broker cannot be
 /// reached this retries with backoff for up to [`STARTUP_WAIT`]; a refused topic (invalid name
 /// or partition count) fails at once.
-pub async fn provision_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<(), KafkaError> {
+pub async fn provision_topics(
+    settings: &KafkaSettings,
+    topics: &[impl AsRef<str> + Sync],
+) -> Result<(), KafkaError> {
     provision_topics_within(settings, topics, STARTUP_WAIT).await
 }
 
 /// [`provision_topics`] with an explicit time budget.
 pub async fn provision_topics_within(
     settings: &KafkaSettings,
-    topics: &[&str],
+    topics: &[impl AsRef<str> + Sync],
     budget: Duration,
 ) -> Result<(), KafkaError> {
     let start = Instant::now();
@@ -93,7 +96,10 @@ async fn preflight(settings: &KafkaSettings) -> Result<(), KafkaError> {
         })?
 }
 
-async fn try_provision(settings: &KafkaSettings, topics: &[&str]) -> Result<(), KafkaError> {
+async fn try_provision(
+    settings: &KafkaSettings,
+    topics: &[impl AsRef<str> + Sync],
+) -> Result<(), KafkaError> {
     preflight(settings).await?;
     let admin: AdminClient<LogContext> = settings
         .admin_config()
@@ -103,7 +109,7 @@ async fn try_provision(settings: &KafkaSettings, topics: &[&str]) -> Result<(), 
         .iter()
         .map(|t| {
             NewTopic::new(
-                t,
+                t.as_ref(),
                 settings.topic_partitions,
                 TopicReplication::Fixed(settings.replication_factor),
             )

@@ -46,16 +46,10 @@ impl App {
     /// Provision topics, create the Redis store, the consumer, the relay and the HTTP server
     /// (bound to `HTTP_ADDR`; port 0 picks a free port).
     pub async fn build(settings: BcsSettings) -> anyhow::Result<Self> {
-        let topics = provisioned_topics();
-        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        provision_topics(&settings.kafka, &topic_refs)
+        let kafka = &settings.kafka;
+        provision_topics(kafka, &provisioned_topics())
             .await
-            .with_context(|| {
-                format!(
-                    "provisioning topics on {}",
-                    settings.kafka.bootstrap_servers
-                )
-            })?;
+            .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
         let store = Store::connect(&settings.redis).context("creating the Redis client")?;
         store.check_at_start().await?;
         let registry = huleedu_http::metrics::Metrics::new();

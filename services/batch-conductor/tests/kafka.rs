@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use batch_conductor::{App, BcsSettings};
 use common::*;
 use huleedu_contracts::dlq::{headers, FailedEssayDlqRecordV1};
+use huleedu_contracts::payloads::BatchPipelineCompletedV1;
 use huleedu_contracts::topics::{self, dlq_topic};
-use huleedu_contracts::{decode_envelope, BatchStatus, PhaseName};
+use huleedu_contracts::{decode_envelope, BatchStatus, EventEnvelope, PhaseName};
 use huleedu_it::{
     kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,
 };
@@ -99,6 +100,16 @@ async fn publish(p: &Producer, topic: &str, key: &str, payload: Vec<u8>) -> (i32
         .await
         .unwrap();
     (d.partition, d.offset)
+}
+
+/// Publishes a `BatchPipelineCompletedV1`, keyed by its batch as BOS keys it.
+async fn publish_completed(
+    p: &Producer,
+    batch: &str,
+    done: &EventEnvelope<BatchPipelineCompletedV1>,
+) {
+    let topic = topics::BATCH_PIPELINE_COMPLETED;
+    publish(p, topic, batch, done.to_json_bytes()).await;
 }
 
 async fn get_json(path: &str) -> Value {
@@ -264,13 +275,7 @@ async fn define_waits_for_the_pipeline_completion_and_answers_503_when_it_never_
     })
     .await;
     assert!(!request.is_finished());
-    publish(
-        &p,
-        topics::BATCH_PIPELINE_COMPLETED,
-        &batch,
-        done.to_json_bytes(),
-    )
-    .await;
+    publish_completed(&p, &batch, &done).await;
     let resp = request.await.unwrap();
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.unwrap();
@@ -395,13 +400,7 @@ async fn poison_messages_go_to_the_topic_dlq_with_headers_and_the_partition_move
     )
     .await;
     let done = pipeline_completed(&batch, &[PhaseName::Spellcheck]);
-    publish(
-        &p,
-        topics::BATCH_PIPELINE_COMPLETED,
-        &batch,
-        done.to_json_bytes(),
-    )
-    .await;
+    publish_completed(&p, &batch, &done).await;
 
     wait_phases(&batch, "the valid events after the poison", |v| {
         v["phases"]["nlp"]["event_id"] == good.event_id.to_string()

@@ -55,15 +55,10 @@ impl App {
     pub async fn build(settings: BosSettings) -> anyhow::Result<Self> {
         let mut all: Vec<String> = with_dlq_topics(&CONSUMED);
         all.extend(PRODUCED.iter().map(|t| t.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        provision_topics(&settings.kafka, &refs)
+        let kafka = &settings.kafka;
+        provision_topics(kafka, &all)
             .await
-            .with_context(|| {
-                format!(
-                    "provisioning topics on {}",
-                    settings.kafka.bootstrap_servers
-                )
-            })?;
+            .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
 
         let metrics = Metrics::new();
         let bos_metrics = BosMetrics::register(&metrics);

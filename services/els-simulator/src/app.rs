@@ -59,9 +59,7 @@ impl App {
     /// Creates missing topics, the producer and the consumer (subscribed, not yet polling), and
     /// binds the HTTP address (port 0 picks a free one; see [`App::http_addr`]).
     pub async fn build(settings: SimSettings) -> Result<Self, AppError> {
-        let topic_names = provisioned_topics();
-        let refs: Vec<&str> = topic_names.iter().map(String::as_str).collect();
-        provision_topics(&settings.kafka, &refs)
+        provision_topics(&settings.kafka, &provisioned_topics())
             .await
             .map_err(AppError::Provision)?;
 

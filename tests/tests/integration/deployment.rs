@@ -41,6 +41,16 @@ fn get<'a>(h: &'a yaml_rust2::yaml::Hash, key: &str) -> Option<&'a Yaml> {
     h.get(&Yaml::String(key.into()))
 }
 
+/// The strings of the list under `key` (a missing key or a non-list fails the test).
+fn strings<'a>(h: &'a yaml_rust2::yaml::Hash, key: &str) -> Vec<&'a str> {
+    get(h, key)
+        .and_then(Yaml::as_vec)
+        .unwrap_or_else(|| panic!("{key} is not a list"))
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect()
+}
+
 fn known_vars(binary: &str) -> BTreeSet<String> {
     let docs = match binary {
         "batch-orchestrator" => batch_orchestrator::BosSettings::variables(),
@@ -110,12 +120,7 @@ fn ports_and_health_checks_match_the_code() {
             .as_str()
             .expect("HTTP_ADDR set");
         let port = addr.rsplit(':').next().unwrap();
-        let ports: Vec<&str> = get(&svc, "ports")
-            .and_then(Yaml::as_vec)
-            .unwrap()
-            .iter()
-            .filter_map(Yaml::as_str)
-            .collect();
+        let ports = strings(&svc, "ports");
         assert!(
             ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
             "{name} publishes its HTTP port {port}: {ports:?}"
@@ -166,23 +171,13 @@ fn orchestrator_reaches_the_conductor_where_it_listens() {
             && services.contains_key(&Yaml::String("redis".into()))
     );
     let redis = merged(&services[&Yaml::String("redis".into())]);
-    let cmd: Vec<&str> = get(&redis, "command")
-        .and_then(Yaml::as_vec)
-        .unwrap()
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let cmd = strings(&redis, "command");
     assert!(
         cmd.windows(2).any(|w| w == ["--appendfsync", "everysec"]),
         "Redis runs AOF everysec: {cmd:?}"
     );
     let sim = merged(&services[&Yaml::String("els-simulator".into())]);
-    let profiles: Vec<&str> = get(&sim, "profiles")
-        .and_then(Yaml::as_vec)
-        .unwrap()
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let profiles = strings(&sim, "profiles");
     assert_eq!(
         profiles,
         vec!["demo"],

@@ -2,7 +2,7 @@
 //!
 //! - `docs/configuration.md` holds, between generated markers, the settings table of every
 //!   binary made from its clap arguments (`ServiceSettings::variables()`); regenerate with
-//!   `HULEEDU_BLESS=1 cargo test -p huleedu-it --test docs`.
+//!   `HULEEDU_BLESS=1 cargo test -p huleedu-it --test integration -- docs::`.
 //! - `docs/events.md` names every topic of the contracts crate and no other `huleedu.*` topic.
 
 use std::collections::BTreeSet;
@@ -43,7 +43,7 @@ fn generated() -> String {
     out
 }
 
-const BEGIN: &str = "<!-- BEGIN GENERATED: settings tables (tests/tests/docs.rs) -->\n";
+const BEGIN: &str = "<!-- BEGIN GENERATED: settings tables (tests/tests/integration/docs.rs) -->\n";
 const END: &str = "<!-- END GENERATED -->";
 
 #[test]
@@ -59,7 +59,7 @@ fn configuration_doc_lists_every_variable_of_every_binary() {
     }
     assert!(
         text == want,
-        "docs/configuration.md is out of date with the settings in the code; regenerate with HULEEDU_BLESS=1 cargo test -p huleedu-it --test docs"
+        "docs/configuration.md is out of date with the settings in the code; regenerate with HULEEDU_BLESS=1 cargo test -p huleedu-it --test integration -- docs::"
     );
 }
 

@@ -80,6 +80,12 @@ struct Running {
 }
 
 impl Running {
+    fn spawn<H: Handler + 'static>(runner: ConsumerRunner<H>) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(runner.run(stop.clone()));
+        Running { stop, task }
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         tokio::time::timeout(T, self.task)
@@ -97,9 +103,7 @@ fn start(settings: &KafkaSettings, topic: &str, handler: Recorder) -> Running {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(100),
         });
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(runner.run(stop.clone()));
-    Running { stop, task }
+    Running::spawn(runner)
 }
 
 async fn setup(partitions: i32) -> (KafkaSettings, String, Producer) {
@@ -482,8 +486,7 @@ async fn concurrent_partitions_run_side_by_side_and_each_keeps_its_order() {
     let handler = SideBySide::default();
     let runner =
         ConsumerRunner::new(&settings, &[topic.as_str()], handler.clone(), producer).unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(runner.run(stop.clone()));
+    let running = Running::spawn(runner);
     wait_until(T, "all 30 handled", || async {
         handler.log.lock().unwrap().len() >= 30
     })
@@ -500,11 +503,7 @@ async fn concurrent_partitions_run_side_by_side_and_each_keeps_its_order() {
         handler.most.load(Ordering::SeqCst) >= 2,
         "partitions were handled side by side"
     );
-    stop.cancel();
-    tokio::time::timeout(T, task)
-        .await
-        .expect("runner stops")
-        .unwrap();
+    running.stop().await;
     assert_eq!(
         committed(&settings, &topic, 3),
         vec![Offset::Offset(10); 3],
@@ -571,8 +570,7 @@ async fn a_held_partition_with_a_long_backlog_does_not_hold_up_the_others() {
         producer.clone(),
     )
     .unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(runner.run(stop.clone()));
+    let running = Running::spawn(runner);
     for i in 0..5 {
         send(&producer, &topic, &fast, &format!("{fast}:{i}")).await;
     }
@@ -605,11 +603,7 @@ async fn a_held_partition_with_a_long_backlog_does_not_hold_up_the_others() {
         held, want,
         "in order, none lost while the partition was held"
     );
-    stop.cancel();
-    tokio::time::timeout(T, task)
-        .await
-        .expect("runner stops")
-        .unwrap();
+    running.stop().await;
     assert_eq!(
         committed(&settings, &topic, 2),
         vec![Offset::Offset(backlog as i64), Offset::Offset(5)]
@@ -630,8 +624,7 @@ async fn a_backlog_on_every_partition_is_handled_completely_side_by_side() {
     let handler = SideBySide::default();
     let runner =
         ConsumerRunner::new(&settings, &[topic.as_str()], handler.clone(), producer).unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(runner.run(stop.clone()));
+    let running = Running::spawn(runner);
     wait_until(
         Duration::from_secs(60),
         "the whole backlog handled",
@@ -640,9 +633,5 @@ async fn a_backlog_on_every_partition_is_handled_completely_side_by_side() {
     .await;
     assert_eq!(handler.log.lock().unwrap().len(), total, "each once");
     assert!(handler.most.load(Ordering::SeqCst) >= 2, "side by side");
-    stop.cancel();
-    tokio::time::timeout(T, task)
-        .await
-        .expect("runner stops")
-        .unwrap();
+    running.stop().await;
 }

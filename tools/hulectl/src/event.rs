@@ -541,6 +541,7 @@ mod tests {
                 2,
                 1,
                 1.0,
+                None,
             ),
         ));
         assert!(!t.complete(), "the outcome is missing");

@@ -94,24 +94,9 @@ pub fn skipped(batch: &str, phase: &str) -> Vec<u8> {
     )
 }
 
+/// A terminal event; `reason` is its `failure_reason`.
 #[allow(clippy::too_many_arguments)]
 pub fn completed(
-    batch: &str,
-    pipeline: &str,
-    status: &str,
-    ran: &[&str],
-    skipped: &[&str],
-    ok: i64,
-    failed: i64,
-    secs: f64,
-) -> Vec<u8> {
-    completed_with_reason(
-        batch, pipeline, status, ran, skipped, ok, failed, secs, None,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn completed_with_reason(
     batch: &str,
     pipeline: &str,
     status: &str,

@@ -383,6 +383,7 @@ mod tests {
                 17,
                 3,
                 2.31,
+                None,
             ),
         );
         assert!(
@@ -458,6 +459,7 @@ mod tests {
             3,
             0,
             0.5,
+            None,
         ))
         .unwrap();
         v["metadata"] = json!({"retry": true, "retry_phase": "spellcheck"});
@@ -475,7 +477,7 @@ mod tests {
         let e = decode(&Record::new(
             topics::BATCH_PIPELINE_COMPLETED,
             Some("b1"),
-            fx::completed_with_reason(
+            fx::completed(
                 "b1",
                 "nlp",
                 "failed_critically",

@@ -66,6 +66,20 @@ fn body<T: DeserializeOwned + Validate + Serialize>(name: &str, bytes: &[u8]) ->
 }
 
 /// Removes one of this project's extra keys from `object`, checking the value it had.
+impl Reencoded {
+    /// Removes the text of this project's extra keys (`extras`, emitted exactly so) from the
+    /// pretty output, failing the test when it is not there.
+    fn without_extras_text(mut self, name: &str, extras: &str) -> Self {
+        assert!(
+            self.pretty.contains(extras),
+            "{name}: extras not emitted as expected:\n{}",
+            self.pretty
+        );
+        self.pretty = self.pretty.replacen(extras, "", 1);
+        self
+    }
+}
+
 fn remove_extra(name: &str, object: &mut Value, key: &str, expected: Value) {
     let removed = object
         .as_object_mut()
@@ -122,13 +136,7 @@ fn check_example(path: &Path) {
             remove_extra(&name, data, "requested_pipeline", Value::Null);
             remove_extra(&name, data, "skipped_phases", json!([]));
             remove_extra(&name, data, "failure_reason", Value::Null);
-            assert!(
-                out.pretty.contains(PIPELINE_COMPLETED_EXTRAS_TEXT),
-                "{name}: extras not emitted as expected:\n{}",
-                out.pretty
-            );
-            out.pretty = out.pretty.replacen(PIPELINE_COMPLETED_EXTRAS_TEXT, "", 1);
-            out
+            out.without_extras_text(&name, PIPELINE_COMPLETED_EXTRAS_TEXT)
         }
         "http.bcs.pipelines.define.request" => {
             body::<BCSPipelineDefinitionRequestV1>(&name, &bytes)
@@ -136,13 +144,7 @@ fn check_example(path: &Path) {
         "http.bcs.pipelines.define.response" => {
             let mut out = body::<BCSPipelineDefinitionResponseV1>(&name, &bytes);
             remove_extra(&name, &mut out.value, "pruned_phases", json!([]));
-            assert!(
-                out.pretty.contains(DEFINE_RESPONSE_EXTRAS_TEXT),
-                "{name}: pruned_phases not emitted as expected:\n{}",
-                out.pretty
-            );
-            out.pretty = out.pretty.replacen(DEFINE_RESPONSE_EXTRAS_TEXT, "", 1);
-            out
+            out.without_extras_text(&name, DEFINE_RESPONSE_EXTRAS_TEXT)
         }
         other => panic!("{name}: no typed model for example prefix `{other}`"),
     };

@@ -80,30 +80,21 @@ fn converts_other_offsets_to_utc() {
 
 #[test]
 fn naive_input_is_taken_as_utc() {
-    assert_eq!(
-        ts("2025-11-03T09:24:58.640102"),
-        Timestamp::from(utc(2025, 11, 3, 9, 24, 58, 640_102))
-    );
-    assert_eq!(
-        ts("2025-11-03T09:24:58"),
-        Timestamp::from(utc(2025, 11, 3, 9, 24, 58, 0))
-    );
-    assert_eq!(
-        ts("2025-11-03 09:24:58.5"),
-        Timestamp::from(utc(2025, 11, 3, 9, 24, 58, 500_000))
-    );
+    for (text, micros) in [
+        ("2025-11-03T09:24:58.640102", 640_102),
+        ("2025-11-03T09:24:58", 0),
+        ("2025-11-03 09:24:58.5", 500_000),
+    ] {
+        let expected = Timestamp::from(utc(2025, 11, 3, 9, 24, 58, micros));
+        assert_eq!(ts(text), expected, "{text}");
+    }
 }
 
 #[test]
 fn parses_without_fraction() {
-    assert_eq!(
-        ts("2025-11-03T09:41:00Z"),
-        Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0))
-    );
-    assert_eq!(
-        ts("2025-11-03T09:41:00+00:00"),
-        Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0))
-    );
+    let expected = Timestamp::from(utc(2025, 11, 3, 9, 41, 0, 0));
+    assert_eq!(ts("2025-11-03T09:41:00Z"), expected);
+    assert_eq!(ts("2025-11-03T09:41:00+00:00"), expected);
 }
 
 #[test]

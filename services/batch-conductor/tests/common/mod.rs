@@ -139,6 +139,16 @@ pub fn pipeline_completed(
 }
 
 /// A consumed message as the runner hands it to the handler.
+/// `event` as the consumer hands it over: on its topic (`event_type`), keyed by `batch`, at
+/// `offset` of partition 0.
+pub fn delivered<T: serde::Serialize>(
+    event: &EventEnvelope<T>,
+    batch: &str,
+    offset: i64,
+) -> Inbound {
+    inbound(&event.event_type, batch, event.to_json_bytes(), offset)
+}
+
 pub fn inbound(topic: &str, key: &str, payload: Vec<u8>, offset: i64) -> Inbound {
     Inbound {
         topic: topic.into(),

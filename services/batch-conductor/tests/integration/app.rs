@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use batch_conductor::{App, BcsSettings};
 use crate::common::*;
+use batch_conductor::{App, BcsSettings};
 use huleedu_contracts::{topics, BatchStatus, PhaseName};
 use huleedu_it::{
     kafka_bootstrap, kafka_settings, redis_url, unique, wait_until, JsonPayload, Seen, TopicReader,

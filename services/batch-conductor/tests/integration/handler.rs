@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::StatusCode;
 use batch_conductor::api::router;
 use batch_conductor::state::BatchPhases;
-use crate::common::*;
 use huleedu_contracts::{topics, BatchStatus, PhaseName, Timestamp};
 use huleedu_it::unique;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult};
@@ -34,12 +34,7 @@ async fn a_partial_failure_records_completed_and_three_dlq_records_once() {
         BatchStatus::CompletedWithFailures,
         &["f1", "f2", "f3"],
     );
-    let msg = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        e.to_json_bytes(),
-        10,
-    );
+    let msg = delivered(&e, &batch, 10);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     let p = phases(state.store(), &batch).await;
     let r = &p.phases[&PhaseName::Spellcheck];
@@ -71,18 +66,8 @@ async fn an_older_outcome_changes_nothing_but_its_dlq_records_are_emitted() {
         &["a", "b"],
     );
     older.event_timestamp = Timestamp::from(newer.event_timestamp.0 - chrono_minutes(5));
-    let m1 = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        newer.to_json_bytes(),
-        1,
-    );
-    let m2 = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        older.to_json_bytes(),
-        2,
-    );
+    let m1 = delivered(&newer, &batch, 1);
+    let m2 = delivered(&older, &batch, 2);
     assert_eq!(handler.handle(&m1).await, HandlerResult::Done);
     assert_eq!(handler.handle(&m2).await, HandlerResult::Done);
     let p = phases(state.store(), &batch).await;
@@ -117,12 +102,7 @@ async fn a_late_pipeline_completed_cannot_undo_a_newer_operator_mark() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let msg = inbound(
-        topics::BATCH_PIPELINE_COMPLETED,
-        &batch,
-        done.to_json_bytes(),
-        1,
-    );
+    let msg = delivered(&done, &batch, 1);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     let p = phases(state.store(), &batch).await;
     assert_eq!(p.phases[&PhaseName::Spellcheck].source.as_str(), "operator");

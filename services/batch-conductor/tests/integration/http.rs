@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::http::StatusCode;
 use batch_conductor::api::router;
-use crate::common::*;
 use huleedu_contracts::{topics, BatchStatus, PhaseName};
 use huleedu_it::{unique, wait_until};
 use huleedu_kafka::{Handler, HandlerResult};
@@ -106,12 +106,7 @@ async fn completed_phases_are_pruned_and_everything_done_gives_an_empty_pipeline
         BatchStatus::CompletedWithFailures,
         &["x"],
     );
-    let msg = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        e.to_json_bytes(),
-        1,
-    );
+    let msg = delivered(&e, &batch, 1);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
 
     let (status, _, body) = call(
@@ -158,12 +153,7 @@ async fn a_failed_phase_is_not_pruned() {
         BatchStatus::FailedCritically,
         &[],
     );
-    let msg = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        e.to_json_bytes(),
-        1,
-    );
+    let msg = delivered(&e, &batch, 1);
     assert_eq!(handler_for(&state).handle(&msg).await, HandlerResult::Done);
     let (_, _, body) = call(&app, post(DEFINE, define_body(&batch, "nlp", None), None)).await;
     assert_eq!(strings(&body["final_pipeline"]), ["spellcheck", "nlp"]);
@@ -264,12 +254,7 @@ async fn define_waits_for_after_pipeline_id_and_wakes_when_it_is_processed() {
     .await;
     assert!(!request.is_finished());
     let started = Instant::now();
-    let msg = inbound(
-        topics::BATCH_PIPELINE_COMPLETED,
-        &batch,
-        done.to_json_bytes(),
-        7,
-    );
+    let msg = delivered(&done, &batch, 7);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     let ((status, _, body), _) = tokio::time::timeout(Duration::from_secs(10), request)
         .await
@@ -321,12 +306,7 @@ async fn define_sees_a_pipeline_recorded_by_another_replica() {
         },
     )
     .await;
-    let msg = inbound(
-        topics::BATCH_PIPELINE_COMPLETED,
-        &batch,
-        done.to_json_bytes(),
-        1,
-    );
+    let msg = delivered(&done, &batch, 1);
     assert_eq!(other_replica.handle(&msg).await, HandlerResult::Done);
     let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), request)
         .await
@@ -566,20 +546,10 @@ async fn the_phases_endpoint_shows_records_with_provenance() {
         BatchStatus::CompletedWithFailures,
         &["x1", "x2"],
     );
-    let msg = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        e.to_json_bytes(),
-        3,
-    );
+    let msg = delivered(&e, &batch, 3);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     let done = pipeline_completed(&batch, &[PhaseName::Spellcheck, PhaseName::CjAssessment]);
-    let msg = inbound(
-        topics::BATCH_PIPELINE_COMPLETED,
-        &batch,
-        done.to_json_bytes(),
-        4,
-    );
+    let msg = delivered(&done, &batch, 4);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     let (status, _, _) = call(
         &app,
@@ -633,12 +603,7 @@ async fn metrics_list_every_conductor_metric() {
         BatchStatus::CompletedWithFailures,
         &["x"],
     );
-    let msg = inbound(
-        topics::ELS_BATCH_PHASE_OUTCOME,
-        &batch,
-        e.to_json_bytes(),
-        1,
-    );
+    let msg = delivered(&e, &batch, 1);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     call(&app, post(DEFINE, define_body(&batch, "nlp", None), None)).await;

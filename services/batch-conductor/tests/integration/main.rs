@@ -9,9 +9,9 @@
 //! life of the process, and a second conductor (the life-cycle tests of `app`) consuming the
 //! same fixed topics at the same time would process the other's outcomes too.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod app;
 mod cli;
+#[path = "../common/mod.rs"]
+mod common;
 mod handler;
 mod http;

@@ -41,7 +41,7 @@ fn bad_settings_exit_2_naming_the_variable() {
 
 #[test]
 fn the_readme_documents_every_setting() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     for doc in SimSettings::variables() {
         assert!(
             readme.contains(&format!("`{}`", doc.name)),
@@ -55,6 +55,7 @@ fn the_readme_documents_every_setting() {
 /// expects a clean exit.
 #[test]
 fn stops_cleanly_on_sigterm() {
+    let _turn = crate::common::ONE_APP_AT_A_TIME.blocking_lock();
     let broker = huleedu_it::kafka_bootstrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

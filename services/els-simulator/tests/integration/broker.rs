@@ -2,8 +2,9 @@
 //!
 //! The simulator consumes the platform's fixed command topics, so two simulators running at
 //! once (in different groups) would both answer every command. The tests therefore run one app
-//! at a time ([`ONE_APP_AT_A_TIME`]), each in a unique consumer group, with unique batch ids, and
-//! look only at messages keyed by their own batches.
+//! at a time ([`ONE_APP_AT_A_TIME`], which the binary's SIGTERM test takes too), each in a
+//! unique consumer group, with unique batch ids, and look only at messages keyed by their own
+//! batches.
 //!
 //! "Nothing more arrived" is shown without sleeping: a later *sentinel* command for the same
 //! batch (so its outcome lands on the same outcome partition, behind anything published
@@ -13,7 +14,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::common::{assert_valid_event, command, essays, is_storage_id};
+use crate::common::{assert_valid_event, command, essays, is_storage_id, ONE_APP_AT_A_TIME};
 use els_simulator::{App, AppError, SimSettings};
 use huleedu_contracts::payloads::{
     BatchEssaysReady, ELSBatchPhaseOutcomeV1, EssayProcessingInputRefV1,
@@ -25,14 +26,12 @@ use huleedu_it::{kafka_bootstrap, kafka_settings, unique, wait_until, Seen, Topi
 use huleedu_kafka::{OutgoingMessage, Producer};
 use huleedu_service::settings::ServiceSettings;
 use serde_json::{json, Value};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::MutexGuard;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(60);
-
-static ONE_APP_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 struct Running {
     addr: SocketAddr,

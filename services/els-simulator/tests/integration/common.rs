@@ -159,3 +159,22 @@ pub fn is_storage_id(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+/// The simulator consumes the platform's fixed command topics, so two running at once (in
+/// different consumer groups) would both answer every command: every test that runs one,
+/// in-process or as a binary, holds this for as long as it runs.
+pub static ONE_APP_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Fails unless the metrics `text` counts exactly one command of `phase` and one outcome of
+/// `phase` with `status`.
+pub fn assert_counted_once(text: &str, phase: &str, status: &str) {
+    for series in [
+        format!(r#"commands_received_total{{phase="{phase}"}} 1"#),
+        format!(r#"outcomes_published_total{{phase="{phase}",status="{status}"}} 1"#),
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "{series} missing:\n{text}"
+        );
+    }
+}

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::common::{assert_counted_once, assert_valid_event, is_storage_id};
 use axum::body::{to_bytes, Body};
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use crate::common::{assert_valid_event, is_storage_id};
 use els_simulator::metrics::SimMetrics;
 use els_simulator::publish::MemoryPublisher;
 use els_simulator::{router, AppState, Counts, OverrideStore};
@@ -367,16 +367,7 @@ async fn probes_metrics_and_unknown_routes() {
     let (status, body) = f.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = body.as_str().unwrap();
-    assert!(
-        text.contains(r#"commands_received_total{phase="spellcheck"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            r#"outcomes_published_total{phase="spellcheck",status="completed_successfully"} 1"#
-        ),
-        "{text}"
-    );
+    assert_counted_once(text, "spellcheck", "completed_successfully");
     let (status, body) = f.get("/v2/nothing").await;
     assert_eq!(
         (status, body["error"].as_str()),

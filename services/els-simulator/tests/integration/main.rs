@@ -5,8 +5,8 @@
 //! included, so a cold build pays per binary); the files are its modules. Run one group with a
 //! filter on its module path, e.g. `cargo test -p els-simulator --test integration -- broker::`.
 
-mod common;
 mod bin;
 mod broker;
+mod common;
 mod http;
 mod worker;

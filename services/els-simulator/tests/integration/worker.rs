@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{assert_valid_event, command, essays, example, inbound, is_storage_id};
+use crate::common::{
+    assert_counted_once, assert_valid_event, command, essays, example, inbound, is_storage_id,
+};
 use els_simulator::decide::BatchOverrides;
 use els_simulator::metrics::SimMetrics;
 use els_simulator::publish::MemoryPublisher;
@@ -134,16 +136,7 @@ async fn answers_with_failures_new_text_ids_and_the_commands_correlation_id() {
         }
     );
     let metrics = f.registry.render();
-    assert!(
-        metrics.contains(r#"commands_received_total{phase="spellcheck"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            r#"outcomes_published_total{phase="spellcheck",status="completed_with_failures"} 1"#
-        ),
-        "{metrics}"
-    );
+    assert_counted_once(&metrics, "spellcheck", "completed_with_failures");
 }
 
 #[tokio::test]

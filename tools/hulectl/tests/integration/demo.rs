@@ -1,6 +1,6 @@
-//! `hulectl demo` end to end: a whole local system (its own tansu broker and Redis, the
-//! conductor, the orchestrator and the reference worker as processes, from the test kit's
-//! `Stack`), then the demo binary against it.
+//! `hulectl demo` end to end: a whole local system (its own broker, of the kind
+//! `HULEEDU_TEST_BROKER` names, and Redis, the conductor, the orchestrator and the reference
+//! worker as processes, from the test kit's `Stack`), then the demo binary against it.
 //!
 //! Needs the service binaries next to this test, built from the current sources
 //! (`cargo build --workspace --bins`; the suite's `scripts/test.sh` builds them first). Without
