@@ -127,6 +127,22 @@ pub struct Reader {
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// The high watermark of `topic[partition]`. A partition created moments ago may have no
+/// leader yet (Apache Kafka answers `NotLeaderForPartition` until its election is done): asked
+/// again every 100 ms for up to 30 s. Blocking.
+fn high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> anyhow::Result<i64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Reader {
     /// Start reading `watched` from their current end (the reader sees only what is produced
     /// after this returns).
@@ -151,8 +167,7 @@ impl Reader {
                     .unwrap_or(0);
                 anyhow::ensure!(parts > 0, "topic {t} has no partitions (not created?)");
                 for p in 0..parts as i32 {
-                    let (_, high) = consumer
-                        .fetch_watermarks(t, p, Duration::from_secs(10))
+                    let high = high_watermark(&consumer, t, p)
                         .with_context(|| format!("watermarks of {t}[{p}]"))?;
                     tpl.add_partition_offset(t, p, Offset::Offset(high))?;
                 }

@@ -17,7 +17,7 @@ use huleedu_contracts::payloads::{
     SystemProcessingMetadata,
 };
 use huleedu_contracts::{source, topics, BatchStatus, EventEnvelope, PhaseName};
-use huleedu_kafka::Inbound;
+use huleedu_kafka::{Handler, HandlerResult, Inbound};
 use huleedu_service::settings::Secret;
 use huleedu_store::Store;
 use serde_json::Value;
@@ -147,6 +147,22 @@ pub fn delivered<T: serde::Serialize>(
     offset: i64,
 ) -> Inbound {
     inbound(&event.event_type, batch, event.to_json_bytes(), offset)
+}
+
+/// Hands `handler` a phase outcome of `batch` (delivered at `offset`) and expects it handled;
+/// returns the outcome and its delivery.
+pub async fn apply_outcome(
+    handler: &EventHandler,
+    batch: &str,
+    phase: PhaseName,
+    status: BatchStatus,
+    failed: &[&str],
+    offset: i64,
+) -> (EventEnvelope<ELSBatchPhaseOutcomeV1>, Inbound) {
+    let e = outcome(batch, phase, status, failed);
+    let msg = delivered(&e, batch, offset);
+    assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
+    (e, msg)
 }
 
 pub fn inbound(topic: &str, key: &str, payload: Vec<u8>, offset: i64) -> Inbound {

@@ -6,6 +6,7 @@ use crate::common::*;
 use axum::http::StatusCode;
 use batch_conductor::api::router;
 use batch_conductor::state::BatchPhases;
+use huleedu_contracts::BatchStatus::CompletedWithFailures;
 use huleedu_contracts::{topics, BatchStatus, PhaseName, Timestamp};
 use huleedu_it::unique;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult};
@@ -28,14 +29,15 @@ async fn a_partial_failure_records_completed_and_three_dlq_records_once() {
     let state = api_state(store(), None, Duration::from_secs(1));
     let handler = handler_for(&state);
     let batch = unique("b");
-    let e = outcome(
+    let (e, msg) = apply_outcome(
+        &handler,
         &batch,
         PhaseName::Spellcheck,
-        BatchStatus::CompletedWithFailures,
+        CompletedWithFailures,
         &["f1", "f2", "f3"],
-    );
-    let msg = delivered(&e, &batch, 10);
-    assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
+        10,
+    )
+    .await;
     let p = phases(state.store(), &batch).await;
     let r = &p.phases[&PhaseName::Spellcheck];
     assert_eq!(r.status.as_str(), "completed");

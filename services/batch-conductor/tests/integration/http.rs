@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use axum::http::StatusCode;
 use batch_conductor::api::router;
-use huleedu_contracts::{topics, BatchStatus, PhaseName};
+use huleedu_contracts::BatchStatus::{CompletedWithFailures, FailedCritically};
+use huleedu_contracts::{topics, PhaseName};
 use huleedu_it::{unique, wait_until};
 use huleedu_kafka::{Handler, HandlerResult};
 use huleedu_store::{RedisSettings, Store};
@@ -100,14 +101,15 @@ async fn completed_phases_are_pruned_and_everything_done_gives_an_empty_pipeline
     let app = router(state.clone());
     let handler = handler_for(&state);
     let batch = unique("b");
-    let e = outcome(
+    apply_outcome(
+        &handler,
         &batch,
         PhaseName::Spellcheck,
-        BatchStatus::CompletedWithFailures,
+        CompletedWithFailures,
         &["x"],
-    );
-    let msg = delivered(&e, &batch, 1);
-    assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
+        1,
+    )
+    .await;
 
     let (status, _, body) = call(
         &app,
@@ -147,14 +149,15 @@ async fn a_failed_phase_is_not_pruned() {
     let state = api_state(store(), None, Duration::from_secs(1));
     let app = router(state.clone());
     let batch = unique("b");
-    let e = outcome(
+    apply_outcome(
+        &handler_for(&state),
         &batch,
         PhaseName::Spellcheck,
-        BatchStatus::FailedCritically,
+        FailedCritically,
         &[],
-    );
-    let msg = delivered(&e, &batch, 1);
-    assert_eq!(handler_for(&state).handle(&msg).await, HandlerResult::Done);
+        1,
+    )
+    .await;
     let (_, _, body) = call(&app, post(DEFINE, define_body(&batch, "nlp", None), None)).await;
     assert_eq!(strings(&body["final_pipeline"]), ["spellcheck", "nlp"]);
 }
@@ -540,14 +543,15 @@ async fn the_phases_endpoint_shows_records_with_provenance() {
         json!({"batch_id": batch, "phases": {}, "processed_pipelines": []})
     );
 
-    let e = outcome(
+    let (e, _) = apply_outcome(
+        &handler,
         &batch,
         PhaseName::Spellcheck,
-        BatchStatus::CompletedWithFailures,
+        CompletedWithFailures,
         &["x1", "x2"],
-    );
-    let msg = delivered(&e, &batch, 3);
-    assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
+        3,
+    )
+    .await;
     let done = pipeline_completed(&batch, &[PhaseName::Spellcheck, PhaseName::CjAssessment]);
     let msg = delivered(&done, &batch, 4);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
@@ -597,13 +601,12 @@ async fn metrics_list_every_conductor_metric() {
     let app = router(state.clone());
     let handler = handler_for(&state);
     let batch = unique("b");
-    let e = outcome(
+    // The same delivery twice: applied once, then a duplicate.
+    let msg = delivered(
+        &outcome(&batch, PhaseName::Nlp, CompletedWithFailures, &["x"]),
         &batch,
-        PhaseName::Nlp,
-        BatchStatus::CompletedWithFailures,
-        &["x"],
+        1,
     );
-    let msg = delivered(&e, &batch, 1);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     call(&app, post(DEFINE, define_body(&batch, "nlp", None), None)).await;
