@@ -716,7 +716,7 @@ mod tests {
             .collect()
     }
 
-    fn info(n: usize) -> BatchInfo {
+    pub(super) fn info(n: usize) -> BatchInfo {
         BatchInfo {
             essays: essays(n, "orig"),
             course_code: "ENG5".into(),
@@ -1540,19 +1540,8 @@ mod state_machine {
                 }
                 Step::BatchKnown => {
                     let info = BatchInfo {
-                        essays: (0..4)
-                            .map(|i| EssayRef {
-                                essay_id: format!("e{i}"),
-                                text_storage_id: format!("t{i}"),
-                            })
-                            .collect(),
-                        course_code: "ENG5".into(),
-                        language: "en".into(),
-                        class_type: "REGULAR".into(),
-                        student_prompt_ref: None,
-                        user_id: None,
-                        source: "test".into(),
                         updated_at: now,
+                        ..super::tests::info(4)
                     };
                     on_batch_known(&self.state, B, info, &l, now)
                 }
