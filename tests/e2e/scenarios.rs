@@ -631,7 +631,9 @@ pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
 }
 
 /// Scenario 17: poison messages land in `<topic>.DLQ` with headers; the next valid event on
-/// the same partition (same key) is processed.
+/// the same partition (same key) is processed. (A message over `KAFKA_MAX_MESSAGE_BYTES` cannot
+/// reach this stack: the services create their topics with that limit. The consumer's rule is
+/// tested where the topic allows more: kafka_plumbing.rs.)
 pub async fn s17_poison(c: Arc<Ctx>) -> R {
     let b = unique("s17");
     c.register(&b, 3, json!({}), &[]).await?;
@@ -653,12 +655,10 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
     let mut wrong_version = wrong_type.clone();
     wrong_version["data"]["batch_id"] = json!(b);
     wrong_version["schema_version"] = json!(2);
-    let oversized = format!("{{\"pad\": \"{}\"}}", "x".repeat(600 * 1024));
     for poison in [
         b"{not json".to_vec(),
         serde_json::to_vec(&wrong_type)?,
         serde_json::to_vec(&wrong_version)?,
-        oversized.into_bytes(),
     ] {
         c.publish_raw(topics::CLIENT_BATCH_PIPELINE_REQUEST, &b, poison)
             .await?;
@@ -685,7 +685,7 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
                     .filter(|m| m.topic == topic && m.key.as_deref() == Some(b.as_str()))
                     .count()
             };
-            n(&request_dlq) >= 5 && n(&outcome_dlq) >= 2
+            n(&request_dlq) >= 4 && n(&outcome_dlq) >= 2
         })
         .await;
     let mine: Vec<_> = seen
@@ -711,7 +711,7 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
         .filter(|m| m.topic == request_dlq)
         .filter_map(|m| m.header("dlq.error.message"))
         .collect();
-    for needle in ["batch_id", "schema_version", "exceeds"] {
+    for needle in ["batch_id", "schema_version"] {
         ensure!(
             reasons.iter().any(|r| r.contains(needle)),
             "a reason names {needle}: {reasons:?}"

@@ -6,7 +6,8 @@
 //!   outcome.
 //! * Poison messages: a consumer that cannot decode or handle a message republishes its original
 //!   bytes and key, unchanged, on `<topic>.DLQ` ([`crate::topics::dlq_topic`]) with the
-//!   [`headers`] below.
+//!   [`headers`] below (a value too large for the DLQ topic is left out and
+//!   [`headers::PAYLOAD_OMITTED`] says so).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -65,6 +66,10 @@ pub mod headers {
     pub const ERROR_MESSAGE: &str = "dlq.error.message";
     /// When it was dead-lettered (wire timestamp format).
     pub const FAILED_AT: &str = "dlq.failed_at";
+    /// Present only when the original value did not fit the DLQ topic and was left out: the
+    /// original value's size in bytes (decimal). The message stays readable at its original
+    /// topic, partition and offset for as long as that topic retains it.
+    pub const PAYLOAD_OMITTED: &str = "dlq.payload.omitted";
 
     /// `dlq.error.kind` for a message that was not UTF-8/JSON
     /// (= [`DecodeErrorKind::Decode`](crate::decode::DecodeErrorKind::Decode)`.as_str()`).

@@ -7,13 +7,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::context::LogContext;
+use crate::settings::DLQ_HEADROOM_BYTES;
 use crate::{KafkaError, KafkaSettings};
 
 /// How long start-up waits for the broker before giving up.
 pub const STARTUP_WAIT: Duration = Duration::from_secs(120);
 
 /// Create every topic in `topics` that does not exist yet, with the configured partition count
-/// and replication factor. Existing topics are left unchanged. While the broker cannot be
+/// and replication factor, and `max.message.bytes` = `KAFKA_MAX_MESSAGE_BYTES` (DLQ topics 64 KiB
+/// more, for the headers of a dead-letter copy). Existing topics are left unchanged. While the broker cannot be
 /// reached this retries with backoff for up to [`STARTUP_WAIT`]; a refused topic (invalid name
 /// or partition count) fails at once.
 pub async fn provision_topics(
@@ -105,14 +107,24 @@ async fn try_provision(
         .admin_config()
         .create_with_context(LogContext::default())
         .map_err(KafkaError::Client)?;
+    // The deployment's size limit on the topics it creates; DLQ topics take a dead-letter
+    // copy of a message at the limit with its headers.
+    let event_limit = settings.max_message_bytes.to_string();
+    let dlq_limit = (settings.max_message_bytes + DLQ_HEADROOM_BYTES).to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
+            let limit = if t.as_ref().ends_with(huleedu_contracts::topics::DLQ_SUFFIX) {
+                &dlq_limit
+            } else {
+                &event_limit
+            };
             NewTopic::new(
                 t.as_ref(),
                 settings.topic_partitions,
                 TopicReplication::Fixed(settings.replication_factor),
             )
+            .set("max.message.bytes", limit)
         })
         .collect();
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));

@@ -232,10 +232,6 @@ fn kib_of(msg: &Inbound) -> u32 {
 /// A message on its way to a lane, with its share of the budget and its rebalance generation.
 type Queued = (Inbound, u64, tokio::sync::OwnedSemaphorePermit);
 
-/// Largest message value handed to a handler; bigger ones are dead-lettered as `validation`
-/// errors. Below Kafka's default 1 MB limit, so the DLQ copy still fits.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
-
 /// Runs a [`Handler`] over the messages of a set of topics, at least once each.
 pub struct ConsumerRunner<H, O = NoObserver> {
     consumer: Arc<StreamConsumer<RunnerContext>>,
@@ -246,6 +242,8 @@ pub struct ConsumerRunner<H, O = NoObserver> {
     group: String,
     backoff: Backoff,
     status: Arc<ConsumerStatus>,
+    /// `KAFKA_MAX_MESSAGE_BYTES`: larger values are dead-lettered as `validation` errors
+    /// without reaching the handler.
     max_message_bytes: usize,
 }
 
@@ -287,7 +285,7 @@ impl<H: Handler> ConsumerRunner<H, NoObserver> {
             group: settings.consumer_group.clone(),
             backoff: Backoff::default(),
             status,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: settings.max_message_bytes,
         })
     }
 }
@@ -306,12 +304,6 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
             status: self.status,
             max_message_bytes: self.max_message_bytes,
         }
-    }
-
-    /// Change the largest message value handed to the handler.
-    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
-        self.max_message_bytes = max;
-        self
     }
 
     /// Change the retry pacing for transient failures.
@@ -521,15 +513,29 @@ impl<H: Handler, O: RunnerObserver> ConsumerRunner<H, O> {
         ] {
             hdrs.push((k.to_owned(), v.into_bytes()));
         }
-        self.dlq
-            .send_parts(
-                &dlq_topic(&msg.topic),
-                msg.key.as_deref(),
-                &msg.payload,
-                &hdrs,
-            )
+        let topic = dlq_topic(&msg.topic);
+        match self
+            .dlq
+            .send_parts(&topic, msg.key.as_deref(), &msg.payload, &hdrs)
             .await
-            .map(|_| ())
+        {
+            Err(e) if e.is_too_large() => {
+                // The copy does not fit the DLQ topic (the source topic allows larger messages
+                // than the DLQ topic). Record the failure without the value, saying so: the
+                // original stays readable at its topic, partition and offset while retained.
+                tracing::warn!(bytes = msg.payload.len(), dlq = %topic,
+                    "dead-letter copy too large for the DLQ topic; recorded without its value");
+                hdrs.push((
+                    headers::PAYLOAD_OMITTED.to_owned(),
+                    msg.payload.len().to_string().into_bytes(),
+                ));
+                self.dlq
+                    .send_parts(&topic, msg.key.as_deref(), &[], &hdrs)
+                    .await
+                    .map(|_| ())
+            }
+            r => r.map(|_| ()),
+        }
     }
 }
 

@@ -63,6 +63,14 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// A delivery refused because the message is larger than the producer's
+    /// `message.max.bytes` or the topic's `max.message.bytes`.
+    pub fn is_too_large(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        matches!(self, KafkaError::Delivery { source, .. }
+            if matches!(source.rdkafka_error_code(), Some(C::MessageSizeTooLarge | C::InvalidMessageSize)))
+    }
+
     /// A delivery the broker refuses for reasons no retry changes (the message is too large,
     /// invalid, or aimed at an invalid topic name). Everything else may succeed later.
     pub fn is_refused_for_good(&self) -> bool {

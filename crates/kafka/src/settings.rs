@@ -34,9 +34,30 @@ pub struct KafkaArgs {
     /// longest a fetch waits for new data (lower = less latency, more requests)
     #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 5, value_parser = int_in::<u64>(1, 10_000))]
     pub kafka_fetch_wait_max_ms: u64,
+    /// largest message value (bytes) this service accepts or produces; set it to the broker's
+    /// `message.max.bytes` (and the topics' `max.message.bytes`). Larger consumed messages are
+    /// dead-lettered; events the service would produce larger end their pipeline instead
+    #[arg(long, env = "KAFKA_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+        value_parser = int_in::<usize>(MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES))]
+    pub kafka_max_message_bytes: usize,
     #[command(flatten)]
     pub security: KafkaSecurityArgs,
 }
+
+/// Default of `KAFKA_MAX_MESSAGE_BYTES`: Apache Kafka's default `message.max.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// Smallest `KAFKA_MAX_MESSAGE_BYTES` (room for a small batch's events and a DLQ copy's headers).
+pub const MIN_MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest `KAFKA_MAX_MESSAGE_BYTES` (librdkafka's `message.max.bytes` tops out at 1e9; past
+/// 64 MiB a single event is the wrong design).
+pub const MAX_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Room a produced record needs beside its value: key, headers, record and batch framing.
+/// The services produce their own events only up to `KAFKA_MAX_MESSAGE_BYTES` minus this, so
+/// a broker whose `message.max.bytes` equals the setting accepts every one of them.
+pub const RECORD_OVERHEAD_BYTES: usize = 1024;
+/// Extra room the producers get above `KAFKA_MAX_MESSAGE_BYTES` for dead-letter copies: a
+/// poison message is republished whole, with its DLQ headers (up to about 5 KiB) added.
+pub const DLQ_HEADROOM_BYTES: usize = 64 * 1024;
 
 /// The broker used when neither `KAFKA_BOOTSTRAP_SERVERS` nor the properties file names one.
 const LOCAL_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
@@ -56,6 +77,8 @@ pub struct KafkaSettings {
     pub session_timeout: Duration,
     /// `KAFKA_FETCH_WAIT_MAX_MS`: longest a fetch waits for data (latency vs. requests).
     pub fetch_wait_max: Duration,
+    /// `KAFKA_MAX_MESSAGE_BYTES`: largest message value accepted or produced.
+    pub max_message_bytes: usize,
     /// `client.id` reported to the broker (the service name).
     pub client_id: String,
     /// TLS, SASL and extra client properties (`KAFKA_SECURITY_PROTOCOL`, ...).
@@ -93,6 +116,7 @@ impl KafkaSettings {
             replication_factor: args.topic_replication_factor,
             session_timeout: Duration::from_millis(args.kafka_session_timeout_ms),
             fetch_wait_max: Duration::from_millis(args.kafka_fetch_wait_max_ms),
+            max_message_bytes: args.kafka_max_message_bytes,
             client_id: client_id.to_owned(),
             security,
         })
@@ -161,8 +185,20 @@ impl KafkaSettings {
             // Small batching window: latency matters more than batch size here.
             .set("linger.ms", "1")
             // Keep retrying through a broker restart; the outbox relay retries beyond this.
-            .set("message.timeout.ms", "60000");
+            .set("message.timeout.ms", "60000")
+            // The deployment's size limit, plus room for the headers of dead-letter copies
+            // (the services check their own events against the limit before publishing).
+            .set(
+                "message.max.bytes",
+                (self.max_message_bytes + DLQ_HEADROOM_BYTES).to_string(),
+            );
         c
+    }
+
+    /// The largest value of an event this service produces itself (the limit less
+    /// [`RECORD_OVERHEAD_BYTES`]).
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_message_bytes - RECORD_OVERHEAD_BYTES
     }
 
     /// Consumer configuration for the at-least-once runner.

@@ -403,29 +403,78 @@ async fn provisioning_waits_for_the_broker_then_gives_up_with_an_error() {
     );
 }
 
+/// A consumer whose `KAFKA_MAX_MESSAGE_BYTES` is `limit`, on a topic created with the default
+/// limit (the platform's topic allows larger messages than this service).
+fn start_with_limit(settings: &KafkaSettings, limit: usize, topic: &str, h: Recorder) -> Running {
+    let mut small = settings.clone();
+    small.max_message_bytes = limit;
+    start(&small, topic, h)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_message_is_dead_lettered_without_reaching_the_handler() {
+async fn an_oversized_message_is_dead_lettered_whole_without_reaching_the_handler() {
     let (settings, topic, producer) = setup(1).await;
     let handler = Recorder::done();
     let reader = TopicReader::start(&[&dlq_topic(&topic)]);
-    let run = start(&settings, &topic, handler.clone());
-    let big = "x".repeat(huleedu_kafka::consumer::DEFAULT_MAX_MESSAGE_BYTES + 1);
+    let limit = 20_000;
+    let run = start_with_limit(&settings, limit, &topic, handler.clone());
+    let big = "x".repeat(limit + 1);
+    let at_limit = "y".repeat(limit);
     send(&producer, &topic, "k", &big).await;
-    send(&producer, &topic, "k", "small").await;
-    wait_until(T, "small handled", || async {
-        handler.handled() == vec!["small"]
+    send(&producer, &topic, "k", &at_limit).await;
+    wait_until(T, "the message at the limit handled", || async {
+        handler.handled() == vec![at_limit.clone()]
     })
     .await;
     let dlq = reader
         .wait_for(T, "oversized record", |s| !s.is_empty())
         .await;
-    assert_eq!(dlq[0].payload.len(), big.len(), "the original bytes");
+    assert_eq!(dlq[0].payload, big.as_bytes(), "the original bytes");
     assert_eq!(dlq[0].header(headers::ERROR_KIND), Some("validation"));
+    assert_eq!(
+        dlq[0].header(headers::ERROR_MESSAGE),
+        Some("message of 20001 bytes exceeds the 20000-byte limit")
+    );
+    assert_eq!(dlq[0].header(headers::PAYLOAD_OMITTED), None);
+    assert_eq!(handler.attempts(&big), 0, "the handler never saw it");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_too_large_for_its_dlq_topic_is_recorded_without_its_value() {
+    let topic = unique("it.plumbing");
+    let settings = kafka_settings("it", &unique("grp"), 1);
+    provision_topics(&settings, &[topic.as_str()])
+        .await
+        .unwrap();
+    // The DLQ topic as a service with a 16 KiB limit creates it: 16 KiB + 64 KiB of headroom.
+    let mut small = settings.clone();
+    small.max_message_bytes = 16 * 1024;
+    provision_topics(&small, &[dlq_topic(&topic)])
+        .await
+        .unwrap();
+    let producer = Producer::new(&settings).unwrap();
+    let handler = Recorder::done();
+    let reader = TopicReader::start(&[&dlq_topic(&topic)]);
+    // The runner's DLQ producer allows the copy; the DLQ topic refuses it.
+    let runner =
+        ConsumerRunner::new(&small, &[topic.as_str()], handler.clone(), producer.clone()).unwrap();
+    let run = Running::spawn(runner);
+    let huge = "z".repeat(200 * 1024);
+    send(&producer, &topic, "k", &huge).await;
+    send(&producer, &topic, "k", "after").await;
+    wait_until(T, "the next message handled", || async {
+        handler.handled() == vec!["after"]
+    })
+    .await;
+    let dlq = reader.wait_for(T, "the record", |s| !s.is_empty()).await;
+    assert!(dlq[0].payload.is_empty(), "value left out");
+    assert_eq!(dlq[0].header(headers::PAYLOAD_OMITTED), Some("204800"));
+    assert_eq!(dlq[0].header(headers::ORIGINAL_OFFSET), Some("0"));
     assert!(dlq[0]
         .header(headers::ERROR_MESSAGE)
         .unwrap()
-        .contains("exceeds"));
-    assert_eq!(handler.attempts(&big), 0, "the handler never saw it");
+        .contains("204800 bytes exceeds the 16384-byte limit"));
     run.stop().await;
 }
 
