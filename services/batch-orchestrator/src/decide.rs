@@ -23,6 +23,9 @@ pub struct Limits {
     pub pending_batch_timeout: chrono::Duration,
     pub queue_capacity: usize,
     pub history_limit: usize,
+    /// Largest command value BOS publishes (`KAFKA_MAX_MESSAGE_BYTES` less the record
+    /// overhead): a larger command ends its pipeline `failed_critically` instead.
+    pub max_event_bytes: usize,
 }
 
 impl Limits {
@@ -46,6 +49,8 @@ impl Default for Limits {
             ),
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             history_limit: Self::DEFAULT_HISTORY_LIMIT,
+            max_event_bytes: huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES
+                - huleedu_kafka::settings::RECORD_OVERHEAD_BYTES,
         }
     }
 }
@@ -356,8 +361,7 @@ pub fn start_next(
             format!("no_essays_to_process: {first}")
         })
     } else {
-        events::initiate_command(first, batch_id, &info, &request, &essays, now)
-            .ok_or_else(|| format!("no_worker_for_phase: {first}"))
+        command_for(first, batch_id, &info, &request, &essays, limits, now)
     };
     let command = match command {
         Ok(c) => c,
@@ -411,6 +415,32 @@ pub fn start_next(
     });
     d.events.push(command);
     d
+}
+
+/// The initiate command of `phase` for `essays`, or why there is none: no worker topic for
+/// the phase, or the command would be larger than a message may be.
+fn command_for(
+    phase: PhaseName,
+    batch_id: &str,
+    info: &BatchInfo,
+    request: &PendingRequest,
+    essays: &[EssayRef],
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<Outgoing, String> {
+    let command = events::initiate_command(phase, batch_id, info, request, essays, now)
+        .ok_or_else(|| format!("no_worker_for_phase: {phase}"))?;
+    if command.payload.len() > limits.max_event_bytes {
+        return Err(format!(
+            "command_too_large: the {phase} command for {} essays is {} bytes, over the \
+             {}-byte limit (KAFKA_MAX_MESSAGE_BYTES less {} bytes of record overhead)",
+            essays.len(),
+            command.payload.len(),
+            limits.max_event_bytes,
+            huleedu_kafka::settings::RECORD_OVERHEAD_BYTES,
+        ));
+    }
+    Ok(command)
 }
 
 /// How the active pipeline ends.
@@ -582,12 +612,20 @@ pub fn on_outcome(
         .batch
         .clone()
         .expect("an active pipeline has a batch");
-    let Some(command) =
-        events::initiate_command(next, batch_id, &info, &a.request, &outcome.processed, now)
-    else {
-        let reason = format!("no_worker_for_phase: {next}");
-        end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
-        return d;
+    let command = match command_for(
+        next,
+        batch_id,
+        &info,
+        &a.request,
+        &outcome.processed,
+        limits,
+        now,
+    ) {
+        Ok(c) => c,
+        Err(reason) => {
+            end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
+            return d;
+        }
     };
     let a = d.state.active.as_mut().expect("still active");
     a.current += 1;
@@ -944,6 +982,63 @@ mod tests {
         assert_eq!(a.current_phase(), PhaseName::Spellcheck);
         assert_eq!(a.runs[0].command_id, cmd.event_id);
         assert!(d.state.queue.is_empty());
+    }
+
+    #[test]
+    fn a_command_larger_than_a_message_may_be_ends_the_pipeline_saying_so() {
+        // Room for the spellcheck command of 10 essays, not for the nlp command of 10 essays
+        // with their (longer) spellcheck text ids.
+        let small = Limits {
+            max_event_bytes: 1500,
+            ..Limits::default()
+        };
+        let req = request("nlp");
+        let s = on_request(&known(10), B, req.clone(), true, &small, now()).state;
+        let run = Resolution::Resolved {
+            run: vec![PhaseName::Spellcheck, PhaseName::Nlp],
+            pruned: vec![],
+        };
+        let d = start_next(&s, B, run.clone(), &small, now());
+        assert_eq!(d.events[0].topic, topics::SPELLCHECK_INITIATE_COMMAND);
+        let long_ids: Vec<EssayRef> = (0..10)
+            .map(|i| EssayRef {
+                essay_id: format!("e{i}"),
+                text_storage_id: format!("spellchecked-text-{i}-{}", "x".repeat(100)),
+            })
+            .collect();
+        let o = outcome(
+            &req,
+            PhaseName::Spellcheck,
+            BatchStatus::CompletedSuccessfully,
+            &long_ids,
+            &[],
+        );
+        let d = on_outcome(&d.state, B, &o, &small, now());
+        let t = terminal(&d);
+        assert_eq!(d.events.len(), 1, "no command, only the terminal event");
+        assert_eq!(t["final_status"], "failed_critically");
+        assert_eq!(t["completed_phases"], serde_json::json!(["spellcheck"]));
+        let reason = t["failure_reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("command_too_large: the nlp command for 10 essays is ")
+                && reason.contains("over the 1500-byte limit (KAFKA_MAX_MESSAGE_BYTES"),
+            "{reason}"
+        );
+        assert!(d.state.active.is_none());
+
+        // Too large already for the first phase: ends at start, nothing dispatched.
+        let tiny = Limits {
+            max_event_bytes: 500,
+            ..Limits::default()
+        };
+        let d = start_next(&s, B, run, &tiny, now());
+        let t = terminal(&d);
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(t["final_status"], "failed_critically");
+        assert!(t["failure_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("command_too_large: the spellcheck command for 10 essays"));
     }
 
     #[test]
@@ -1480,6 +1575,7 @@ mod state_machine {
             pending_batch_timeout: chrono::Duration::seconds(120),
             queue_capacity: 3,
             history_limit: 100,
+            ..Limits::default()
         }
     }
 

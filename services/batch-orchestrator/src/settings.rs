@@ -144,15 +144,17 @@ impl ServiceSettings for BosSettings {
                 }
             }
         };
+        let kafka = KafkaSettings::from_args(&args.kafka, "batch-orchestrator")?;
         let limits = Limits {
             phase_timeout: chrono::Duration::seconds(args.phase_timeout_secs),
             pending_batch_timeout: chrono::Duration::seconds(args.pending_batch_timeout_secs),
             queue_capacity: args.queue_capacity,
             history_limit: args.history_limit,
+            max_event_bytes: kafka.max_event_bytes(),
         };
         Ok(Self {
             common: CommonSettings::from_args(&args.common)?,
-            kafka: KafkaSettings::from_args(&args.kafka, "batch-orchestrator")?,
+            kafka,
             redis: RedisSettings::from_args(&args.redis)?,
             bcs_url: bcs_url.trim_end_matches('/').to_owned(),
             bcs_ca,
