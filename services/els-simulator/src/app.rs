@@ -76,7 +76,8 @@ impl App {
             Arc::new(producer.clone()),
             sim_metrics,
             stop.clone(),
-        );
+        )
+        .with_max_event_bytes(settings.kafka.max_event_bytes());
         let runner =
             ConsumerRunner::new(&settings.kafka, &command_topics(), worker, producer.clone())
                 .map_err(AppError::Kafka)?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use huleedu_contracts::payloads::{
     BatchServiceAIFeedbackInitiateCommandDataV1, BatchServiceCJAssessmentInitiateCommandDataV1,
     BatchServiceNLPInitiateCommandDataV2, BatchServiceSpellcheckInitiateCommandDataV1,
-    EssayProcessingInputRefV1,
+    ELSBatchPhaseOutcomeV1, EssayProcessingInputRefV1,
 };
 use huleedu_contracts::{
     decode_envelope, source, topics, BatchStatus, DecodeError, DecodeErrorKind, EventEnvelope,
@@ -128,6 +128,17 @@ struct Prepared {
     copies_left: usize,
 }
 
+/// An outcome's envelope as published.
+fn outcome_bytes(outcome: ELSBatchPhaseOutcomeV1) -> Vec<u8> {
+    EventEnvelope::new(
+        topics::ELS_BATCH_PHASE_OUTCOME,
+        source::ELS_SIMULATOR,
+        outcome.correlation_id,
+        outcome,
+    )
+    .to_json_bytes()
+}
+
 /// The [`Handler`] of the initiate-command topics.
 pub struct Worker {
     behaviour: Behaviour,
@@ -139,6 +150,8 @@ pub struct Worker {
     /// Per partition (topic, partition): the message the runner will present again after a
     /// transient failure. Partitions are handled side by side, each in order.
     pending: Mutex<HashMap<(String, i32), Pending>>,
+    /// Largest outcome value published.
+    max_event_bytes: usize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -168,25 +181,42 @@ impl Worker {
             metrics,
             shutdown,
             pending: Mutex::default(),
+            max_event_bytes: huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES
+                - huleedu_kafka::settings::RECORD_OVERHEAD_BYTES,
         }
     }
 
-    /// The outcome message for a decision to answer.
-    fn prepare(&self, outcome: huleedu_contracts::payloads::ELSBatchPhaseOutcomeV1) -> Prepared {
-        let status = outcome.phase_status;
+    /// Answer with outcomes of at most `bytes` (the Kafka settings' `max_event_bytes()`).
+    pub fn with_max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// The outcome message for a decision to answer. An outcome larger than a message may be
+    /// (`KAFKA_MAX_MESSAGE_BYTES` less the record overhead) is answered `failed_critically`
+    /// without its essay lists instead: the pipeline ends rather than waiting on a publish
+    /// that can never succeed.
+    fn prepare(&self, outcome: ELSBatchPhaseOutcomeV1) -> Prepared {
         let key = outcome.batch_id.clone();
-        let envelope = EventEnvelope::new(
-            topics::ELS_BATCH_PHASE_OUTCOME,
-            source::ELS_SIMULATOR,
-            outcome.correlation_id,
-            outcome,
-        );
+        let mut bytes = outcome_bytes(outcome.clone());
+        let mut status = outcome.phase_status;
+        if bytes.len() > self.max_event_bytes {
+            tracing::warn!(
+                bytes = bytes.len(),
+                limit = self.max_event_bytes,
+                essays = outcome.processed_essays.len() + outcome.failed_essay_ids.len(),
+                "outcome too large for one message; answering failed_critically without essays"
+            );
+            status = BatchStatus::FailedCritically;
+            bytes = outcome_bytes(ELSBatchPhaseOutcomeV1 {
+                phase_status: status,
+                processed_essays: Vec::new(),
+                failed_essay_ids: Vec::new(),
+                ..outcome
+            });
+        }
         Prepared {
-            message: OutgoingMessage::new(
-                topics::ELS_BATCH_PHASE_OUTCOME,
-                key,
-                envelope.to_json_bytes(),
-            ),
+            message: OutgoingMessage::new(topics::ELS_BATCH_PHASE_OUTCOME, key, bytes),
             status,
             copies_left: if self.behaviour.duplicate_outcomes {
                 2

@@ -90,6 +90,24 @@ fn consumes_the_four_command_topics() {
 }
 
 #[tokio::test]
+async fn an_outcome_too_large_for_a_message_is_answered_failed_critically_without_essays() {
+    let mut f = fixture(&[]);
+    f.worker = f.worker.with_max_event_bytes(1200);
+    let correlation = Uuid::new_v4();
+    let (bytes, _) = command(PhaseName::Nlp, Some("b1"), correlation, essays("b1", 40));
+    let msg = inbound(topic(PhaseName::Nlp), Some("b1"), bytes, 0);
+    assert_eq!(f.worker.handle(&msg).await, HandlerResult::Done);
+    let out = outcomes(&f.sent);
+    assert_eq!(out.len(), 1, "one answer, no retry loop");
+    let (_, outcome, payload) = &out[0];
+    assert!(payload.len() <= 1200, "{} bytes", payload.len());
+    assert_eq!(outcome.phase_status, BatchStatus::FailedCritically);
+    assert!(outcome.processed_essays.is_empty() && outcome.failed_essay_ids.is_empty());
+    assert_eq!(outcome.correlation_id, correlation);
+    assert_valid_event("ELSBatchPhaseOutcomeV1", payload);
+}
+
+#[tokio::test]
 async fn answers_with_failures_new_text_ids_and_the_commands_correlation_id() {
     let f = fixture(&[("SIM_FAIL", "spellcheck:b1-e03")]);
     let input = essays("b1", 5);
