@@ -71,7 +71,9 @@ impl RedisProblem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Versioned {
     pub version: u64,
-    pub fields: HashMap<String, String>,
+    /// Field values, shared: a cached copy and the copies made from it after a commit hold the
+    /// unchanged fields' text once, so a large field costs nothing until it changes.
+    pub fields: HashMap<String, Arc<str>>,
 }
 
 /// One message waiting in the outbox. The payload already holds its final `event_id`.
@@ -252,9 +254,10 @@ pub enum Checked {
     State(Versioned),
 }
 
-/// Most batch states kept in a process's [`Store`] cache, and their total size.
+/// Most batch states kept in a process's [`Store`] cache, and their total size; one state may
+/// take a quarter of it (a batch of the largest size a message allows keeps its copy).
 const CACHE_ENTRIES: usize = 4096;
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 64 << 20;
 /// A cached state older than this is not used (read again).
 const CACHE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Most pending members of a watched index kept for [`Store::take_index_feed`].
@@ -311,7 +314,7 @@ impl StateCache {
             return; // nothing stored: nothing to remember
         }
         let bytes = size_of(&state);
-        if bytes > CACHE_BYTES / 16 {
+        if bytes > CACHE_BYTES / 4 {
             return;
         }
         while self.entries.len() >= CACHE_ENTRIES || self.bytes + bytes > CACHE_BYTES {
@@ -344,7 +347,7 @@ impl StateCache {
         };
         let mut next = base;
         for (f, v) in set {
-            next.fields.insert(f.clone(), v.clone());
+            next.fields.insert(f.clone(), Arc::from(v.as_str()));
         }
         next.version = version;
         self.put(batch_id, next);
@@ -561,6 +564,7 @@ impl Store {
                 StoreError::Corrupt(format!("version {v:?} of batch {batch_id}"))
             })?,
         };
+        let fields = fields.into_iter().map(|(f, v)| (f, v.into())).collect();
         let v = Versioned { version, fields };
         self.cache.lock().put(batch_id, v.clone());
         Ok(v)
@@ -845,7 +849,7 @@ mod tests {
     fn state(version: u64, size: usize) -> Versioned {
         Versioned {
             version,
-            fields: HashMap::from([("s".to_owned(), "x".repeat(size))]),
+            fields: HashMap::from([("s".to_owned(), "x".repeat(size).into())]),
         }
     }
 
@@ -874,7 +878,7 @@ mod tests {
         }
         assert!(c.get("b39").is_some() && c.get("b0").is_none());
         // Too big to be worth keeping, and nothing stored (version 0): not kept.
-        c.put("huge", state(1, CACHE_BYTES / 8));
+        c.put("huge", state(1, CACHE_BYTES / 3));
         c.put("none", state(0, 10));
         assert!(c.get("huge").is_none() && c.get("none").is_none());
     }

@@ -18,6 +18,7 @@
 //! older than the record it would replace changes nothing (see [`supersede`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use huleedu_contracts::dlq::FailedEssayDlqRecordV1;
 use huleedu_contracts::payloads::{BatchPipelineCompletedV1, ELSBatchPhaseOutcomeV1};
@@ -150,7 +151,7 @@ pub struct BatchPhases {
 
 impl BatchPhases {
     /// Decode the hash fields (the store's version field is not among them).
-    pub fn from_fields(fields: &HashMap<String, String>) -> Self {
+    pub fn from_fields(fields: &HashMap<String, Arc<str>>) -> Self {
         let mut out = BatchPhases::default();
         for (field, value) in fields {
             if let Some(phase) = field.strip_prefix(PHASE_FIELD_PREFIX) {
@@ -890,9 +891,9 @@ mod tests {
         assert_eq!(json["source"], "operator");
         assert!(json["event_id"].is_null() && json.get("pipeline_id").is_some());
         assert_eq!(json["at"], "2025-11-03T09:00:00Z");
-        let mut fields = HashMap::new();
-        fields.insert(phase_field(PhaseName::Spellcheck), json.to_string());
-        fields.insert("phase:ocr".into(), json.to_string());
+        let mut fields: HashMap<String, Arc<str>> = HashMap::new();
+        fields.insert(phase_field(PhaseName::Spellcheck), json.to_string().into());
+        fields.insert("phase:ocr".into(), json.to_string().into());
         fields.insert("phase:nlp".into(), "{not json".into());
         let state = BatchPhases::from_fields(&fields);
         assert_eq!(state.phases.get(&PhaseName::Spellcheck), Some(&r));

@@ -74,6 +74,7 @@ impl App {
             state_ttl: settings.state_ttl,
             metrics: bos_metrics,
             wake_scheduler: Arc::new(Notify::new()),
+            decoded: Default::default(),
         };
         let handler = BosHandler {
             core: core.clone(),

@@ -16,8 +16,6 @@ pub const DEADLINES: &str = "deadlines";
 /// Redis index of batches whose queue head can start.
 pub const STARTS: &str = "starts";
 
-const STATE_FIELD: &str = "state";
-
 /// What a commit ended as.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Committed {
@@ -47,15 +45,173 @@ pub struct Core {
     pub metrics: BosMetrics,
     /// Wakes the scheduler when a batch can start a queued request.
     pub wake_scheduler: Arc<Notify>,
+    /// Decoded copies of recently read or committed states.
+    pub decoded: DecodedStates,
 }
 
+/// The hash fields of a batch's state. The small part (`state`) is written by every commit;
+/// each per-essay part only when it changed (a new `Arc`), so a transition of a large batch
+/// writes its own result and the small state, not the batch's essays and earlier results.
+pub mod fields {
+    /// The small part: queue, active pipeline (without its failed essays), history.
+    pub const STATE: &str = "state";
+    /// The batch's essays and command context ([`crate::model::BatchInfo`]).
+    pub const BATCH: &str = "batch";
+    /// Prefix of each phase's latest result (`result:<phase>`).
+    pub const RESULT_PREFIX: &str = "result:";
+    /// The active pipeline's failed essays.
+    pub const FAILED: &str = "failed";
+}
+
+fn corrupt(batch_id: &str, field: &str, e: serde_json::Error) -> CoreError {
+    CoreError::CorruptState {
+        batch_id: batch_id.to_owned(),
+        reason: format!("field {field}: {e}"),
+    }
+}
+
+/// A batch's state from its hash fields (the default when nothing is stored).
 fn parse_state(batch_id: &str, v: &Versioned) -> Result<BatchState, CoreError> {
-    match v.fields.get(STATE_FIELD) {
-        None => Ok(BatchState::default()),
-        Some(json) => serde_json::from_str(json).map_err(|e| CoreError::CorruptState {
-            batch_id: batch_id.to_owned(),
-            reason: e.to_string(),
-        }),
+    let mut state: BatchState = match v.fields.get(fields::STATE) {
+        None => BatchState::default(),
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| corrupt(batch_id, fields::STATE, e))?
+        }
+    };
+    for (field, json) in &v.fields {
+        if field == fields::BATCH {
+            state.batch =
+                Some(serde_json::from_str(json).map_err(|e| corrupt(batch_id, field, e))?);
+        } else if let Some(phase) = field.strip_prefix(fields::RESULT_PREFIX) {
+            let phase = phase.parse().map_err(|_| CoreError::CorruptState {
+                batch_id: batch_id.to_owned(),
+                reason: format!("field {field}: not a phase"),
+            })?;
+            let result = serde_json::from_str(json).map_err(|e| corrupt(batch_id, field, e))?;
+            state.phase_results.insert(phase, result);
+        }
+    }
+    if let (Some(a), Some(json)) = (state.active.as_mut(), v.fields.get(fields::FAILED)) {
+        a.failed_essays =
+            serde_json::from_str(json).map_err(|e| corrupt(batch_id, fields::FAILED, e))?;
+    }
+    Ok(state)
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("state serializes")
+}
+
+/// The fields to write for the change from `old` to `new`: the small state always, each
+/// per-essay part that is not the same `Arc` as before.
+fn changed_fields(old: &BatchState, new: &BatchState) -> Vec<(String, String)> {
+    let mut out = vec![(fields::STATE.to_owned(), json(new))];
+    if let Some(b) = &new.batch {
+        if !old.batch.as_ref().is_some_and(|o| Arc::ptr_eq(o, b)) {
+            out.push((fields::BATCH.to_owned(), json(&**b)));
+        }
+    }
+    for (phase, r) in &new.phase_results {
+        if !old
+            .phase_results
+            .get(phase)
+            .is_some_and(|o| Arc::ptr_eq(o, r))
+        {
+            out.push((format!("{}{phase}", fields::RESULT_PREFIX), json(&**r)));
+        }
+    }
+    if let Some(a) = &new.active {
+        let same = old
+            .active
+            .as_ref()
+            .is_some_and(|o| Arc::ptr_eq(&o.failed_essays, &a.failed_essays));
+        if !same {
+            out.push((fields::FAILED.to_owned(), json(&*a.failed_essays)));
+        }
+    }
+    out
+}
+
+/// Decoded states this process read or committed last, by batch, with the version and the
+/// small state's text they were decoded from: a transition starts from the decoded copy
+/// instead of parsing the per-essay fields again. Bounded by entries and by essay references.
+/// Shared by the clones of a [`Core`]; start with `DecodedStates::default()`.
+#[derive(Debug, Clone, Default)]
+pub struct DecodedStates(Arc<parking_lot::Mutex<Decoded>>);
+
+#[derive(Debug)]
+struct Decoded {
+    entries: lru::LruCache<String, DecodedEntry>,
+    weight: usize,
+}
+
+#[derive(Debug)]
+struct DecodedEntry {
+    version: u64,
+    small: Arc<str>,
+    state: BatchState,
+    weight: usize,
+    at: std::time::Instant,
+}
+
+/// Most decoded states kept, and their total weight (essay references, about 150 bytes each).
+const DECODED_ENTRIES: usize = 4096;
+const DECODED_WEIGHT: usize = 400_000;
+/// A decoded copy older than this is decoded again (as the store's copies).
+const DECODED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn weight_of(s: &BatchState) -> usize {
+    1 + s.batch.as_ref().map_or(0, |b| b.essays.len())
+        + s.phase_results
+            .values()
+            .map(|r| r.succeeded.len() + r.failed.len())
+            .sum::<usize>()
+        + s.active.as_ref().map_or(0, |a| a.failed_essays.len())
+}
+
+impl Default for Decoded {
+    fn default() -> Self {
+        Self {
+            entries: lru::LruCache::new(
+                std::num::NonZeroUsize::new(DECODED_ENTRIES).expect("a positive bound"),
+            ),
+            weight: 0,
+        }
+    }
+}
+
+impl Decoded {
+    fn get(&mut self, batch_id: &str, v: &Versioned) -> Option<BatchState> {
+        let small = v.fields.get(fields::STATE)?;
+        let e = self.entries.get(batch_id)?;
+        (e.version == v.version && e.small == *small && e.at.elapsed() < DECODED_MAX_AGE)
+            .then(|| e.state.clone())
+    }
+
+    fn put(&mut self, batch_id: &str, version: u64, small: Arc<str>, state: BatchState) {
+        if let Some(old) = self.entries.pop(batch_id) {
+            self.weight -= old.weight;
+        }
+        let weight = weight_of(&state);
+        if weight > DECODED_WEIGHT / 4 {
+            return;
+        }
+        while self.entries.len() >= DECODED_ENTRIES || self.weight + weight > DECODED_WEIGHT {
+            match self.entries.pop_lru() {
+                Some((_, e)) => self.weight -= e.weight,
+                None => break,
+            }
+        }
+        self.weight += weight;
+        let at = std::time::Instant::now();
+        let entry = DecodedEntry {
+            version,
+            small,
+            state,
+            weight,
+            at,
+        };
+        self.entries.put(batch_id.to_owned(), entry);
     }
 }
 
@@ -63,14 +219,30 @@ impl Core {
     /// Read a batch's state (default when unknown) and its version.
     pub async fn load(&self, batch_id: &str) -> Result<(BatchState, u64), CoreError> {
         let v = self.store.load(batch_id).await?;
-        Ok((parse_state(batch_id, &v)?, v.version))
+        Ok((self.decode(batch_id, &v)?, v.version))
+    }
+
+    /// The decoded state of `v`: this process's decoded copy when it has that version, else
+    /// parsed from the fields (and kept).
+    fn decode(&self, batch_id: &str, v: &Versioned) -> Result<BatchState, CoreError> {
+        if let Some(state) = self.decoded.0.lock().get(batch_id, v) {
+            return Ok(state);
+        }
+        let state = parse_state(batch_id, v)?;
+        if let Some(small) = v.fields.get(fields::STATE) {
+            self.decoded
+                .0
+                .lock()
+                .put(batch_id, v.version, small.clone(), state.clone());
+        }
+        Ok(state)
     }
 
     /// Like [`Core::load`], but from this process's recent copy when it has one (no round trip).
     /// For deciding what to try next (the scheduler); every commit checks the version.
     pub async fn load_recent(&self, batch_id: &str) -> Result<(BatchState, u64), CoreError> {
         match self.store.cached(batch_id) {
-            Some(v) => Ok((parse_state(batch_id, &v)?, v.version)),
+            Some(v) => Ok((self.decode(batch_id, &v)?, v.version)),
             None => self.load(batch_id).await,
         }
     }
@@ -98,20 +270,32 @@ impl Core {
                 batch_id,
                 dedup_id.as_deref().map(|id| (id, self.dedup_ttl)),
                 |current| {
-                    let state = parse_state(batch_id, current)
+                    let state = self
+                        .decode(batch_id, current)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     let now = Timestamp::now();
                     let d = decide(&state, now);
                     Ok(if d.changed {
-                        Decided::Write(self.change(batch_id, &d, now), d)
+                        let change = self.change(batch_id, &state, &d, now);
+                        let small: Arc<str> = change.set_fields[0].1.as_str().into();
+                        Decided::Write(change, (d, Some(small)))
                     } else {
-                        Decided::Nothing(d)
+                        Decided::Nothing((d, None))
                     })
                 },
             )
             .await?;
         match outcome {
-            huleedu_store::Committed::Applied { decided: d, .. } => {
+            huleedu_store::Committed::Applied {
+                version,
+                decided: (d, small),
+            } => {
+                if let Some(small) = small {
+                    self.decoded
+                        .0
+                        .lock()
+                        .put(batch_id, version, small, d.state.clone());
+                }
                 if d.state.needs_start() {
                     self.wake_scheduler.notify_one();
                 }
@@ -122,7 +306,7 @@ impl Core {
                     changed: true,
                 })
             }
-            huleedu_store::Committed::Unchanged(d) => {
+            huleedu_store::Committed::Unchanged((d, _)) => {
                 self.metrics.observe(&d.notes);
                 Ok(Committed::Done {
                     notes: d.notes,
@@ -136,9 +320,9 @@ impl Core {
         }
     }
 
-    /// What a decision writes: the state, the deadline and start indexes, the outgoing events.
-    fn change(&self, batch_id: &str, d: &Decision, now: Timestamp) -> Change {
-        let state_json = serde_json::to_string(&d.state).expect("state serializes");
+    /// What a decision writes: the changed state fields (the small state first), the deadline
+    /// and start indexes, the outgoing events.
+    fn change(&self, batch_id: &str, old: &BatchState, d: &Decision, now: Timestamp) -> Change {
         let deadline = match d.state.next_deadline() {
             Some(t) => IndexOp::Upsert {
                 index: DEADLINES.into(),
@@ -163,7 +347,7 @@ impl Core {
             }
         };
         Change {
-            set_fields: vec![(STATE_FIELD.to_owned(), state_json)],
+            set_fields: changed_fields(old, &d.state),
             state_ttl: Some(self.state_ttl),
             index_ops: vec![deadline, start],
             outbox: d
@@ -172,5 +356,198 @@ impl Core {
                 .map(|e| OutboxEntry::new(e.topic, batch_id, e.payload.clone()))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use huleedu_contracts::phase::PhaseName;
+    use huleedu_contracts::status::BatchStatus;
+
+    use super::*;
+    use crate::decide::{
+        on_batch_known, on_outcome, on_request, start_next, OutcomeIn, Resolution,
+    };
+    use crate::model::{BatchInfo, EssayRef, PendingRequest};
+
+    const B: &str = "b1";
+
+    fn essays(n: usize, text: &str) -> Vec<EssayRef> {
+        (0..n)
+            .map(|i| EssayRef {
+                essay_id: format!("e{i}"),
+                text_storage_id: format!("{text}-{i}"),
+            })
+            .collect()
+    }
+
+    fn info(n: usize) -> BatchInfo {
+        BatchInfo {
+            essays: essays(n, "orig"),
+            course_code: "ENG5".into(),
+            language: "en".into(),
+            class_type: "REGULAR".into(),
+            student_prompt_ref: None,
+            user_id: None,
+            source: "test".into(),
+            updated_at: Timestamp::now(),
+        }
+    }
+
+    fn request() -> PendingRequest {
+        PendingRequest {
+            request_id: Uuid::new_v4(),
+            correlation_id: Uuid::new_v4(),
+            requested_pipeline: "nlp".into(),
+            user_id: "t".into(),
+            prompt: None,
+            is_retry: false,
+            retry_reason: None,
+            received_at: Timestamp::now(),
+            park_deadline: None,
+            retry: None,
+        }
+    }
+
+    /// The stored hash after writing `set` over `v`, as the store merges it.
+    fn written(v: &Versioned, set: &[(String, String)]) -> Versioned {
+        let mut next = v.clone();
+        next.version += 1;
+        for (f, s) in set {
+            next.fields.insert(f.clone(), s.as_str().into());
+        }
+        next
+    }
+
+    fn names(set: &[(String, String)]) -> Vec<&str> {
+        set.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    #[test]
+    fn a_transition_writes_the_small_state_and_only_the_parts_it_changed() {
+        let limits = Limits::default();
+        let now = Timestamp::now();
+        let mut stored = Versioned::default();
+        let mut step = |old: &BatchState, new: &BatchState| {
+            let set = changed_fields(old, new);
+            stored = written(&stored, &set);
+            assert_eq!(
+                &parse_state(B, &stored).unwrap(),
+                new,
+                "the fields read back"
+            );
+            set
+        };
+        let s0 = BatchState::default();
+        let s1 = on_batch_known(&s0, B, info(500), &limits, now).state;
+        assert_eq!(names(&step(&s0, &s1)), ["state", "batch"]);
+
+        let req = request();
+        let s2 = on_request(&s1, B, req.clone(), true, &limits, now).state;
+        assert_eq!(
+            names(&step(&s1, &s2)),
+            ["state"],
+            "the essays are not rewritten"
+        );
+
+        let run = Resolution::Resolved {
+            run: vec![PhaseName::Spellcheck, PhaseName::Nlp],
+            pruned: vec![],
+        };
+        let s3 = start_next(&s2, B, run, &limits, now).state;
+        assert_eq!(names(&step(&s2, &s3)), ["state", "failed"]);
+
+        let outcome = OutcomeIn {
+            phase: PhaseName::Spellcheck,
+            status: BatchStatus::CompletedWithFailures,
+            processed: essays(499, "spell"),
+            failed: vec!["e499".into()],
+            correlation_id: req.correlation_id,
+        };
+        let s4 = on_outcome(&s3, B, &outcome, &limits, now).state;
+        let set = step(&s3, &s4);
+        assert_eq!(names(&set), ["state", "result:spellcheck", "failed"]);
+        let small = set[0].1.len();
+        assert!(
+            small < 2_000,
+            "the small state does not grow with the batch: {small} bytes"
+        );
+    }
+
+    #[test]
+    fn a_state_written_before_the_split_still_reads() {
+        let limits = Limits::default();
+        let now = Timestamp::now();
+        let s = on_batch_known(&BatchState::default(), B, info(3), &limits, now).state;
+        // The old layout: everything in the one state field.
+        let mut whole = serde_json::to_value(&s).unwrap();
+        whole["batch"] = serde_json::to_value(&**s.batch.as_ref().unwrap()).unwrap();
+        let v = Versioned {
+            version: 7,
+            fields: HashMap::from([(fields::STATE.to_owned(), whole.to_string().into())]),
+        };
+        assert_eq!(parse_state(B, &v).unwrap(), s);
+    }
+
+    #[test]
+    fn a_decoded_copy_serves_only_the_same_version_and_small_state() {
+        let mut d = Decoded::default();
+        let s = on_batch_known(
+            &BatchState::default(),
+            B,
+            info(3),
+            &Limits::default(),
+            Timestamp::now(),
+        )
+        .state;
+        let set = changed_fields(&BatchState::default(), &s);
+        let v = written(&Versioned::default(), &set);
+        d.put(B, v.version, v.fields[fields::STATE].clone(), s.clone());
+        assert_eq!(d.get(B, &v), Some(s.clone()));
+        let newer = Versioned {
+            version: v.version + 1,
+            ..v.clone()
+        };
+        assert_eq!(d.get(B, &newer), None, "another version");
+        let mut other = v.clone();
+        other
+            .fields
+            .insert(fields::STATE.to_owned(), "{\"queue\":[]}".into());
+        assert_eq!(
+            d.get(B, &other),
+            None,
+            "another small state at that version"
+        );
+        assert_eq!(d.get("b2", &v), None);
+    }
+
+    #[test]
+    fn decoded_copies_stay_within_their_weight() {
+        let mut d = Decoded::default();
+        let s = on_batch_known(
+            &BatchState::default(),
+            B,
+            info(20_000),
+            &Limits::default(),
+            Timestamp::now(),
+        )
+        .state;
+        for i in 0..40 {
+            d.put(&format!("b{i}"), 1, "{}".into(), s.clone());
+            assert!(d.weight <= DECODED_WEIGHT, "{}", d.weight);
+        }
+        assert!(d.entries.len() < 40, "older copies let go");
+        let huge = on_batch_known(
+            &BatchState::default(),
+            B,
+            info(DECODED_WEIGHT / 3),
+            &Limits::default(),
+            Timestamp::now(),
+        )
+        .state;
+        d.put("huge", 1, "{}".into(), huge);
+        assert!(d.entries.peek("huge").is_none(), "too heavy to keep");
     }
 }

@@ -3,7 +3,8 @@
 //! No I/O here. The adapters (`handler`, `scheduler`) load the state, call one of these
 //! functions, and commit the [`Decision`] atomically (state, dedup marker, outbox, indexes).
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use huleedu_contracts::phase::PhaseName;
 use huleedu_contracts::status::BatchStatus;
@@ -218,7 +219,7 @@ pub fn on_batch_known(
     now: Timestamp,
 ) -> Decision {
     let mut s = state.clone();
-    s.batch = Some(info);
+    s.batch = Some(Arc::new(info));
     let parked = std::mem::take(&mut s.parked);
     let mut d = Decision::changed(s);
     for mut p in parked {
@@ -351,7 +352,8 @@ pub fn start_next(
     };
     let mut essays = essays_for_first_phase(&d.state, first);
     if let Some(retry) = &request.retry {
-        essays.retain(|e| retry.essay_ids.contains(&e.essay_id));
+        let named: HashSet<&str> = retry.essay_ids.iter().map(String::as_str).collect();
+        essays.retain(|e| named.contains(e.essay_id.as_str()));
     }
     let info = d.state.batch.clone().expect("needs_start");
     let command = if essays.is_empty() {
@@ -411,7 +413,7 @@ pub fn start_next(
             started_at: now,
             finished_at: None,
         }],
-        failed_essays: BTreeSet::new(),
+        failed_essays: Arc::default(),
     });
     d.events.push(command);
     d
@@ -553,7 +555,9 @@ pub fn on_outcome(
     run.status = Some(status);
     run.finished_at = Some(now);
     let seconds = seconds_between(run.started_at, now);
-    a.failed_essays.extend(outcome.failed.iter().cloned());
+    if !outcome.failed.is_empty() {
+        Arc::make_mut(&mut a.failed_essays).extend(outcome.failed.iter().cloned());
+    }
     d.notes.push(Note::PhaseFinished {
         phase: outcome.phase,
         status,
@@ -579,7 +583,9 @@ pub fn on_outcome(
             at: now,
         },
     };
-    d.state.phase_results.insert(outcome.phase, result);
+    d.state
+        .phase_results
+        .insert(outcome.phase, Arc::new(result));
     if status == RunStatus::FailedCritically {
         let reason = format!("phase_failed: {}", outcome.phase);
         end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
@@ -657,21 +663,28 @@ pub fn merge_retry(
     pipeline_id: uuid::Uuid,
     now: Timestamp,
 ) -> PhaseResult {
+    let retried: HashSet<&str> = outcome
+        .processed
+        .iter()
+        .map(|n| n.essay_id.as_str())
+        .collect();
     let mut succeeded: Vec<EssayRef> = prev
         .succeeded
         .iter()
-        .filter(|e| !outcome.processed.iter().any(|n| n.essay_id == e.essay_id))
+        .filter(|e| !retried.contains(e.essay_id.as_str()))
         .cloned()
         .collect();
     succeeded.extend(outcome.processed.iter().cloned());
     let mut failed: Vec<String> = prev
         .failed
         .iter()
-        .filter(|id| !outcome.processed.iter().any(|n| &n.essay_id == *id))
+        .filter(|id| !retried.contains(id.as_str()))
         .cloned()
         .collect();
+    let succeeded_ids: HashSet<&str> = succeeded.iter().map(|e| e.essay_id.as_str()).collect();
+    let mut known_failed: HashSet<String> = failed.iter().cloned().collect();
     for id in &outcome.failed {
-        if !failed.contains(id) && !succeeded.iter().any(|e| &e.essay_id == id) {
+        if !succeeded_ids.contains(id.as_str()) && known_failed.insert(id.clone()) {
             failed.push(id.clone());
         }
     }
@@ -707,13 +720,13 @@ pub fn on_tick(state: &BatchState, batch_id: &str, limits: &Limits, now: Timesta
         });
         d.state.phase_results.insert(
             phase,
-            PhaseResult {
+            Arc::new(PhaseResult {
                 status: RunStatus::TimedOut,
                 succeeded: vec![],
                 failed: vec![],
                 pipeline_id,
                 at: now,
-            },
+            }),
         );
         let reason = format!("phase_timeout: {phase}");
         let ending = Ending {
@@ -754,7 +767,7 @@ mod tests {
             .collect()
     }
 
-    pub(super) fn info(n: usize) -> BatchInfo {
+    pub(crate) fn info(n: usize) -> BatchInfo {
         BatchInfo {
             essays: essays(n, "orig"),
             course_code: "ENG5".into(),
@@ -856,13 +869,13 @@ mod tests {
         );
         s.phase_results.insert(
             PhaseName::Spellcheck,
-            crate::model::PhaseResult {
+            Arc::new(crate::model::PhaseResult {
                 status: RunStatus::CompletedWithFailures,
                 succeeded: essays(2, "out"),
                 failed: vec!["e2".into(), "e3".into()],
                 pipeline_id: Uuid::new_v4(),
                 at: now(),
-            },
+            }),
         );
         assert_eq!(
             retry_essays(&s, PhaseName::Spellcheck, None),

@@ -9,6 +9,8 @@
 //! - Every later phase of the same pipeline gets exactly the previous outcome's processed
 //!   essays; the orchestrator passes those on directly (see `decide`).
 
+use std::collections::HashMap;
+
 use huleedu_contracts::phase::PhaseName;
 
 use crate::model::{BatchState, EssayRef};
@@ -44,6 +46,7 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<Essay
         return Vec::new();
     };
     let mut essays: Vec<EssayRef> = batch.essays.clone();
+    // Lookups by essay id: the cost stays linear in the batch size.
     for dep in upstream(phase) {
         let Some(result) = state
             .phase_results
@@ -52,15 +55,14 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<Essay
         else {
             continue;
         };
+        let succeeded: HashMap<&str, &EssayRef> = result
+            .succeeded
+            .iter()
+            .map(|s| (s.essay_id.as_str(), s))
+            .collect();
         essays = essays
             .iter()
-            .filter_map(|e| {
-                result
-                    .succeeded
-                    .iter()
-                    .find(|s| s.essay_id == e.essay_id)
-                    .cloned()
-            })
+            .filter_map(|e| succeeded.get(e.essay_id.as_str()).map(|s| (*s).clone()))
             .collect();
     }
     essays
@@ -71,6 +73,7 @@ mod tests {
     use super::*;
     use crate::model::{BatchInfo, PhaseResult, RunStatus};
     use huleedu_contracts::timestamp::Timestamp;
+    use std::sync::Arc;
     use uuid::Uuid;
 
     fn essay(i: usize, text: &str) -> EssayRef {
@@ -82,7 +85,7 @@ mod tests {
 
     fn state(n: usize) -> BatchState {
         BatchState {
-            batch: Some(BatchInfo {
+            batch: Some(Arc::new(BatchInfo {
                 essays: (0..n).map(|i| essay(i, "orig")).collect(),
                 course_code: "ENG5".into(),
                 language: "en".into(),
@@ -91,19 +94,19 @@ mod tests {
                 user_id: None,
                 source: "test".into(),
                 updated_at: Timestamp::now(),
-            }),
+            })),
             ..Default::default()
         }
     }
 
-    fn result(status: RunStatus, ok: &[usize], text: &str) -> PhaseResult {
-        PhaseResult {
+    fn result(status: RunStatus, ok: &[usize], text: &str) -> Arc<PhaseResult> {
+        Arc::new(PhaseResult {
             status,
             succeeded: ok.iter().map(|i| essay(*i, text)).collect(),
             failed: vec![],
             pipeline_id: Uuid::nil(),
             at: Timestamp::now(),
-        }
+        })
     }
 
     #[test]

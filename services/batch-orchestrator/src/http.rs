@@ -281,6 +281,7 @@ mod tests {
         ActivePipeline, BatchInfo, EssayRef, PhaseResult, PhaseRun, PipelineSummary, RunStatus,
     };
     use huleedu_contracts::{BatchStatus, Timestamp};
+    use std::sync::Arc;
 
     fn ts(s: &str) -> Timestamp {
         Timestamp::parse(s).unwrap()
@@ -326,7 +327,7 @@ mod tests {
             text_storage_id: format!("t{n}"),
         };
         let mut s = BatchState {
-            batch: Some(BatchInfo {
+            batch: Some(Arc::new(BatchInfo {
                 essays: vec![essay(1), essay(2), essay(3)],
                 course_code: "ENG5".to_owned(),
                 language: "en".to_owned(),
@@ -335,28 +336,28 @@ mod tests {
                 user_id: None,
                 source: "batch.essays.ready".to_owned(),
                 updated_at: ts("2026-11-29T12:00:00Z"),
-            }),
+            })),
             ..BatchState::default()
         };
         s.phase_results.insert(
             PhaseName::Spellcheck,
-            PhaseResult {
+            Arc::new(PhaseResult {
                 status: RunStatus::CompletedWithFailures,
                 succeeded: vec![essay(1), essay(2)],
                 failed: vec!["e3".to_owned()],
                 pipeline_id: id(20),
                 at: ts("2026-11-29T12:00:02Z"),
-            },
+            }),
         );
         s.phase_results.insert(
             PhaseName::CjAssessment,
-            PhaseResult {
+            Arc::new(PhaseResult {
                 status: RunStatus::CompletedSuccessfully,
                 succeeded: vec![essay(1), essay(2)],
                 failed: vec![],
                 pipeline_id: id(20),
                 at: ts("2026-11-29T12:00:03Z"),
-            },
+            }),
         );
         s.active = Some(ActivePipeline {
             request: pending(30, "nlp", None),
@@ -366,7 +367,7 @@ mod tests {
             current: 0,
             deadline: ts("2026-11-29T12:30:07Z"),
             runs: vec![run(PhaseName::Nlp, false)],
-            failed_essays: ["e3".to_owned()].into(),
+            failed_essays: Arc::new(["e3".to_owned()].into()),
         });
         s.queue.push_back(pending(40, "ai_feedback", None));
         s.parked.push(pending(

@@ -1,6 +1,11 @@
-//! The orchestrator's state of one batch, stored as one JSON value in Redis (versioned).
+//! The orchestrator's state of one batch, stored in one Redis hash (versioned): the small part
+//! as one JSON value, each per-essay part (the batch's essays, each phase's result, the active
+//! pipeline's failed essays) in a field of its own, written only when it changes (see
+//! `core::fields`). The per-essay parts are shared (`Arc`): a decision copies a pointer, not
+//! the essays, and an unchanged part is recognised by its pointer.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use huleedu_contracts::events;
 use huleedu_contracts::payloads::{
@@ -19,10 +24,13 @@ pub use huleedu_contracts::http::bos::{PhaseRun, PipelineSummary, RunStatus};
 /// Everything BOS knows about one batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchState {
-    /// Essays and command context; `None` until a readiness event arrived.
-    pub batch: Option<BatchInfo>,
-    /// Per phase, the result of its latest run.
-    pub phase_results: BTreeMap<PhaseName, PhaseResult>,
+    /// Essays and command context; `None` until a readiness event arrived. Stored in its own
+    /// field (read from the state field too, as states written before the split have it).
+    #[serde(default, skip_serializing)]
+    pub batch: Option<Arc<BatchInfo>>,
+    /// Per phase, the result of its latest run. Each stored in its own field (likewise).
+    #[serde(default, skip_serializing)]
+    pub phase_results: BTreeMap<PhaseName, Arc<PhaseResult>>,
     /// The running pipeline.
     pub active: Option<ActivePipeline>,
     /// Accepted requests waiting for the active pipeline to end (FIFO).
@@ -171,8 +179,9 @@ pub struct ActivePipeline {
     pub deadline: Timestamp,
     /// Runs so far (the last one is the current phase).
     pub runs: Vec<PhaseRun>,
-    /// Distinct essays that failed any phase so far.
-    pub failed_essays: BTreeSet<String>,
+    /// Distinct essays that failed any phase so far. Stored in its own field (likewise).
+    #[serde(default, skip_serializing)]
+    pub failed_essays: Arc<BTreeSet<String>>,
 }
 
 impl ActivePipeline {

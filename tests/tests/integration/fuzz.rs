@@ -117,6 +117,7 @@ fn bos_handler(rt: &tokio::runtime::Runtime) -> batch_orchestrator::handler::Bos
         state_ttl: Duration::from_secs(60),
         metrics: batch_orchestrator::metrics::BosMetrics::register(&metrics),
         wake_scheduler: Arc::new(tokio::sync::Notify::new()),
+        decoded: Default::default(),
     };
     // No conductor listens here: a request that decodes is accepted unverified (its pipeline
     // name is checked again when it starts), as when the conductor is down in production.

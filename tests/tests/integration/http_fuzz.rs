@@ -34,6 +34,7 @@ fn bos_router() -> (Router, Vec<(String, String)>) {
         state_ttl: Duration::from_secs(60),
         metrics: batch_orchestrator::metrics::BosMetrics::register(&metrics),
         wake_scheduler: Arc::new(tokio::sync::Notify::new()),
+        decoded: Default::default(),
     };
     let state = batch_orchestrator::http::HttpState {
         core,

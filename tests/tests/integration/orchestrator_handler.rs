@@ -26,6 +26,7 @@ fn handler() -> BosHandler {
         state_ttl: Duration::from_secs(60),
         metrics: batch_orchestrator::metrics::BosMetrics::register(&metrics),
         wake_scheduler: Arc::new(tokio::sync::Notify::new()),
+        decoded: Default::default(),
     };
     // Nothing listens on port 9 (discard): every conductor call fails at once.
     let conductor =

@@ -333,7 +333,7 @@ async fn store_round_trip(settings: &RedisSettings) {
     store.apply(&req).await.unwrap();
     let loaded = store.load(&batch).await.unwrap();
     assert_eq!(loaded.version, 1);
-    assert_eq!(loaded.fields["status"], "over-tls");
+    assert_eq!(&*loaded.fields["status"], "over-tls");
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ async fn apply_writes_state_and_bumps_the_version() {
     assert_eq!(out, ApplyOutcome::Applied { version: 1 });
     let v = s.load("b1").await.unwrap();
     assert_eq!(v.version, 1);
-    assert_eq!(v.fields.get("state").map(String::as_str), Some("{\"a\":1}"));
+    assert_eq!(v.fields.get("state").map(|s| &**s), Some("{\"a\":1}"));
     assert_eq!(v.fields.len(), 1, "the version field is not a state field");
 }
 
@@ -340,7 +340,7 @@ async fn commit_retries_conflicts_until_every_change_lands() {
         assert!(matches!(t.await.unwrap(), Committed::Applied { .. }));
     }
     let v = s.load("counter").await.unwrap();
-    assert_eq!(v.fields["n"], "10", "no increment lost");
+    assert_eq!(&*v.fields["n"], "10", "no increment lost");
     assert_eq!(v.version, 10);
 }
 
@@ -391,7 +391,7 @@ async fn a_stale_cached_state_costs_a_conflict_never_a_lost_update() {
         Committed::AlreadyApplied
     ));
     let v = a.load("shared").await.unwrap();
-    assert_eq!(v.fields["n"], "3", "no increment lost");
+    assert_eq!(&*v.fields["n"], "3", "no increment lost");
     assert_eq!(a.cached("shared").map(|v| v.version), Some(3));
 }
 
@@ -413,7 +413,7 @@ async fn load_checked_reads_state_and_dedup_marker_in_one_go() {
     match s.load_checked("lc", Some("e2")).await.unwrap() {
         Checked::State(v) => {
             assert_eq!(v.version, 1);
-            assert_eq!(v.fields["x"], "1");
+            assert_eq!(&*v.fields["x"], "1");
         }
         other => panic!("expected the state, got {other:?}"),
     }
