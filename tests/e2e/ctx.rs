@@ -60,12 +60,9 @@ impl Ctx {
             .json(&json!({"batch_id": batch, "essay_count": essays, "fail": fail, "silent_phases": silent}))
             .send()
             .await?;
-        ensure!(
-            r.status().as_u16() == 201,
-            "register answered {}",
-            r.status()
-        );
+        let status = r.status();
         let body: Value = r.json().await?;
+        ensure!(status.as_u16() == 201, "register answered {status}: {body}");
         Ok(body["essays"].as_array().cloned().unwrap_or_default())
     }
 

@@ -101,6 +101,8 @@ fn groups(smoke: bool) -> Vec<Group> {
         scenario!(scenarios::s14_s15_invalidate_and_inspect),
         scenario!(scenarios::s_retry_failed_essays),
         scenario!(scenarios::s17_poison),
+        scenario!(scenarios::s18_batch_at_the_size_limit),
+        scenario!(scenarios::s19_batch_over_the_size_limit),
     ];
     if smoke {
         main.retain(|(name, _)| SMOKE.iter().any(|s| name.ends_with(s)));

@@ -755,3 +755,152 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
     );
     Ok(())
 }
+
+/// The deployment's message size limit (`KAFKA_MAX_MESSAGE_BYTES`; the stacks keep the default).
+const LIMIT: usize = huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// 18. A batch at the size limit: 6000 essays whose ids make every message of the batch
+/// (readiness, commands, outcomes) close to `KAFKA_MAX_MESSAGE_BYTES`, with failures, through
+/// two pipelines; the second skips spellcheck and gets spellcheck's survivors.
+pub async fn s18_batch_at_the_size_limit(c: Arc<Ctx>) -> R {
+    const N: usize = 6000;
+    // A long batch id makes long generated essay ids (`<batch>-eNN`): about 166 bytes per
+    // essay in each message, 95 % of the limit for 6000 essays.
+    let b = format!("{}-{}", unique("s18"), "x".repeat(50));
+    let spell_failed = fail_ids(&b, &[10, 2000, 5999]);
+    let nlp_failed = fail_ids(&b, &[20, 4000]);
+    let essays = c
+        .register(
+            &b,
+            N,
+            json!({"spellcheck": spell_failed, "nlp": nlp_failed}),
+            &[],
+        )
+        .await?;
+    ensure!(essays.len() == N, "{N} essays registered");
+    let (_, t) = run_pipeline(&c, &b, "cj_assessment").await?;
+    ensure!(t["final_status"] == "completed_with_failures", "{t}");
+    expect_phases(&t, &["spellcheck", "cj_assessment"], &[])?;
+    ensure!(
+        t["successful_essay_count"] == N - 3 && t["failed_essay_count"] == 3,
+        "{t}"
+    );
+    let (_, t) = run_pipeline(&c, &b, "nlp").await?;
+    ensure!(t["final_status"] == "completed_with_failures", "{t}");
+    expect_phases(&t, &["nlp"], &["spellcheck"])?;
+    ensure!(
+        t["successful_essay_count"] == N - 5 && t["failed_essay_count"] == 2,
+        "{t}"
+    );
+    let nlp = c.on(topics::NLP_INITIATE_COMMAND, &b);
+    ensure!(nlp.len() == 1, "one nlp command, saw {}", nlp.len());
+    let nlp_essays = essays_of(&nlp[0]);
+    ensure!(
+        nlp_essays.len() == N - 3 && nlp_essays.iter().all(|(id, _)| !spell_failed.contains(id)),
+        "nlp gets spellcheck's {} survivors, got {}",
+        N - 3,
+        nlp_essays.len()
+    );
+    // Every message of the batch is within the limit, and the largest close to it.
+    let sizes: Vec<(String, usize)> = [
+        topics::BATCH_ESSAYS_READY,
+        topics::SPELLCHECK_INITIATE_COMMAND,
+        topics::CJ_ASSESSMENT_INITIATE_COMMAND,
+        topics::NLP_INITIATE_COMMAND,
+        topics::ELS_BATCH_PHASE_OUTCOME,
+    ]
+    .iter()
+    .flat_map(|topic| c.on(topic, &b))
+    .map(|m| (m.topic.clone(), m.payload.len()))
+    .collect();
+    ensure!(sizes.len() == 7, "7 messages of the batch: {sizes:?}");
+    let largest = sizes.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    ensure!(
+        largest <= LIMIT && largest * 100 >= LIMIT * 93,
+        "largest message {largest} bytes, limit {LIMIT}: {sizes:?}"
+    );
+    // One failed-essay record per failure.
+    let dlq = c
+        .reader
+        .wait_for(T, "5 failed-essay DLQ records", |all| {
+            all.iter()
+                .filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(&b))
+                .count()
+                >= 5
+        })
+        .await;
+    let n = dlq
+        .iter()
+        .filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(&b))
+        .count();
+    ensure!(n == 5, "5 failed-essay records, saw {n}");
+    expect_counts(
+        &c,
+        &b,
+        json!({"spellcheck": 1, "cj_assessment": 1, "nlp": 1}),
+    )
+    .await
+}
+
+/// 19. A batch too large for its commands: its `BatchEssaysReady` fits (just), the spellcheck
+/// command would not fit `KAFKA_MAX_MESSAGE_BYTES` less the record overhead. The pipeline ends
+/// at once `failed_critically`, the reason naming the size and the limit; nothing is dispatched.
+pub async fn s19_batch_over_the_size_limit(c: Arc<Ctx>) -> R {
+    use huleedu_contracts::envelope::EventEnvelope;
+    use huleedu_contracts::payloads::{
+        BatchEssaysReady, EssayProcessingInputRefV1, SystemProcessingMetadata,
+    };
+    let b = unique("s19");
+    let ready = |n: usize| {
+        let data = BatchEssaysReady {
+            event: "batch.essays.ready".into(),
+            batch_id: b.clone(),
+            ready_essays: (0..n)
+                .map(|i| {
+                    EssayProcessingInputRefV1::new(
+                        format!("{b}-essay-{i:06}"),
+                        format!("{:032x}", i),
+                    )
+                })
+                .collect(),
+            metadata: SystemProcessingMetadata::for_batch(b.clone(), Some("batch.essays.ready")),
+            course_code: "ENG5".into(),
+            course_language: "en".into(),
+            student_prompt_ref: None,
+            class_type: "REGULAR".into(),
+        };
+        EventEnvelope::new(
+            topics::BATCH_ESSAYS_READY,
+            "e2e",
+            uuid::Uuid::new_v4(),
+            data,
+        )
+        .to_json_bytes()
+    };
+    // As many essays as fit 300 bytes under the limit (room for the record's framing).
+    let per_essay = ready(2).len() - ready(1).len();
+    let mut n = (LIMIT - 300 - ready(0).len()) / per_essay;
+    let mut bytes = ready(n);
+    while bytes.len() > LIMIT - 300 {
+        n -= 1;
+        bytes = ready(n);
+    }
+    c.publish_raw(topics::BATCH_ESSAYS_READY, &b, bytes.clone())
+        .await?;
+    let (_, t) = run_pipeline(&c, &b, "spellcheck").await?;
+    ensure!(t["final_status"] == "failed_critically", "{t}");
+    let reason = t["failure_reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.starts_with(&format!(
+            "command_too_large: the spellcheck command for {n} essays is "
+        )) && reason.contains(&format!("over the {}-byte limit", LIMIT - 1024))
+            && reason.contains("KAFKA_MAX_MESSAGE_BYTES"),
+        "reason {reason:?} (readiness event {} bytes)",
+        bytes.len()
+    );
+    ensure!(
+        c.on(topics::SPELLCHECK_INITIATE_COMMAND, &b).is_empty(),
+        "nothing dispatched"
+    );
+    Ok(())
+}

@@ -26,8 +26,9 @@ use crate::decide::{generated_essay_ids, original_text_id, parse_phase, BatchOve
 use crate::publish::Publisher;
 use crate::state::{Counts, OverrideStore, PhaseCount};
 
-/// Most essays a demo batch may have.
-pub const MAX_ESSAYS: usize = 1000;
+/// Most essays a demo batch may have (a `BatchEssaysReady` must also fit one message: about
+/// 7,600 generated essays at the default `KAFKA_MAX_MESSAGE_BYTES`).
+pub const MAX_ESSAYS: usize = 10_000;
 /// The platform's `CourseCode` values.
 pub const COURSE_CODES: [&str; 6] = ["ENG5", "ENG6", "ENG7", "SV1", "SV2", "SV3"];
 const LANGUAGES: [&str; 2] = ["en", "sv"];
@@ -46,6 +47,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Served at `/readyz`.
     pub readiness: Readiness,
+    /// Largest event published (`KAFKA_MAX_MESSAGE_BYTES` less the record overhead): a batch
+    /// whose `BatchEssaysReady` would be larger is refused.
+    pub max_event_bytes: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -295,6 +299,18 @@ async fn register_batch(
         batch.batch_id.clone(),
         envelope.to_json_bytes(),
     );
+    if message.payload.len() > state.max_event_bytes {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!(
+                "BatchEssaysReady for {} essays would be {} bytes, over the {}-byte limit \
+                 (KAFKA_MAX_MESSAGE_BYTES less the record overhead); register fewer essays",
+                ready_essays.len(),
+                message.payload.len(),
+                state.max_event_bytes
+            ),
+        ));
+    }
     if let Err(e) = state.publisher.publish(&message).await {
         tracing::error!(error = %e, cause = ?std::error::Error::source(&e),
             batch_id = %batch.batch_id, "BatchEssaysReady not published");

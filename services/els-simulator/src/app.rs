@@ -105,6 +105,7 @@ impl App {
                 publisher: Arc::new(producer.clone()),
                 metrics,
                 readiness,
+                max_event_bytes: settings.kafka.max_event_bytes(),
             },
             producer,
             stop,

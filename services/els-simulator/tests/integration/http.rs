@@ -34,6 +34,7 @@ fn fixture_with(readiness: Readiness) -> Fixture {
         publisher: Arc::new(sent.clone()),
         metrics,
         readiness,
+        max_event_bytes: 1_047_564,
     };
     Fixture { state, sent }
 }
@@ -217,9 +218,15 @@ async fn bad_registrations_get_4xx_json_and_publish_nothing() {
             "essay_count",
         ),
         (
-            json!({"essay_count": 1001}),
+            json!({"essay_count": 10_001}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "essay_count",
+        ),
+        (
+            // Within the count, but its BatchEssaysReady would not fit one message.
+            json!({"batch_id": "a-batch-with-a-long-name", "essay_count": 10_000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over the 1047564-byte limit",
         ),
         (
             json!({"essay_count": "3"}),
