@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Batches of the attribution run (Redis MONITOR: which service sends which command).
     #[arg(long, default_value_t = 200)]
     pub attribution_batches: usize,
+    /// Essay counts of the batch-size stage (comma-separated; `max` = the largest batch whose
+    /// messages fit the default KAFKA_MAX_MESSAGE_BYTES; `none` skips the stage).
+    #[arg(long, default_value = "10,100,1000,max")]
+    pub batch_sizes: String,
     /// `RUST_LOG` of the services (they log every handled event at `info`, as deployed).
     #[arg(long, default_value = "info,librdkafka=warn")]
     pub service_log: String,

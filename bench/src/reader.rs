@@ -49,6 +49,8 @@ pub struct Obs {
     pub correlation: Option<Uuid>,
     /// Terminal events: `final_status == completed_successfully`.
     pub ok: bool,
+    /// The message value's size.
+    pub bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +99,7 @@ fn summarize(kind: Kind, key: String, payload: &[u8], at_us: i64) -> Obs {
         produced_us: at_us,
         correlation: None,
         ok: false,
+        bytes: payload.len(),
     };
     if kind == Kind::Floor {
         if let Ok(f) = serde_json::from_slice::<FloorPayload>(payload) {

@@ -369,6 +369,7 @@ pub fn print_and_write(r: &Results, out: &Path) -> anyhow::Result<()> {
             }
         );
     }
+    print_sizes(&r.batch_sizes);
     if r.failed_sends > 0 || r.throughput.failed_terminals > 0 {
         println!(
             "warning: {} sends failed, {} terminal events were not completed_successfully",
@@ -382,4 +383,57 @@ pub fn print_and_write(r: &Results, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
     println!("\nresults written to {}", out.display());
     Ok(())
+}
+
+/// The batch-size table: each size's figures, and the per-transition ones as a multiple of the
+/// smallest size's.
+fn print_sizes(rows: &[crate::system::SizeRow]) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    println!();
+    println!(
+        "batch sizes (one batch at a time, 3 pipelines each; x = multiple of the {}-essay row)",
+        first.essays
+    );
+    println!(
+        "{:>6} {:>7} {:>12} {:>11} {:>16} {:>14} {:>13} {:>16} {:>14} {:>13} {:>11}",
+        "essays",
+        "batches",
+        "req→term p50",
+        "trans p50",
+        "BOS CPU/trans",
+        "BCS CPU/trans",
+        "msg KiB/trans",
+        "BOS CPU/msg KiB",
+        "Redis in/trans",
+        "Redis/batch",
+        "largest msg"
+    );
+    println!("{}", "-".repeat(146));
+    let x = |v: f64, base: f64| format!("{:.2}x", v / base);
+    for r in rows {
+        let kib = r.message_bytes_per_transition / 1024.0;
+        println!(
+            "{:>6} {:>7} {:>9} ms {:>8} ms {:>8} µs {:>5} {:>9} µs {:>13} {:>10} µs {:>5} {:>9} KiB {:>9} KiB {:>11}{}",
+            r.essays,
+            r.batches,
+            fmt(Some(r.request_to_terminal_ms.p50)),
+            fmt(Some(r.transition_ms.p50)),
+            fmt(Some(r.orchestrator_cpu_us)),
+            x(r.orchestrator_cpu_us, first.orchestrator_cpu_us),
+            fmt(Some(r.conductor_cpu_us)),
+            fmt(Some(kib)),
+            fmt(Some(r.orchestrator_cpu_us_per_kib)),
+            x(r.orchestrator_cpu_us_per_kib, first.orchestrator_cpu_us_per_kib),
+            fmt(Some(r.redis_bytes_in_per_transition / 1024.0)),
+            fmt(Some(r.redis_bytes_per_batch / 1024.0)),
+            r.largest_message_bytes,
+            if r.failed_pipelines > 0 {
+                format!("  ({} pipelines not completed_successfully)", r.failed_pipelines)
+            } else {
+                String::new()
+            }
+        );
+    }
 }

@@ -21,6 +21,9 @@ use crate::report;
 use crate::stats::{self, Dist, Rss};
 use crate::RunArgs;
 
+mod sizes;
+pub use sizes::SizeRow;
+
 /// The three sequential pipelines of every batch (cj_assessment runs spellcheck first; nlp and
 /// ai_feedback then find spellcheck, resp. spellcheck + nlp, completed and prune them).
 pub const PIPELINES: [&str; 3] = ["cj_assessment", "nlp", "ai_feedback"];
@@ -141,34 +144,19 @@ impl Ctx {
         ))
     }
 
-    /// Publish `BatchEssaysReady` for `batches` and wait until the orchestrator handled them.
+    /// Publish `BatchEssaysReady` for `batches` (`--essays` each) and wait until the
+    /// orchestrator handled them.
     async fn register(&mut self, batches: &[String]) -> anyhow::Result<()> {
+        self.register_sized(batches, self.args.essays).await
+    }
+
+    /// [`Ctx::register`] with `essays` essays per batch.
+    async fn register_sized(&mut self, batches: &[String], essays: usize) -> anyhow::Result<()> {
         let before = self.ready_handled().await?;
         for b in batches {
-            let essays: Vec<EssayProcessingInputRefV1> = (0..self.args.essays)
-                .map(|i| {
-                    EssayProcessingInputRefV1::new(
-                        format!("{b}-e{i}"),
-                        Uuid::new_v4().simple().to_string(),
-                    )
-                })
-                .collect();
-            let data = BatchEssaysReady {
-                event: events::BATCH_ESSAYS_READY.to_owned(),
-                batch_id: b.clone(),
-                ready_essays: essays,
-                metadata: SystemProcessingMetadata::for_batch(
-                    b.clone(),
-                    Some(events::BATCH_ESSAYS_READY),
-                ),
-                course_code: "ENG5".to_owned(),
-                course_language: "en".to_owned(),
-                student_prompt_ref: None,
-                class_type: "GUEST".to_owned(),
-            };
-            let env = EventEnvelope::new(topics::BATCH_ESSAYS_READY, "bench", Uuid::new_v4(), data);
+            let ready = ready_event(b, essays);
             self.sender
-                .enqueue(topics::BATCH_ESSAYS_READY, b, &env.to_json_bytes())
+                .enqueue(topics::BATCH_ESSAYS_READY, b, &ready)
                 .await;
         }
         let want = before + batches.len() as f64;
@@ -232,6 +220,15 @@ impl Ctx {
         Ok((t0, t_end, expected))
     }
 
+    /// The pid of service `name`.
+    fn pid(&self, name: &str) -> anyhow::Result<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.pid)
+            .with_context(|| format!("{name} is not running"))
+    }
+
     fn rss(&self) -> BTreeMap<String, Option<Rss>> {
         self.procs
             .iter()
@@ -267,6 +264,29 @@ impl Ctx {
         let bcs = count("{bcs:*}:state:*").await?;
         Ok((bos, bcs))
     }
+}
+
+/// A `BatchEssaysReady` for batch `b` with `n` essays (`<b>-e<i>`, random 32-hex text ids).
+fn ready_event(b: &str, n: usize) -> Vec<u8> {
+    let essays: Vec<EssayProcessingInputRefV1> = (0..n)
+        .map(|i| {
+            EssayProcessingInputRefV1::new(format!("{b}-e{i}"), Uuid::new_v4().simple().to_string())
+        })
+        .collect();
+    let data = BatchEssaysReady {
+        event: events::BATCH_ESSAYS_READY.to_owned(),
+        batch_id: b.to_owned(),
+        ready_essays: essays,
+        metadata: SystemProcessingMetadata::for_batch(
+            b.to_owned(),
+            Some(events::BATCH_ESSAYS_READY),
+        ),
+        course_code: "ENG5".to_owned(),
+        course_language: "en".to_owned(),
+        student_prompt_ref: None,
+        class_type: "GUEST".to_owned(),
+    };
+    EventEnvelope::new(topics::BATCH_ESSAYS_READY, "bench", Uuid::new_v4(), data).to_json_bytes()
 }
 
 /// Latencies of a set of batches, from the book.
@@ -430,6 +450,8 @@ pub struct Results {
     pub attribution: Option<Attributed>,
     pub rss_idle_kib: BTreeMap<String, Option<Rss>>,
     pub memory: Option<Memory>,
+    /// The batch-size stage (`--batch-sizes`).
+    pub batch_sizes: Vec<SizeRow>,
     pub failed_sends: u64,
 }
 
@@ -630,6 +652,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // 2e. Batch sizes: the same pipelines on batches of 10 essays up to the largest that fits.
+    let batch_sizes = sizes::measure(&mut ctx, &sizes::parse_sizes(&args.batch_sizes)?).await?;
     ctx.book.record = false;
     ctx.book.by_batch.clear();
 
@@ -673,6 +697,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         attribution,
         rss_idle_kib: rss_idle,
         memory,
+        batch_sizes,
     };
     for p in ctx.procs.drain(..) {
         p.stop().await;
@@ -701,6 +726,7 @@ fn args_map(a: &RunArgs) -> BTreeMap<String, String> {
         a.attribution_batches.to_string(),
     );
     m.insert("service_log".into(), a.service_log.clone());
+    m.insert("batch_sizes".into(), a.batch_sizes.clone());
     for var in ["KAFKA_FETCH_WAIT_MAX_MS", "TOPIC_PARTITIONS"] {
         if let Ok(v) = std::env::var(var) {
             m.insert(var.to_owned(), v);

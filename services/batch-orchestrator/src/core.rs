@@ -155,7 +155,10 @@ struct DecodedEntry {
 }
 
 /// Most decoded states kept, and their total weight (essay references, about 150 bytes each).
+/// Only states of at least [`DECODED_MIN_WEIGHT`] are kept: a small state parses in
+/// microseconds, a copy would only cost memory.
 const DECODED_ENTRIES: usize = 4096;
+const DECODED_MIN_WEIGHT: usize = 256;
 const DECODED_WEIGHT: usize = 400_000;
 /// A decoded copy older than this is decoded again (as the store's copies).
 const DECODED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -193,7 +196,7 @@ impl Decoded {
             self.weight -= old.weight;
         }
         let weight = weight_of(&state);
-        if weight > DECODED_WEIGHT / 4 {
+        if !(DECODED_MIN_WEIGHT..=DECODED_WEIGHT / 4).contains(&weight) {
             return;
         }
         while self.entries.len() >= DECODED_ENTRIES || self.weight + weight > DECODED_WEIGHT {
@@ -497,7 +500,7 @@ mod tests {
         let s = on_batch_known(
             &BatchState::default(),
             B,
-            info(3),
+            info(300),
             &Limits::default(),
             Timestamp::now(),
         )
@@ -521,6 +524,19 @@ mod tests {
             "another small state at that version"
         );
         assert_eq!(d.get("b2", &v), None);
+        let small = on_batch_known(
+            &BatchState::default(),
+            B,
+            info(3),
+            &Limits::default(),
+            Timestamp::now(),
+        )
+        .state;
+        d.put("b3", 1, "{}".into(), small);
+        assert!(
+            d.entries.peek("b3").is_none(),
+            "a small state is parsed, not kept"
+        );
     }
 
     #[test]

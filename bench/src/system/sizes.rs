@@ -1,0 +1,194 @@
+//! The batch-size stage: the same three pipelines on batches of 10, 100, 1000 essays and the
+//! largest batch whose messages fit `KAFKA_MAX_MESSAGE_BYTES`, one batch at a time, with the
+//! cost per transition of each size.
+//!
+//! A transition of a batch of n essays handles messages of O(n) bytes whatever the services do
+//! (an outcome listing the essays in, a command listing them out), so the figures are given
+//! both per transition and per KiB of the transition's own messages: the second is what stays
+//! flat when a transition reads and writes what it changes, not the whole batch.
+
+use std::time::Duration;
+
+use huleedu_kafka::settings::{DEFAULT_MAX_MESSAGE_BYTES, RECORD_OVERHEAD_BYTES};
+use serde::Serialize;
+
+use super::{latencies, ready_event, Ctx, PIPELINES};
+use crate::reader::Kind;
+use crate::stats::{self, Dist};
+
+/// Room kept below the limit for the commands' and outcomes' envelopes, which differ from the
+/// readiness event's by a few hundred bytes.
+const MARGIN_BYTES: usize = 2048;
+
+/// One batch size's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeRow {
+    pub essays: usize,
+    pub batches: usize,
+    /// Transitions (commands and terminal events) of these batches.
+    pub transitions: u64,
+    /// Pipelines not `completed_successfully` (expected 0).
+    pub failed_pipelines: u64,
+    pub request_to_terminal_ms: Dist,
+    /// Phase outcome produced → the orchestrator's next event, ms.
+    pub transition_ms: Dist,
+    /// CPU time per transition, µs, per service.
+    pub orchestrator_cpu_us: f64,
+    pub conductor_cpu_us: f64,
+    /// Bytes of the transition's own messages (the outcome in, the command or terminal event
+    /// out), per transition.
+    pub message_bytes_per_transition: f64,
+    /// CPU per KiB of those messages, µs (orchestrator, conductor).
+    pub orchestrator_cpu_us_per_kib: f64,
+    pub conductor_cpu_us_per_kib: f64,
+    /// Bytes sent to Redis (`total_net_input_bytes`) per transition, all services: state
+    /// fields, outbox entries (the outgoing messages themselves), markers.
+    pub redis_bytes_in_per_transition: f64,
+    /// Redis memory per batch after its pipelines (`MEMORY USAGE` of its keys, both services).
+    pub redis_bytes_per_batch: f64,
+    /// Largest message of these batches.
+    pub largest_message_bytes: usize,
+}
+
+/// The essay counts of `spec` (`10,100,1000,max`); `max` is the largest batch that fits.
+pub fn parse_sizes(spec: &str) -> anyhow::Result<Vec<usize>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(|s| match s {
+            "max" => Ok(largest_batch()),
+            n => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                anyhow::anyhow!("--batch-sizes: `{n}` is not a positive count or `max`")
+            }),
+        })
+        .collect()
+}
+
+/// The most essays whose readiness event (and so, within [`MARGIN_BYTES`], commands and
+/// outcomes) fits the default `KAFKA_MAX_MESSAGE_BYTES` less the record overhead.
+pub fn largest_batch() -> usize {
+    let budget = DEFAULT_MAX_MESSAGE_BYTES - RECORD_OVERHEAD_BYTES - MARGIN_BYTES;
+    let id = "size-20261201T000000-max-0";
+    let base = ready_event(id, 0).len();
+    let per_essay = ready_event(id, 10_000).len().saturating_sub(base) / 10_000 + 1;
+    let mut n = (budget - base) / per_essay;
+    while ready_event(id, n + 1).len() <= budget {
+        n += 1;
+    }
+    while n > 1 && ready_event(id, n).len() > budget {
+        n -= 1;
+    }
+    n
+}
+
+/// Batches run per size: more of the small ones, so each size has a few hundred transitions.
+fn batches_for(essays: usize) -> usize {
+    (20_000 / essays).clamp(3, 20)
+}
+
+async fn net_input_bytes(ctx: &mut Ctx) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut ctx.redis)
+        .await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Redis memory of a batch's keys (its state hashes in both services).
+async fn batch_bytes(ctx: &mut Ctx, batch: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for service in ["bos", "bcs"] {
+        let bucket = huleedu_store::bucket_of(batch);
+        let key = format!("{{{service}:b{bucket:02}}}:state:{batch}");
+        let n: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut ctx.redis)
+            .await?;
+        total += n.unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Run the stage for each size.
+pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeRow>> {
+    let mut rows = Vec::new();
+    let bos_pid = ctx.pid("batch-orchestrator")?;
+    let bcs_pid = ctx.pid("batch-conductor")?;
+    for &essays in sizes {
+        let n = batches_for(essays);
+        eprintln!("[bench] batch sizes: {n} batches of {essays} essays, one at a time");
+        let batches: Vec<String> = (0..n)
+            .map(|i| format!("size-{}-{essays}-{i}", ctx.run))
+            .collect();
+        ctx.register_sized(&batches, essays).await?;
+        ctx.pump_for(Duration::from_millis(300)).await;
+        let failed_before = ctx.book.failed_terminals;
+        let redis_before = net_input_bytes(ctx).await?;
+        let cpu_before = (stats::cpu_seconds(bos_pid), stats::cpu_seconds(bcs_pid));
+        for b in &batches {
+            for p in PIPELINES {
+                let c = ctx.request(b, p).await;
+                ctx.pump_until("a batch-size terminal event", |book| {
+                    book.terminals.contains(&c)
+                })
+                .await?;
+            }
+        }
+        let cpu_after = (stats::cpu_seconds(bos_pid), stats::cpu_seconds(bcs_pid));
+        let redis_after = net_input_bytes(ctx).await?;
+        ctx.pump_for(Duration::from_millis(300)).await;
+        let lat = latencies(&ctx.book, &batches);
+        let transitions = lat.transitions.max(1);
+        let obs = batches
+            .iter()
+            .filter_map(|b| ctx.book.by_batch.get(b))
+            .flatten();
+        let (mut message_bytes, mut largest) = (0usize, 0usize);
+        for o in obs {
+            largest = largest.max(o.bytes);
+            if matches!(o.kind, Kind::Outcome(_) | Kind::Command(_) | Kind::Terminal) {
+                message_bytes += o.bytes;
+            }
+        }
+        let mut memory = 0;
+        for b in &batches {
+            memory += batch_bytes(ctx, b).await?;
+        }
+        let per = |before: Option<f64>, after: Option<f64>| match (before, after) {
+            (Some(b), Some(a)) => (a - b) * 1e6 / transitions as f64,
+            _ => f64::NAN,
+        };
+        let bos_us = per(cpu_before.0, cpu_after.0);
+        let bcs_us = per(cpu_before.1, cpu_after.1);
+        let kib = message_bytes as f64 / transitions as f64 / 1024.0;
+        let row = SizeRow {
+            essays,
+            batches: n,
+            transitions: lat.transitions,
+            failed_pipelines: ctx.book.failed_terminals - failed_before,
+            request_to_terminal_ms: lat.request_to_terminal_ms.clone(),
+            transition_ms: lat.transition_ms.clone(),
+            orchestrator_cpu_us: bos_us,
+            conductor_cpu_us: bcs_us,
+            message_bytes_per_transition: message_bytes as f64 / transitions as f64,
+            orchestrator_cpu_us_per_kib: bos_us / kib,
+            conductor_cpu_us_per_kib: bcs_us / kib,
+            redis_bytes_in_per_transition: (redis_after - redis_before) as f64 / transitions as f64,
+            redis_bytes_per_batch: memory as f64 / n as f64,
+            largest_message_bytes: largest,
+        };
+        eprintln!(
+            "[bench] batch sizes: {essays} essays: request→terminal p50 {:.1} ms, orchestrator {:.0} µs/transition, {:.0} KiB of messages/transition",
+            row.request_to_terminal_ms.p50, row.orchestrator_cpu_us, kib
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
