@@ -759,7 +759,7 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
 /// The deployment's message size limit (`KAFKA_MAX_MESSAGE_BYTES`; the stacks keep the default).
 const LIMIT: usize = huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES;
 
-/// 18. A batch at the size limit: 6000 essays whose ids make every message of the batch
+/// Scenario 18, a batch at the size limit: 6000 essays whose ids make every message of the batch
 /// (readiness, commands, outcomes) close to `KAFKA_MAX_MESSAGE_BYTES`, with failures, through
 /// two pipelines; the second skips spellcheck and gets spellcheck's survivors.
 pub async fn s18_batch_at_the_size_limit(c: Arc<Ctx>) -> R {
@@ -842,7 +842,7 @@ pub async fn s18_batch_at_the_size_limit(c: Arc<Ctx>) -> R {
     .await
 }
 
-/// 19. A batch too large for its commands: its `BatchEssaysReady` fits (just), the spellcheck
+/// Scenario 19, a batch too large for its commands: its `BatchEssaysReady` fits (just), the spellcheck
 /// command would not fit `KAFKA_MAX_MESSAGE_BYTES` less the record overhead. The pipeline ends
 /// at once `failed_critically`, the reason naming the size and the limit; nothing is dispatched.
 pub async fn s19_batch_over_the_size_limit(c: Arc<Ctx>) -> R {
