@@ -142,13 +142,28 @@ impl Sender {
                 Ok(delivery) => {
                     let failures = self.failures.clone();
                     tokio::spawn(async move {
-                        if !matches!(delivery.await, Ok(Ok(_))) {
-                            failures.fetch_add(1, Ordering::Relaxed);
+                        let failed = match delivery.await {
+                            Ok(Ok(_)) => return,
+                            Ok(Err((e, _))) => e.to_string(),
+                            Err(_) => "delivery future cancelled".to_owned(),
+                        };
+                        // Say why, for the first few: a silent failure only shows as a stall.
+                        if failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("[bench] a send failed: {failed}");
                         }
                     });
                     return;
                 }
-                Err((_, r)) => {
+                Err((e, r)) => {
+                    // A full queue empties; anything else (a message too large) never will.
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        eprintln!("[bench] a send to {topic} was refused: {e}");
+                        self.failures.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
                     record = r;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }

@@ -160,14 +160,22 @@ impl Reader {
         let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer> {
             let mut tpl = TopicPartitionList::new();
             for t in &topics {
-                let md = consumer
-                    .fetch_metadata(Some(t), Duration::from_secs(10))
-                    .with_context(|| format!("metadata of {t}"))?;
-                let parts = md
-                    .topics()
-                    .first()
-                    .map(|m| m.partitions().len())
-                    .unwrap_or(0);
+                // A topic created a moment ago may be listed without partitions for a while.
+                let until = std::time::Instant::now() + Duration::from_secs(15);
+                let parts = loop {
+                    let md = consumer
+                        .fetch_metadata(Some(t), Duration::from_secs(10))
+                        .with_context(|| format!("metadata of {t}"))?;
+                    let parts = md
+                        .topics()
+                        .first()
+                        .map(|m| m.partitions().len())
+                        .unwrap_or(0);
+                    if parts > 0 || std::time::Instant::now() > until {
+                        break parts;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                };
                 anyhow::ensure!(parts > 0, "topic {t} has no partitions (not created?)");
                 for p in 0..parts as i32 {
                     let high = high_watermark(&consumer, t, p)

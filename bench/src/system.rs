@@ -653,7 +653,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
     // 2e. Batch sizes: the same pipelines on batches of 10 essays up to the largest that fits.
-    let batch_sizes = sizes::measure(&mut ctx, &sizes::parse_sizes(&args.batch_sizes)?).await?;
+    let sizes = sizes::parse_sizes(&args.batch_sizes, &ctx.run)?;
+    let batch_sizes = sizes::measure(&mut ctx, &sizes).await?;
     ctx.book.record = false;
     ctx.book.by_batch.clear();
 

@@ -7,7 +7,9 @@
 //! both per transition and per KiB of the transition's own messages: the second is what stays
 //! flat when a transition reads and writes what it changes, not the whole batch.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use huleedu_kafka::settings::{DEFAULT_MAX_MESSAGE_BYTES, RECORD_OVERHEAD_BYTES};
 use serde::Serialize;
@@ -32,7 +34,8 @@ pub struct SizeRow {
     pub request_to_terminal_ms: Dist,
     /// Phase outcome produced → the orchestrator's next event, ms.
     pub transition_ms: Dist,
-    /// CPU time per transition, µs, per service.
+    /// CPU time per transition, µs, per service, less the service's idle CPU (its timers and
+    /// sweeps, measured before the stage) over the same wall time.
     pub orchestrator_cpu_us: f64,
     pub conductor_cpu_us: f64,
     /// Bytes of the transition's own messages (the outcome in, the command or terminal event
@@ -50,13 +53,19 @@ pub struct SizeRow {
     pub largest_message_bytes: usize,
 }
 
+/// Batch `i` of the stage's batches of `essays` essays (fixed width: the largest batch is
+/// computed with the same id length).
+fn batch_id(run: &str, essays: usize, i: usize) -> String {
+    format!("size-{run}-{essays:05}-{i:02}")
+}
+
 /// The essay counts of `spec` (`10,100,1000,max`); `max` is the largest batch that fits.
-pub fn parse_sizes(spec: &str) -> anyhow::Result<Vec<usize>> {
+pub fn parse_sizes(spec: &str, run: &str) -> anyhow::Result<Vec<usize>> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty() && *s != "none")
         .map(|s| match s {
-            "max" => Ok(largest_batch()),
+            "max" => Ok(largest_batch(run)),
             n => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 anyhow::anyhow!("--batch-sizes: `{n}` is not a positive count or `max`")
             }),
@@ -66,9 +75,9 @@ pub fn parse_sizes(spec: &str) -> anyhow::Result<Vec<usize>> {
 
 /// The most essays whose readiness event (and so, within [`MARGIN_BYTES`], commands and
 /// outcomes) fits the default `KAFKA_MAX_MESSAGE_BYTES` less the record overhead.
-pub fn largest_batch() -> usize {
+pub fn largest_batch(run: &str) -> usize {
     let budget = DEFAULT_MAX_MESSAGE_BYTES - RECORD_OVERHEAD_BYTES - MARGIN_BYTES;
-    let id = "size-20261201T000000-max-0";
+    let id = &batch_id(run, 99_999, 99);
     let base = ready_event(id, 0).len();
     let per_essay = ready_event(id, 10_000).len().saturating_sub(base) / 10_000 + 1;
     let mut n = (budget - base) / per_essay;
@@ -116,22 +125,34 @@ async fn batch_bytes(ctx: &mut Ctx, batch: &str) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+fn cpu(pid: u32) -> anyhow::Result<f64> {
+    stats::cpu_seconds(pid).with_context(|| format!("CPU time of process {pid}"))
+}
+
 /// Run the stage for each size.
 pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeRow>> {
     let mut rows = Vec::new();
     let bos_pid = ctx.pid("batch-orchestrator")?;
     let bcs_pid = ctx.pid("batch-conductor")?;
+    // Idle CPU per wall second (timers, sweeps): one batch at a time leaves the services idle
+    // between events, and that would be charged to the few transitions of a large batch.
+    ctx.pump_for(Duration::from_millis(500)).await;
+    let idle_start = (cpu(bos_pid)?, cpu(bcs_pid)?, Instant::now());
+    ctx.pump_for(Duration::from_secs(3)).await;
+    let idle_wall = idle_start.2.elapsed().as_secs_f64();
+    let idle = (
+        (cpu(bos_pid)? - idle_start.0) / idle_wall,
+        (cpu(bcs_pid)? - idle_start.1) / idle_wall,
+    );
     for &essays in sizes {
         let n = batches_for(essays);
         eprintln!("[bench] batch sizes: {n} batches of {essays} essays, one at a time");
-        let batches: Vec<String> = (0..n)
-            .map(|i| format!("size-{}-{essays}-{i}", ctx.run))
-            .collect();
+        let batches: Vec<String> = (0..n).map(|i| batch_id(&ctx.run, essays, i)).collect();
         ctx.register_sized(&batches, essays).await?;
         ctx.pump_for(Duration::from_millis(300)).await;
         let failed_before = ctx.book.failed_terminals;
         let redis_before = net_input_bytes(ctx).await?;
-        let cpu_before = (stats::cpu_seconds(bos_pid), stats::cpu_seconds(bcs_pid));
+        let cpu_before = (cpu(bos_pid)?, cpu(bcs_pid)?, Instant::now());
         for b in &batches {
             for p in PIPELINES {
                 let c = ctx.request(b, p).await;
@@ -141,7 +162,8 @@ pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeR
                 .await?;
             }
         }
-        let cpu_after = (stats::cpu_seconds(bos_pid), stats::cpu_seconds(bcs_pid));
+        let cpu_after = (cpu(bos_pid)?, cpu(bcs_pid)?);
+        let wall = cpu_before.2.elapsed().as_secs_f64();
         let redis_after = net_input_bytes(ctx).await?;
         ctx.pump_for(Duration::from_millis(300)).await;
         let lat = latencies(&ctx.book, &batches);
@@ -161,12 +183,11 @@ pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeR
         for b in &batches {
             memory += batch_bytes(ctx, b).await?;
         }
-        let per = |before: Option<f64>, after: Option<f64>| match (before, after) {
-            (Some(b), Some(a)) => (a - b) * 1e6 / transitions as f64,
-            _ => f64::NAN,
+        let per = |before: f64, after: f64, idle: f64| {
+            (after - before - idle * wall).max(0.0) * 1e6 / transitions as f64
         };
-        let bos_us = per(cpu_before.0, cpu_after.0);
-        let bcs_us = per(cpu_before.1, cpu_after.1);
+        let bos_us = per(cpu_before.0, cpu_after.0, idle.0);
+        let bcs_us = per(cpu_before.1, cpu_after.1, idle.1);
         let kib = message_bytes as f64 / transitions as f64 / 1024.0;
         let row = SizeRow {
             essays,
