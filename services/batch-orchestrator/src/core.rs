@@ -370,49 +370,12 @@ mod tests {
     use huleedu_contracts::status::BatchStatus;
 
     use super::*;
+    use crate::decide::tests::{essays, info, request};
     use crate::decide::{
         on_batch_known, on_outcome, on_request, start_next, OutcomeIn, Resolution,
     };
-    use crate::model::{BatchInfo, EssayRef, PendingRequest};
 
     const B: &str = "b1";
-
-    fn essays(n: usize, text: &str) -> Vec<EssayRef> {
-        (0..n)
-            .map(|i| EssayRef {
-                essay_id: format!("e{i}"),
-                text_storage_id: format!("{text}-{i}"),
-            })
-            .collect()
-    }
-
-    fn info(n: usize) -> BatchInfo {
-        BatchInfo {
-            essays: essays(n, "orig"),
-            course_code: "ENG5".into(),
-            language: "en".into(),
-            class_type: "REGULAR".into(),
-            student_prompt_ref: None,
-            user_id: None,
-            source: "test".into(),
-            updated_at: Timestamp::now(),
-        }
-    }
-
-    fn request() -> PendingRequest {
-        PendingRequest {
-            request_id: Uuid::new_v4(),
-            correlation_id: Uuid::new_v4(),
-            requested_pipeline: "nlp".into(),
-            user_id: "t".into(),
-            prompt: None,
-            is_retry: false,
-            retry_reason: None,
-            received_at: Timestamp::now(),
-            park_deadline: None,
-            retry: None,
-        }
-    }
 
     /// The stored hash after writing `set` over `v`, as the store merges it.
     fn written(v: &Versioned, set: &[(String, String)]) -> Versioned {
@@ -447,7 +410,7 @@ mod tests {
         let s1 = on_batch_known(&s0, B, info(500), &limits, now).state;
         assert_eq!(names(&step(&s0, &s1)), ["state", "batch"]);
 
-        let req = request();
+        let req = request("nlp");
         let s2 = on_request(&s1, B, req.clone(), true, &limits, now).state;
         assert_eq!(
             names(&step(&s1, &s2)),

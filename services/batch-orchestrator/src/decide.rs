@@ -746,7 +746,7 @@ pub fn on_tick(state: &BatchState, batch_id: &str, limits: &Limits, now: Timesta
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use huleedu_contracts::topics;
     use serde_json::Value;
@@ -758,7 +758,7 @@ mod tests {
         Timestamp::now()
     }
 
-    fn essays(n: usize, text: &str) -> Vec<EssayRef> {
+    pub(crate) fn essays(n: usize, text: &str) -> Vec<EssayRef> {
         (0..n)
             .map(|i| EssayRef {
                 essay_id: format!("e{i}"),
@@ -780,7 +780,7 @@ mod tests {
         }
     }
 
-    fn request(pipeline: &str) -> PendingRequest {
+    pub(crate) fn request(pipeline: &str) -> PendingRequest {
         PendingRequest {
             request_id: Uuid::new_v4(),
             correlation_id: Uuid::new_v4(),
