@@ -202,6 +202,16 @@ fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
 pub fn decode_envelope<T: DeserializeOwned + Validate>(
     bytes: &[u8],
 ) -> Result<EventEnvelope<T>, DecodeError> {
+    match decode_valid_envelope(bytes) {
+        Some(envelope) => Ok(envelope),
+        None => decode_envelope_checked(bytes),
+    }
+}
+
+/// [`decode_envelope`] through a [`Value`]: every check in order, each failure with its path.
+fn decode_envelope_checked<T: DeserializeOwned + Validate>(
+    bytes: &[u8],
+) -> Result<EventEnvelope<T>, DecodeError> {
     let value = parse_json(bytes)?;
     expect_object("", &value)?;
     if let Some(data) = value.get("data") {
@@ -225,6 +235,37 @@ pub fn decode_envelope<T: DeserializeOwned + Validate>(
     Ok(envelope)
 }
 
+/// The fast path of [`decode_envelope`]: straight into `T`, without building a
+/// [`Value`](serde_json::Value) tree first (for a batch of thousands of essays that tree is most
+/// of the decoding cost). It makes the same checks — UTF-8, an object, `schema_version` 1, `data`
+/// an object, `T`'s rules — and answers `None` when any fails, so that the slower path says
+/// exactly what is wrong, with the field's path.
+fn decode_valid_envelope<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Option<EventEnvelope<T>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let raw: EventEnvelope<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    if raw.schema_version != SCHEMA_VERSION
+        || (T::IS_OBJECT && !raw.data.get().trim_start().starts_with('{'))
+    {
+        return None;
+    }
+    let data: T = serde_json::from_str(raw.data.get()).ok()?;
+    data.validate().ok()?;
+    Some(EventEnvelope {
+        event_id: raw.event_id,
+        event_type: raw.event_type,
+        event_timestamp: raw.event_timestamp,
+        source_service: raw.source_service,
+        schema_version: raw.schema_version,
+        correlation_id: raw.correlation_id,
+        data_schema_uri: raw.data_schema_uri,
+        data,
+        metadata: raw.metadata,
+    })
+}
+
 /// Decodes a plain JSON body (an HTTP request or response) into `T` and runs its [`Validate`]
 /// rules. Field paths in messages are relative to the body.
 pub fn decode_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -240,6 +281,74 @@ pub fn decode_json<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, De
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path answers only what the checked path answers the same way; the decoder's
+    /// answer is always the checked path's.
+    #[test]
+    fn the_fast_path_agrees_with_the_checked_path() {
+        use crate::payloads::{ClientBatchPipelineRequestV1, ELSBatchPhaseOutcomeV1};
+        let outcome = r#"{"event_id":"9b2c8a8e-3f0c-4a55-8d0d-0d6e7a2c9f11","event_type":"x",
+            "event_timestamp":"2026-01-01T00:00:00Z","source_service":"els","schema_version":1,
+            "correlation_id":"1b2c8a8e-3f0c-4a55-8d0d-0d6e7a2c9f12","data_schema_uri":null,
+            "data":{"batch_id":"b1","phase_name":"spellcheck","phase_status":"completed_successfully",
+              "processed_essays":[{"essay_id":"e1","text_storage_id":"t1","spellcheck_metrics":null}],
+              "failed_essay_ids":["e2"],"correlation_id":"1b2c8a8e-3f0c-4a55-8d0d-0d6e7a2c9f12"},
+            "metadata":{"a":1},"extra":"ignored"}"#;
+        let mut cases: Vec<Vec<u8>> = vec![
+            outcome.as_bytes().to_vec(),
+            // Not an object; data not an object; another schema version; a wrong type.
+            format!("[{outcome}]").into_bytes(),
+            outcome
+                .replace(r#""data":{"batch_id":"b1","#, r#""data":["b1","#)
+                .replace(r#"12"},"#, r#"12"],"#)
+                .into_bytes(),
+            outcome
+                .replace(r#""schema_version":1"#, r#""schema_version":2"#)
+                .into_bytes(),
+            outcome
+                .replace(r#""schema_version":1"#, r#""schema_version":1.0"#)
+                .into_bytes(),
+            outcome
+                .replace(r#""batch_id":"b1""#, r#""batch_id":7"#)
+                .into_bytes(),
+            // A duplicate key (the checked path keeps the last), no schema_version at all.
+            outcome
+                .replace(
+                    r#""source_service":"els""#,
+                    r#""source_service":"a","source_service":"els""#,
+                )
+                .into_bytes(),
+            outcome.replace(r#""schema_version":1,"#, "").into_bytes(),
+        ];
+        // Invalid UTF-8 inside a field nobody reads.
+        let mut bad = outcome.as_bytes().to_vec();
+        let at = outcome.find("ignored").unwrap();
+        bad[at] = 0xff;
+        cases.push(bad);
+        for (i, bytes) in cases.iter().enumerate() {
+            let checked = decode_envelope_checked::<ELSBatchPhaseOutcomeV1>(bytes);
+            // Declined (None): a failure, or what only the checked path reads (a duplicate key).
+            if let Some(fast) = decode_valid_envelope::<ELSBatchPhaseOutcomeV1>(bytes) {
+                assert_eq!(checked.as_ref().ok(), Some(&fast), "case {i}");
+            }
+            assert_eq!(
+                decode_envelope::<ELSBatchPhaseOutcomeV1>(bytes).map_err(|e| e.to_string()),
+                checked.map_err(|e| e.to_string()),
+                "case {i}"
+            );
+        }
+        // The valid outcome takes the fast path; a failing rule sends a request to the checked one.
+        assert!(decode_valid_envelope::<ELSBatchPhaseOutcomeV1>(cases[0].as_slice()).is_some());
+        let request = outcome.replace(
+            r#""data":{"batch_id":"b1","phase_name":"spellcheck","#,
+            r#""data":{"batch_id":"","requested_pipeline":"nlp","user_id":"u","client_correlation_id":"1b2c8a8e-3f0c-4a55-8d0d-0d6e7a2c9f12","phase_name":"spellcheck","#,
+        );
+        assert!(
+            decode_valid_envelope::<ClientBatchPipelineRequestV1>(request.as_bytes()).is_none()
+        );
+        let e = decode_envelope::<ClientBatchPipelineRequestV1>(request.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("data.batch_id"), "{e}");
+    }
 
     #[test]
     fn kind_strings() {
