@@ -169,6 +169,57 @@ async fn try_provision(
     }
     // Dropping an admin client joins its threads; keep that off the async workers.
     tokio::task::spawn_blocking(move || drop(admin));
+    // A topic just created may not be in the broker's metadata yet. A consumer that subscribes
+    // then is not assigned its partitions until its next metadata refresh, minutes later: wait
+    // until every topic is listed with its partitions.
+    let settings = settings.clone();
+    let names: Vec<String> = topics.iter().map(|t| t.as_ref().to_owned()).collect();
+    tokio::task::spawn_blocking(move || wait_until_listed(&settings, &names, METADATA_WAIT))
+        .await
+        .map_err(|e| KafkaError::CreateTopic {
+            topic: String::new(),
+            reason: format!("the metadata wait panicked: {e}"),
+        })?
+}
+
+/// Longest wait for created topics to appear in the broker's metadata.
+const METADATA_WAIT: Duration = Duration::from_secs(30);
+
+/// Wait until the broker lists each of `topics` with at least one partition. Blocking.
+fn wait_until_listed(
+    settings: &KafkaSettings,
+    topics: &[String],
+    within: Duration,
+) -> Result<(), KafkaError> {
+    let client: BaseConsumer<LogContext> = settings
+        .admin_config()
+        .create_with_context(LogContext::default())
+        .map_err(KafkaError::Client)?;
+    let until = Instant::now() + within;
+    for topic in topics {
+        loop {
+            let listed = client
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .ok()
+                .and_then(|md| {
+                    md.topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .map(|t| t.error().is_none() && !t.partitions().is_empty())
+                })
+                .unwrap_or(false);
+            if listed {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(KafkaError::CreateTopic {
+                    topic: topic.clone(),
+                    reason: format!("not in the broker's metadata {within:?} after creation"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     Ok(())
 }
 

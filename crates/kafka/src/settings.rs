@@ -212,6 +212,9 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             // A new group reads what was published before it started.
             .set("auto.offset.reset", "earliest")
+            // A subscribed topic missing from the metadata (created by another service a moment
+            // ago) is found within 10 s, not librdkafka's default 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "10000")
             .set("enable.partition.eof", "false")
             // Low latency per hop; see KAFKA_FETCH_WAIT_MAX_MS.
             .set(

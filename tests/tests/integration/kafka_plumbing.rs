@@ -169,6 +169,26 @@ async fn round_trip_keeps_order_and_uses_the_java_partitioner() {
     run.stop().await;
 }
 
+/// A consumer that subscribes right after provisioning must find every topic in the metadata,
+/// or it is not assigned that topic's partitions until its next metadata refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioned_topics_are_in_the_metadata_when_provisioning_returns() {
+    let settings = kafka_settings("it", &unique("grp"), 2);
+    let topics: Vec<String> = (0..8).map(|_| unique("it.listed")).collect();
+    provision_topics(&settings, &topics).await.unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .create()
+        .unwrap();
+    for t in &topics {
+        // One metadata request each, no retry.
+        let md = c.fetch_metadata(Some(t), Duration::from_secs(10)).unwrap();
+        let listed = &md.topics()[0];
+        assert!(listed.error().is_none(), "{t}: {:?}", listed.error());
+        assert_eq!(listed.partitions().len(), 2, "{t}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_is_idempotent_and_uses_the_partition_count() {
     let (settings, topic, _) = setup(2).await;
