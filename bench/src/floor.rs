@@ -173,13 +173,93 @@ impl Sender {
 }
 
 fn floor_payload(key: &str, seq: u64) -> Vec<u8> {
+    floor_payload_of(key, seq, PAYLOAD_BYTES)
+}
+
+/// A floor message of `bytes` bytes (at least its header).
+fn floor_payload_of(key: &str, seq: u64, bytes: usize) -> Vec<u8> {
     let head = format!("{{\"k\":\"{key}\",\"s\":{seq},\"t\":{},\"p\":\"", now_us());
     let mut s = head.into_bytes();
-    while s.len() < PAYLOAD_BYTES - 2 {
-        s.push(b'x');
-    }
+    s.resize(bytes.saturating_sub(2).max(s.len()), b'x');
     s.extend_from_slice(b"\"}");
     s
+}
+
+/// The floor relay's CPU per relayed message of `bytes` bytes, µs: `count` messages one at a
+/// time (the next sent when the previous one was relayed), less the relay's idle CPU over the
+/// same wall time. The batch-size stage's reference for a transition moving messages that size.
+pub async fn relay_cpu_us(
+    kafka: &str,
+    bin: &Path,
+    run_dir: &Path,
+    bytes: usize,
+    count: usize,
+) -> anyhow::Result<f64> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (input, output) = (
+        format!("bench.floor.size.{id}.in"),
+        format!("bench.floor.size.{id}.out"),
+    );
+    let settings = kafka_settings(kafka, "bench", "bench")?;
+    provision_topics(&settings, &[input.as_str(), output.as_str()])
+        .await
+        .context("floor topics")?;
+    let group = format!("bench-floor-{id}");
+    let args = [
+        "relay", "--kafka", kafka, "--input", &input, "--output", &output, "--group", &group,
+        "--lanes",
+    ];
+    let relay = Proc::spawn(&format!("floor-relay-{bytes}"), bin, &args, &[], run_dir)?;
+    let mut reader = Reader::start(kafka, &[output.as_str()]).await?;
+    let sender = Sender::new(kafka)?;
+    // One message relayed at a time: wait for each (the first also waits for the group).
+    async fn relay_one(
+        sender: &Sender,
+        input: &str,
+        reader: &mut Reader,
+        payload: Vec<u8>,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        sender.enqueue(input, "size", &payload).await;
+        tokio::time::timeout(within, async {
+            while let Some(o) = reader.rx.recv().await {
+                if o.kind == Kind::Floor && o.bytes == payload.len() {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the reader stopped")
+        })
+        .await
+        .context("a relayed message did not arrive in time")?
+    }
+    let message = |seq| floor_payload_of("size", seq, bytes);
+    relay_one(
+        &sender,
+        &input,
+        &mut reader,
+        message(0),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let cpu = |pid| crate::stats::cpu_seconds(pid).context("the relay's CPU time");
+    let idle_start = (cpu(relay.pid)?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = (cpu(relay.pid)? - idle_start.0) / idle_start.1.elapsed().as_secs_f64();
+    let start = (cpu(relay.pid)?, Instant::now());
+    for seq in 1..=count as u64 {
+        relay_one(
+            &sender,
+            &input,
+            &mut reader,
+            message(seq),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    let used = cpu(relay.pid)? - start.0 - idle * start.1.elapsed().as_secs_f64();
+    reader.stop();
+    relay.stop().await;
+    Ok(used.max(0.0) * 1e6 / count as f64)
 }
 
 /// What the floor measured.

@@ -393,39 +393,41 @@ fn print_sizes(rows: &[crate::system::SizeRow]) {
     };
     println!();
     println!(
-        "batch sizes (one batch at a time, 3 pipelines each; x = multiple of the {}-essay row)",
+        "batch sizes (one batch at a time, 3 pipelines each; x = multiple of the {}-essay row; \
+         relay = the floor relay's CPU per message of half the transition's message bytes)",
         first.essays
     );
     println!(
-        "{:>6} {:>7} {:>12} {:>11} {:>16} {:>14} {:>13} {:>16} {:>14} {:>13} {:>11}",
+        "{:>6} {:>12} {:>10} {:>16} {:>10} {:>12} {:>10} {:>15} {:>10} {:>13} {:>12} {:>11}",
         "essays",
-        "batches",
         "req→term p50",
         "trans p50",
         "BOS CPU/trans",
-        "BCS CPU/trans",
-        "msg KiB/trans",
-        "BOS CPU/msg KiB",
-        "Redis in/trans",
+        "BCS",
+        "msg KiB/tr",
+        "relay CPU",
+        "BOS÷relay",
+        "BCS÷relay",
+        "Redis in/tr",
         "Redis/batch",
         "largest msg"
     );
-    println!("{}", "-".repeat(146));
+    println!("{}", "-".repeat(150));
     let x = |v: f64, base: f64| format!("{:.2}x", v / base);
     for r in rows {
-        let kib = r.message_bytes_per_transition / 1024.0;
         println!(
-            "{:>6} {:>7} {:>9} ms {:>8} ms {:>8} µs {:>5} {:>9} µs {:>13} {:>10} µs {:>5} {:>9} KiB {:>9} KiB {:>11}{}",
+            "{:>6} {:>9} ms {:>7} ms {:>8} µs {:>5} {:>7} µs {:>12} {:>7} µs {:>7.1} {:>6} {:>10.1} {:>9} KiB {:>8} KiB {:>11}{}",
             r.essays,
-            r.batches,
             fmt(Some(r.request_to_terminal_ms.p50)),
             fmt(Some(r.transition_ms.p50)),
             fmt(Some(r.orchestrator_cpu_us)),
             x(r.orchestrator_cpu_us, first.orchestrator_cpu_us),
             fmt(Some(r.conductor_cpu_us)),
-            fmt(Some(kib)),
-            fmt(Some(r.orchestrator_cpu_us_per_kib)),
-            x(r.orchestrator_cpu_us_per_kib, first.orchestrator_cpu_us_per_kib),
+            fmt(Some(r.message_bytes_per_transition / 1024.0)),
+            fmt(Some(r.relay_cpu_us)),
+            r.orchestrator_vs_relay,
+            x(r.orchestrator_vs_relay, first.orchestrator_vs_relay),
+            r.conductor_vs_relay,
             fmt(Some(r.redis_bytes_in_per_transition / 1024.0)),
             fmt(Some(r.redis_bytes_per_batch / 1024.0)),
             r.largest_message_bytes,

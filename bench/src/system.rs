@@ -654,7 +654,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // 2e. Batch sizes: the same pipelines on batches of 10 essays up to the largest that fits.
     let sizes = sizes::parse_sizes(&args.batch_sizes, &ctx.run)?;
-    let batch_sizes = sizes::measure(&mut ctx, &sizes).await?;
+    let batch_sizes = sizes::measure(&mut ctx, &sizes, &relay_bin, &run_dir).await?;
     ctx.book.record = false;
     ctx.book.by_batch.clear();
 

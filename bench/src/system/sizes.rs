@@ -51,6 +51,13 @@ pub struct SizeRow {
     pub redis_bytes_per_batch: f64,
     /// Largest message of these batches.
     pub largest_message_bytes: usize,
+    /// The floor for such a transition: the relay's CPU per relayed message of half the
+    /// transition's message bytes (a relay hop moves one message in and one out), µs.
+    pub relay_message_bytes: usize,
+    pub relay_cpu_us: f64,
+    /// Each service's CPU per transition as a multiple of that floor.
+    pub orchestrator_vs_relay: f64,
+    pub conductor_vs_relay: f64,
 }
 
 /// Batch `i` of the stage's batches of `essays` essays (fixed width: the largest batch is
@@ -130,7 +137,12 @@ fn cpu(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Run the stage for each size.
-pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeRow>> {
+pub async fn measure(
+    ctx: &mut Ctx,
+    sizes: &[usize],
+    relay_bin: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<Vec<SizeRow>> {
     let mut rows = Vec::new();
     let bos_pid = ctx.pid("batch-orchestrator")?;
     let bcs_pid = ctx.pid("batch-conductor")?;
@@ -189,6 +201,16 @@ pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeR
         let bos_us = per(cpu_before.0, cpu_after.0, idle.0);
         let bcs_us = per(cpu_before.1, cpu_after.1, idle.1);
         let kib = message_bytes as f64 / transitions as f64 / 1024.0;
+        let relay_message_bytes = (message_bytes as f64 / transitions as f64 / 2.0) as usize;
+        let relay_count = (2000 / (relay_message_bytes / 1024 + 10)).clamp(10, 200);
+        let relay_cpu_us = crate::floor::relay_cpu_us(
+            &ctx.args.kafka,
+            relay_bin,
+            run_dir,
+            relay_message_bytes,
+            relay_count,
+        )
+        .await?;
         let row = SizeRow {
             essays,
             batches: n,
@@ -204,10 +226,14 @@ pub async fn measure(ctx: &mut Ctx, sizes: &[usize]) -> anyhow::Result<Vec<SizeR
             redis_bytes_in_per_transition: (redis_after - redis_before) as f64 / transitions as f64,
             redis_bytes_per_batch: memory as f64 / n as f64,
             largest_message_bytes: largest,
+            relay_message_bytes,
+            relay_cpu_us,
+            orchestrator_vs_relay: bos_us / relay_cpu_us,
+            conductor_vs_relay: bcs_us / relay_cpu_us,
         };
         eprintln!(
-            "[bench] batch sizes: {essays} essays: request→terminal p50 {:.1} ms, orchestrator {:.0} µs/transition, {:.0} KiB of messages/transition",
-            row.request_to_terminal_ms.p50, row.orchestrator_cpu_us, kib
+            "[bench] batch sizes: {essays} essays: request→terminal p50 {:.1} ms, orchestrator {:.0} µs/transition, {:.0} KiB of messages/transition, relay {:.0} µs per {} KiB message",
+            row.request_to_terminal_ms.p50, row.orchestrator_cpu_us, kib, relay_cpu_us, relay_message_bytes / 1024
         );
         rows.push(row);
     }
