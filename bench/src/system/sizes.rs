@@ -202,7 +202,12 @@ pub async fn measure(
         let bcs_us = per(cpu_before.1, cpu_after.1, idle.1);
         let kib = message_bytes as f64 / transitions as f64 / 1024.0;
         let relay_message_bytes = (message_bytes as f64 / transitions as f64 / 2.0) as usize;
-        let relay_count = (2000 / (relay_message_bytes / 1024 + 10)).clamp(10, 200);
+        // Enough messages that the relay's CPU is many of /proc's 10 ms ticks.
+        let relay_count = match relay_message_bytes {
+            0..=16_384 => 1500,
+            16_385..=131_072 => 500,
+            _ => 250,
+        };
         let relay_cpu_us = crate::floor::relay_cpu_us(
             &ctx.args.kafka,
             relay_bin,
