@@ -14,8 +14,9 @@ use crate::{KafkaError, KafkaSettings};
 pub const STARTUP_WAIT: Duration = Duration::from_secs(120);
 
 /// Create every topic in `topics` that does not exist yet, with the configured partition count
-/// and replication factor, and `max.message.bytes` = `KAFKA_MAX_MESSAGE_BYTES` (DLQ topics 64 KiB
-/// more, for the headers of a dead-letter copy). Existing topics are left unchanged. While the broker cannot be
+/// and replication factor, and `max.message.bytes` = `KAFKA_MAX_MESSAGE_BYTES` (DLQ topics 64
+/// KiB more, for the headers of a dead-letter copy); then wait until the broker lists every one
+/// of them with its partitions. Existing topics are left unchanged. While the broker cannot be
 /// reached this retries with backoff for up to [`STARTUP_WAIT`]; a refused topic (invalid name
 /// or partition count) fails at once.
 pub async fn provision_topics(
