@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use huleedu_kafka::settings::{DEFAULT_MAX_MESSAGE_BYTES, RECORD_OVERHEAD_BYTES};
+use huleedu_contracts::topics::DEFAULT_MAX_EVENT_BYTES;
 use serde::Serialize;
 
 use super::{latencies, ready_event, Ctx, PIPELINES};
@@ -83,7 +83,7 @@ pub fn parse_sizes(spec: &str, run: &str) -> anyhow::Result<Vec<usize>> {
 /// The most essays whose readiness event (and so, within [`MARGIN_BYTES`], commands and
 /// outcomes) fits the default `KAFKA_MAX_MESSAGE_BYTES` less the record overhead.
 pub fn largest_batch(run: &str) -> usize {
-    let budget = DEFAULT_MAX_MESSAGE_BYTES - RECORD_OVERHEAD_BYTES - MARGIN_BYTES;
+    let budget = DEFAULT_MAX_EVENT_BYTES - MARGIN_BYTES;
     let id = &batch_id(run, 99_999, 99);
     let base = ready_event(id, 0).len();
     let per_essay = ready_event(id, 10_000).len().saturating_sub(base) / 10_000 + 1;

@@ -7,6 +7,16 @@
 
 use crate::phase::PhaseName;
 
+/// Default of `KAFKA_MAX_MESSAGE_BYTES`, the largest message value: Apache Kafka's default
+/// `message.max.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// Room a produced record needs beside its value: key, headers, record and batch framing.
+/// The services produce their own events only up to `KAFKA_MAX_MESSAGE_BYTES` minus this, so
+/// a broker whose `message.max.bytes` equals the setting accepts every one of them.
+pub const RECORD_OVERHEAD_BYTES: usize = 1024;
+/// The largest event value a service produces at the default limit.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = DEFAULT_MAX_MESSAGE_BYTES - RECORD_OVERHEAD_BYTES;
+
 /// Client / API gateway → BOS: `ClientBatchPipelineRequestV1`.
 pub const CLIENT_BATCH_PIPELINE_REQUEST: &str = "huleedu.commands.batch.pipeline.v1";
 /// ELS → BOS: `BatchEssaysReady`.

@@ -44,17 +44,14 @@ pub struct KafkaArgs {
     pub security: KafkaSecurityArgs,
 }
 
-/// Default of `KAFKA_MAX_MESSAGE_BYTES`: Apache Kafka's default `message.max.bytes`.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+pub use huleedu_contracts::topics::{
+    DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_MESSAGE_BYTES, RECORD_OVERHEAD_BYTES,
+};
 /// Smallest `KAFKA_MAX_MESSAGE_BYTES` (room for a small batch's events and a DLQ copy's headers).
 pub const MIN_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Largest `KAFKA_MAX_MESSAGE_BYTES` (librdkafka's `message.max.bytes` tops out at 1e9; past
 /// 64 MiB a single event is the wrong design).
 pub const MAX_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// Room a produced record needs beside its value: key, headers, record and batch framing.
-/// The services produce their own events only up to `KAFKA_MAX_MESSAGE_BYTES` minus this, so
-/// a broker whose `message.max.bytes` equals the setting accepts every one of them.
-pub const RECORD_OVERHEAD_BYTES: usize = 1024;
 /// Extra room the producers get above `KAFKA_MAX_MESSAGE_BYTES` for dead-letter copies: a
 /// poison message is republished whole, with its DLQ headers (up to about 5 KiB) added.
 pub const DLQ_HEADROOM_BYTES: usize = 64 * 1024;

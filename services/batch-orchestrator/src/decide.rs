@@ -50,8 +50,7 @@ impl Default for Limits {
             ),
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             history_limit: Self::DEFAULT_HISTORY_LIMIT,
-            max_event_bytes: huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES
-                - huleedu_kafka::settings::RECORD_OVERHEAD_BYTES,
+            max_event_bytes: huleedu_contracts::topics::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
@@ -439,7 +438,7 @@ fn command_for(
             essays.len(),
             command.payload.len(),
             limits.max_event_bytes,
-            huleedu_kafka::settings::RECORD_OVERHEAD_BYTES,
+            huleedu_contracts::topics::RECORD_OVERHEAD_BYTES,
         ));
     }
     Ok(command)

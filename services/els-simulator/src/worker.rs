@@ -181,8 +181,7 @@ impl Worker {
             metrics,
             shutdown,
             pending: Mutex::default(),
-            max_event_bytes: huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES
-                - huleedu_kafka::settings::RECORD_OVERHEAD_BYTES,
+            max_event_bytes: huleedu_contracts::topics::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 

@@ -34,7 +34,7 @@ fn fixture_with(readiness: Readiness) -> Fixture {
         publisher: Arc::new(sent.clone()),
         metrics,
         readiness,
-        max_event_bytes: 1_047_564,
+        max_event_bytes: huleedu_contracts::topics::DEFAULT_MAX_EVENT_BYTES,
     };
     Fixture { state, sent }
 }
