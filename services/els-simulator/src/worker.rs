@@ -129,7 +129,7 @@ struct Prepared {
 }
 
 /// An outcome's envelope as published.
-fn outcome_bytes(outcome: ELSBatchPhaseOutcomeV1) -> Vec<u8> {
+fn outcome_bytes(outcome: &ELSBatchPhaseOutcomeV1) -> Vec<u8> {
     EventEnvelope::new(
         topics::ELS_BATCH_PHASE_OUTCOME,
         source::ELS_SIMULATOR,
@@ -197,7 +197,7 @@ impl Worker {
     /// that can never succeed.
     fn prepare(&self, outcome: ELSBatchPhaseOutcomeV1) -> Prepared {
         let key = outcome.batch_id.clone();
-        let mut bytes = outcome_bytes(outcome.clone());
+        let mut bytes = outcome_bytes(&outcome);
         let mut status = outcome.phase_status;
         if bytes.len() > self.max_event_bytes {
             tracing::warn!(
@@ -207,7 +207,7 @@ impl Worker {
                 "outcome too large for one message; answering failed_critically without essays"
             );
             status = BatchStatus::FailedCritically;
-            bytes = outcome_bytes(ELSBatchPhaseOutcomeV1 {
+            bytes = outcome_bytes(&ELSBatchPhaseOutcomeV1 {
                 phase_status: status,
                 processed_essays: Vec::new(),
                 failed_essay_ids: Vec::new(),
