@@ -11,7 +11,7 @@
 # Usage (from a bash script):
 #   source "$(dirname "$0")/lib/infra.sh"
 #   infra_ensure_tools [kafka] [tansu]   # installs what is missing (idempotent); default: $BROKER
-#   infra_start [--durable] [--secure]   # starts $BROKER and Redis; exports
+#   infra_start [--durable] [--secure] [--redis-cluster]  # starts $BROKER and Redis; exports
 #                                        # KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, INFRA_DIR
 #
 # --durable: Redis with AOF (everysec) and tansu on SQLite, so either can be restarted without
@@ -22,6 +22,9 @@
 # INFRA_KAFKA_SCRAM and INFRA_KAFKA_PLAIN (user:password); and a second redis-server that
 # speaks only TLS (--port 0 --tls-port) with the default user off and one ACL user, exported as
 # INFRA_REDIS_TLS (rediss://user:password@127.0.0.1:port; CA: $INFRA_TLS_DIR/ca.pem).
+# --redis-cluster: also a Redis Cluster of six redis-server processes (three masters, one
+# replica each: scripts/lib/redis-cluster.sh), exported as INFRA_REDIS_CLUSTER (the seed URLs,
+# comma-separated, for REDIS_MODE=cluster) and INFRA_REDIS_CLUSTER_PORTS (space-separated).
 #
 # Nothing here touches a Redis or broker that was already running on this machine.
 
@@ -169,6 +172,24 @@ infra_start_redis_tls() {
   export INFRA_REDIS_TLS="rediss://$user:$pw@127.0.0.1:$port"
 }
 
+# A Redis Cluster: six nodes on free ports (client and cluster-bus ports), joined.
+infra_start_redis_cluster() {
+  local ports=() port bus i urls=()
+  read -r -a ports <<<"$(infra_free_ports 12)"
+  for i in 0 1 2 3 4 5; do
+    port=${ports[$i]} bus=${ports[$((i + 6))]}
+    "$INFRA_LIB/redis-cluster.sh" node "$INFRA_DIR/redis-cluster/$port" "$port" "$bus" \
+        >"$INFRA_DIR/redis-cluster-$port.log" 2>&1 &
+    INFRA_PIDS+=("$!")
+    infra_wait_port "$port" "redis-cluster-$port" 30 "$!"
+    urls+=("redis://127.0.0.1:$port")
+  done
+  "$INFRA_LIB/redis-cluster.sh" create "${ports[@]:0:6}"
+  INFRA_REDIS_CLUSTER=$(IFS=,; echo "${urls[*]}")
+  export INFRA_REDIS_CLUSTER
+  export INFRA_REDIS_CLUSTER_PORTS="${ports[*]:0:6}"
+}
+
 infra_start_kafka() {
   local kport=$1 secure=$2
   local args=(--dir "$INFRA_DIR/kafka" --port "$kport" --controller-port "$(infra_free_port)")
@@ -192,11 +213,12 @@ infra_start_kafka() {
 
 # Start $BROKER and redis-server on free ports (options: see the top of this file).
 infra_start() {
-  local durable=0 secure=0 arg
+  local durable=0 secure=0 cluster=0 arg
   for arg in "$@"; do
     case "$arg" in
       --durable) durable=1 ;;
       --secure) secure=1 ;;
+      --redis-cluster) cluster=1 ;;
       *) infra_log "infra_start: unknown option $arg"; return 2 ;;
     esac
   done
@@ -228,8 +250,12 @@ infra_start() {
     external) kport=${KAFKA_BOOTSTRAP_SERVERS#*:}; what="already running" ;;
   esac
   infra_wait_port "$rport" redis 30 "$REDIS_PID"
+  if [ "$cluster" = 1 ]; then
+    infra_start_redis_cluster
+    what="$what; Redis Cluster at ${INFRA_REDIS_CLUSTER%%,*},... (ports $INFRA_REDIS_CLUSTER_PORTS)"
+  fi
   [ "$BROKER" = external ] || export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$kport"
   export REDIS_URL="redis://127.0.0.1:$rport"
-  [ "$secure" = 1 ] && what="$what, TLS at $INFRA_KAFKA_SSL, mTLS at $INFRA_KAFKA_MTLS, SASL_SSL at $INFRA_KAFKA_SASL_SSL; Redis over TLS at ${INFRA_REDIS_TLS##*@}"
+  [ "$secure" = 1 ] && what="$what; TLS at $INFRA_KAFKA_SSL, mTLS at $INFRA_KAFKA_MTLS, SASL_SSL at $INFRA_KAFKA_SASL_SSL; Redis over TLS at ${INFRA_REDIS_TLS##*@}"
   infra_log "broker ($what) at $KAFKA_BOOTSTRAP_SERVERS, Redis at $REDIS_URL, data in $INFRA_DIR"
 }

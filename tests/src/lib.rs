@@ -32,28 +32,24 @@ pub fn redis_url() -> String {
     })
 }
 
-/// Settings of the test Redis with key prefix `prefix`: `HULEEDU_TEST_REDIS`, and the CA in
-/// `HULEEDU_TEST_REDIS_CA` when the URL is `rediss://` (scripts/test.sh runs the store tests a
-/// second time over TLS that way).
-pub fn redis_settings(prefix: &str) -> huleedu_store::RedisSettings {
-    let mut s = huleedu_store::RedisSettings::local(&redis_url(), prefix);
-    s.tls_ca_file = std::env::var_os("HULEEDU_TEST_REDIS_CA").map(Into::into);
-    s
+/// The test Redis's mode: `HULEEDU_TEST_REDIS_MODE=cluster` when `HULEEDU_TEST_REDIS` lists the
+/// seed nodes of a Redis Cluster (scripts/test.sh runs the store tests and the end-to-end
+/// scenarios a second time on one that way); standalone otherwise.
+pub fn redis_mode() -> huleedu_store::RedisMode {
+    match std::env::var("HULEEDU_TEST_REDIS_MODE").as_deref() {
+        Ok("cluster") => huleedu_store::RedisMode::Cluster,
+        _ => huleedu_store::RedisMode::Standalone,
+    }
 }
 
-/// A plain redis-rs client of the test Redis (TLS with `HULEEDU_TEST_REDIS_CA` too), for tests
-/// that look at keys directly.
-pub fn redis_client() -> redis::Client {
-    match std::env::var_os("HULEEDU_TEST_REDIS_CA") {
-        None => redis::Client::open(redis_url()).expect("HULEEDU_TEST_REDIS is a Redis URL"),
-        Some(ca) => {
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(ca).expect("HULEEDU_TEST_REDIS_CA is readable")),
-            };
-            redis::Client::build_with_tls(redis_url(), certs).expect("a TLS Redis client")
-        }
-    }
+/// Settings of the test Redis with key prefix `prefix`: `HULEEDU_TEST_REDIS` in the mode of
+/// [`redis_mode`], and the CA in `HULEEDU_TEST_REDIS_CA` when the URL is `rediss://`
+/// (scripts/test.sh runs the store tests a second time over TLS that way).
+pub fn redis_settings(prefix: &str) -> huleedu_store::RedisSettings {
+    let mut s = huleedu_store::RedisSettings::local(&redis_url(), prefix);
+    s.mode = redis_mode();
+    s.tls_ca_file = std::env::var_os("HULEEDU_TEST_REDIS_CA").map(Into::into);
+    s
 }
 
 /// The throw-away certificates of this run (`HULEEDU_TEST_TLS_DIR`, made by

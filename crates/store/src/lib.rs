@@ -35,6 +35,7 @@
 //! | `{p:bNN}:outbox:parked` | list | outbox entries that can never be published, for an operator |
 //! | `{p:bNN}:<index>` | sorted set | service indexes (e.g. deadlines) |
 
+mod conn;
 mod keys;
 pub mod metrics;
 pub mod relay;
@@ -44,7 +45,7 @@ mod store;
 pub use keys::{bucket_of, BUCKETS};
 pub use metrics::OutboxMetrics;
 pub use relay::OutboxRelay;
-pub use settings::{RedisArgs, RedisSettings, RetentionArgs};
+pub use settings::{RedisArgs, RedisMode, RedisSettings, RetentionArgs};
 pub use store::{
     ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp, OutboxEntry,
     RedisProblem, Store, StoreError, Versioned, COMMIT_ATTEMPTS,

@@ -240,12 +240,10 @@ impl<O: RelayObserver> OutboxRelay<O> {
     /// One pass over every bucket; returns how many entries were published.
     pub async fn round(&self) -> Result<usize, StoreError> {
         let keys = self.store.keys();
-        let mut pipe = redis::pipe();
-        for b in 0..BUCKETS {
-            pipe.llen(keys.outbox(b));
-        }
-        let mut conn = self.store.conn();
-        let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let cmds = (0..BUCKETS)
+            .map(|b| redis::Cmd::llen(keys.outbox(b)))
+            .collect();
+        let lens: Vec<u64> = self.store.conn().each(cmds).await?;
         let mask = lens
             .iter()
             .enumerate()
@@ -289,26 +287,32 @@ impl<O: RelayObserver> OutboxRelay<O> {
 
     /// Publish up to [`BATCH`] entries of one bucket; returns (published, read).
     async fn drain_bucket(&self, keys: &Keys, bucket: u16) -> Result<(usize, usize), StoreError> {
-        let mut conn = self.store.conn();
         let done = self.take_acked(bucket);
         // One round trip: remove what the last drain had acknowledged, take or renew the
-        // lease, read the oldest entries.
-        let mut inv = self.pump.prepare_invoke();
-        inv.key(keys.lease(bucket))
-            .key(keys.outbox(bucket))
-            .key(keys.parked(bucket))
-            .arg(&self.owner)
+        // lease, read the oldest entries. With REDIS_WAIT_REPLICAS, nothing is published
+        // before the replicas confirm it (WAIT in the same round trip: the script's own write
+        // comes after every entry it reads, so their confirmation covers the entries).
+        let mut inv = crate::conn::evalsha(
+            &self.pump,
+            &[keys.lease(bucket), keys.outbox(bucket), keys.parked(bucket)],
+        );
+        inv.arg(&self.owner)
             .arg(self.lease_ttl.as_millis() as u64)
             .arg(BATCH);
         for r in &done {
             inv.arg(r);
         }
-        let raw: Option<Vec<String>> = match inv.invoke_async(&mut conn).await {
+        let raw: Option<Vec<String>> = match self
+            .store
+            .conn()
+            .script(&self.pump, inv, self.store.confirm())
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 // Removed or not: unknown. Try again next time (the removal is content-checked).
                 self.set_acked(bucket, done);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let Some(raw) = raw else {
@@ -391,13 +395,9 @@ impl<O: RelayObserver> OutboxRelay<O> {
     }
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {
-        let mut conn = self.store.conn();
-        let _: i64 = self
-            .release
-            .key(self.store.keys().lease(bucket))
-            .arg(&self.owner)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut call = crate::conn::evalsha(&self.release, &[self.store.keys().lease(bucket)]);
+        call.arg(&self.owner);
+        let _: i64 = self.store.conn().script(&self.release, call, None).await?;
         Ok(())
     }
 }

@@ -11,10 +11,25 @@ use huleedu_service::settings::{
 /// The Redis variables. `REDIS_KEY_PREFIX` has the service's default ([`with_defaults`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
+    /// standalone (one Redis, with or without replicas) or cluster (Redis Cluster: REDIS_URL is
+    /// a comma-separated list of seed nodes)
+    #[arg(long, env = "REDIS_MODE", default_value = "standalone")]
+    pub redis_mode: String,
     /// Redis holding state, dedup markers and the outbox: redis://[user:password@]host:port[/db],
-    /// rediss:// for TLS (server certificate verified)
+    /// rediss:// for TLS (server certificate verified); with REDIS_MODE=cluster, seed nodes
+    /// separated by commas, same scheme and credentials for all
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// replicas that must confirm a commit (Redis WAIT) before it counts: the Kafka offset is
+    /// stored and the outbox published only then; 0 = the master's answer is enough
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0,
+        value_parser = int_in::<u32>(0, 16))]
+    pub redis_wait_replicas: u32,
+    /// milliseconds a commit waits for REDIS_WAIT_REPLICAS confirmations before it counts as
+    /// failed (and is retried)
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000,
+        value_parser = int_in::<u64>(1, 60_000))]
+    pub redis_wait_timeout_ms: u64,
     /// Redis password when it is not in REDIS_URL; or REDIS_PASSWORD_FILE: a file holding it
     /// [default: (unset: the URL's, if any)]
     #[arg(long, env = "REDIS_PASSWORD")]
@@ -58,14 +73,41 @@ impl RetentionArgs {
     }
 }
 
+/// One Redis server, or a Redis Cluster (`REDIS_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    /// One Redis (its replicas, if any, are not addressed).
+    #[default]
+    Standalone,
+    /// Redis Cluster: keys are spread over the masters by hash slot; the client follows
+    /// `MOVED`/`ASK` redirects and the cluster's topology.
+    Cluster,
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Cluster => "cluster",
+        }
+    }
+}
+
 /// Where Redis is, how to authenticate and which key prefix this deployment uses.
 ///
 /// `Debug` and [`RedisSettings::redacted_url`] never show a password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379` or `rediss://user:password@host:6380/0`.
+    /// `REDIS_MODE`: one Redis or a Redis Cluster.
+    pub mode: RedisMode,
+    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379` or `rediss://user:password@host:6380/0`; in
+    /// cluster mode seed nodes separated by commas ([`RedisSettings::urls`]).
     /// May hold a password: log [`RedisSettings::redacted_url`] instead.
     pub url: String,
+    /// `REDIS_WAIT_REPLICAS`: replicas that must confirm a commit (0 = none).
+    pub wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS`: how long a commit waits for them.
+    pub wait_timeout: Duration,
     /// `REDIS_KEY_PREFIX`: lets several deployments or test runs share one Redis.
     pub key_prefix: String,
     /// `REDIS_TLS_CA_FILE`: CA certificate(s) (PEM) to verify a `rediss://` server with,
@@ -90,7 +132,10 @@ fn host_name() -> Option<String> {
 impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSettings")
+            .field("mode", &self.mode)
             .field("url", &self.redacted_url())
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .field("key_prefix", &self.key_prefix)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("password", &self.password)
@@ -99,8 +144,19 @@ impl std::fmt::Debug for RedisSettings {
     }
 }
 
-/// `url` with its password (if any) replaced by `***`.
+/// `url` with its password (if any) replaced by `***`; each of a comma-separated list.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(|u| redact_one(u.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -121,7 +177,10 @@ impl RedisSettings {
     /// Settings for a Redis at `url` with everything else at its default (tests, tools).
     pub fn local(url: &str, key_prefix: &str) -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: url.to_owned(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
             key_prefix: key_prefix.to_owned(),
             tls_ca_file: None,
             password: None,
@@ -131,27 +190,86 @@ impl RedisSettings {
 
     /// Check the variables and build the settings.
     pub fn from_args(args: &RedisArgs) -> Result<Self, ConfigError> {
-        let url = args.redis_url.clone();
-        let shown = redact_url(&url);
-        let tls = url.starts_with("rediss://");
-        if !(url.starts_with("redis://") || tls || url.starts_with("unix://")) {
-            return Err(ConfigError::new(
-                "REDIS_URL",
-                &shown,
-                "expected redis://[user:password@]host:port[/db], rediss://... (TLS) or unix://",
-            ));
-        }
-        let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-            Ok(info) => info,
-            // The parser's message may quote the URL: keep it out.
-            Err(e) => {
+        let mode = match args.redis_mode.as_str() {
+            "standalone" => RedisMode::Standalone,
+            "cluster" => RedisMode::Cluster,
+            other => {
                 return Err(ConfigError::new(
-                    "REDIS_URL",
-                    &shown,
-                    format!("not a valid Redis URL ({:?})", e.kind()),
+                    "REDIS_MODE",
+                    other,
+                    "expected standalone or cluster",
                 ))
             }
         };
+        let url = args.redis_url.trim().to_owned();
+        let shown = redact_url(&url);
+        let parts: Vec<&str> = url.split(',').map(str::trim).collect();
+        if mode == RedisMode::Standalone && parts.len() > 1 {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                &shown,
+                "several URLs are only for REDIS_MODE=cluster (its seed nodes)",
+            ));
+        }
+        let tls = parts[0].starts_with("rediss://");
+        let scheme = parts[0].split("://").next().unwrap_or_default();
+        let mut infos = Vec::new();
+        for part in &parts {
+            let shown_part = redact_url(part);
+            let ok_scheme = part.starts_with("redis://")
+                || part.starts_with("rediss://")
+                || (mode == RedisMode::Standalone && part.starts_with("unix://"));
+            if !ok_scheme {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    &shown,
+                    match mode {
+                        RedisMode::Standalone => format!(
+                            "{shown_part}: expected redis://[user:password@]host:port[/db], rediss://... (TLS) or unix://"
+                        ),
+                        RedisMode::Cluster => format!(
+                            "{shown_part}: expected redis://[user:password@]host:port or rediss://... (TLS) for each seed node"
+                        ),
+                    },
+                ));
+            }
+            if !part.starts_with(&format!("{scheme}://")) {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    &shown,
+                    "every seed node must use the same scheme (all redis:// or all rediss://)",
+                ));
+            }
+            match redis::IntoConnectionInfo::into_connection_info(*part) {
+                Ok(info) => infos.push(info),
+                // The parser's message may quote the URL: keep it out.
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        &shown,
+                        format!("{shown_part}: not a valid Redis URL ({:?})", e.kind()),
+                    ))
+                }
+            }
+        }
+        let info = &infos[0];
+        if infos.iter().any(|i| {
+            i.redis_settings().username() != info.redis_settings().username()
+                || i.redis_settings().password() != info.redis_settings().password()
+        }) {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                &shown,
+                "every seed node must carry the same user and password (or none: REDIS_PASSWORD)",
+            ));
+        }
+        if mode == RedisMode::Cluster && info.redis_settings().db() != 0 {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                &shown,
+                "Redis Cluster has only database 0: drop the /db part",
+            ));
+        }
         let password = secret(
             "REDIS_PASSWORD",
             args.redis_password.clone(),
@@ -197,7 +315,10 @@ impl RedisSettings {
             .or_else(host_name)
             .unwrap_or_else(|| format!("replica-{}", uuid::Uuid::new_v4().simple()));
         Ok(Self {
+            mode,
             url,
+            wait_replicas: args.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(args.redis_wait_timeout_ms),
             key_prefix,
             tls_ca_file,
             password,
@@ -226,6 +347,11 @@ impl RedisSettings {
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
+
+    /// The URL(s) of `REDIS_URL`: one in standalone mode, the seed nodes in cluster mode.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +373,97 @@ mod tests {
         assert_eq!(e.variable, "REDIS_KEY_PREFIX");
         let ok = from_pairs(&[], "bcs").unwrap();
         assert_eq!(ok.key_prefix, "bcs");
+    }
+
+    #[test]
+    fn cluster_mode_and_wait_settings_are_checked() {
+        let ok = from_pairs(
+            &[
+                ("REDIS_MODE", "cluster"),
+                ("REDIS_URL", "redis://u:pw@h1:7001, redis://u:pw@h2:7002"),
+                ("REDIS_WAIT_REPLICAS", "1"),
+                ("REDIS_WAIT_TIMEOUT_MS", "250"),
+            ],
+            "bos",
+        )
+        .unwrap();
+        assert_eq!(ok.mode, RedisMode::Cluster);
+        assert_eq!(
+            ok.urls().collect::<Vec<_>>(),
+            ["redis://u:pw@h1:7001", "redis://u:pw@h2:7002"]
+        );
+        assert_eq!(
+            ok.redacted_url(),
+            "redis://u:***@h1:7001,redis://u:***@h2:7002"
+        );
+        assert_eq!(
+            (ok.wait_replicas, ok.wait_timeout),
+            (1, Duration::from_millis(250))
+        );
+        assert!(!format!("{ok:?}").contains("pw@"));
+
+        let default = from_pairs(&[], "bos").unwrap();
+        assert_eq!(
+            (default.mode, default.wait_replicas),
+            (RedisMode::Standalone, 0)
+        );
+
+        for (pairs, variable, says) in [
+            (
+                vec![("REDIS_MODE", "sentinel")],
+                "REDIS_MODE",
+                "standalone or cluster",
+            ),
+            (
+                vec![("REDIS_URL", "redis://h1:1,redis://h2:2")],
+                "REDIS_URL",
+                "REDIS_MODE=cluster",
+            ),
+            (
+                vec![
+                    ("REDIS_MODE", "cluster"),
+                    ("REDIS_URL", "redis://h1:1,rediss://h2:2"),
+                ],
+                "REDIS_URL",
+                "same scheme",
+            ),
+            (
+                vec![
+                    ("REDIS_MODE", "cluster"),
+                    ("REDIS_URL", "redis://a:x@h1:1,redis://b:x@h2:2"),
+                ],
+                "REDIS_URL",
+                "same user and password",
+            ),
+            (
+                vec![("REDIS_MODE", "cluster"), ("REDIS_URL", "redis://h1:1/3")],
+                "REDIS_URL",
+                "database 0",
+            ),
+            (
+                vec![
+                    ("REDIS_MODE", "cluster"),
+                    ("REDIS_URL", "unix:///tmp/r.sock"),
+                ],
+                "REDIS_URL",
+                "each seed node",
+            ),
+            (
+                vec![("REDIS_WAIT_REPLICAS", "17")],
+                "REDIS_WAIT_REPLICAS",
+                "between",
+            ),
+            (
+                vec![("REDIS_WAIT_TIMEOUT_MS", "0")],
+                "REDIS_WAIT_TIMEOUT_MS",
+                "between",
+            ),
+        ] {
+            let e = from_pairs(&pairs, "bos").unwrap_err();
+            assert_eq!(e.variable, variable, "{pairs:?}: {e}");
+            assert!(e.to_string().contains(says), "{pairs:?}: {e}");
+            assert!(!e.to_string().contains(":x@"), "{e}");
+        }
     }
 
     #[test]

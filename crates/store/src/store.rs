@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::conn::{evalsha, Confirm, Conn};
 use crate::keys::{bucket_of, Keys};
 use crate::RedisSettings;
 
@@ -25,6 +25,15 @@ pub enum StoreError {
     Setup(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// Written on the master, but fewer replicas than `REDIS_WAIT_REPLICAS` confirmed it in
+    /// time: it may vanish in a failover, so it does not count (the caller retries; a dedup
+    /// marker decides whether the retry changes anything).
+    #[error("not confirmed by REDIS_WAIT_REPLICAS={wanted} replicas within REDIS_WAIT_TIMEOUT_MS={timeout_ms} ({confirmed} confirmed)")]
+    Unconfirmed {
+        wanted: u32,
+        confirmed: u32,
+        timeout_ms: u64,
+    },
 }
 
 /// Why Redis did not answer a [`Store::check`].
@@ -363,7 +372,9 @@ struct IndexFeed {
 /// The Redis side of a service: state, dedup, indexes, outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// `REDIS_WAIT_REPLICAS`/`REDIS_WAIT_TIMEOUT_MS`, when commits must be confirmed.
+    confirm: Option<Confirm>,
     /// `REDIS_URL` without its password, for messages.
     shown_url: Arc<str>,
     /// `REPLICA_ID`: the owner of this replica's outbox leases.
@@ -390,39 +401,10 @@ impl Store {
     /// A store over a connection manager that connects lazily and reconnects on its own, so a
     /// service starts (and reports not-ready) while Redis is down.
     pub fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())?;
-        if let Some(password) = &settings.password {
-            let redis = info
-                .redis_settings()
-                .clone()
-                .set_password(password.expose());
-            info = info.set_redis_settings(redis);
-        }
-        let client = match &settings.tls_ca_file {
-            Some(ca) => {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    StoreError::Setup(format!("REDIS_TLS_CA_FILE {}: {e}", ca.display()))
-                })?;
-                let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(info, certs).map_err(|e| {
-                    StoreError::Setup(format!("REDIS_TLS_CA_FILE {}: {e}", ca.display()))
-                })?
-            }
-            None => redis::Client::open(info)?,
-        };
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_millis(500))
-            // Fail fast while Redis is down: callers retry with their own backoff (consumers)
-            // or answer 503 (HTTP) instead of hanging for the default ~7 s of reconnects.
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = Conn::connect(settings)?;
         Ok(Self {
             conn,
+            confirm: Confirm::from_settings(settings),
             shown_url: settings.redacted_url().into(),
             replica_id: settings.replica_id.as_str().into(),
             keys: Keys::new(&settings.key_prefix),
@@ -449,8 +431,19 @@ impl Store {
         &self.keys
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// The store's own Redis connection (either mode), for tools and tests that look at keys
+    /// directly. Commands are routed by their first key in cluster mode.
+    pub fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+        self.conn.clone()
+    }
+
+    /// Replicas that must confirm a write (`REDIS_WAIT_REPLICAS`), if any.
+    pub(crate) fn confirm(&self) -> Option<Confirm> {
+        self.confirm
     }
 
     /// Woken after every apply that appended to the outbox (the relay waits on it).
@@ -576,16 +569,23 @@ impl Store {
         batch_id: &str,
         dedup_id: Option<&str>,
     ) -> Result<Checked, StoreError> {
-        let mut inv = self.load_checked_script.prepare_invoke();
-        inv.key(self.keys.state(batch_id))
-            .key(self.keys.dedup(batch_id, dedup_id.unwrap_or("-")))
-            .arg(if dedup_id.is_some() { "1" } else { "0" });
-        let mut c = self.conn.clone();
-        let reply: Vec<String> = match inv.invoke_async(&mut c).await {
+        let mut call = evalsha(
+            &self.load_checked_script,
+            &[
+                self.keys.state(batch_id),
+                self.keys.dedup(batch_id, dedup_id.unwrap_or("-")),
+            ],
+        );
+        call.arg(if dedup_id.is_some() { "1" } else { "0" });
+        let reply: Vec<String> = match self
+            .conn
+            .script(&self.load_checked_script, call, None)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.forget(batch_id);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let mut it = reply.into_iter();
@@ -607,21 +607,20 @@ impl Store {
     /// Commit a decision atomically: see [`ApplyRequest`] and [`ApplyOutcome`].
     pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyOutcome, StoreError> {
         let bucket = bucket_of(&req.batch_id);
-        let mut inv = self.apply_script.prepare_invoke();
-        inv.key(self.keys.state(&req.batch_id))
-            .key(
-                req.dedup_id
-                    .as_deref()
-                    .map(|id| self.keys.dedup(&req.batch_id, id))
-                    .unwrap_or_else(|| self.keys.dedup(&req.batch_id, "-")),
-            )
-            .key(self.keys.outbox(bucket));
+        let mut keys = Vec::with_capacity(3 + req.index_ops.len());
+        keys.push(self.keys.state(&req.batch_id));
+        keys.push(
+            self.keys
+                .dedup(&req.batch_id, req.dedup_id.as_deref().unwrap_or("-")),
+        );
+        keys.push(self.keys.outbox(bucket));
         for op in &req.index_ops {
             let index = match op {
                 IndexOp::Upsert { index, .. } | IndexOp::Remove { index, .. } => index,
             };
-            inv.key(self.keys.index(bucket, index));
+            keys.push(self.keys.index(bucket, index));
         }
+        let mut inv = evalsha(&self.apply_script, &keys);
         inv.arg(req.expected_version)
             .arg(req.dedup_ttl.as_millis().max(1) as u64)
             .arg(
@@ -646,13 +645,19 @@ impl Store {
                 IndexOp::Remove { member, .. } => inv.arg("r").arg(0).arg(member),
             };
         }
-        let mut c = self.conn.clone();
-        let (status, version): (String, u64) = match inv.invoke_async(&mut c).await {
+        // With REDIS_WAIT_REPLICAS, the answer counts only once the replicas confirm the
+        // script's writes (WAIT in the same round trip); an already-applied answer is confirmed
+        // too, so a redelivery of an unconfirmed commit waits for it before it counts.
+        let (status, version): (String, u64) = match self
+            .conn
+            .script(&self.apply_script, inv, self.confirm)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 // Committed or not: unknown. Read again next time.
                 self.forget(&req.batch_id);
-                return Err(e.into());
+                return Err(e);
             }
         };
         let outcome = match status.as_str() {
@@ -782,20 +787,21 @@ impl Store {
         max_score: f64,
         limit: usize,
     ) -> Result<Vec<(String, f64)>, StoreError> {
-        let mut pipe = redis::pipe();
-        for b in 0..crate::BUCKETS {
-            pipe.cmd("ZRANGE")
-                .arg(self.keys.index(b, index))
-                .arg("-inf")
-                .arg(max_score)
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .arg("WITHSCORES");
-        }
-        let mut c = self.conn.clone();
-        let per_bucket: Vec<Vec<(String, f64)>> = pipe.query_async(&mut c).await?;
+        let cmds = (0..crate::BUCKETS)
+            .map(|b| {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(self.keys.index(b, index))
+                    .arg("-inf")
+                    .arg(max_score)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .arg("WITHSCORES");
+                cmd
+            })
+            .collect();
+        let per_bucket: Vec<Vec<(String, f64)>> = self.conn.each(cmds).await?;
         let mut all: Vec<(String, f64)> = per_bucket.into_iter().flatten().collect();
         all.sort_by(|a, b| a.1.total_cmp(&b.1));
         Ok(all)
@@ -822,22 +828,18 @@ impl Store {
 
     /// The parked entries (raw JSON), oldest first per bucket.
     pub async fn parked_entries(&self) -> Result<Vec<String>, StoreError> {
-        let mut pipe = redis::pipe();
-        for b in 0..crate::BUCKETS {
-            pipe.lrange(self.keys.parked(b), 0, -1);
-        }
-        let mut c = self.conn.clone();
-        let per_bucket: Vec<Vec<String>> = pipe.query_async(&mut c).await?;
+        let cmds = (0..crate::BUCKETS)
+            .map(|b| redis::Cmd::lrange(self.keys.parked(b), 0, -1))
+            .collect();
+        let per_bucket: Vec<Vec<String>> = self.conn.each(cmds).await?;
         Ok(per_bucket.into_iter().flatten().collect())
     }
 
     async fn lists_len(&self, key: impl Fn(u16) -> String) -> Result<u64, StoreError> {
-        let mut pipe = redis::pipe();
-        for b in 0..crate::BUCKETS {
-            pipe.llen(key(b));
-        }
-        let mut c = self.conn.clone();
-        let lens: Vec<u64> = pipe.query_async(&mut c).await?;
+        let cmds = (0..crate::BUCKETS)
+            .map(|b| redis::Cmd::llen(key(b)))
+            .collect();
+        let lens: Vec<u64> = self.conn.each(cmds).await?;
         Ok(lens.iter().sum())
     }
 }

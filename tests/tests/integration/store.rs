@@ -110,36 +110,11 @@ async fn ttls_are_set_on_state_and_dedup_markers() {
     r.state_ttl = Some(Duration::from_secs(100));
     r.dedup_ttl = Duration::from_secs(50);
     s.apply(&r).await.unwrap();
-    let client = huleedu_it::redis_client();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    // SCAN, not KEYS: the least-privilege ACL of docs/managed-services.md (which the TLS run of
-    // these tests uses) leaves out @dangerous commands such as KEYS.
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{{{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    let state = keys
-        .iter()
-        .find(|k| k.contains(":state:b4"))
-        .expect("state key");
-    let dedup = keys
-        .iter()
-        .find(|k| k.contains(":dedup:e4"))
-        .expect("dedup key");
+    // The keys by the documented layout (crates/store/src/lib.rs): a cluster has no one place
+    // to SCAN, and the least-privilege ACL of the TLS run has no KEYS.
+    let tag = format!("{{{prefix}:b{:02}}}", huleedu_store::bucket_of("b4"));
+    let (state, dedup) = (format!("{tag}:state:b4"), format!("{tag}:dedup:e4"));
+    let mut c = s.connection();
     let st: i64 = redis::cmd("PTTL")
         .arg(state)
         .query_async(&mut c)
@@ -539,10 +514,7 @@ async fn entries_that_can_never_be_published_are_parked_and_the_rest_flow_in_ord
     r.outbox = vec![ok[0].clone(), huge.clone(), ok[1].clone()];
     s.apply(&r).await.unwrap();
     // An entry that is not an outbox entry at all (a foreign or corrupted write), then one more.
-    let mut c = huleedu_it::redis_client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = s.connection();
     let _: () = redis::cmd("RPUSH")
         .arg(outbox_key(&s, batch))
         .arg("not an outbox entry")
@@ -636,10 +608,7 @@ async fn a_relay_restarted_under_its_identity_takes_its_leases_back_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_never_releases_a_lease_it_does_not_hold() {
     let (s, producer, _topic) = relay_setup().await;
-    let mut c = huleedu_it::redis_client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = s.connection();
     let lease = |b: u16| format!("{{{}:b{b:02}}}:outbox:lease", s.key_prefix());
     let _: () = redis::cmd("SET")
         .arg(lease(3))
@@ -664,4 +633,57 @@ async fn a_relay_never_releases_a_lease_it_does_not_hold() {
         .await
         .unwrap();
     assert_eq!(holder.as_deref(), Some("someone-else"));
+}
+
+/// Replicas behind each master of the test Redis: none for the standalone one, one per master
+/// for the cluster scripts/test.sh starts (`scripts/lib/redis-cluster.sh`).
+fn replicas_per_master() -> u32 {
+    match huleedu_it::redis_mode() {
+        huleedu_store::RedisMode::Standalone => 0,
+        huleedu_store::RedisMode::Cluster => 1,
+    }
+}
+
+#[tokio::test]
+async fn a_commit_counts_only_once_the_replicas_confirm_it() {
+    let replicas = replicas_per_master();
+    let prefix = unique("wait");
+    let with_wait = |n: u32| {
+        let mut settings = huleedu_it::redis_settings(&prefix);
+        settings.wait_replicas = n;
+        settings.wait_timeout = Duration::from_millis(200);
+        Store::connect(&settings).unwrap()
+    };
+    // More replicas than there are: written on the master, but not confirmed in time.
+    let s = with_wait(replicas + 1);
+    let mut r = req("b-wait", 0, Some("e-wait"), &[("x", "1")]);
+    r.outbox = vec![OutboxEntry::new("t", "b-wait", "payload")];
+    let err = s.apply(&r).await.unwrap_err();
+    match err {
+        huleedu_store::StoreError::Unconfirmed {
+            wanted, confirmed, ..
+        } => {
+            assert_eq!((wanted, confirmed), (replicas + 1, replicas), "{err}");
+        }
+        other => panic!("expected Unconfirmed, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("REDIS_WAIT_REPLICAS"),
+        "the error names the setting: {err}"
+    );
+    // The redelivery of the same event: its marker is on the master, and still unconfirmed.
+    assert!(matches!(
+        s.apply(&r).await,
+        Err(huleedu_store::StoreError::Unconfirmed { .. })
+    ));
+    if replicas > 0 {
+        // As many as there are: the same redelivery now counts (handled before).
+        let s = with_wait(replicas);
+        assert_eq!(s.apply(&r).await.unwrap(), ApplyOutcome::AlreadyApplied);
+        let r2 = req("b-wait", 1, Some("e-wait-2"), &[("x", "2")]);
+        assert_eq!(
+            s.apply(&r2).await.unwrap(),
+            ApplyOutcome::Applied { version: 2 }
+        );
+    }
 }
