@@ -6,13 +6,15 @@
 #
 #   scripts/test.sh                  # everything on Apache Kafka (with its TLS and SASL
 #                                    # listeners and a TLS Redis for the security tests), the
-#                                    # store tests again over TLS, the end-to-end smoke subset
-#                                    # on tansu, then the deployment check (Docker image and
-#                                    # compose stack, scripts/deploy-check.sh)
+#                                    # store tests again over TLS, the store tests and every
+#                                    # end-to-end scenario again on a Redis Cluster, the
+#                                    # end-to-end smoke subset on tansu, then the deployment
+#                                    # check (Docker image and compose stack,
+#                                    # scripts/deploy-check.sh)
 #   BROKER=tansu scripts/test.sh     # everything on tansu (no smoke run on a second broker)
 #   scripts/test.sh ARGS...          # extra arguments go to `cargo test` (e.g. -p huleedu-it);
-#                                    # then the runs after it (TLS store, tansu smoke,
-#                                    # deployment check) are skipped
+#                                    # then the runs after it (TLS store, Redis Cluster, tansu
+#                                    # smoke, deployment check) are skipped
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/infra.sh
@@ -27,8 +29,8 @@ infra_check_broker "$BROKER"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/huleedu/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
-# The runs after `cargo test` (store over TLS, smoke on tansu, deployment check): only for a
-# whole run on Apache Kafka.
+# The runs after `cargo test` (store over TLS, Redis Cluster, smoke on tansu, deployment check):
+# only for a whole run on Apache Kafka.
 smoke=0
 [ "$BROKER" = kafka ] && [ $# -eq 0 ] && smoke=1
 if [ "$smoke" = 1 ]; then infra_ensure_tools kafka tansu; else infra_ensure_tools "$BROKER"; fi
@@ -43,7 +45,7 @@ cargo test --workspace --locked --no-run
 
 secure=()
 [ "$BROKER" = kafka ] && secure=(--secure)
-infra_start "${secure[@]}"
+infra_start "${secure[@]}" --redis-cluster
 # The tests find the broker and Redis here; they never use the defaults (6379/9092). Stacks the
 # end-to-end, chaos and demo tests start themselves run the same broker (HULEEDU_TEST_BROKER).
 export HULEEDU_TEST_BROKER="$BROKER"
@@ -67,6 +69,14 @@ if [ "$smoke" = 1 ]; then
     cargo test --locked -p huleedu-it --test integration -- store:: 2>&1 | tee -a "$log"
   tls_status=${PIPESTATUS[0]}
   [ "$status" -ne 0 ] || status=$tls_status
+  echo "==> on a Redis Cluster (3 masters + 3 replicas): the store's integration tests, then every end-to-end scenario (REDIS_WAIT_REPLICAS=1 on the main stack)"
+  HULEEDU_TEST_REDIS_MODE=cluster HULEEDU_TEST_REDIS="$INFRA_REDIS_CLUSTER" \
+    cargo test --locked -p huleedu-it --test integration -- store:: 2>&1 | tee -a "$log"
+  cluster_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$cluster_status
+  HULEEDU_TEST_REDIS_MODE=cluster cargo test --locked -p huleedu-it --test e2e 2>&1 | tee -a "$log"
+  cluster_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$cluster_status
   echo "==> end-to-end smoke subset on tansu"
   HULEEDU_TEST_BROKER=tansu cargo test --locked -p huleedu-it --test e2e -- --smoke 2>&1 | tee -a "$log"
   smoke_status=${PIPESTATUS[0]}

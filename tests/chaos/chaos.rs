@@ -35,10 +35,22 @@ fn down_time(broker: BrokerKind, rng: &mut Rng) -> Duration {
     }
 }
 
+/// The Redis of a chaos run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisKind {
+    /// One Redis with an append-only file; its faults are SIGKILL and restart.
+    Standalone,
+    /// A Redis Cluster (three masters, one replica each) with the services' commits confirmed
+    /// by `wait_replicas` replicas; its faults are a master's SIGKILL, the failover to its
+    /// replica, then the old master's restart (it rejoins as a replica).
+    Cluster { wait_replicas: u32 },
+}
+
 /// How a chaos run is sized.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seed: u64,
+    pub redis: RedisKind,
     /// `Some(d)`: soak mode, chaos for `d`.
     pub soak: Option<Duration>,
     pub batches: usize,
@@ -51,6 +63,7 @@ impl Options {
         match soak {
             None => Self {
                 seed,
+                redis: RedisKind::Standalone,
                 soak,
                 batches: 40,
                 stagger: Duration::from_millis(2000),
@@ -59,6 +72,7 @@ impl Options {
                 let batches = (d.as_secs() as usize / 2).max(60);
                 Self {
                     seed,
+                    redis: RedisKind::Standalone,
                     soak,
                     batches,
                     stagger: d.mul_f64(0.9) / batches as u32,
@@ -92,7 +106,8 @@ enum Action {
     KillBoth,
     /// SIGKILL the broker, start it again on the same port and data (tansu: its SQLite file).
     RestartBroker,
-    /// SIGKILL Redis, start it again on the same port and AOF directory.
+    /// SIGKILL Redis, start it again on the same port and AOF directory; on a cluster, SIGKILL a
+    /// master, wait for its replica's promotion, then start the old master again.
     RestartRedis,
     /// SIGKILL one replica of each service and never restart it.
     KillForGood,
@@ -262,6 +277,9 @@ impl Chaos<'_> {
                 ));
                 self.all_ready("broker").await?;
             }
+            Action::RestartRedis if !self.stack.redis_cluster_ports().is_empty() => {
+                self.fail_over_a_master().await?;
+            }
             Action::RestartRedis => {
                 let pid = self.stack.pid(huleedu_it::stack::REDIS).unwrap_or(0);
                 self.stack.kill_redis().await;
@@ -293,6 +311,44 @@ impl Chaos<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Chaos<'_> {
+    /// SIGKILL one master of the cluster (picked at random), wait until the cluster has
+    /// promoted its replica, then start the old master again after a random pause: it rejoins
+    /// as the new master's replica.
+    async fn fail_over_a_master(&mut self) -> anyhow::Result<()> {
+        let masters = self.stack.redis_cluster_masters().await?;
+        ensure!(masters.len() == 3, "three masters before the kill: {masters:?}");
+        let port = *self.rng.pick(&masters);
+        self.stack.kill_redis_node(port).await;
+        let killed = Instant::now();
+        self.log.say(format!("SIGKILL redis cluster master on port {port}"));
+        let promoted = loop {
+            if let Ok(now) = self.stack.redis_cluster_masters().await {
+                if now.len() == 3 && !now.contains(&port) {
+                    break now;
+                }
+            }
+            ensure!(
+                killed.elapsed() < Duration::from_secs(30),
+                "no replica promoted within 30 s of the master's kill"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.log.say(format!(
+            "replica promoted {:.2} s after the kill: masters now {promoted:?}",
+            killed.elapsed().as_secs_f64()
+        ));
+        tokio::time::sleep(self.rng.millis(300, 3000)).await;
+        self.stack.start_redis_node(port).await;
+        self.tally.redis_restarts += 1;
+        self.log.say(format!(
+            "old master on port {port} started again {:.2} s after its kill (rejoins as a replica)",
+            killed.elapsed().as_secs_f64()
+        ));
+        self.all_ready("redis cluster node").await
     }
 }
 
@@ -333,13 +389,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let log = Log::new("chaos");
     let mut rng = Rng::new(opts.seed);
     log.say(format!(
-        "seed {} | {} batches × {} sequential pipelines | 2 orchestrators + 2 conductors, durable broker ({}) and Redis (AOF, fsync always){}",
+        "seed {} | {} batches × {} sequential pipelines | 2 orchestrators + 2 conductors, durable broker ({}) and {}{}",
         opts.seed,
         opts.batches,
         workload::PIPELINES.len(),
         match BrokerKind::from_env() {
             BrokerKind::Kafka => "Apache Kafka",
             BrokerKind::Tansu => "tansu on SQLite",
+        },
+        match opts.redis {
+            RedisKind::Standalone => "Redis (AOF, fsync always)".to_owned(),
+            RedisKind::Cluster { wait_replicas } => format!(
+                "a Redis Cluster (3 masters + 3 replicas, AOF fsync always; REDIS_WAIT_REPLICAS={wait_replicas})"
+            ),
         },
         match opts.soak {
             Some(d) => format!(" | soak for {} s", d.as_secs()),
@@ -348,6 +410,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     ));
     let mut so = StackOptions::new("chaos");
     so.durable = true;
+    match opts.redis {
+        RedisKind::Standalone => so.redis_cluster = false,
+        RedisKind::Cluster { wait_replicas } => {
+            so.redis_cluster = true;
+            so.redis_wait_replicas = wait_replicas;
+        }
+    }
     so.bos_replicas = 2;
     so.bcs_replicas = 2;
     // A killed replica's partitions move after the session time-out; keep it short.
@@ -539,8 +608,12 @@ async fn scenario(
     let lost = report.missing_terminals;
     let doubled = report.duplicates_found;
     println!(
-        "CHAOS SUMMARY broker={} seed={} batches={} requests={} terminal_events={} (distinct {}, re-sends {}) commands={} outcomes={} dlq_records={} skipped_events={} messages={} | service SIGKILLs={} restarts={} broker_restarts={} redis_restarts={} killed_for_good={:?} faults_while_requests_open={}/{} | restart-to-ready min/median/max = {:.2}/{:.2}/{:.2} s | request-to-terminal p50={:.2} s p95={:.2} s max={:.2} s | lost={} doubled={} violations={} | {:.1} s",
+        "CHAOS SUMMARY broker={} redis={} seed={} batches={} requests={} terminal_events={} (distinct {}, re-sends {}) commands={} outcomes={} dlq_records={} skipped_events={} messages={} | service SIGKILLs={} restarts={} broker_restarts={} redis_restarts={} killed_for_good={:?} faults_while_requests_open={}/{} | restart-to-ready min/median/max = {:.2}/{:.2}/{:.2} s | request-to-terminal p50={:.2} s p95={:.2} s max={:.2} s | lost={} doubled={} violations={} | {:.1} s",
         chaos.stack.broker.name(),
+        match opts.redis {
+            RedisKind::Standalone => "standalone".to_owned(),
+            RedisKind::Cluster { wait_replicas } => format!("cluster(wait={wait_replicas})"),
+        },
         opts.seed,
         batches.len(),
         report.requests,

@@ -7,6 +7,11 @@
 //!   random moments and restarts them, restarts the broker and Redis, and kills one replica of
 //!   each service for good. Then every request must have its terminal event and the observer
 //!   (`huleedu_it::observer`) must find every invariant of `architecture.md` §3 intact.
+//! - `redis_cluster_master_failover_with_wait`: the same on a Redis Cluster (three masters, one
+//!   replica each) with `REDIS_WAIT_REPLICAS=1`, where each Redis fault SIGKILLs a master, waits
+//!   for the cluster to promote its replica and starts the old master again (it rejoins as a
+//!   replica). `redis_cluster_master_failover_without_wait` (ignored by default; run it with
+//!   `--include-ignored`) does the same without `WAIT`: docs/reliability.md says what it showed.
 //! - `graceful_shutdown`: SIGTERM to the orchestrator, then to the conductor, under load: each
 //!   exits 0 within a bound with an empty outbox, and its restart redelivers nothing it had
 //!   finished (checked against the group's committed offsets and the dedup markers, and by the
@@ -201,6 +206,11 @@ fn main() {
     );
     let chaos_opts = chaos::Options::new(seed, soak.then_some(Duration::from_secs(soak_secs)));
     let chaos_bound = chaos_opts.bound();
+    let on_cluster = |wait_replicas| chaos::Options {
+        redis: chaos::RedisKind::Cluster { wait_replicas },
+        ..chaos_opts.clone()
+    };
+    let (cluster_wait, cluster_no_wait) = (on_cluster(1), on_cluster(0));
     let trials = vec![
         trial(
             &rt,
@@ -208,6 +218,21 @@ fn main() {
             chaos_bound,
             move || chaos::run(chaos_opts),
         ),
+        trial(
+            &rt,
+            "chaos::redis_cluster_master_failover_with_wait",
+            chaos_bound,
+            move || chaos::run(cluster_wait),
+        ),
+        // Not in the default run: what happens without WAIT is an observation
+        // (docs/reliability.md), run with `--include-ignored` or `--ignored`.
+        trial(
+            &rt,
+            "chaos::redis_cluster_master_failover_without_wait",
+            chaos_bound,
+            move || chaos::run(cluster_no_wait),
+        )
+        .with_ignored_flag(true),
         trial(
             &rt,
             "shutdown::graceful_sigterm_under_load",

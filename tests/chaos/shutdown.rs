@@ -21,7 +21,7 @@ use anyhow::{bail, ensure, Context};
 use huleedu_it::observer::{Expectations, Observer};
 use huleedu_it::stack::{Stack, StackOptions, BCS, BOS};
 use huleedu_it::unique;
-use huleedu_store::{RedisSettings, Store};
+use huleedu_store::Store;
 use serde_json::Value;
 
 use crate::workload::{self, Client, Mode};
@@ -310,7 +310,7 @@ async fn stop_and_restart(
         stopped.took
     );
 
-    let store = Store::connect(&RedisSettings::local(&stack.redis, prefix))?;
+    let store = Store::connect(&stack.redis_settings(prefix))?;
     let outbox_left = store.outbox_len().await?;
     ensure!(
         outbox_left == 0,

@@ -14,6 +14,10 @@
 //!   mode: the services reach Kafka over SASL_SSL with SCRAM-SHA-512, Redis over TLS as a
 //!   least-privilege ACL user and the conductor over HTTPS, with every secret read from a file.
 //!
+//! With `HULEEDU_TEST_REDIS_MODE=cluster` every stack runs a Redis Cluster of its own (three
+//! masters, one replica each) and the services `REDIS_MODE=cluster`; the main stack then also
+//! sets `REDIS_WAIT_REPLICAS=1`, and the `secure::` group (one TLS Redis) is left out.
+//!
 //! `--smoke` runs only the smoke subset ([`SMOKE`], the main stack). Set `HULEEDU_KEEP_E2E=1` to
 //! keep the stacks' logs.
 
@@ -119,10 +123,16 @@ fn groups(smoke: bool) -> Vec<Group> {
     special
         .sim_env
         .push(("SIM_DUPLICATE_OUTCOMES".into(), "true".into()));
+    let mut main_opts = StackOptions::new("main");
+    if main_opts.redis_cluster {
+        // Every acceptance scenario with commits confirmed by a replica.
+        main_opts.redis_wait_replicas = 1;
+    }
+    let cluster = main_opts.redis_cluster;
     let mut groups = vec![
         Group {
             prefix: "scenarios::",
-            opts: StackOptions::new("main"),
+            opts: main_opts,
             scenarios: main,
         },
         Group {
@@ -134,7 +144,8 @@ fn groups(smoke: bool) -> Vec<Group> {
             ],
         },
     ];
-    if BrokerKind::from_env() == BrokerKind::Kafka {
+    // The secure stack runs one TLS Redis: on a cluster run it would repeat the standalone run.
+    if BrokerKind::from_env() == BrokerKind::Kafka && !cluster {
         let mut secure = StackOptions::new("secure");
         secure.secure = true;
         groups.push(Group {

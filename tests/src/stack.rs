@@ -210,6 +210,12 @@ pub struct StackOptions {
     pub bos_replicas: usize,
     /// Conductor processes in one consumer group (at least 1).
     pub bcs_replicas: usize,
+    /// A Redis Cluster (three masters, one replica each: `scripts/lib/redis-cluster.sh`) instead
+    /// of one Redis, the services in `REDIS_MODE=cluster` (default: [`crate::redis_mode`], so
+    /// `HULEEDU_TEST_REDIS_MODE=cluster` runs every scenario on a cluster).
+    pub redis_cluster: bool,
+    /// `REDIS_WAIT_REPLICAS` of the orchestrators and conductors (0: not set).
+    pub redis_wait_replicas: u32,
 }
 
 impl StackOptions {
@@ -224,8 +230,22 @@ impl StackOptions {
             secure: false,
             bos_replicas: 1,
             bcs_replicas: 1,
+            redis_cluster: crate::redis_mode() == huleedu_store::RedisMode::Cluster,
+            redis_wait_replicas: 0,
         }
     }
+}
+
+/// Nodes of a stack's Redis Cluster: three masters and their replicas.
+pub const REDIS_CLUSTER_NODES: usize = 6;
+
+fn redis_cluster_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/redis-cluster.sh")
+}
+
+/// The process name of the cluster node on `port`.
+pub fn redis_node_name(port: u16) -> String {
+    format!("redis-node-{port}")
 }
 
 /// The Redis ACL rules of the services' user (after `on >password`): every key, no pub/sub
@@ -298,6 +318,8 @@ pub struct Stack {
     /// Apache Kafka's KRaft controller listener (the same across restarts).
     controller_port: u16,
     redis_port: u16,
+    /// The cluster's nodes (client port, cluster-bus port), when the stack runs one.
+    cluster_ports: Vec<(u16, u16)>,
     durable: bool,
     secure: Option<Secure>,
     procs: HashMap<String, Child>,
@@ -349,7 +371,23 @@ impl Stack {
                 redis_password: crate::unique("redis-pw"),
             }
         });
+        assert!(
+            !(opts.redis_cluster && secure.is_some()),
+            "a secure stack runs one TLS Redis, not a cluster: set redis_cluster = false"
+        );
+        let cluster_ports: Vec<(u16, u16)> = if opts.redis_cluster {
+            (0..REDIS_CLUSTER_NODES)
+                .map(|_| (free_port(), free_port()))
+                .collect()
+        } else {
+            vec![]
+        };
         let redis = match &secure {
+            None if opts.redis_cluster => cluster_ports
+                .iter()
+                .map(|(p, _)| format!("redis://127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
             None => format!("redis://127.0.0.1:{rport}"),
             Some(s) => format!(
                 "rediss://{}:{}@127.0.0.1:{rport}",
@@ -368,13 +406,18 @@ impl Stack {
             kafka_port: kport,
             controller_port: cport,
             redis_port: rport,
+            cluster_ports,
             durable: opts.durable,
             secure: secure.clone(),
             procs: HashMap::new(),
             instances: BTreeMap::new(),
             balancer: None,
         };
-        stack.start_redis().await;
+        if opts.redis_cluster {
+            stack.start_redis_cluster().await;
+        } else {
+            stack.start_redis().await;
+        }
         stack.start_broker().await;
 
         // In managed-infrastructure mode every secret comes from a file.
@@ -387,6 +430,10 @@ impl Stack {
             None => vec![
                 ("KAFKA_BOOTSTRAP_SERVERS".into(), kafka.clone()),
                 ("REDIS_URL".into(), redis.clone()),
+                (
+                    "REDIS_MODE".into(),
+                    if opts.redis_cluster { "cluster" } else { "standalone" }.into(),
+                ),
                 ("OPERATOR_TOKEN".into(), OPERATOR_TOKEN.into()),
             ],
             Some(s) => {
@@ -422,6 +469,12 @@ impl Stack {
         };
         let common = |group: &str| -> Vec<(String, String)> {
             let mut env = secure_env.clone();
+            if opts.redis_wait_replicas > 0 {
+                env.push((
+                    "REDIS_WAIT_REPLICAS".into(),
+                    opts.redis_wait_replicas.to_string(),
+                ));
+            }
             env.extend([
                 ("KAFKA_CONSUMER_GROUP".into(), group.into()),
                 ("KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()),
@@ -721,6 +774,140 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Store settings for this stack's Redis (either mode) with key prefix `prefix`, as a test
+    /// client (not the services' TLS settings of a secure stack).
+    pub fn redis_settings(&self, prefix: &str) -> huleedu_store::RedisSettings {
+        let mut s = huleedu_store::RedisSettings::local(&self.redis, prefix);
+        if !self.cluster_ports.is_empty() {
+            s.mode = huleedu_store::RedisMode::Cluster;
+        }
+        s
+    }
+
+    fn spawn_redis_node(&mut self, port: u16) {
+        let bus = self
+            .cluster_ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+            .1;
+        let aof: &[&str] = if self.durable {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &[]
+        };
+        let name = redis_node_name(port);
+        let child = Command::new(redis_cluster_script())
+            .arg("node")
+            .arg(self.dir.join(&name))
+            .args([port.to_string(), bus.to_string()])
+            .args(aof)
+            .stdout(log_file(&self.dir, &name))
+            .stderr(log_file(&self.dir, &name))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("scripts/lib/redis-cluster.sh runs redis-server");
+        self.procs.insert(name, child);
+    }
+
+    /// Start the cluster's nodes and join them (scripts/lib/redis-cluster.sh create).
+    async fn start_redis_cluster(&mut self) {
+        let ports: Vec<u16> = self.cluster_ports.iter().map(|(p, _)| *p).collect();
+        for &port in &ports {
+            self.start_redis_node(port).await;
+        }
+        let out = Command::new(redis_cluster_script())
+            .arg("create")
+            .args(ports.iter().map(u16::to_string))
+            .output()
+            .await
+            .expect("scripts/lib/redis-cluster.sh create");
+        assert!(
+            out.status.success(),
+            "the Redis Cluster did not form: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start the cluster node on `port` (again, after a kill) with its old identity (its
+    /// nodes.conf); returns when it accepts connections. A master that was failed over
+    /// meanwhile rejoins as a replica of its successor.
+    pub async fn start_redis_node(&mut self, port: u16) {
+        let name = redis_node_name(port);
+        let start = Instant::now();
+        loop {
+            self.spawn_redis_node(port);
+            let attempt = Instant::now();
+            while attempt.elapsed() < Duration::from_secs(5) {
+                if port_open(port).await {
+                    return;
+                }
+                if !self.is_running(&name) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            self.kill(&name).await;
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} did not come up within 30 s; its log ends:\n{}",
+                self.log_tail(&name, 30)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILL the cluster node on `port`.
+    pub async fn kill_redis_node(&mut self, port: u16) {
+        self.kill(&redis_node_name(port)).await;
+    }
+
+    /// The cluster's nodes as the node on one live port sees them: (port, is master, flags
+    /// say failed), from `CLUSTER NODES`.
+    pub async fn redis_cluster_nodes(&self) -> anyhow::Result<Vec<(u16, bool, bool)>> {
+        let mut last = None;
+        for (port, _) in &self.cluster_ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+            let text: redis::RedisResult<String> = async {
+                let mut c = client.get_multiplexed_async_connection().await?;
+                redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await
+            }
+            .await;
+            match text {
+                Ok(text) => {
+                    return Ok(text
+                        .lines()
+                        .filter_map(|l| {
+                            let f: Vec<&str> = l.split_whitespace().collect();
+                            let addr = f.get(1)?;
+                            let port = addr.split(['@', ':']).nth(1)?.parse().ok()?;
+                            let flags = f.get(2)?;
+                            Some((port, flags.contains("master"), flags.contains("fail")))
+                        })
+                        .collect())
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(anyhow::anyhow!("no cluster node answers: {last:?}"))
+    }
+
+    /// The ports of the cluster's masters that are up, as the cluster sees them now.
+    pub async fn redis_cluster_masters(&self) -> anyhow::Result<Vec<u16>> {
+        Ok(self
+            .redis_cluster_nodes()
+            .await?
+            .into_iter()
+            .filter(|(_, master, failed)| *master && !failed)
+            .map(|(p, _, _)| p)
+            .collect())
+    }
+
+    /// Ports of the cluster's nodes (empty without a cluster).
+    pub fn redis_cluster_ports(&self) -> Vec<u16> {
+        self.cluster_ports.iter().map(|(p, _)| *p).collect()
     }
 
     /// SIGKILL the broker.
