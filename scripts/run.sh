@@ -6,6 +6,9 @@
 #                             # print the report; stop everything
 #   scripts/run.sh --keep     # same, then keep the stack running until Ctrl-C
 #   scripts/run.sh --no-demo  # start the stack and keep it running (no demonstration)
+#   scripts/run.sh --redis-cluster  # the services on a local Redis Cluster (3 masters + 3
+#                             # replicas; REDIS_MODE=cluster, REDIS_WAIT_REPLICAS=1); combines
+#                             # with --keep / --no-demo
 #   BROKER=tansu scripts/run.sh   # the same on tansu instead of Apache Kafka (the default)
 #   BROKER=external KAFKA_BOOTSTRAP_SERVERS=host:port scripts/run.sh   # on a running broker
 #
@@ -17,11 +20,13 @@ source scripts/lib/infra.sh
 
 keep=0
 demo=1
+cluster=0
 for arg in "$@"; do
   case "$arg" in
     --keep) keep=1 ;;
     --no-demo) demo=0; keep=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --redis-cluster) cluster=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +37,14 @@ infra_log "building the services (first time: a few minutes)"
 cargo build --workspace --bins --locked --quiet
 BIN="$CARGO_TARGET_DIR/debug"
 
-infra_start --durable
+if [ "$cluster" = 1 ]; then
+  infra_start --durable --redis-cluster
+  # The services keep their state on the cluster; a commit counts once a replica has it.
+  export REDIS_MODE=cluster REDIS_URL="$INFRA_REDIS_CLUSTER" REDIS_WAIT_REPLICAS="${REDIS_WAIT_REPLICAS:-1}"
+  infra_log "services on the Redis Cluster at $REDIS_URL (REDIS_WAIT_REPLICAS=$REDIS_WAIT_REPLICAS)"
+else
+  infra_start --durable
+fi
 
 export OPERATOR_TOKEN="${OPERATOR_TOKEN:-local-operator-token}"
 export RUST_LOG="${RUST_LOG:-info,librdkafka=warn}"
