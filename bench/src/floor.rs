@@ -364,7 +364,7 @@ pub async fn measure(
         seq.insert(k.clone(), 0);
     }
     let start = Instant::now();
-    let mut pids = crate::stats::infra_pids();
+    let mut pids = crate::stats::infra_pids(true);
     pids.push(("floor relay".to_owned(), relay.pid));
     let cpu = crate::stats::CpuMeter::start(pids);
     let window_start = start + Duration::from_secs(1);

@@ -1,6 +1,7 @@
 //! `huleedu-bench`: measures the pipeline services against the physical floor.
 //!
-//! One run, on one broker and one Redis (both started by `scripts/bench.sh`):
+//! One run, on one broker and one Redis — a server or a Redis Cluster (`--redis-mode`) — both
+//! started by `scripts/bench.sh`:
 //!
 //! 1. **floor** — a minimal relay process (consume a message, produce it to another topic,
 //!    await the ack, store the offset; nothing else) with the services' client settings and
@@ -19,6 +20,7 @@ mod floor;
 mod launch;
 mod monitor;
 mod reader;
+mod redis_nodes;
 mod report;
 mod stats;
 mod system;
@@ -64,9 +66,18 @@ pub struct RunArgs {
     /// Broker (bootstrap servers).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka: String,
-    /// Redis URL.
+    /// Redis URL; with `--redis-mode cluster`, the cluster's seed node URLs, comma-separated.
     #[arg(long, env = "REDIS_URL")]
     pub redis: String,
+    /// One Redis server, or a Redis Cluster (`scripts/bench.sh --redis-cluster` starts one
+    /// and sets this): the services run with `REDIS_MODE` set to it; the Redis figures are
+    /// summed over the cluster's masters.
+    #[arg(long, value_enum, default_value_t = redis_nodes::RedisMode::Standalone)]
+    pub redis_mode: redis_nodes::RedisMode,
+    /// Replicas that must confirm every commit (the services' `REDIS_WAIT_REPLICAS`, Redis
+    /// WAIT); 0 = not set.
+    #[arg(long, default_value_t = 0)]
+    pub redis_wait_replicas: u32,
     /// Directory holding the release binaries of the services (default: next to this binary).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,

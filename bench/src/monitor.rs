@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::redis_nodes::host_port;
+
 /// The pseudo-service of commands run inside Lua scripts.
 pub const INSIDE_SCRIPTS: &str = "inside-scripts";
 
@@ -20,15 +22,6 @@ pub type Attribution = BTreeMap<String, BTreeMap<String, u64>>;
 pub struct Monitor {
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<Attribution>,
-}
-
-fn host_port(redis_url: &str) -> String {
-    let rest = redis_url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:6379");
-    rest.rsplit('@').next().unwrap_or(rest).to_owned()
 }
 
 /// `"EVALSHA" "sha" "3" "{bos:b01}:state:x"` → the quoted arguments.
@@ -131,6 +124,32 @@ impl Monitor {
     }
 }
 
+/// One monitor per server (a Redis Cluster's masters), their attributions summed.
+pub struct Monitors(Vec<Monitor>);
+
+impl Monitors {
+    pub async fn start(redis_urls: &[String]) -> anyhow::Result<Monitors> {
+        let mut v = Vec::with_capacity(redis_urls.len());
+        for url in redis_urls {
+            v.push(Monitor::start(url).await?);
+        }
+        Ok(Monitors(v))
+    }
+
+    pub async fn finish(self) -> Attribution {
+        let mut out: Attribution = BTreeMap::new();
+        for m in self.0 {
+            for (svc, cmds) in m.finish().await {
+                let e = out.entry(svc).or_default();
+                for (c, n) in cmds {
+                    *e.entry(c).or_default() += n;
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +159,5 @@ mod tests {
         let l = r#"1700000000.1 [0 127.0.0.1:5000] "EVALSHA" "ab\"c" "1" "{bos:b01}:state:x""#;
         let a = args(&l[l.find(']').unwrap()..]);
         assert_eq!(a, vec!["EVALSHA", "ab\\\"c", "1", "{bos:b01}:state:x"]);
-        assert_eq!(host_port("redis://127.0.0.1:6380"), "127.0.0.1:6380");
     }
 }

@@ -246,6 +246,14 @@ pub fn rows(r: &Results) -> Vec<Row> {
             "calls",
             None,
         ));
+        if a.pipelined_waits_per_transition > 0.0 {
+            rows.push(row(
+                "  (+ WAIT, in the same pipeline as a commit: not round trips)",
+                Some(a.pipelined_waits_per_transition),
+                "calls",
+                None,
+            ));
+        }
         if let Some(inside) = a.per_transition.get(crate::monitor::INSIDE_SCRIPTS) {
             rows.push(row(
                 "  (+ commands run inside scripts, not round trips)",
@@ -291,6 +299,16 @@ pub fn rows(r: &Results) -> Vec<Row> {
             None,
         ));
     }
+    if t.transitions_per_sec > 0.0 {
+        for (name, cores) in &t.cpu_cores {
+            rows.push(row(
+                format!("CPU per transition (loaded): {name}"),
+                Some(cores / t.transitions_per_sec * 1e6),
+                "µs",
+                None,
+            ));
+        }
+    }
     let relay_mib = f.relay_rss_kib.map(|k| k as f64 / 1024.0);
     if let Some(m) = &r.memory {
         for (svc, kib) in &m.rss_live_kib {
@@ -333,13 +351,30 @@ fn fmt(v: Option<f64>) -> String {
     }
 }
 
+/// `standalone`, or `cluster (3 masters, 3 replicas; REDIS_WAIT_REPLICAS=1)`.
+fn redis_setup(r: &crate::system::RedisSetup) -> String {
+    let mut s = r.mode.as_str().to_owned();
+    if r.mode == crate::redis_nodes::RedisMode::Cluster {
+        s += &format!(
+            " ({} masters, {} replicas; figures summed over the masters)",
+            r.masters.len(),
+            r.replicas.len()
+        );
+    }
+    if r.wait_replicas > 0 {
+        s += &format!(", REDIS_WAIT_REPLICAS={}", r.wait_replicas);
+    }
+    s
+}
+
 /// Print the table and write `{results, table}` as JSON to `out`.
 pub fn print_and_write(r: &Results, out: &Path) -> anyhow::Result<()> {
     let rows = rows(r);
     println!();
     println!(
-        "broker: {}; machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
+        "broker: {}; Redis: {}; machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
         r.machine.broker,
+        redis_setup(&r.redis),
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.mem_total_mib,

@@ -48,32 +48,6 @@ impl Dist {
     }
 }
 
-/// `INFO commandstats`: calls per command.
-pub async fn commandstats(
-    conn: &mut redis::aio::MultiplexedConnection,
-) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await?;
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("cmdstat_") else {
-            continue;
-        };
-        let Some((name, fields)) = rest.split_once(':') else {
-            continue;
-        };
-        let calls = fields
-            .split(',')
-            .find_map(|f| f.strip_prefix("calls="))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        out.insert(name.to_owned(), calls);
-    }
-    Ok(out)
-}
-
 /// `after - before`, per command, without the bench's own commands (`info`, `scan`).
 pub fn delta(
     before: &BTreeMap<String, u64>,
@@ -204,15 +178,21 @@ impl CpuMeter {
 
     pub fn finish(self) -> BTreeMap<String, f64> {
         let wall = self.t0.elapsed().as_secs_f64().max(1e-6);
-        self.start
-            .into_iter()
-            .filter_map(|(n, p, s)| Some((n, (cpu_seconds(p)? - s?) / wall)))
-            .collect()
+        // Processes of the same name (the nodes of a Redis Cluster by role) are summed.
+        let mut out = BTreeMap::new();
+        for (n, p, s) in self.start {
+            if let (Some(end), Some(s)) = (cpu_seconds(p), s) {
+                *out.entry(n).or_default() += (end - s) / wall;
+            }
+        }
+        out
     }
 }
 
-/// The broker's, Redis' and this process's pids (from `scripts/bench.sh`), named.
-pub fn infra_pids() -> Vec<(String, u32)> {
+/// The broker's, Redis' and this process's pids (from `scripts/bench.sh`), named. Without
+/// `standalone_redis` (the services use a Redis Cluster), not the standalone server's
+/// (`REDIS_PID`), which idles.
+pub fn infra_pids(standalone_redis: bool) -> Vec<(String, u32)> {
     let mut v = vec![(
         "huleedu-bench (driver + reader)".to_owned(),
         std::process::id(),
@@ -221,10 +201,11 @@ pub fn infra_pids() -> Vec<(String, u32)> {
         "{} (broker)",
         std::env::var("BROKER").unwrap_or_else(|_| "kafka".to_owned())
     );
-    for (name, var) in [
-        (broker.as_str(), "BROKER_PID"),
-        ("redis-server", "REDIS_PID"),
-    ] {
+    let mut vars = vec![(broker.as_str(), "BROKER_PID")];
+    if standalone_redis {
+        vars.push(("redis-server", "REDIS_PID"));
+    }
+    for (name, var) in vars {
         if let Some(pid) = std::env::var(var).ok().and_then(|p| p.parse().ok()) {
             v.push((name.to_owned(), pid));
         }

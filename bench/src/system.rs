@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::floor::{self, FloorResult, Sender};
 use crate::launch::{free_port, wait_ready, Proc};
-use crate::monitor::Monitor;
+use crate::monitor::Monitors;
 use crate::reader::{now_us, Kind, Obs, Reader};
+use crate::redis_nodes::{RedisMode, RedisNodes};
 use crate::report;
 use crate::stats::{self, Dist, Rss};
 use crate::RunArgs;
@@ -90,7 +91,7 @@ struct Ctx {
     sender: Sender,
     reader: Reader,
     book: Book,
-    redis: redis::aio::MultiplexedConnection,
+    redis: RedisNodes,
     procs: Vec<Proc>,
     bos_url: String,
     bcs_url: String,
@@ -238,30 +239,8 @@ impl Ctx {
 
     /// Batch state keys in Redis (orchestrator, conductor).
     async fn live_batches(&mut self) -> anyhow::Result<(u64, u64)> {
-        let count = |pattern: &'static str| {
-            let mut conn = self.redis.clone();
-            async move {
-                let mut cursor = 0u64;
-                let mut n = 0u64;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(5000)
-                        .query_async(&mut conn)
-                        .await?;
-                    n += keys.len() as u64;
-                    cursor = next;
-                    if cursor == 0 {
-                        return Ok::<u64, anyhow::Error>(n);
-                    }
-                }
-            }
-        };
-        let bos = count("{bos:*}:state:*").await?;
-        let bcs = count("{bcs:*}:state:*").await?;
+        let bos = self.redis.count_keys("{bos:*}:state:*").await?;
+        let bcs = self.redis.count_keys("{bcs:*}:state:*").await?;
         Ok((bos, bcs))
     }
 }
@@ -412,9 +391,15 @@ pub struct Attributed {
     /// Every command MONITOR saw, inside scripts included (should equal the above).
     pub monitor_total: u64,
     /// Commands sent by clients (each EVALSHA is one; what runs inside it is not) per
-    /// transition, all services.
+    /// transition, all services; WAIT is not counted (it shares the script's round trip).
     pub round_trips_per_transition: f64,
+    /// WAIT commands per transition (`--redis-wait-replicas`), each pipelined with a commit's
+    /// script.
+    pub pipelined_waits_per_transition: f64,
+    /// Every command MONITOR saw, by service and command (WAIT included).
     pub calls: crate::monitor::Attribution,
+    /// Round trips per transition by service (WAIT not counted); `inside-scripts`: commands
+    /// run inside scripts.
     pub per_transition: BTreeMap<String, f64>,
 }
 
@@ -434,10 +419,24 @@ pub struct Memory {
     pub live_batches_after_soak_bos: u64,
 }
 
+/// The Redis the services ran against.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisSetup {
+    /// `standalone` or `cluster` (the services' `REDIS_MODE`).
+    pub mode: RedisMode,
+    /// The services' `REDIS_WAIT_REPLICAS` (0: not set, commits are not waited for).
+    pub wait_replicas: u32,
+    /// Servers holding data (the cluster's masters; 1 standalone), `host:port`.
+    pub masters: Vec<String>,
+    /// The cluster's replicas, `host:port` (empty standalone).
+    pub replicas: Vec<String>,
+}
+
 /// Everything the run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub machine: Machine,
+    pub redis: RedisSetup,
     pub args: BTreeMap<String, String>,
     /// The floor relay with one task per partition (the services' way): the reference.
     pub floor: FloorResult,
@@ -474,6 +473,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!(
         "[bench] run {run}: logs in {}, load average {machine_start}",
         run_dir.display()
+    );
+    let redis = RedisNodes::connect(args.redis_mode, &args.redis).await?;
+    redis.ensure_replicas(args.redis_wait_replicas).await?;
+    let redis_setup = RedisSetup {
+        mode: args.redis_mode,
+        wait_replicas: args.redis_wait_replicas,
+        masters: redis.masters.iter().map(|n| n.addr.clone()).collect(),
+        replicas: redis.replicas.iter().map(|n| n.addr.clone()).collect(),
+    };
+    eprintln!(
+        "[bench] Redis: {}, {} master(s), {} replica(s), REDIS_WAIT_REPLICAS={}",
+        args.redis_mode.as_str(),
+        redis_setup.masters.len(),
+        redis_setup.replicas.len(),
+        args.redis_wait_replicas
     );
 
     // 1. The floor: one task per partition (latency and throughput), then one at a time.
@@ -513,7 +527,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     // 2. The services.
-    let mut ctx = start_services(&args, &bin_dir, &run_dir, run.clone()).await?;
+    let mut ctx = start_services(&args, &bin_dir, &run_dir, run.clone(), redis).await?;
     let rss_idle = ctx.rss();
 
     // 2a. Latency: one batch at a time, each pipeline requested when the previous one ended.
@@ -557,15 +571,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     ctx.register(&thr_batches).await?;
     ctx.pump_for(Duration::from_millis(500)).await;
-    let redis_before = stats::commandstats(&mut ctx.redis).await?;
+    let redis_before = ctx.redis.commandstats().await?;
     let bcs_before = stats::scrape(&ctx.http, &ctx.bcs_url).await?;
     let failed_before = ctx.book.failed_terminals;
-    let mut pids = stats::infra_pids();
+    let mut pids = stats::infra_pids(ctx.redis.mode == RedisMode::Standalone);
+    pids.extend(ctx.redis.cluster_pids().await?);
     pids.extend(ctx.procs.iter().map(|p| (p.name.clone(), p.pid)));
     let cpu = stats::CpuMeter::start(pids);
     let (t0, t_end, expected) = ctx.run_pipelines(&thr_batches).await?;
     let cpu_cores = cpu.finish();
-    let redis_after = stats::commandstats(&mut ctx.redis).await?;
+    let redis_after = ctx.redis.commandstats().await?;
     let bcs_after = stats::scrape(&ctx.http, &ctx.bcs_url).await?;
     ctx.pump_for(Duration::from_millis(500)).await;
     let lat = latencies(&ctx.book, &thr_batches);
@@ -619,33 +634,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .collect();
         ctx.register(&batches).await?;
         ctx.pump_for(Duration::from_millis(500)).await;
-        let before = stats::commandstats(&mut ctx.redis).await?;
-        let monitor = Monitor::start(&args.redis).await?;
+        let before = ctx.redis.commandstats().await?;
+        let monitor = Monitors::start(&ctx.redis.monitor_urls()).await?;
         ctx.run_pipelines(&batches).await?;
         let calls = monitor.finish().await;
-        let after = stats::commandstats(&mut ctx.redis).await?;
+        let after = ctx.redis.commandstats().await?;
         ctx.pump_for(Duration::from_millis(500)).await;
         let transitions = latencies(&ctx.book, &batches).transitions;
+        // WAIT (`--redis-wait-replicas`) goes in the same pipeline as the commit's script:
+        // not a round trip of its own.
+        let round_trip_calls = |cmds: &BTreeMap<String, u64>| -> u64 {
+            cmds.iter()
+                .filter(|(c, _)| c.as_str() != "wait")
+                .map(|(_, n)| n)
+                .sum()
+        };
         let per_transition = calls
             .iter()
             .map(|(svc, cmds)| {
                 (
                     svc.clone(),
-                    cmds.values().sum::<u64>() as f64 / transitions.max(1) as f64,
+                    round_trip_calls(cmds) as f64 / transitions.max(1) as f64,
                 )
             })
             .collect();
         let round_trips: u64 = calls
             .iter()
             .filter(|(svc, _)| svc.as_str() != crate::monitor::INSIDE_SCRIPTS)
-            .flat_map(|(_, cmds)| cmds.values())
+            .map(|(_, cmds)| round_trip_calls(cmds))
             .sum();
+        let waits: u64 = calls.values().filter_map(|cmds| cmds.get("wait")).sum();
         Some(Attributed {
             batches: batches.len(),
             transitions,
             commandstats_total: stats::delta(&before, &after).values().sum(),
             monitor_total: calls.values().flat_map(|c| c.values()).sum(),
             round_trips_per_transition: round_trips as f64 / transitions.max(1) as f64,
+            pipelined_waits_per_transition: waits as f64 / transitions.max(1) as f64,
             calls,
             per_transition,
         })
@@ -683,6 +708,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             loadavg_start: machine_start,
             loadavg_end: loadavg(),
         },
+        redis: redis_setup,
         args: args_map(&args),
         failed_sends: ctx
             .sender
@@ -728,6 +754,11 @@ fn args_map(a: &RunArgs) -> BTreeMap<String, String> {
     );
     m.insert("service_log".into(), a.service_log.clone());
     m.insert("batch_sizes".into(), a.batch_sizes.clone());
+    m.insert("redis_mode".into(), a.redis_mode.as_str().to_owned());
+    m.insert(
+        "redis_wait_replicas".into(),
+        a.redis_wait_replicas.to_string(),
+    );
     for var in ["KAFKA_FETCH_WAIT_MAX_MS", "TOPIC_PARTITIONS"] {
         if let Ok(v) = std::env::var(var) {
             m.insert(var.to_owned(), v);
@@ -741,12 +772,14 @@ async fn start_services(
     bin_dir: &Path,
     run_dir: &Path,
     run: String,
+    redis: RedisNodes,
 ) -> anyhow::Result<Ctx> {
     let (bcs_port, bos_port, sim_port) = (free_port()?, free_port()?, free_port()?);
     let common = |group: &str, port: u16| -> Vec<(String, String)> {
         vec![
             ("KAFKA_BOOTSTRAP_SERVERS".into(), args.kafka.clone()),
             ("KAFKA_CONSUMER_GROUP".into(), group.into()),
+            ("REDIS_MODE".into(), args.redis_mode.as_str().into()),
             ("REDIS_URL".into(), args.redis.clone()),
             ("LOG_FORMAT".into(), "json".into()),
             ("RUST_LOG".into(), args.service_log.clone()),
@@ -759,11 +792,19 @@ async fn start_services(
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let mut bos_env = common("batch-orchestrator-consumers", bos_port);
     bos_env.push(("BCS_URL".into(), bcs_url.clone()));
-    let envs = [
+    let mut envs = [
         common("bcs-event-consumer", bcs_port),
         bos_env,
         common("els-simulator", sim_port),
     ];
+    if args.redis_wait_replicas > 0 {
+        for env in &mut envs {
+            env.push((
+                "REDIS_WAIT_REPLICAS".into(),
+                args.redis_wait_replicas.to_string(),
+            ));
+        }
+    }
     let mut procs = Vec::new();
     for (name, env) in SERVICES.iter().zip(envs) {
         let bin: PathBuf = bin_dir.join(name);
@@ -782,9 +823,6 @@ async fn start_services(
         "[bench] services ready: conductor {bcs_url}, orchestrator {bos_url}, worker {sim_url}"
     );
     let reader = Reader::start(&args.kafka, &topics::PIPELINE).await?;
-    let redis = redis::Client::open(args.redis.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
     Ok(Ctx {
         args: args.clone(),
         http,

@@ -102,16 +102,10 @@ fn batches_for(essays: usize) -> usize {
     (20_000 / essays).clamp(3, 20)
 }
 
+/// Bytes clients sent to Redis so far (`total_net_input_bytes`; summed over a cluster's
+/// masters).
 async fn net_input_bytes(ctx: &mut Ctx) -> anyhow::Result<u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut ctx.redis)
-        .await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    ctx.redis.info_sum("stats", "total_net_input_bytes").await
 }
 
 /// Redis memory of a batch's keys (its state hashes in both services).
@@ -120,14 +114,7 @@ async fn batch_bytes(ctx: &mut Ctx, batch: &str) -> anyhow::Result<u64> {
     for service in ["bos", "bcs"] {
         let bucket = huleedu_store::bucket_of(batch);
         let key = format!("{{{service}:b{bucket:02}}}:state:{batch}");
-        let n: Option<u64> = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(&key)
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(&mut ctx.redis)
-            .await?;
-        total += n.unwrap_or(0);
+        total += ctx.redis.memory_usage(&key).await?.unwrap_or(0);
     }
     Ok(total)
 }
