@@ -320,11 +320,15 @@ impl Chaos<'_> {
     /// as the new master's replica.
     async fn fail_over_a_master(&mut self) -> anyhow::Result<()> {
         let masters = self.stack.redis_cluster_masters().await?;
-        ensure!(masters.len() == 3, "three masters before the kill: {masters:?}");
+        ensure!(
+            masters.len() == 3,
+            "three masters before the kill: {masters:?}"
+        );
         let port = *self.rng.pick(&masters);
         self.stack.kill_redis_node(port).await;
         let killed = Instant::now();
-        self.log.say(format!("SIGKILL redis cluster master on port {port}"));
+        self.log
+            .say(format!("SIGKILL redis cluster master on port {port}"));
         let promoted = loop {
             if let Ok(now) = self.stack.redis_cluster_masters().await {
                 if now.len() == 3 && !now.contains(&port) {

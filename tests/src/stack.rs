@@ -432,7 +432,12 @@ impl Stack {
                 ("REDIS_URL".into(), redis.clone()),
                 (
                     "REDIS_MODE".into(),
-                    if opts.redis_cluster { "cluster" } else { "standalone" }.into(),
+                    if opts.redis_cluster {
+                        "cluster"
+                    } else {
+                        "standalone"
+                    }
+                    .into(),
                 ),
                 ("OPERATOR_TOKEN".into(), OPERATOR_TOKEN.into()),
             ],

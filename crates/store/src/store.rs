@@ -577,9 +577,13 @@ impl Store {
             ],
         );
         call.arg(if dedup_id.is_some() { "1" } else { "0" });
+        // With REDIS_WAIT_REPLICAS and a dedup id, the read waits for this process's earlier
+        // writes too: a marker it wrote in a commit that was not confirmed (and is now being
+        // retried) counts as "handled before" only once a replica has it.
+        let confirm = self.confirm.filter(|_| dedup_id.is_some());
         let reply: Vec<String> = match self
             .conn
-            .script(&self.load_checked_script, call, None)
+            .script(&self.load_checked_script, call, confirm)
             .await
         {
             Ok(r) => r,

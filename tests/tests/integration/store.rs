@@ -671,11 +671,22 @@ async fn a_commit_counts_only_once_the_replicas_confirm_it() {
         err.to_string().contains("REDIS_WAIT_REPLICAS"),
         "the error names the setting: {err}"
     );
-    // The redelivery of the same event: its marker is on the master, and still unconfirmed.
+    // The redelivery of the same event: its marker is on the master, and still unconfirmed —
+    // by the commit path too, which reads the state and the marker first (nothing cached
+    // after a failed commit).
     assert!(matches!(
         s.apply(&r).await,
         Err(huleedu_store::StoreError::Unconfirmed { .. })
     ));
+    let again = s
+        .commit("b-wait", Some(("e-wait", Duration::from_secs(60))), |_| {
+            Ok(Decided::<()>::Nothing(()))
+        })
+        .await;
+    assert!(
+        matches!(again, Err(huleedu_store::StoreError::Unconfirmed { .. })),
+        "{again:?}"
+    );
     if replicas > 0 {
         // As many as there are: the same redelivery now counts (handled before).
         let s = with_wait(replicas);
