@@ -20,6 +20,23 @@
 //!   when the event was decided, so a re-send after a crash carries the same `event_id`. An
 //!   entry that can never be published is parked, not retried forever ([`OutboxMetrics`]).
 //!
+//! ## One Redis or a Redis Cluster
+//!
+//! `REDIS_MODE=standalone` (one Redis) or `cluster` (Redis Cluster, seed nodes in `REDIS_URL`):
+//! the store's logic is the same; only its connection differs (`conn.rs`: commands routed by
+//! their first key's slot, one command per bucket where one Redis takes a pipeline). With
+//! `REDIS_WAIT_REPLICAS`, the commit script, the state read that can answer "handled before",
+//! and the relay's pump carry a `WAIT` in the same round trip: a commit counts, and outbox
+//! entries are published, only once that many replicas confirm ([`StoreError::Unconfirmed`]
+//! otherwise, a transient failure).
+//!
+//! ```text
+//!  handler ──commit──▶ Store ──EVALSHA (+WAIT)──▶ master of {p:bNN} ──▶ replica(s)
+//!                        │                              │
+//!  relay ◀──notify───────┘   ◀──pump (+WAIT): entries───┘
+//!    └──publish──▶ Kafka
+//! ```
+//!
 //! ## Key layout
 //!
 //! All keys of one batch share a Redis Cluster hash tag `{<prefix>:bNN}`, where `NN` is one of
