@@ -48,14 +48,20 @@ impl Dist {
     }
 }
 
-/// `after - before`, per command, without the bench's own commands (`info`, `scan`).
+/// `after - before`, per command, without the bench's own commands (`info`, `scan`) and a
+/// cluster's replication traffic (`replconf`: replicas' acknowledgements, not clients' calls).
 pub fn delta(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> BTreeMap<String, u64> {
     after
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "info" | "scan" | "dbsize" | "client|list"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "info" | "scan" | "dbsize" | "client|list" | "replconf"
+            )
+        })
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
         .filter(|(_, v)| *v > 0)
         .collect()
