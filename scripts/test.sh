@@ -7,7 +7,8 @@
 #   scripts/test.sh                  # everything on Apache Kafka (with its TLS and SASL
 #                                    # listeners and a TLS Redis for the security tests), the
 #                                    # store tests again over TLS, the store tests and every
-#                                    # end-to-end scenario again on a Redis Cluster, the
+#                                    # end-to-end scenario again on a Redis Cluster (the store
+#                                    # tests also on a TLS cluster with an ACL user), the
 #                                    # end-to-end smoke subset on tansu, then the deployment
 #                                    # check (Docker image and compose stack,
 #                                    # scripts/deploy-check.sh)
@@ -71,6 +72,12 @@ if [ "$smoke" = 1 ]; then
   [ "$status" -ne 0 ] || status=$tls_status
   echo "==> on a Redis Cluster (3 masters + 3 replicas): the store's integration tests, then every end-to-end scenario (REDIS_WAIT_REPLICAS=1 on the main stack)"
   HULEEDU_TEST_REDIS_MODE=cluster HULEEDU_TEST_REDIS="$INFRA_REDIS_CLUSTER" \
+    cargo test --locked -p huleedu-it --test integration -- store:: 2>&1 | tee -a "$log"
+  cluster_status=${PIPESTATUS[0]}
+  [ "$status" -ne 0 ] || status=$cluster_status
+  echo "==> the store's integration tests on a TLS-only Redis Cluster with an ACL user"
+  HULEEDU_TEST_REDIS_MODE=cluster HULEEDU_TEST_REDIS="$INFRA_REDIS_CLUSTER_TLS" \
+    HULEEDU_TEST_REDIS_CA="$INFRA_TLS_DIR/ca.pem" \
     cargo test --locked -p huleedu-it --test integration -- store:: 2>&1 | tee -a "$log"
   cluster_status=${PIPESTATUS[0]}
   [ "$status" -ne 0 ] || status=$cluster_status

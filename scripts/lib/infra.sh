@@ -24,7 +24,10 @@
 # INFRA_REDIS_TLS (rediss://user:password@127.0.0.1:port; CA: $INFRA_TLS_DIR/ca.pem).
 # --redis-cluster: also a Redis Cluster of six redis-server processes (three masters, one
 # replica each: scripts/lib/redis-cluster.sh), exported as INFRA_REDIS_CLUSTER (the seed URLs,
-# comma-separated, for REDIS_MODE=cluster) and INFRA_REDIS_CLUSTER_PORTS (space-separated).
+# comma-separated, for REDIS_MODE=cluster) and INFRA_REDIS_CLUSTER_PORTS (space-separated);
+# with --secure as well, a second one that speaks only TLS (between its nodes too) with the
+# default user off and the services' ACL user, exported as INFRA_REDIS_CLUSTER_TLS
+# (rediss://user:password@... seed URLs; CA: $INFRA_TLS_DIR/ca.pem).
 #
 # Nothing here touches a Redis or broker that was already running on this machine.
 
@@ -165,29 +168,65 @@ infra_start_redis_tls() {
       --tls-ca-cert-file "$INFRA_TLS_DIR/ca.pem" --tls-auth-clients no \
       --save "" --appendonly no --dir "$INFRA_DIR/redis-tls" \
       --user default off \
-      --user "$user" on ">$pw" "~*" resetchannels -@all +@read +@write +@scripting +@connection -@dangerous \
+      --user "$user" on ">$pw" "${INFRA_REDIS_SERVICE_ACL[@]}" \
       --daemonize no >"$INFRA_DIR/redis-tls.log" 2>&1 &
   INFRA_PIDS+=("$!")
   infra_wait_port "$port" redis-tls 30 "$!"
   export INFRA_REDIS_TLS="rediss://$user:$pw@127.0.0.1:$port"
 }
 
-# A Redis Cluster: six nodes on free ports (client and cluster-bus ports), joined.
+# The Redis ACL of the services' user (docs/managed-services.md): every key, no channels, the
+# read, write, scripting and connection commands, none of the dangerous ones; and CLUSTER SLOTS,
+# which a cluster client needs to learn the slot map (without it, every command of the store's
+# tests fails on the TLS cluster: tried).
+INFRA_REDIS_SERVICE_ACL=("~*" resetchannels -@all +@read +@write +@scripting +@connection -@dangerous)
+INFRA_REDIS_CLUSTER_ACL=("${INFRA_REDIS_SERVICE_ACL[@]}" "+cluster|slots")
+
+# A Redis Cluster: six nodes on free ports (client and cluster-bus ports), joined. With --tls
+# (needs $INFRA_TLS_DIR): TLS only, also between the nodes, the default user off, an admin user
+# to create the cluster, a replication user, and the services' least-privilege user.
 infra_start_redis_cluster() {
-  local ports=() port bus i urls=()
+  local tls=0 ports=() port bus i urls=() extra=() name=redis-cluster
+  [ "${1:-}" = --tls ] && { tls=1; name=redis-cluster-tls; }
   read -r -a ports <<<"$(infra_free_ports 12)"
+  local cli_args="" user=huleedu pw
+  pw=$(infra_password)
+  if [ "$tls" = 1 ]; then
+    local admin_pw repl_pw
+    admin_pw=$(infra_password) repl_pw=$(infra_password)
+    extra=(--tls-cluster yes --tls-replication yes
+           --tls-cert-file "$INFRA_TLS_DIR/server.pem" --tls-key-file "$INFRA_TLS_DIR/server.key"
+           --tls-ca-cert-file "$INFRA_TLS_DIR/ca.pem" --tls-auth-clients no
+           --user default off
+           --user admin on ">$admin_pw" "~*" "&*" +@all
+           --user repl on ">$repl_pw" +psync +replconf +ping
+           --masteruser repl --masterauth "$repl_pw"
+           --user "$user" on ">$pw" "${INFRA_REDIS_CLUSTER_ACL[@]}")
+    cli_args="--tls --cacert $INFRA_TLS_DIR/ca.pem --user admin --pass $admin_pw --no-auth-warning"
+  fi
   for i in 0 1 2 3 4 5; do
     port=${ports[$i]} bus=${ports[$((i + 6))]}
-    "$INFRA_LIB/redis-cluster.sh" node "$INFRA_DIR/redis-cluster/$port" "$port" "$bus" \
-        >"$INFRA_DIR/redis-cluster-$port.log" 2>&1 &
+    if [ "$tls" = 1 ]; then
+      "$INFRA_LIB/redis-cluster.sh" node "$INFRA_DIR/$name/$port" "$port" "$bus" \
+          --port 0 --tls-port "$port" "${extra[@]}" >"$INFRA_DIR/$name-$port.log" 2>&1 &
+      urls+=("rediss://$user:$pw@127.0.0.1:$port")
+    else
+      "$INFRA_LIB/redis-cluster.sh" node "$INFRA_DIR/$name/$port" "$port" "$bus" \
+          >"$INFRA_DIR/$name-$port.log" 2>&1 &
+      urls+=("redis://127.0.0.1:$port")
+    fi
     INFRA_PIDS+=("$!")
-    infra_wait_port "$port" "redis-cluster-$port" 30 "$!"
-    urls+=("redis://127.0.0.1:$port")
+    infra_wait_port "$port" "$name-$port" 30 "$!"
   done
-  "$INFRA_LIB/redis-cluster.sh" create "${ports[@]:0:6}"
-  INFRA_REDIS_CLUSTER=$(IFS=,; echo "${urls[*]}")
-  export INFRA_REDIS_CLUSTER
-  export INFRA_REDIS_CLUSTER_PORTS="${ports[*]:0:6}"
+  REDIS_CLI_ARGS="$cli_args" "$INFRA_LIB/redis-cluster.sh" create "${ports[@]:0:6}"
+  if [ "$tls" = 1 ]; then
+    INFRA_REDIS_CLUSTER_TLS=$(IFS=,; echo "${urls[*]}")
+    export INFRA_REDIS_CLUSTER_TLS
+  else
+    INFRA_REDIS_CLUSTER=$(IFS=,; echo "${urls[*]}")
+    export INFRA_REDIS_CLUSTER
+    export INFRA_REDIS_CLUSTER_PORTS="${ports[*]:0:6}"
+  fi
 }
 
 infra_start_kafka() {
@@ -253,6 +292,10 @@ infra_start() {
   if [ "$cluster" = 1 ]; then
     infra_start_redis_cluster
     what="$what; Redis Cluster at ${INFRA_REDIS_CLUSTER%%,*},... (ports $INFRA_REDIS_CLUSTER_PORTS)"
+    if [ "$secure" = 1 ]; then
+      infra_start_redis_cluster --tls
+      what="$what; a TLS-only Redis Cluster with ACL users"
+    fi
   fi
   [ "$BROKER" = external ] || export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$kport"
   export REDIS_URL="redis://127.0.0.1:$rport"

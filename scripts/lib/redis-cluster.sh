@@ -11,7 +11,9 @@
 #       the rest) and wait until every node reports cluster_state:ok and every replica is in sync.
 #
 # REDIS_CLUSTER_NODE_TIMEOUT_MS (default 2000): how long a master may be silent before its
-# replica takes over (cluster-node-timeout).
+# replica takes over (cluster-node-timeout). REDIS_CLI_ARGS: extra redis-cli arguments for
+# `create` (e.g. "--tls --cacert ca.pem --user admin --pass secret" for a TLS cluster with ACL
+# users; the nodes then get their TLS and user options after BUS_PORT).
 set -euo pipefail
 
 log() { printf '\033[1;34m[redis-cluster]\033[0m %s\n' "$*" >&2; }
@@ -33,16 +35,18 @@ case "$cmd" in
     [ $# -ge 6 ] || { log "create needs at least six ports (three masters, three replicas)"; exit 2; }
     nodes=()
     for p in "$@"; do nodes+=("127.0.0.1:$p"); done
-    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+    # shellcheck disable=SC2206
+    cli=(redis-cli ${REDIS_CLI_ARGS:-})
+    "${cli[@]}" --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
     deadline=$((SECONDS + 60))
     for p in "$@"; do
-      until redis-cli -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+      until "${cli[@]}" -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
         if (( SECONDS > deadline )); then
-          log "node $p: cluster not ok within 60 s"; redis-cli -p "$p" cluster info >&2 || true; exit 1
+          log "node $p: cluster not ok within 60 s"; "${cli[@]}" -p "$p" cluster info >&2 || true; exit 1
         fi
         sleep 0.1
       done
-      until info=$(redis-cli -p "$p" info replication 2>/dev/null) \
+      until info=$("${cli[@]}" -p "$p" info replication 2>/dev/null) \
           && { grep -q '^role:master' <<<"$info" || grep -q '^master_link_status:up' <<<"$info"; }; do
         if (( SECONDS > deadline )); then
           log "node $p: replica not in sync within 60 s"; exit 1
@@ -52,7 +56,7 @@ case "$cmd" in
     done
     # Every node must also know the whole slot map (gossip takes a moment after create).
     for p in "$@"; do
-      until [ "$(redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_known_nodes://p')" = "$#" ]; do
+      until [ "$("${cli[@]}" -p "$p" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_known_nodes://p')" = "$#" ]; do
         if (( SECONDS > deadline )); then log "node $p: does not know all $# nodes within 60 s"; exit 1; fi
         sleep 0.1
       done
