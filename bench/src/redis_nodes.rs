@@ -61,7 +61,7 @@ impl Node {
 /// The Redis of the run and connections to each of its servers that hold data.
 pub struct RedisNodes {
     pub mode: RedisMode,
-    /// Standalone: the server; cluster: every master (not failed).
+    /// Standalone: the server; cluster: every master (not failed, by its own `INFO` role).
     pub masters: Vec<Node>,
     /// Cluster: every replica (not failed); empty in standalone mode.
     pub replicas: Vec<Node>,
@@ -88,10 +88,10 @@ fn url_for(seed: &str, addr: &str) -> String {
     }
 }
 
-/// The masters and replicas of `CLUSTER NODES` output (nodes flagged `fail` or without an
-/// address are left out): `(masters, replicas)` as `host:port`.
-pub fn parse_cluster_nodes(text: &str) -> (Vec<String>, Vec<String>) {
-    let (mut masters, mut replicas) = (vec![], vec![]);
+/// The nodes of `CLUSTER NODES` output, `host:port`, that are not flagged `fail` (or without an
+/// address, or in handshake).
+pub fn parse_cluster_nodes(text: &str) -> Vec<String> {
+    let mut nodes = vec![];
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let (Some(addr), Some(flags)) = (f.get(1), f.get(2)) else {
@@ -104,17 +104,13 @@ pub fn parse_cluster_nodes(text: &str) -> (Vec<String>, Vec<String>) {
         {
             continue;
         }
-        // `ip:port@cport[,hostname]`
-        let addr = addr.split('@').next().unwrap_or(addr).to_owned();
-        if flags.contains(&"master") {
-            masters.push(addr);
-        } else if flags.contains(&"slave") {
-            replicas.push(addr);
+        if flags.contains(&"master") || flags.contains(&"slave") {
+            // `ip:port@cport[,hostname]`
+            nodes.push(addr.split('@').next().unwrap_or(addr).to_owned());
         }
     }
-    masters.sort();
-    replicas.sort();
-    (masters, replicas)
+    nodes.sort();
+    nodes
 }
 
 fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
@@ -181,19 +177,27 @@ impl RedisNodes {
             .query_async(&mut c)
             .await
             .with_context(|| format!("CLUSTER NODES at {seed} (is it a cluster node?)"))?;
-        let (masters, replicas) = parse_cluster_nodes(&text);
-        anyhow::ensure!(!masters.is_empty(), "CLUSTER NODES at {seed}: no master");
         let mut out = RedisNodes {
             mode: RedisMode::Cluster,
             masters: vec![],
             replicas: vec![],
         };
-        for a in masters {
-            out.masters.push(Node::connect(url_for(seed, &a)).await?);
+        // Each node's role as the node itself gives it (`INFO replication`): the seed's view
+        // may lag just after the cluster was made (a replica still flagged master there), and
+        // a replica counted as a master would add the replication stream to every figure.
+        for a in parse_cluster_nodes(&text) {
+            let node = Node::connect(url_for(seed, &a)).await?;
+            let info = node.info("replication").await?;
+            match info_field(&info, "role") {
+                Some("master") => out.masters.push(node),
+                Some("slave") => out.replicas.push(node),
+                other => anyhow::bail!("Redis at {a}: role {other:?}"),
+            }
         }
-        for a in replicas {
-            out.replicas.push(Node::connect(url_for(seed, &a)).await?);
-        }
+        anyhow::ensure!(
+            !out.masters.is_empty(),
+            "CLUSTER NODES at {seed}: no master"
+        );
         Ok(out)
     }
 
@@ -333,12 +337,15 @@ mod tests {
 e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
 aaaa 127.0.0.1:30006@31006 master,fail - 0 0 1 disconnected
 ";
-        let (m, r) = parse_cluster_nodes(text);
         assert_eq!(
-            m,
-            vec!["127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"]
+            parse_cluster_nodes(text),
+            vec![
+                "127.0.0.1:30001",
+                "127.0.0.1:30002",
+                "127.0.0.1:30003",
+                "127.0.0.1:30004"
+            ]
         );
-        assert_eq!(r, vec!["127.0.0.1:30004"]);
     }
 
     #[test]
