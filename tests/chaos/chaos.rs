@@ -329,6 +329,14 @@ impl Chaos<'_> {
         let killed = Instant::now();
         self.log
             .say(format!("SIGKILL redis cluster master on port {port}"));
+        // Until the replica takes over, the services say they are not ready (a master does not
+        // answer): watch one orchestrator's /readyz meanwhile.
+        let watched = self.alive(BOS)[0].clone();
+        let watched_url = self.stack.url(&watched).to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let mut not_ready_seen = 0;
         let promoted = loop {
             if let Ok(now) = self.stack.redis_cluster_masters().await {
                 if now.len() == 3 && !now.contains(&port) {
@@ -339,12 +347,19 @@ impl Chaos<'_> {
                 killed.elapsed() < Duration::from_secs(30),
                 "no replica promoted within 30 s of the master's kill"
             );
+            if let Ok(r) = http.get(format!("{watched_url}/readyz")).send().await {
+                if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                    not_ready_seen += 1;
+                }
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         self.log.say(format!(
-            "replica promoted {:.2} s after the kill: masters now {promoted:?}",
+            "replica promoted {:.2} s after the kill: masters now {promoted:?}; {watched} answered /readyz 503 {not_ready_seen} times meanwhile",
             killed.elapsed().as_secs_f64()
         ));
+        // Ready again on the new topology alone, before the old master comes back.
+        self.all_ready("redis cluster failover").await?;
         tokio::time::sleep(self.rng.millis(300, 3000)).await;
         self.stack.start_redis_node(port).await;
         self.tally.redis_restarts += 1;

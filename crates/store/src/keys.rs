@@ -1,6 +1,10 @@
 //! Key names and the batch → bucket mapping (see the crate docs).
 
-/// Number of hash-tag buckets. Changing it re-homes batches: only with empty outboxes.
+/// Number of hash-tag buckets: one Redis Cluster slot each, so one service's keys spread over at
+/// most this many masters, and at most this many relays drain its outbox at once. A bucket's
+/// name is part of every key of its batches: changing the count renames every key, which needs
+/// every replica stopped, the outboxes empty and a key migration (docs/operations.md,
+/// "Redis Cluster").
 pub const BUCKETS: u16 = 16;
 
 // Buckets are tracked in `u32` bit masks (dirty buckets of a store, buckets of a relay round).
