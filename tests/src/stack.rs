@@ -910,6 +910,90 @@ impl Stack {
             .collect())
     }
 
+    /// Move `slots` hash slots from the master on `from` to the master on `to` while everything
+    /// runs (`redis-cli --cluster reshard`: keys move with `MIGRATE`, clients meanwhile get
+    /// `ASK` redirects and `TRYAGAIN`); returns how long it took.
+    pub async fn redis_cluster_reshard(
+        &self,
+        from: u16,
+        to: u16,
+        slots: u32,
+    ) -> anyhow::Result<Duration> {
+        let id = |port: u16| async move {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+            let mut c = client.get_multiplexed_async_connection().await?;
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query_async(&mut c)
+                .await?;
+            anyhow::Ok(id)
+        };
+        let (from_id, to_id) = (id(from).await?, id(to).await?);
+        let start = Instant::now();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(start.elapsed())
+    }
+
+    /// The port of the master that owns the slot of each key, as the cluster says now
+    /// (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`).
+    pub async fn redis_slot_owners(&self, keys: &[String]) -> anyhow::Result<Vec<u16>> {
+        let port = self.redis_cluster_masters().await?[0];
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let ranges: Vec<(u16, u16, (String, u16))> = {
+            let raw: Vec<redis::Value> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut c)
+                .await?;
+            raw.into_iter()
+                .filter_map(|r| {
+                    let redis::Value::Array(items) = r else {
+                        return None;
+                    };
+                    let start: u16 = redis::from_redis_value(items.first()?.clone()).ok()?;
+                    let end: u16 = redis::from_redis_value(items.get(1)?.clone()).ok()?;
+                    let redis::Value::Array(master) = items.get(2)?.clone() else {
+                        return None;
+                    };
+                    let host: String = redis::from_redis_value(master.first()?.clone()).ok()?;
+                    let port: u16 = redis::from_redis_value(master.get(1)?.clone()).ok()?;
+                    Some((start, end, (host, port)))
+                })
+                .collect()
+        };
+        let mut owners = Vec::new();
+        for key in keys {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query_async(&mut c)
+                .await?;
+            let owner = ranges
+                .iter()
+                .find(|(a, b, _)| (*a..=*b).contains(&slot))
+                .map(|(_, _, (_, p))| *p)
+                .ok_or_else(|| anyhow::anyhow!("no master owns slot {slot}"))?;
+            owners.push(owner);
+        }
+        Ok(owners)
+    }
+
     /// Ports of the cluster's nodes (empty without a cluster).
     pub fn redis_cluster_ports(&self) -> Vec<u16> {
         self.cluster_ports.iter().map(|(p, _)| *p).collect()
