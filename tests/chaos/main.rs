@@ -10,7 +10,7 @@
 //! - `redis_cluster_master_failover_with_wait`: the same on a Redis Cluster (three masters, one
 //!   replica each) with `REDIS_WAIT_REPLICAS=1`, where each Redis fault SIGKILLs a master, waits
 //!   for the cluster to promote its replica and starts the old master again (it rejoins as a
-//!   replica). `redis_cluster_master_failover_without_wait` (ignored by default; run it with
+//!   replica), and two reshards move slots between masters under load. `redis_cluster_master_failover_without_wait` (ignored by default; run it with
 //!   `--include-ignored`) does the same without `WAIT`: docs/reliability.md says what it showed.
 //! - `graceful_shutdown`: SIGTERM to the orchestrator, then to the conductor, under load: each
 //!   exits 0 within a bound with an empty outbox, and its restart redelivers nothing it had
