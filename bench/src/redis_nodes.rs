@@ -8,27 +8,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use redis::aio::MultiplexedConnection;
-use serde::Serialize;
 
-/// `--redis-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedisMode {
-    /// One Redis server.
-    #[default]
-    Standalone,
-    /// A Redis Cluster; `--redis` holds seed node URLs, comma-separated.
-    Cluster,
-}
-
-impl RedisMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RedisMode::Standalone => "standalone",
-            RedisMode::Cluster => "cluster",
-        }
-    }
-}
+/// `--redis-mode`: the store's own mode type.
+pub use huleedu_store::RedisMode;
 
 /// One Redis server (a cluster node).
 pub struct Node {

@@ -74,7 +74,8 @@ impl RetentionArgs {
 }
 
 /// One Redis server, or a Redis Cluster (`REDIS_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RedisMode {
     /// One Redis (its replicas, if any, are not addressed).
     #[default]
