@@ -46,12 +46,15 @@ cargo test --workspace --locked --no-run
 
 secure=()
 [ "$BROKER" = kafka ] && secure=(--secure)
-infra_start "${secure[@]}" --redis-cluster
+infra_start "${secure[@]}" --redis-cluster --redis-replica
 # The tests find the broker and Redis here; they never use the defaults (6379/9092). Stacks the
 # end-to-end, chaos and demo tests start themselves run the same broker (HULEEDU_TEST_BROKER).
 export HULEEDU_TEST_BROKER="$BROKER"
 export HULEEDU_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
 export HULEEDU_TEST_REDIS="$REDIS_URL"
+# Replicas behind each master of the test Redis (the store's WAIT test counts on it): one here,
+# none for the TLS Redis, one per master on the clusters.
+export HULEEDU_TEST_REDIS_REPLICAS=1
 if [ "$BROKER" = kafka ]; then
   export HULEEDU_TEST_KAFKA_SSL="$INFRA_KAFKA_SSL" HULEEDU_TEST_KAFKA_MTLS="$INFRA_KAFKA_MTLS"
   export HULEEDU_TEST_KAFKA_SASL_SSL="$INFRA_KAFKA_SASL_SSL" HULEEDU_TEST_TLS_DIR="$INFRA_TLS_DIR"
@@ -66,7 +69,7 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$smoke" = 1 ]; then
   echo "==> the store's integration tests again, over TLS with an ACL user"
-  HULEEDU_TEST_REDIS="$INFRA_REDIS_TLS" HULEEDU_TEST_REDIS_CA="$INFRA_TLS_DIR/ca.pem" \
+  HULEEDU_TEST_REDIS="$INFRA_REDIS_TLS" HULEEDU_TEST_REDIS_CA="$INFRA_TLS_DIR/ca.pem" HULEEDU_TEST_REDIS_REPLICAS=0 \
     cargo test --locked -p huleedu-it --test integration -- store:: 2>&1 | tee -a "$log"
   tls_status=${PIPESTATUS[0]}
   [ "$status" -ne 0 ] || status=$tls_status

@@ -11,7 +11,7 @@
 # Usage (from a bash script):
 #   source "$(dirname "$0")/lib/infra.sh"
 #   infra_ensure_tools [kafka] [tansu]   # installs what is missing (idempotent); default: $BROKER
-#   infra_start [--durable] [--secure] [--redis-cluster]  # starts $BROKER and Redis; exports
+#   infra_start [--durable] [--secure] [--redis-cluster] [--redis-replica]  # starts $BROKER and Redis; exports
 #                                        # KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, INFRA_DIR
 #
 # --durable: Redis with AOF (everysec) and tansu on SQLite, so either can be restarted without
@@ -22,6 +22,8 @@
 # INFRA_KAFKA_SCRAM and INFRA_KAFKA_PLAIN (user:password); and a second redis-server that
 # speaks only TLS (--port 0 --tls-port) with the default user off and one ACL user, exported as
 # INFRA_REDIS_TLS (rediss://user:password@127.0.0.1:port; CA: $INFRA_TLS_DIR/ca.pem).
+# --redis-replica: the Redis at REDIS_URL gets a replica (INFRA_REDIS_REPLICA_PORT), so
+# REDIS_WAIT_REPLICAS=1 can be confirmed on one Redis too.
 # --redis-cluster: also a Redis Cluster of six redis-server processes (three masters, one
 # replica each: scripts/lib/redis-cluster.sh), exported as INFRA_REDIS_CLUSTER (the seed URLs,
 # comma-separated, for REDIS_MODE=cluster) and INFRA_REDIS_CLUSTER_PORTS (space-separated);
@@ -175,6 +177,26 @@ infra_start_redis_tls() {
   export INFRA_REDIS_TLS="rediss://$user:$pw@127.0.0.1:$port"
 }
 
+# A replica of the Redis on port $1 (for REDIS_WAIT_REPLICAS on one Redis), in sync when this
+# returns; its port in INFRA_REDIS_REPLICA_PORT.
+infra_start_redis_replica() {
+  local master=$1 port start=$SECONDS
+  port=$(infra_free_port)
+  mkdir -p "$INFRA_DIR/redis-replica"
+  redis-server --port "$port" --bind 127.0.0.1 --replicaof 127.0.0.1 "$master" \
+      --repl-diskless-sync-delay 0 --save "" --appendonly no --dir "$INFRA_DIR/redis-replica" \
+      --daemonize no >"$INFRA_DIR/redis-replica.log" 2>&1 &
+  INFRA_PIDS+=("$!")
+  infra_wait_port "$port" redis-replica 30 "$!"
+  until redis-cli -p "$port" info replication 2>/dev/null | grep -q '^master_link_status:up'; do
+    if (( SECONDS - start > 30 )); then
+      infra_log "the Redis replica on port $port is not in sync within 30 s"; return 1
+    fi
+    sleep 0.1
+  done
+  export INFRA_REDIS_REPLICA_PORT=$port
+}
+
 # The Redis ACL of the services' user (docs/managed-services.md): every key, no channels, the
 # read, write, scripting and connection commands, none of the dangerous ones; and CLUSTER SLOTS,
 # which a cluster client needs to learn the slot map (without it, every command of the store's
@@ -252,12 +274,13 @@ infra_start_kafka() {
 
 # Start $BROKER and redis-server on free ports (options: see the top of this file).
 infra_start() {
-  local durable=0 secure=0 cluster=0 arg
+  local durable=0 secure=0 cluster=0 replica=0 arg
   for arg in "$@"; do
     case "$arg" in
       --durable) durable=1 ;;
       --secure) secure=1 ;;
       --redis-cluster) cluster=1 ;;
+      --redis-replica) replica=1 ;;
       *) infra_log "infra_start: unknown option $arg"; return 2 ;;
     esac
   done
@@ -289,6 +312,10 @@ infra_start() {
     external) kport=${KAFKA_BOOTSTRAP_SERVERS#*:}; what="already running" ;;
   esac
   infra_wait_port "$rport" redis 30 "$REDIS_PID"
+  if [ "$replica" = 1 ]; then
+    infra_start_redis_replica "$rport"
+    what="$what; a replica of Redis at port $INFRA_REDIS_REPLICA_PORT"
+  fi
   if [ "$cluster" = 1 ]; then
     infra_start_redis_cluster
     what="$what; Redis Cluster at ${INFRA_REDIS_CLUSTER%%,*},... (ports $INFRA_REDIS_CLUSTER_PORTS)"

@@ -635,9 +635,16 @@ async fn a_relay_never_releases_a_lease_it_does_not_hold() {
     assert_eq!(holder.as_deref(), Some("someone-else"));
 }
 
-/// Replicas behind each master of the test Redis: none for the standalone one, one per master
-/// for the cluster scripts/test.sh starts (`scripts/lib/redis-cluster.sh`).
+/// Replicas behind each master of the test Redis: `HULEEDU_TEST_REDIS_REPLICAS` (scripts/test.sh
+/// gives its one Redis a replica, the TLS one none, and the clusters one per master), else none
+/// for one Redis and one for a cluster.
 fn replicas_per_master() -> u32 {
+    if let Some(n) = std::env::var("HULEEDU_TEST_REDIS_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
     match huleedu_it::redis_mode() {
         huleedu_store::RedisMode::Standalone => 0,
         huleedu_store::RedisMode::Cluster => 1,
