@@ -27,19 +27,20 @@ use huleedu_service::settings::Secret;
 use huleedu_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::consumer::describe_store_error;
+use crate::consumer::{describe_store_error, PipelinesSeen, Seen};
 use crate::marks::{record_mark, MarkOutcome, OperatorMark};
 use crate::metrics::{BcsMetrics, PhaseLabels};
 use crate::pipelines::{resolve, Definitions};
 use crate::state::{normalize_pipeline_id, BatchPhases, PhaseRecord, RecordSource};
 
-/// How often a waiting define request re-reads Redis (besides in-process wake-ups).
-const WAIT_POLL: Duration = Duration::from_millis(25);
+/// How often a waiting define request reads Redis, for a completion committed by another
+/// replica (those this process commits answer it at once: [`PipelinesSeen`]).
+const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// What the HTTP side is configured with.
 #[derive(Debug, Clone)]
@@ -67,7 +68,7 @@ struct Inner {
     registry: huleedu_http::metrics::Metrics,
     metrics: Arc<BcsMetrics>,
     readiness: Readiness,
-    pipelines_seen: Arc<Notify>,
+    pipelines_seen: PipelinesSeen,
     /// Cancelled when the consumer stops (shutdown): nothing will wake a causal wait any more.
     consumer_stopped: CancellationToken,
 }
@@ -85,7 +86,7 @@ impl AppState {
             registry,
             metrics,
             readiness,
-            Arc::new(Notify::new()),
+            PipelinesSeen::default(),
         )
     }
 
@@ -96,7 +97,7 @@ impl AppState {
         registry: huleedu_http::metrics::Metrics,
         metrics: Arc<BcsMetrics>,
         readiness: Readiness,
-        pipelines_seen: Arc<Notify>,
+        pipelines_seen: PipelinesSeen,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -133,14 +134,14 @@ impl AppState {
         &self.inner.registry
     }
 
-    /// Notified when a pipeline completion is committed (give it to the consumer's handler).
-    pub fn pipelines_seen(&self) -> &Arc<Notify> {
+    /// Told of each pipeline completion committed (give it to the consumer's handler).
+    pub fn pipelines_seen(&self) -> &PipelinesSeen {
         &self.inner.pipelines_seen
     }
 }
 
-/// Readiness check of Redis ([`Store::ready`]: a PING within a second; a refusal names the
-/// setting to fix).
+/// Readiness check of Redis ([`Store::ready`]: the master of every bucket answers within a
+/// second; a refusal names the setting to fix).
 pub async fn redis_ready(store: Store) -> Result<(), String> {
     store.ready().await
 }
@@ -279,6 +280,10 @@ impl Drop for Waiting<'_> {
 
 /// Wait until `pipeline_id` is processed for the batch or the wait bound passes; returns the
 /// state that shows it, or `None` on time-out.
+///
+/// One read of Redis, then: a completion this process commits for the batch is answered from
+/// the state that commit wrote ([`PipelinesSeen`], no second read); a completion committed by
+/// another replica is found by a read every [`WAIT_POLL`].
 async fn wait_for_pipeline(
     state: &AppState,
     batch_id: &str,
@@ -286,12 +291,11 @@ async fn wait_for_pipeline(
 ) -> Result<Option<BatchPhases>, ApiError> {
     let deadline = Instant::now() + state.inner.config.resolve_wait;
     let mut waiting: Option<Waiting<'_>> = None;
+    // Subscribe before reading, so a commit in between is not missed.
+    let mut seen = state.inner.pipelines_seen.subscribe();
+    let mut phases = load(state, batch_id).await?;
+    let mut next_poll = Instant::now() + WAIT_POLL;
     loop {
-        // Register for the wake-up before reading, so a commit in between is not missed.
-        let notified = state.inner.pipelines_seen.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let phases = load(state, batch_id).await?;
         if phases.has_pipeline(pipeline_id) {
             return Ok(Some(phases));
         }
@@ -304,8 +308,24 @@ async fn wait_for_pipeline(
             waiting = Some(Waiting(&state.inner.metrics));
         }
         tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(WAIT_POLL.min(deadline - now)) => {}
+            s = seen.recv() => match s {
+                Ok(s) if &*s.batch_id != batch_id => continue,
+                Ok(Seen { state: Some(fresh), .. }) => {
+                    phases = BatchPhases::from_fields(&fresh.fields);
+                }
+                // Committed but not held by the store, or too many completions to follow:
+                // read.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    phases = load(state, batch_id).await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            },
+            _ = tokio::time::sleep_until(next_poll.min(deadline).into()) => {
+                if Instant::now() >= next_poll {
+                    phases = load(state, batch_id).await?;
+                    next_poll = Instant::now() + WAIT_POLL;
+                }
+            }
             _ = state.inner.consumer_stopped.cancelled() => return Ok(None),
         }
     }

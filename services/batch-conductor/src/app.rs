@@ -13,7 +13,6 @@ use huleedu_kafka::admin::with_dlq_topics;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
 use huleedu_service::shutdown::join;
 use huleedu_store::{OutboxMetrics, OutboxRelay, Store};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{redis_ready, router, ApiConfig, AppState};
@@ -54,7 +53,7 @@ impl App {
         store.check_at_start().await?;
         let registry = huleedu_http::metrics::Metrics::new();
         let metrics = BcsMetrics::register(&registry);
-        let pipelines_seen = Arc::new(Notify::new());
+        let pipelines_seen = crate::consumer::PipelinesSeen::default();
         let producer = Producer::new(&settings.kafka).context("creating the Kafka producer")?;
 
         let handler = EventHandler::new(

@@ -14,8 +14,7 @@ use huleedu_contracts::{
     decode_envelope, topics, DecodeError, DecodeErrorKind, EventEnvelope, Timestamp,
 };
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
-use huleedu_store::{Change, Committed, Decided, OutboxEntry, Store, StoreError};
-use tokio::sync::Notify;
+use huleedu_store::{Change, Committed, Decided, OutboxEntry, Store, StoreError, Versioned};
 use tracing::Instrument;
 
 use crate::metrics::BcsMetrics;
@@ -34,18 +33,59 @@ pub const CONSUMED_TOPICS: [&str; 2] = [
 pub struct EventHandler {
     store: Store,
     metrics: Arc<BcsMetrics>,
-    pipelines_seen: Arc<Notify>,
+    pipelines_seen: PipelinesSeen,
     state_ttl: Duration,
     dedup_ttl: Duration,
 }
 
+/// A pipeline completion this process committed (or found handled before): the batch, and its
+/// state right after the commit when the store holds it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub batch_id: Arc<str>,
+    pub state: Option<Arc<Versioned>>,
+}
+
+/// The feed of pipeline completions this process commits, for define requests waiting for one
+/// (causal pruning): a waiter is answered from the state the commit wrote, without reading
+/// Redis again. Completions committed by another replica are not in it (the waiter's own
+/// polling finds those).
+#[derive(Debug, Clone)]
+pub struct PipelinesSeen {
+    tx: tokio::sync::broadcast::Sender<Seen>,
+}
+
+impl Default for PipelinesSeen {
+    fn default() -> Self {
+        // A waiter that falls this far behind reads the state instead (`Lagged`).
+        Self {
+            tx: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl PipelinesSeen {
+    /// Completions from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Seen> {
+        self.tx.subscribe()
+    }
+
+    /// Tell the waiters (if any) that `batch_id` has a new completion, in `state`.
+    pub fn announce(&self, batch_id: &str, state: Option<Arc<Versioned>>) {
+        let _ = self.tx.send(Seen {
+            batch_id: batch_id.into(),
+            state,
+        });
+    }
+}
+
 impl EventHandler {
-    /// `pipelines_seen` is notified after a pipeline completion is committed (define requests
-    /// waiting for it wake up at once).
+    /// `pipelines_seen` is told of every pipeline completion committed (define requests
+    /// waiting for it are answered at once).
     pub fn new(
         store: Store,
         metrics: Arc<BcsMetrics>,
-        pipelines_seen: Arc<Notify>,
+        pipelines_seen: PipelinesSeen,
         state_ttl: Duration,
         dedup_ttl: Duration,
     ) -> Self {
@@ -93,7 +133,9 @@ impl EventHandler {
             .await;
         if result == HandlerResult::Done {
             // Also after a duplicate: a waiter may have started between the two deliveries.
-            self.pipelines_seen.notify_waiters();
+            let batch_id = &event.data.batch_id;
+            self.pipelines_seen
+                .announce(batch_id, self.store.cached(batch_id));
         }
         result
     }

@@ -135,7 +135,7 @@ fn bcs_handler(rt: &tokio::runtime::Runtime) -> batch_conductor::consumer::Event
     batch_conductor::consumer::EventHandler::new(
         store(),
         metrics,
-        Arc::new(tokio::sync::Notify::new()),
+        batch_conductor::consumer::PipelinesSeen::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     )

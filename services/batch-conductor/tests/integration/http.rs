@@ -286,6 +286,46 @@ async fn define_waits_for_after_pipeline_id_and_wakes_when_it_is_processed() {
 }
 
 #[tokio::test]
+async fn a_waiting_define_is_answered_from_the_committed_state_without_reading_it_again() {
+    let state = api_state(store(), None, Duration::from_secs(3));
+    let app = router(state.clone());
+    // The completion is committed under another key prefix: a read of this state's Redis
+    // never shows it, only the state the commit announces does.
+    let elsewhere = api_state(store(), None, Duration::from_secs(1));
+    let handler = handler_for(&elsewhere);
+    let batch = unique("b");
+    let done = pipeline_completed(&batch, &[PhaseName::Spellcheck]);
+    let request = tokio::spawn({
+        let app = app.clone();
+        let body = define_body(&batch, "nlp", Some(&done.correlation_id.to_string()));
+        async move { call(&app, post(DEFINE, body, None)).await }
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the define request to wait",
+        || {
+            let waiting = state.metrics().resolve_waiting.get();
+            async move { waiting == 1 }
+        },
+    )
+    .await;
+    let msg = delivered(&done, &batch, 7);
+    assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
+    let committed = elsewhere
+        .store()
+        .cached(&batch)
+        .expect("a store holds the state it committed");
+    state.pipelines_seen().announce(&batch, Some(committed));
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(strings(&body["final_pipeline"]), ["nlp"]);
+    assert_eq!(strings(&body["pruned_phases"]), ["spellcheck"]);
+}
+
+#[tokio::test]
 async fn define_sees_a_pipeline_recorded_by_another_replica() {
     // No in-process notification: the completion is committed by a handler with its own
     // notifier (another replica); the waiting request finds it by polling Redis.
