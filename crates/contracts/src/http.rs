@@ -81,3 +81,17 @@ pub struct BCSPipelineDefinitionResponseV1 {
 }
 
 impl Validate for BCSPipelineDefinitionResponseV1 {}
+
+/// 200 reply of `GET /internal/v1/pipelines/{name}` (BCS → BOS; this project's): a pipeline's
+/// phases, expanded with their dependencies in dependency order, whatever any batch has done.
+/// The orchestrator checks a requested name with it without the conductor reading a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PipelineDefinitionV1 {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Its phases with their dependencies, in dependency order.
+    pub phases: Vec<String>,
+}
+
+impl Validate for PipelineDefinitionV1 {}

@@ -19,7 +19,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use huleedu_contracts::http::{BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1};
+use huleedu_contracts::http::{
+    BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
+};
 use huleedu_contracts::{decode_json, PhaseName, Timestamp};
 use huleedu_http::probes::{healthz, Readiness};
 use huleedu_http::{ApiError, HttpLimits, Json};
@@ -155,6 +157,7 @@ pub fn router(state: AppState) -> Router {
     };
     let routes = Router::new()
         .route("/internal/v1/pipelines/define", post(define))
+        .route("/internal/v1/pipelines/{name}", get(pipeline_definition))
         .route("/internal/v1/phases/complete", post(complete_phase))
         .route("/internal/v1/batches/{batch_id}/phases", get(batch_phases))
         .route("/healthz", get(health))
@@ -328,6 +331,35 @@ async fn wait_for_pipeline(
             }
             _ = state.inner.consumer_stopped.cancelled() => return Ok(None),
         }
+    }
+}
+
+/// A pipeline's phases (expanded, in dependency order), from the definitions alone: no batch
+/// is read. The orchestrator checks a requested pipeline name with it.
+#[utoipa::path(
+    get,
+    path = "/internal/v1/pipelines/{name}",
+    tag = "resolution",
+    params(("name" = String, Path, description = "Pipeline name")),
+    responses(
+        (status = 200, description = "Known: its phases", body = PipelineDefinitionV1),
+        (status = 400, description = "Unknown pipeline: `{\"error\": \"Pipeline resolution failed\", \"detail\": ...}` (as `define` answers it)", body = ErrorBody),
+    )
+)]
+async fn pipeline_definition(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PipelineDefinitionV1>, ApiError> {
+    let defs = &state.inner.config.definitions;
+    match resolve(defs, &name, &Default::default()) {
+        Ok(r) => Ok(Json(PipelineDefinitionV1 {
+            pipeline: name,
+            phases: r.final_pipeline.iter().map(|p| p.to_string()).collect(),
+        })),
+        Err(e) => Err(ApiError::bad_request(
+            "Pipeline resolution failed",
+            e.to_string(),
+        )),
     }
 }
 
@@ -681,10 +713,20 @@ impl Modify for OperatorAuth {
         title = "batch-conductor",
         description = "Batch Conductor Service: batch-level phase completion, pipeline resolution with causal pruning, operator marks."
     ),
-    paths(define, complete_phase, batch_phases, health, readyz, metrics, openapi),
+    paths(
+        define,
+        pipeline_definition,
+        complete_phase,
+        batch_phases,
+        health,
+        readyz,
+        metrics,
+        openapi
+    ),
     components(schemas(
         BCSPipelineDefinitionRequestV1,
         BCSPipelineDefinitionResponseV1,
+        PipelineDefinitionV1,
         MarkRequest,
         MarkResponse,
         BatchPhasesView,

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use huleedu_contracts::http::{BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1};
+use huleedu_contracts::http::{
+    BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
+};
 use huleedu_contracts::phase::PhaseName;
 use uuid::Uuid;
 
@@ -19,6 +21,30 @@ pub enum ConductorError {
 
 /// An error with its causes ("error sending request: ...: invalid peer certificate:
 /// UnknownIssuer"): the outermost message alone does not say what to fix.
+/// Phase names as the conductor sent them; an unknown one means the two services disagree.
+fn phases(v: &[String]) -> Result<Vec<PhaseName>, ConductorError> {
+    v.iter()
+        .map(|p| {
+            p.parse().map_err(|_| {
+                ConductorError::Unavailable(format!("conductor named an unknown phase {p:?}"))
+            })
+        })
+        .collect()
+}
+
+/// `s` as one URL path segment (percent-encoded but for unreserved characters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn with_causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
@@ -41,6 +67,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Conductor {
     http: reqwest::Client,
     define_url: String,
+    /// `…/internal/v1/pipelines`: `/{name}` answers whether a pipeline is known.
+    pipelines_url: String,
 }
 
 impl Conductor {
@@ -64,30 +92,44 @@ impl Conductor {
             builder = builder.add_root_certificate(root.clone());
         }
         let http = builder.build().expect("HTTP client");
+        let base = base_url.trim_end_matches('/');
         Self {
             http,
-            define_url: format!(
-                "{}/internal/v1/pipelines/define",
-                base_url.trim_end_matches('/')
-            ),
+            define_url: format!("{base}/internal/v1/pipelines/define"),
+            pipelines_url: format!("{base}/internal/v1/pipelines"),
         }
     }
 
-    /// Is `pipeline` known? A resolution without causal wait and with a short time-out.
-    pub async fn check_pipeline(
-        &self,
-        batch_id: &str,
-        pipeline: &str,
-        correlation_id: Uuid,
-    ) -> Result<Resolution, ConductorError> {
-        self.call(
-            batch_id,
-            pipeline,
-            correlation_id,
-            None,
-            Some(CHECK_TIMEOUT),
-        )
-        .await
+    /// Is `pipeline` known? `GET /internal/v1/pipelines/{name}` with a short time-out: the
+    /// conductor answers from its definitions without reading the batch. `Resolved` carries the
+    /// pipeline's phases (nothing pruned: no batch was looked at).
+    pub async fn check_pipeline(&self, pipeline: &str) -> Result<Resolution, ConductorError> {
+        let url = format!("{}/{}", self.pipelines_url, encode_segment(pipeline));
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(CHECK_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ConductorError::Unavailable(with_causes(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            let r: PipelineDefinitionV1 = resp
+                .json()
+                .await
+                .map_err(|e| ConductorError::Unavailable(format!("unreadable answer: {e}")))?;
+            return Ok(Resolution::Resolved {
+                run: phases(&r.phases)?,
+                pruned: Vec::new(),
+            });
+        }
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            let detail = resp.text().await.unwrap_or_default();
+            return Ok(Resolution::Unknown { detail });
+        }
+        Err(ConductorError::Unavailable(format!(
+            "conductor answered {status}"
+        )))
     }
 
     /// Expand and prune `pipeline` for `batch_id`. With `after`, the conductor answers only once
@@ -132,17 +174,6 @@ impl Conductor {
                 .json()
                 .await
                 .map_err(|e| ConductorError::Unavailable(format!("unreadable answer: {e}")))?;
-            let phases = |v: &[String]| -> Result<Vec<PhaseName>, ConductorError> {
-                v.iter()
-                    .map(|p| {
-                        p.parse().map_err(|_| {
-                            ConductorError::Unavailable(format!(
-                                "conductor named an unknown phase {p:?}"
-                            ))
-                        })
-                    })
-                    .collect()
-            };
             return Ok(Resolution::Resolved {
                 run: phases(&r.final_pipeline)?,
                 pruned: phases(&r.pruned_phases)?,

@@ -122,15 +122,12 @@ impl BosHandler {
         async {
             // A redelivered request is recognised by the commit below (dedup marker), in the
             // same round trip that reads the state.
-            // Is the pipeline known? A quick read of the conductor so unknown names end at
-            // once. If the conductor cannot answer now, the request is accepted unverified:
-            // the start (which resolves it anyway) rejects an unknown name then. Waiting here
-            // would hold this consumer, and with it the phase outcomes of every batch.
-            let known = match self
-                .conductor
-                .check_pipeline(batch_id, &d.requested_pipeline, env.correlation_id)
-                .await
-            {
+            // Is the pipeline known? A quick question to the conductor (answered from its
+            // definitions, no batch read) so unknown names end at once. If the conductor
+            // cannot answer now, the request is accepted unverified: the start (which resolves
+            // it anyway) rejects an unknown name then. Waiting here would hold this consumer,
+            // and with it the phase outcomes of every batch.
+            let known = match self.conductor.check_pipeline(&d.requested_pipeline).await {
                 Ok(Resolution::Unknown { .. }) => false,
                 Ok(Resolution::Resolved { .. }) => true,
                 Err(e) => {

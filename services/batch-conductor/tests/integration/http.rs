@@ -41,6 +41,27 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_pipeline_name_is_checked_from_the_definitions_alone() {
+    let app = router(api_state(store(), None, Duration::from_secs(1)));
+    let (status, _, body) = call(&app, get("/internal/v1/pipelines/ai_feedback")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["pipeline"], "ai_feedback");
+    assert_eq!(
+        strings(&body["phases"]),
+        ["spellcheck", "nlp", "ai_feedback"]
+    );
+    // Unknown: the same answer `define` gives, naming the known pipelines.
+    let (status, _, body) = call(&app, get("/internal/v1/pipelines/no_such%20thing")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "Pipeline resolution failed");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no_such thing") && detail.contains("comprehensive"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
 async fn define_expands_the_pipeline_in_dependency_order() {
     let app = router(api_state(store(), None, Duration::from_secs(1)));
     let batch = unique("b");
@@ -697,6 +718,7 @@ async fn openapi_lists_every_route() {
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/internal/v1/pipelines/define", "post"),
+        ("/internal/v1/pipelines/{name}", "get"),
         ("/internal/v1/phases/complete", "post"),
         ("/internal/v1/batches/{batch_id}/phases", "get"),
         ("/healthz", "get"),
