@@ -59,6 +59,7 @@ impl Monitor {
         let first = lines.next_line().await?.unwrap_or_default();
         anyhow::ensure!(first.starts_with("+OK"), "MONITOR answered {first:?}");
         let (stop, mut stopped) = oneshot::channel::<()>();
+        let scripts = huleedu_store::script_names();
         let done = tokio::spawn(async move {
             // client address → service; per client, per command counts.
             let mut owner: HashMap<String, String> = HashMap::new();
@@ -82,7 +83,16 @@ impl Monitor {
                 };
                 let a = args(&line[open + close..]);
                 let Some(cmd) = a.first() else { continue };
-                let cmd = cmd.to_ascii_lowercase();
+                let mut cmd = cmd.to_ascii_lowercase();
+                // Which of the store's scripts: `evalsha (commit)`, `evalsha (relay pump)`, ...
+                if cmd == "evalsha" {
+                    if let Some(name) = a
+                        .get(1)
+                        .and_then(|sha| scripts.iter().find(|(h, _)| h == sha))
+                    {
+                        cmd = format!("evalsha ({})", name.1);
+                    }
+                }
                 if matches!(cmd.as_str(), "monitor" | "info" | "scan") {
                     continue;
                 }

@@ -239,6 +239,18 @@ pub fn rows(r: &Results) -> Vec<Row> {
                 )
                 .value_at_most(2.0, "<= 2"),
             );
+            // What they are, by command (and by script for EVALSHA).
+            let n = a.transitions.max(1) as f64;
+            for (cmd, calls) in a.calls.get(svc).into_iter().flatten() {
+                if cmd != "wait" {
+                    rows.push(row(
+                        format!("  {cmd}"),
+                        Some(*calls as f64 / n),
+                        "calls",
+                        None,
+                    ));
+                }
+            }
         }
         rows.push(row(
             "Redis round trips per transition: all services",
@@ -307,6 +319,36 @@ pub fn rows(r: &Results) -> Vec<Row> {
                 "µs",
                 None,
             ));
+        }
+    }
+    // The floor relay's CPU per relayed message at its own throughput, and each service's CPU
+    // per transition against it (the goal: at most 1.5 times).
+    let relay_us = f
+        .cpu_cores
+        .get("floor relay")
+        .filter(|_| f.msgs_per_sec > 0.0)
+        .map(|cores| cores / f.msgs_per_sec * 1e6);
+    rows.push(row(
+        "floor: relay CPU per relayed message (loaded)",
+        relay_us,
+        "µs",
+        relay_us,
+    ));
+    if t.transitions_per_sec > 0.0 {
+        for svc in ["batch-orchestrator", "batch-conductor"] {
+            let us = t
+                .cpu_cores
+                .get(svc)
+                .map(|cores| cores / t.transitions_per_sec * 1e6);
+            rows.push(
+                row(
+                    format!("CPU per transition vs relay CPU per message: {svc}"),
+                    us,
+                    "µs",
+                    relay_us,
+                )
+                .ratio_at_most(1.5),
+            );
         }
     }
     let relay_mib = f.relay_rss_kib.map(|k| k as f64 / 1024.0);

@@ -60,6 +60,14 @@ mod settings;
 mod store;
 
 pub use keys::{bucket_of, BUCKETS};
+
+/// The store's Lua scripts by the SHA1 `EVALSHA` names them with, and what each does (`commit`,
+/// `load`, `relay pump`, `lease release`): for tools that attribute Redis commands.
+pub fn script_names() -> Vec<(String, &'static str)> {
+    let mut all = store::script_names();
+    all.extend(relay::script_names());
+    all
+}
 pub use metrics::OutboxMetrics;
 pub use relay::OutboxRelay;
 pub use settings::{RedisArgs, RedisMode, RedisSettings, RetentionArgs};

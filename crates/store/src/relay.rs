@@ -75,6 +75,16 @@ end
 return 0
 "#;
 
+pub(crate) fn script_names() -> Vec<(String, &'static str)> {
+    vec![
+        (Script::new(PUMP_LUA).get_hash().to_owned(), "relay pump"),
+        (
+            Script::new(RELEASE_LUA).get_hash().to_owned(),
+            "lease release",
+        ),
+    ]
+}
+
 /// What became of one outbox entry.
 enum Sent {
     Published(String),

@@ -254,6 +254,13 @@ table.insert(all, 1, '0')
 return all
 "#;
 
+pub(crate) fn script_names() -> Vec<(String, &'static str)> {
+    vec![
+        (Script::new(APPLY_LUA).get_hash().to_owned(), "commit"),
+        (Script::new(LOAD_CHECKED_LUA).get_hash().to_owned(), "load"),
+    ]
+}
+
 /// The answer of [`Store::load_checked`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checked {
