@@ -42,7 +42,7 @@ use crate::state::{normalize_pipeline_id, BatchPhases, PhaseRecord, RecordSource
 
 /// How often a waiting define request reads Redis, for a completion committed by another
 /// replica (those this process commits answer it at once: [`PipelinesSeen`]).
-const WAIT_POLL: Duration = Duration::from_millis(100);
+const WAIT_POLL: Duration = Duration::from_millis(25);
 
 /// What the HTTP side is configured with.
 #[derive(Debug, Clone)]
