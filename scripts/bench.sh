@@ -6,6 +6,8 @@
 #                                        # Redis calls per transition, RSS with 10,000 live
 #                                        # batches and over a 100,000-event soak
 #   scripts/bench.sh --batches 200 --live-batches 0 --soak-events 0     # quick run
+#   (every run ends its throughput stage with a scale-out run: 2 orchestrators + 2 conductors,
+#   topics with 6 partitions; --scale-out-batches 0 skips it)
 #   scripts/bench.sh --help              # every option
 #   BROKER=tansu scripts/bench.sh        # on tansu instead of Apache Kafka (the default)
 #   scripts/bench.sh --redis-cluster     # the services on a Redis Cluster (3 masters, 3

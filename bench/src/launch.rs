@@ -55,6 +55,19 @@ impl Proc {
     }
 
     /// Kill it and reap it.
+    /// SIGTERM, and wait (at most `bound`) for the process to exit; SIGKILL after that.
+    pub async fn terminate(mut self, bound: Duration) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(bound, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.stop().await;
+        }
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;

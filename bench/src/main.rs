@@ -118,6 +118,12 @@ pub struct RunArgs {
     /// Batches of the attribution run (Redis MONITOR: which service sends which command).
     #[arg(long, default_value_t = 200)]
     pub attribution_batches: usize,
+    /// Batches of the scale-out stage: the throughput run again with a second orchestrator
+    /// and a second conductor (each orchestrator calling its own conductor), every topic with
+    /// TOPIC_PARTITIONS=6 for the whole run unless set otherwise; 0 skips the stage
+    /// [default: --batches]
+    #[arg(long)]
+    pub scale_out_batches: Option<usize>,
     /// Essay counts of the batch-size stage (comma-separated; `max` = the largest batch whose
     /// messages fit the default KAFKA_MAX_MESSAGE_BYTES; `none` skips the stage).
     #[arg(long, default_value = "10,100,1000,max")]

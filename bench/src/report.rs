@@ -351,6 +351,28 @@ pub fn rows(r: &Results) -> Vec<Row> {
             );
         }
     }
+    if let Some(so) = &r.scale_out {
+        let t2 = &so.throughput;
+        rows.push(row(
+            format!(
+                "phase transitions/s, {} replicas each ({} partitions; vs 1 each)",
+                so.replicas, so.topic_partitions
+            ),
+            Some(t2.transitions_per_sec),
+            "1/s",
+            Some(so.one_replica_transitions_per_sec),
+        ));
+        if t2.transitions_per_sec > 0.0 {
+            for (name, cores) in &t2.cpu_cores {
+                rows.push(row(
+                    format!("CPU per transition ({} replicas): {name}", so.replicas),
+                    Some(cores / t2.transitions_per_sec * 1e6),
+                    "µs",
+                    None,
+                ));
+            }
+        }
+    }
     let relay_mib = f.relay_rss_kib.map(|k| k as f64 / 1024.0);
     if let Some(m) = &r.memory {
         for (svc, kib) in &m.rss_live_kib {

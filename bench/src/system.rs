@@ -97,6 +97,12 @@ struct Ctx {
     bcs_url: String,
     run: String,
     deadline: Duration,
+    /// Orchestrator replicas besides the first (scale-out stage).
+    more_bos_urls: Vec<String>,
+    /// Each service's environment, for starting more replicas (scale-out stage).
+    envs: BTreeMap<String, Vec<(String, String)>>,
+    bin_dir: PathBuf,
+    run_dir: PathBuf,
 }
 
 impl Ctx {
@@ -135,14 +141,18 @@ impl Ctx {
         }
     }
 
-    /// Readiness events the orchestrator has handled.
+    /// Readiness events the orchestrators have handled (every replica running now).
     async fn ready_handled(&self) -> anyhow::Result<f64> {
-        let text = stats::scrape(&self.http, &self.bos_url).await?;
-        Ok(stats::sample_sum(
-            &text,
-            "bos_events_consumed_total",
-            &[&format!("topic=\"{}\"", topics::BATCH_ESSAYS_READY)],
-        ))
+        let mut sum = 0.0;
+        for url in std::iter::once(&self.bos_url).chain(&self.more_bos_urls) {
+            let text = stats::scrape(&self.http, url).await?;
+            sum += stats::sample_sum(
+                &text,
+                "bos_events_consumed_total",
+                &[&format!("topic=\"{}\"", topics::BATCH_ESSAYS_READY)],
+            );
+        }
+        Ok(sum)
     }
 
     /// Publish `BatchEssaysReady` for `batches` (`--essays` each) and wait until the
@@ -451,7 +461,20 @@ pub struct Results {
     pub memory: Option<Memory>,
     /// The batch-size stage (`--batch-sizes`).
     pub batch_sizes: Vec<SizeRow>,
+    /// The scale-out stage (`--scale-out-batches`).
+    pub scale_out: Option<ScaleOut>,
     pub failed_sends: u64,
+}
+
+/// The throughput run with two replicas of the orchestrator and of the conductor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleOut {
+    pub replicas: usize,
+    /// `TOPIC_PARTITIONS` of the services (every topic of the run).
+    pub topic_partitions: String,
+    /// The same run's throughput with one replica each (stage 2c), transitions/s.
+    pub one_replica_transitions_per_sec: f64,
+    pub throughput: Throughput,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -571,50 +594,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     ctx.register(&thr_batches).await?;
     ctx.pump_for(Duration::from_millis(500)).await;
-    let redis_before = ctx.redis.commandstats().await?;
-    let bcs_before = stats::scrape(&ctx.http, &ctx.bcs_url).await?;
-    let failed_before = ctx.book.failed_terminals;
-    let mut pids = stats::infra_pids(ctx.redis.mode == RedisMode::Standalone);
-    pids.extend(ctx.redis.cluster_pids().await?);
-    pids.extend(ctx.procs.iter().map(|p| (p.name.clone(), p.pid)));
-    let cpu = stats::CpuMeter::start(pids);
-    let (t0, t_end, expected) = ctx.run_pipelines(&thr_batches).await?;
-    let cpu_cores = cpu.finish();
-    let redis_after = ctx.redis.commandstats().await?;
-    let bcs_after = stats::scrape(&ctx.http, &ctx.bcs_url).await?;
-    ctx.pump_for(Duration::from_millis(500)).await;
-    let lat = latencies(&ctx.book, &thr_batches);
-    let messages: usize = thr_batches
-        .iter()
-        .filter_map(|b| ctx.book.by_batch.get(b))
-        .map(|obs| obs.iter().filter(|o| o.kind != Kind::Ready).count())
-        .sum();
-    let seconds = (t_end - t0) as f64 / 1e6;
-    let redis_calls = stats::delta(&redis_before, &redis_after);
-    let redis_calls_total: u64 = redis_calls.values().sum();
-    let hist = "bcs_resolve_duration_seconds";
-    let (hb, ha) = (
-        stats::buckets(&bcs_before, hist),
-        stats::buckets(&bcs_after, hist),
-    );
-    let throughput = Throughput {
-        batches: thr_batches.len(),
-        pipelines: expected.len(),
-        seconds,
-        pipelines_per_sec: expected.len() as f64 / seconds,
-        transitions_per_sec: lat.transitions as f64 / seconds,
-        failed_terminals: ctx.book.failed_terminals - failed_before,
-        redis_calls_per_transition: redis_calls_total as f64 / lat.transitions.max(1) as f64,
-        redis_calls,
-        redis_calls_total,
-        resolve_hist_p50_ms: stats::histogram_quantile(&hb, &ha, 0.5).map(|s| s * 1000.0),
-        resolve_hist_p99_ms: stats::histogram_quantile(&hb, &ha, 0.99).map(|s| s * 1000.0),
-        resolve_calls: ha.last().map(|b| b.1).unwrap_or(0.0)
-            - hb.last().map(|b| b.1).unwrap_or(0.0),
-        messages_per_transition: messages as f64 / lat.transitions.max(1) as f64,
-        latencies: lat,
-        cpu_cores,
-    };
+    let throughput = measure_throughput(&mut ctx, &thr_batches).await?;
     eprintln!(
         "[bench] throughput run: {:.1} s, {:.1} pipelines/s, {:.1} transitions/s, {:.2} Redis calls/transition",
         throughput.seconds,
@@ -680,6 +660,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // 2e. Batch sizes: the same pipelines on batches of 10 essays up to the largest that fits.
     let sizes = sizes::parse_sizes(&args.batch_sizes, &ctx.run)?;
     let batch_sizes = sizes::measure(&mut ctx, &sizes, &relay_bin, &run_dir).await?;
+
+    // 2f. Scale-out: the throughput run again with a second orchestrator and conductor.
+    let scale_out_batches = args.scale_out_batches.unwrap_or(args.batches);
+    let scale_out = if scale_out_batches > 0 {
+        Some(scale_out(&mut ctx, scale_out_batches, throughput.transitions_per_sec).await?)
+    } else {
+        None
+    };
     ctx.book.record = false;
     ctx.book.by_batch.clear();
 
@@ -725,6 +713,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rss_idle_kib: rss_idle,
         memory,
         batch_sizes,
+        scale_out,
     };
     for p in ctx.procs.drain(..) {
         p.stop().await;
@@ -805,6 +794,18 @@ async fn start_services(
             ));
         }
     }
+    // The scale-out stage compares one and two replicas on the same topics: enough partitions
+    // for two from the start.
+    if args.scale_out_batches != Some(0) && std::env::var_os("TOPIC_PARTITIONS").is_none() {
+        for env in &mut envs {
+            env.push(("TOPIC_PARTITIONS".into(), SCALE_OUT_PARTITIONS.into()));
+        }
+    }
+    let service_envs: BTreeMap<String, Vec<(String, String)>> = SERVICES
+        .iter()
+        .map(|s| s.to_string())
+        .zip(envs.iter().cloned())
+        .collect();
     let mut procs = Vec::new();
     for (name, env) in SERVICES.iter().zip(envs) {
         let bin: PathBuf = bin_dir.join(name);
@@ -835,7 +836,147 @@ async fn start_services(
         bcs_url,
         run,
         deadline: Duration::from_secs(args.stage_timeout),
+        more_bos_urls: Vec::new(),
+        envs: service_envs,
+        bin_dir: bin_dir.to_path_buf(),
+        run_dir: run_dir.to_path_buf(),
     })
+}
+
+/// `TOPIC_PARTITIONS` of a run with the scale-out stage (unless set in the environment).
+const SCALE_OUT_PARTITIONS: &str = "6";
+
+/// Start a second conductor and a second orchestrator (calling the second conductor) in the
+/// same consumer groups, let a warm-up run spread the partitions, measure throughput with
+/// `batches` batches, then stop the two (SIGTERM) so the later stages run as before.
+async fn scale_out(
+    ctx: &mut Ctx,
+    batches: usize,
+    one_replica_transitions_per_sec: f64,
+) -> anyhow::Result<ScaleOut> {
+    let (bcs_port, bos_port) = (free_port()?, free_port()?);
+    let bcs2_url = format!("http://127.0.0.1:{bcs_port}");
+    let with = |svc: &str, port: u16, extra: &[(&str, String)]| {
+        let mut env: Vec<(String, String)> = ctx.envs[svc]
+            .iter()
+            .filter(|(k, _)| k != "HTTP_ADDR" && k != "BCS_URL")
+            .cloned()
+            .collect();
+        env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+        env.push(("REPLICA_ID".into(), format!("{svc}-2")));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env
+    };
+    let bcs_env = with("batch-conductor", bcs_port, &[]);
+    let bos_env = with(
+        "batch-orchestrator",
+        bos_port,
+        &[("BCS_URL", bcs2_url.clone())],
+    );
+    let mut added = Vec::new();
+    for (name, env) in [
+        ("batch-conductor", bcs_env),
+        ("batch-orchestrator", bos_env),
+    ] {
+        let proc_name = format!("{name}-2");
+        added.push(proc_name.clone());
+        ctx.procs.push(Proc::spawn(
+            &proc_name,
+            &ctx.bin_dir.join(name),
+            &[],
+            &env,
+            &ctx.run_dir,
+        )?);
+    }
+    let bos2_url = format!("http://127.0.0.1:{bos_port}");
+    for url in [&bcs2_url, &bos2_url] {
+        wait_ready(&ctx.http, url, Duration::from_secs(120)).await?;
+    }
+    ctx.more_bos_urls.push(bos2_url);
+    // A warm-up through both replicas: the groups have rebalanced once it has finished.
+    let warm: Vec<String> = (0..50)
+        .map(|i| format!("scale-warm-{}-{i}", ctx.run))
+        .collect();
+    ctx.register(&warm).await?;
+    ctx.run_pipelines(&warm).await?;
+    eprintln!(
+        "[bench] scale-out run: {batches} batches × 3 pipelines, 2 orchestrators + 2 conductors"
+    );
+    let names: Vec<String> = (0..batches)
+        .map(|i| format!("scale-{}-{i}", ctx.run))
+        .collect();
+    ctx.register(&names).await?;
+    ctx.pump_for(Duration::from_millis(500)).await;
+    let throughput = measure_throughput(ctx, &names).await?;
+    eprintln!(
+        "[bench] scale-out run: {:.1} transitions/s with 2 replicas each (1 replica: {:.1})",
+        throughput.transitions_per_sec, one_replica_transitions_per_sec
+    );
+    let (stop, keep): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut ctx.procs)
+        .into_iter()
+        .partition(|p| added.contains(&p.name));
+    ctx.procs = keep;
+    ctx.more_bos_urls.clear();
+    for p in stop {
+        p.terminate(Duration::from_secs(20)).await;
+    }
+    Ok(ScaleOut {
+        replicas: 2,
+        topic_partitions: std::env::var("TOPIC_PARTITIONS")
+            .unwrap_or_else(|_| SCALE_OUT_PARTITIONS.to_owned()),
+        one_replica_transitions_per_sec,
+        throughput,
+    })
+}
+
+/// Run three pipelines on each of `batches` (registered, all requests queued up front) and
+/// measure throughput, CPU and Redis calls.
+async fn measure_throughput(ctx: &mut Ctx, thr_batches: &[String]) -> anyhow::Result<Throughput> {
+    let redis_before = ctx.redis.commandstats().await?;
+    let bcs_before = stats::scrape(&ctx.http, &ctx.bcs_url).await?;
+    let failed_before = ctx.book.failed_terminals;
+    let mut pids = stats::infra_pids(ctx.redis.mode == RedisMode::Standalone);
+    pids.extend(ctx.redis.cluster_pids().await?);
+    pids.extend(ctx.procs.iter().map(|p| (p.name.clone(), p.pid)));
+    let cpu = stats::CpuMeter::start(pids);
+    let (t0, t_end, expected) = ctx.run_pipelines(thr_batches).await?;
+    let cpu_cores = cpu.finish();
+    let redis_after = ctx.redis.commandstats().await?;
+    let bcs_after = stats::scrape(&ctx.http, &ctx.bcs_url).await?;
+    ctx.pump_for(Duration::from_millis(500)).await;
+    let lat = latencies(&ctx.book, thr_batches);
+    let messages: usize = thr_batches
+        .iter()
+        .filter_map(|b| ctx.book.by_batch.get(b))
+        .map(|obs| obs.iter().filter(|o| o.kind != Kind::Ready).count())
+        .sum();
+    let seconds = (t_end - t0) as f64 / 1e6;
+    let redis_calls = stats::delta(&redis_before, &redis_after);
+    let redis_calls_total: u64 = redis_calls.values().sum();
+    let hist = "bcs_resolve_duration_seconds";
+    let (hb, ha) = (
+        stats::buckets(&bcs_before, hist),
+        stats::buckets(&bcs_after, hist),
+    );
+    let throughput = Throughput {
+        batches: thr_batches.len(),
+        pipelines: expected.len(),
+        seconds,
+        pipelines_per_sec: expected.len() as f64 / seconds,
+        transitions_per_sec: lat.transitions as f64 / seconds,
+        failed_terminals: ctx.book.failed_terminals - failed_before,
+        redis_calls_per_transition: redis_calls_total as f64 / lat.transitions.max(1) as f64,
+        redis_calls,
+        redis_calls_total,
+        resolve_hist_p50_ms: stats::histogram_quantile(&hb, &ha, 0.5).map(|s| s * 1000.0),
+        resolve_hist_p99_ms: stats::histogram_quantile(&hb, &ha, 0.99).map(|s| s * 1000.0),
+        resolve_calls: ha.last().map(|b| b.1).unwrap_or(0.0)
+            - hb.last().map(|b| b.1).unwrap_or(0.0),
+        messages_per_transition: messages as f64 / lat.transitions.max(1) as f64,
+        latencies: lat,
+        cpu_cores,
+    };
+    Ok(throughput)
 }
 
 /// Time `n` define calls (no `after_pipeline_id`: read and resolve only).
