@@ -312,10 +312,25 @@ fn size_of(v: &Versioned) -> usize {
 
 impl StateCache {
     fn get(&mut self, batch_id: &str) -> Option<Arc<Versioned>> {
+        self.drop_expired();
         self.entries
             .get(batch_id)
             .filter(|e| e.at.elapsed() < CACHE_MAX_AGE)
             .map(|e| e.state.clone())
+    }
+
+    /// Drop the least recently used states while they are too old to be used, so a burst of
+    /// large states does not stay in memory.
+    fn drop_expired(&mut self) {
+        while self
+            .entries
+            .peek_lru()
+            .is_some_and(|(_, e)| e.at.elapsed() >= CACHE_MAX_AGE)
+        {
+            if let Some((_, e)) = self.entries.pop_lru() {
+                self.bytes -= e.bytes;
+            }
+        }
     }
 
     fn remove(&mut self, batch_id: &str) {
@@ -333,6 +348,7 @@ impl StateCache {
         if bytes > CACHE_BYTES / 4 {
             return;
         }
+        self.drop_expired();
         while self.entries.len() >= CACHE_ENTRIES || self.bytes + bytes > CACHE_BYTES {
             let Some((_, evicted)) = self.entries.pop_lru() else {
                 break;
@@ -885,6 +901,20 @@ mod tests {
         assert!(c.get("b1").is_none(), "the least recently used one went");
         assert!(c.get("new").is_some());
         assert_eq!(c.entries.len(), CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn states_too_old_to_be_used_leave_as_new_ones_come() {
+        let mut c = StateCache::default();
+        c.put("old", state(1, CACHE_BYTES / 8));
+        c.entries.peek_mut("old").unwrap().at -= CACHE_MAX_AGE;
+        c.put("new", state(1, 10));
+        assert!(
+            c.entries.peek("old").is_none(),
+            "the expired state was dropped"
+        );
+        assert!(c.bytes < CACHE_BYTES / 8);
+        assert!(c.get("new").is_some());
     }
 
     #[test]

@@ -57,9 +57,10 @@ pub struct PipelinesSeen {
 
 impl Default for PipelinesSeen {
     fn default() -> Self {
-        // A waiter that falls this far behind reads the state instead (`Lagged`).
+        // A waiter that falls this far behind reads the state instead (`Lagged`). Small: the
+        // channel keeps the last states it carried.
         Self {
-            tx: tokio::sync::broadcast::channel(1024).0,
+            tx: tokio::sync::broadcast::channel(64).0,
         }
     }
 }

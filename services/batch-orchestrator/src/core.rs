@@ -184,7 +184,23 @@ impl Default for Decoded {
 }
 
 impl Decoded {
+    /// Drop the least recently used copies while they are too old to be used.
+    fn drop_expired(&mut self) {
+        while self
+            .entries
+            .peek_lru()
+            .is_some_and(|(_, e)| e.at.elapsed() >= DECODED_MAX_AGE)
+        {
+            if let Some((_, e)) = self.entries.pop_lru() {
+                self.weight -= e.weight;
+            }
+        }
+    }
+
     fn get(&mut self, batch_id: &str, v: &Versioned) -> Option<BatchState> {
+        // Also on every read: small states are never put, so a burst of large ones would
+        // otherwise stay as long as only small batches follow.
+        self.drop_expired();
         let small = v.fields.get(fields::STATE)?;
         let e = self.entries.get(batch_id)?;
         (e.version == v.version && e.small == *small && e.at.elapsed() < DECODED_MAX_AGE)
@@ -199,6 +215,7 @@ impl Decoded {
         if !(DECODED_MIN_WEIGHT..=DECODED_WEIGHT / 4).contains(&weight) {
             return;
         }
+        self.drop_expired();
         while self.entries.len() >= DECODED_ENTRIES || self.weight + weight > DECODED_WEIGHT {
             match self.entries.pop_lru() {
                 Some((_, e)) => self.weight -= e.weight,
