@@ -306,19 +306,18 @@ async fn define_waits_for_after_pipeline_id_and_wakes_when_it_is_processed() {
     assert_eq!(strings(&body["final_pipeline"]), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn a_waiting_define_is_answered_from_the_committed_state_without_reading_it_again() {
-    let state = api_state(store(), None, Duration::from_secs(3));
-    let app = router(state.clone());
-    // The completion is committed under another key prefix: a read of this state's Redis
-    // never shows it, only the state the commit announces does.
-    let elsewhere = api_state(store(), None, Duration::from_secs(1));
-    let handler = handler_for(&elsewhere);
-    let batch = unique("b");
-    let done = pipeline_completed(&batch, &[PhaseName::Spellcheck]);
+/// A define request for `pipeline` after pipeline `after`, started in the background; returns
+/// once the conductor counts it as waiting.
+async fn waiting_define(
+    state: &batch_conductor::api::AppState,
+    app: &axum::Router,
+    batch: &str,
+    pipeline: &str,
+    after: &uuid::Uuid,
+) -> tokio::task::JoinHandle<(StatusCode, axum::http::HeaderMap, Value)> {
     let request = tokio::spawn({
         let app = app.clone();
-        let body = define_body(&batch, "nlp", Some(&done.correlation_id.to_string()));
+        let body = define_body(batch, pipeline, Some(&after.to_string()));
         async move { call(&app, post(DEFINE, body, None)).await }
     });
     wait_until(
@@ -330,6 +329,20 @@ async fn a_waiting_define_is_answered_from_the_committed_state_without_reading_i
         },
     )
     .await;
+    request
+}
+
+#[tokio::test]
+async fn a_waiting_define_is_answered_from_the_committed_state_without_reading_it_again() {
+    let state = api_state(store(), None, Duration::from_secs(3));
+    let app = router(state.clone());
+    // The completion is committed under another key prefix: a read of this state's Redis
+    // never shows it, only the state the commit announces does.
+    let elsewhere = api_state(store(), None, Duration::from_secs(1));
+    let handler = handler_for(&elsewhere);
+    let batch = unique("b");
+    let done = pipeline_completed(&batch, &[PhaseName::Spellcheck]);
+    let request = waiting_define(&state, &app, &batch, "nlp", &done.correlation_id).await;
     let msg = delivered(&done, &batch, 7);
     assert_eq!(handler.handle(&msg).await, HandlerResult::Done);
     let committed = elsewhere
@@ -356,20 +369,7 @@ async fn define_sees_a_pipeline_recorded_by_another_replica() {
     let app = router(state.clone());
     let batch = unique("b");
     let done = pipeline_completed(&batch, &[PhaseName::Spellcheck]);
-    let request = tokio::spawn({
-        let app = app.clone();
-        let body = define_body(&batch, "spellcheck", Some(&done.correlation_id.to_string()));
-        async move { call(&app, post(DEFINE, body, None)).await }
-    });
-    wait_until(
-        Duration::from_secs(10),
-        "the define request to wait",
-        || {
-            let waiting = state.metrics().resolve_waiting.get();
-            async move { waiting == 1 }
-        },
-    )
-    .await;
+    let request = waiting_define(&state, &app, &batch, "spellcheck", &done.correlation_id).await;
     let msg = delivered(&done, &batch, 1);
     assert_eq!(other_replica.handle(&msg).await, HandlerResult::Done);
     let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), request)
