@@ -40,9 +40,11 @@ use crate::metrics::{BcsMetrics, PhaseLabels};
 use crate::pipelines::{resolve, Definitions};
 use crate::state::{normalize_pipeline_id, BatchPhases, PhaseRecord, RecordSource};
 
-/// How often a waiting define request reads Redis, for a completion committed by another
-/// replica (those this process commits answer it at once: [`PipelinesSeen`]).
+/// When a waiting define request first reads Redis again, for a completion committed by another
+/// replica (those this process commits answer it at once: [`PipelinesSeen`]); the interval
+/// doubles after each read, up to [`WAIT_POLL_MAX`], so a long wait costs few reads.
 const WAIT_POLL: Duration = Duration::from_millis(25);
+const WAIT_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// What the HTTP side is configured with.
 #[derive(Debug, Clone)]
@@ -286,7 +288,7 @@ impl Drop for Waiting<'_> {
 ///
 /// One read of Redis, then: a completion this process commits for the batch is answered from
 /// the state that commit wrote ([`PipelinesSeen`], no second read); a completion committed by
-/// another replica is found by a read every [`WAIT_POLL`].
+/// another replica is found by reads after [`WAIT_POLL`], then less and less often.
 async fn wait_for_pipeline(
     state: &AppState,
     batch_id: &str,
@@ -297,7 +299,8 @@ async fn wait_for_pipeline(
     // Subscribe before reading, so a commit in between is not missed.
     let mut seen = state.inner.pipelines_seen.subscribe();
     let mut phases = load(state, batch_id).await?;
-    let mut next_poll = Instant::now() + WAIT_POLL;
+    let mut poll = WAIT_POLL;
+    let mut next_poll = Instant::now() + poll;
     loop {
         if phases.has_pipeline(pipeline_id) {
             return Ok(Some(phases));
@@ -326,7 +329,8 @@ async fn wait_for_pipeline(
             _ = tokio::time::sleep_until(next_poll.min(deadline).into()) => {
                 if Instant::now() >= next_poll {
                     phases = load(state, batch_id).await?;
-                    next_poll = Instant::now() + WAIT_POLL;
+                    poll = (poll * 2).min(WAIT_POLL_MAX);
+                    next_poll = Instant::now() + poll;
                 }
             }
             _ = state.inner.consumer_stopped.cancelled() => return Ok(None),
