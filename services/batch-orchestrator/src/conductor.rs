@@ -105,31 +105,14 @@ impl Conductor {
     /// pipeline's phases (nothing pruned: no batch was looked at).
     pub async fn check_pipeline(&self, pipeline: &str) -> Result<Resolution, ConductorError> {
         let url = format!("{}/{}", self.pipelines_url, encode_segment(pipeline));
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(CHECK_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| ConductorError::Unavailable(with_causes(&e)))?;
-        let status = resp.status();
-        if status.is_success() {
-            let r: PipelineDefinitionV1 = resp
-                .json()
-                .await
-                .map_err(|e| ConductorError::Unavailable(format!("unreadable answer: {e}")))?;
-            return Ok(Resolution::Resolved {
+        match ask::<PipelineDefinitionV1>(self.http.get(&url).timeout(CHECK_TIMEOUT)).await? {
+            Answer::Known(r) => Ok(Resolution::Resolved {
                 run: phases(&r.phases)?,
                 pruned: Vec::new(),
-            });
+            }),
+            Answer::Unknown(detail) => Ok(Resolution::Unknown { detail }),
+            Answer::Other(resp) => Err(answered(&resp)),
         }
-        if status == reqwest::StatusCode::BAD_REQUEST {
-            let detail = resp.text().await.unwrap_or_default();
-            return Ok(Resolution::Unknown { detail });
-        }
-        Err(ConductorError::Unavailable(format!(
-            "conductor answered {status}"
-        )))
     }
 
     /// Expand and prune `pipeline` for `batch_id`. With `after`, the conductor answers only once
@@ -141,18 +124,6 @@ impl Conductor {
         correlation_id: Uuid,
         after: Option<Uuid>,
     ) -> Result<Resolution, ConductorError> {
-        self.call(batch_id, pipeline, correlation_id, after, None)
-            .await
-    }
-
-    async fn call(
-        &self,
-        batch_id: &str,
-        pipeline: &str,
-        correlation_id: Uuid,
-        after: Option<Uuid>,
-        timeout: Option<Duration>,
-    ) -> Result<Resolution, ConductorError> {
         let body = BCSPipelineDefinitionRequestV1 {
             batch_id: batch_id.to_owned(),
             requested_pipeline: pipeline.to_owned(),
@@ -160,43 +131,61 @@ impl Conductor {
             batch_metadata: None,
             after_pipeline_id: after.map(|a| a.to_string()),
         };
-        let mut req = self.http.post(&self.define_url).json(&body);
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ConductorError::Unavailable(with_causes(&e)))?;
-        let status = resp.status();
-        if status.is_success() {
-            let r: BCSPipelineDefinitionResponseV1 = resp
-                .json()
-                .await
-                .map_err(|e| ConductorError::Unavailable(format!("unreadable answer: {e}")))?;
-            return Ok(Resolution::Resolved {
+        let req = self.http.post(&self.define_url).json(&body);
+        match ask::<BCSPipelineDefinitionResponseV1>(req).await? {
+            Answer::Known(r) => Ok(Resolution::Resolved {
                 run: phases(&r.final_pipeline)?,
                 pruned: phases(&r.pruned_phases)?,
-            });
+            }),
+            Answer::Unknown(detail) => Ok(Resolution::Unknown { detail }),
+            Answer::Other(resp) => match after {
+                Some(after) if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                        .unwrap_or(Duration::from_secs(1));
+                    Err(ConductorError::Lagging { after, retry_after })
+                }
+                _ => Err(answered(&resp)),
+            },
         }
-        if status == reqwest::StatusCode::BAD_REQUEST {
-            let detail = resp.text().await.unwrap_or_default();
-            return Ok(Resolution::Unknown { detail });
-        }
-        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::from_secs(1));
-            if let Some(after) = after {
-                return Err(ConductorError::Lagging { after, retry_after });
-            }
-        }
-        Err(ConductorError::Unavailable(format!(
-            "conductor answered {status}"
-        )))
     }
+}
+
+/// What the conductor answered a question about a pipeline.
+enum Answer<T> {
+    /// 200, with its body.
+    Known(T),
+    /// 400: the pipeline is unknown (the body, for the terminal event's reason).
+    Unknown(String),
+    /// Anything else.
+    Other(reqwest::Response),
+}
+
+async fn ask<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+) -> Result<Answer<T>, ConductorError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ConductorError::Unavailable(with_causes(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        return resp
+            .json()
+            .await
+            .map(Answer::Known)
+            .map_err(|e| ConductorError::Unavailable(format!("unreadable answer: {e}")));
+    }
+    if status == reqwest::StatusCode::BAD_REQUEST {
+        return Ok(Answer::Unknown(resp.text().await.unwrap_or_default()));
+    }
+    Ok(Answer::Other(resp))
+}
+
+fn answered(resp: &reqwest::Response) -> ConductorError {
+    ConductorError::Unavailable(format!("conductor answered {}", resp.status()))
 }

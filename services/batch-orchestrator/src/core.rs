@@ -474,17 +474,22 @@ mod tests {
         assert_eq!(parse_state(B, &v).unwrap(), s);
     }
 
-    #[test]
-    fn a_decoded_copy_serves_only_the_same_version_and_small_state() {
-        let mut d = Decoded::default();
-        let s = on_batch_known(
+    /// The state of batch `B` once known with `essays` essays.
+    fn known(essays: usize) -> BatchState {
+        on_batch_known(
             &BatchState::default(),
             B,
-            info(300),
+            info(essays),
             &Limits::default(),
             Timestamp::now(),
         )
-        .state;
+        .state
+    }
+
+    #[test]
+    fn a_decoded_copy_serves_only_the_same_version_and_small_state() {
+        let mut d = Decoded::default();
+        let s = known(300);
         let set = changed_fields(&BatchState::default(), &s);
         let v = written(&Versioned::default(), &set);
         d.put(B, v.version, v.fields[fields::STATE].clone(), s.clone());
@@ -504,14 +509,7 @@ mod tests {
             "another small state at that version"
         );
         assert_eq!(d.get("b2", &v), None);
-        let small = on_batch_known(
-            &BatchState::default(),
-            B,
-            info(3),
-            &Limits::default(),
-            Timestamp::now(),
-        )
-        .state;
+        let small = known(3);
         d.put("b3", 1, "{}".into(), small);
         assert!(
             d.entries.peek("b3").is_none(),
@@ -522,27 +520,13 @@ mod tests {
     #[test]
     fn decoded_copies_stay_within_their_weight() {
         let mut d = Decoded::default();
-        let s = on_batch_known(
-            &BatchState::default(),
-            B,
-            info(20_000),
-            &Limits::default(),
-            Timestamp::now(),
-        )
-        .state;
+        let s = known(20_000);
         for i in 0..40 {
             d.put(&format!("b{i}"), 1, "{}".into(), s.clone());
             assert!(d.weight <= DECODED_WEIGHT, "{}", d.weight);
         }
         assert!(d.entries.len() < 40, "older copies let go");
-        let huge = on_batch_known(
-            &BatchState::default(),
-            B,
-            info(DECODED_WEIGHT / 3),
-            &Limits::default(),
-            Timestamp::now(),
-        )
-        .state;
+        let huge = known(DECODED_WEIGHT / 3);
         d.put("huge", 1, "{}".into(), huge);
         assert!(d.entries.peek("huge").is_none(), "too heavy to keep");
     }
