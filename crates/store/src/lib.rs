@@ -55,11 +55,13 @@
 mod conn;
 mod keys;
 pub mod metrics;
+mod recent;
 pub mod relay;
 mod settings;
 mod store;
 
 pub use keys::{bucket_of, BUCKETS};
+pub use recent::Recent;
 
 /// The store's Lua scripts by the SHA1 `EVALSHA` names them with, and what each does (`commit`,
 /// `load`, `relay pump`, `lease release`): for tools that attribute Redis commands.

@@ -1,12 +1,10 @@
 //! Versioned state, the atomic apply step and outbox entries.
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lru::LruCache;
 use parking_lot::Mutex;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
@@ -14,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::conn::{evalsha, Confirm, Conn};
 use crate::keys::{bucket_of, Keys};
+use crate::recent::Recent;
 use crate::RedisSettings;
 
 /// Redis failed or answered something unexpected. Always transient for a consumer: retry.
@@ -279,26 +278,14 @@ const CACHE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Most pending members of a watched index kept for [`Store::take_index_feed`].
 const FEED_MAX: usize = 10_000;
 
-struct CachedState {
-    state: Arc<Versioned>,
-    bytes: usize,
-    at: Instant,
-}
-
 /// The states this process last read or wrote, with their versions, least recently used out
 /// first (bounded by entries and bytes). Only a hint: every commit is checked against the
 /// stored version, so a stale entry costs a conflict and a fresh read, never a wrong commit.
-struct StateCache {
-    entries: LruCache<String, CachedState>,
-    bytes: usize,
-}
+struct StateCache(Recent<Arc<Versioned>>);
 
 impl Default for StateCache {
     fn default() -> Self {
-        Self {
-            entries: LruCache::new(NonZeroUsize::new(CACHE_ENTRIES).expect("a positive bound")),
-            bytes: 0,
-        }
+        Self(Recent::new(CACHE_ENTRIES, CACHE_BYTES, CACHE_MAX_AGE))
     }
 }
 
@@ -312,64 +299,26 @@ fn size_of(v: &Versioned) -> usize {
 
 impl StateCache {
     fn get(&mut self, batch_id: &str) -> Option<Arc<Versioned>> {
-        self.drop_expired();
-        self.entries
-            .get(batch_id)
-            .filter(|e| e.at.elapsed() < CACHE_MAX_AGE)
-            .map(|e| e.state.clone())
-    }
-
-    /// Drop the least recently used states while they are too old to be used, so a burst of
-    /// large states does not stay in memory.
-    fn drop_expired(&mut self) {
-        while self
-            .entries
-            .peek_lru()
-            .is_some_and(|(_, e)| e.at.elapsed() >= CACHE_MAX_AGE)
-        {
-            if let Some((_, e)) = self.entries.pop_lru() {
-                self.bytes -= e.bytes;
-            }
-        }
+        self.0.get(batch_id).cloned()
     }
 
     fn remove(&mut self, batch_id: &str) {
-        if let Some(e) = self.entries.pop(batch_id) {
-            self.bytes -= e.bytes;
-        }
+        self.0.remove(batch_id);
     }
 
     fn put(&mut self, batch_id: &str, state: Versioned) {
-        self.remove(batch_id);
         if state.version == 0 {
-            return; // nothing stored: nothing to remember
-        }
-        let bytes = size_of(&state);
-        if bytes > CACHE_BYTES / 4 {
+            self.0.remove(batch_id); // nothing stored: nothing to remember
             return;
         }
-        self.drop_expired();
-        while self.entries.len() >= CACHE_ENTRIES || self.bytes + bytes > CACHE_BYTES {
-            let Some((_, evicted)) = self.entries.pop_lru() else {
-                break;
-            };
-            self.bytes -= evicted.bytes;
-        }
-        self.bytes += bytes;
-        self.entries.put(
-            batch_id.to_owned(),
-            CachedState {
-                state: Arc::new(state),
-                bytes,
-                at: Instant::now(),
-            },
-        );
+        let bytes = size_of(&state);
+        self.0.put(batch_id, Arc::new(state), bytes);
     }
 
     /// After a committed apply from `expected` to `version`: the new state, if the base is known.
     fn applied(&mut self, batch_id: &str, expected: u64, version: u64, set: &[(String, String)]) {
-        let base = match self.entries.peek(batch_id) {
-            Some(e) if e.state.version == expected => Versioned::clone(&e.state),
+        let base = match self.0.peek(batch_id) {
+            Some(e) if e.version == expected => Versioned::clone(e),
             // Committed on top of nothing: the new state is exactly what was written.
             None if expected == 0 => Versioned::default(),
             _ => {
@@ -900,20 +849,17 @@ mod tests {
         assert!(c.get("b0").is_some(), "a state in use stays");
         assert!(c.get("b1").is_none(), "the least recently used one went");
         assert!(c.get("new").is_some());
-        assert_eq!(c.entries.len(), CACHE_ENTRIES);
+        assert_eq!(c.0.len(), CACHE_ENTRIES);
     }
 
     #[test]
     fn states_too_old_to_be_used_leave_as_new_ones_come() {
         let mut c = StateCache::default();
         c.put("old", state(1, CACHE_BYTES / 8));
-        c.entries.peek_mut("old").unwrap().at -= CACHE_MAX_AGE;
+        c.0.backdate("old", CACHE_MAX_AGE);
         c.put("new", state(1, 10));
-        assert!(
-            c.entries.peek("old").is_none(),
-            "the expired state was dropped"
-        );
-        assert!(c.bytes < CACHE_BYTES / 8);
+        assert!(c.0.peek("old").is_none(), "the expired state was dropped");
+        assert!(c.0.weight() < CACHE_BYTES / 8);
         assert!(c.get("new").is_some());
     }
 
@@ -923,7 +869,7 @@ mod tests {
         let big = CACHE_BYTES / 20;
         for i in 0..40 {
             c.put(&format!("b{i}"), state(1, big));
-            assert!(c.bytes <= CACHE_BYTES, "{} bytes", c.bytes);
+            assert!(c.0.weight() <= CACHE_BYTES, "{} bytes", c.0.weight());
         }
         assert!(c.get("b39").is_some() && c.get("b0").is_none());
         // Too big to be worth keeping, and nothing stored (version 0): not kept.

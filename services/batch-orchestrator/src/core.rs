@@ -140,18 +140,13 @@ fn changed_fields(old: &BatchState, new: &BatchState) -> Vec<(String, String)> {
 pub struct DecodedStates(Arc<parking_lot::Mutex<Decoded>>);
 
 #[derive(Debug)]
-struct Decoded {
-    entries: lru::LruCache<String, DecodedEntry>,
-    weight: usize,
-}
+struct Decoded(huleedu_store::Recent<DecodedEntry>);
 
 #[derive(Debug)]
 struct DecodedEntry {
     version: u64,
     small: Arc<str>,
     state: BatchState,
-    weight: usize,
-    at: std::time::Instant,
 }
 
 /// Most decoded states kept, and their total weight (essay references, about 150 bytes each).
@@ -174,64 +169,33 @@ fn weight_of(s: &BatchState) -> usize {
 
 impl Default for Decoded {
     fn default() -> Self {
-        Self {
-            entries: lru::LruCache::new(
-                std::num::NonZeroUsize::new(DECODED_ENTRIES).expect("a positive bound"),
-            ),
-            weight: 0,
-        }
+        Self(huleedu_store::Recent::new(
+            DECODED_ENTRIES,
+            DECODED_WEIGHT,
+            DECODED_MAX_AGE,
+        ))
     }
 }
 
 impl Decoded {
-    /// Drop the least recently used copies while they are too old to be used.
-    fn drop_expired(&mut self) {
-        while self
-            .entries
-            .peek_lru()
-            .is_some_and(|(_, e)| e.at.elapsed() >= DECODED_MAX_AGE)
-        {
-            if let Some((_, e)) = self.entries.pop_lru() {
-                self.weight -= e.weight;
-            }
-        }
-    }
-
     fn get(&mut self, batch_id: &str, v: &Versioned) -> Option<BatchState> {
-        // Also on every read: small states are never put, so a burst of large ones would
-        // otherwise stay as long as only small batches follow.
-        self.drop_expired();
+        let e = self.0.get(batch_id)?;
         let small = v.fields.get(fields::STATE)?;
-        let e = self.entries.get(batch_id)?;
-        (e.version == v.version && e.small == *small && e.at.elapsed() < DECODED_MAX_AGE)
-            .then(|| e.state.clone())
+        (e.version == v.version && e.small == *small).then(|| e.state.clone())
     }
 
     fn put(&mut self, batch_id: &str, version: u64, small: Arc<str>, state: BatchState) {
-        if let Some(old) = self.entries.pop(batch_id) {
-            self.weight -= old.weight;
-        }
         let weight = weight_of(&state);
-        if !(DECODED_MIN_WEIGHT..=DECODED_WEIGHT / 4).contains(&weight) {
+        if weight < DECODED_MIN_WEIGHT {
+            self.0.remove(batch_id);
             return;
         }
-        self.drop_expired();
-        while self.entries.len() >= DECODED_ENTRIES || self.weight + weight > DECODED_WEIGHT {
-            match self.entries.pop_lru() {
-                Some((_, e)) => self.weight -= e.weight,
-                None => break,
-            }
-        }
-        self.weight += weight;
-        let at = std::time::Instant::now();
         let entry = DecodedEntry {
             version,
             small,
             state,
-            weight,
-            at,
         };
-        self.entries.put(batch_id.to_owned(), entry);
+        self.0.put(batch_id, entry, weight);
     }
 }
 
@@ -512,7 +476,7 @@ mod tests {
         let small = known(3);
         d.put("b3", 1, "{}".into(), small);
         assert!(
-            d.entries.peek("b3").is_none(),
+            d.0.peek("b3").is_none(),
             "a small state is parsed, not kept"
         );
     }
@@ -523,11 +487,11 @@ mod tests {
         let s = known(20_000);
         for i in 0..40 {
             d.put(&format!("b{i}"), 1, "{}".into(), s.clone());
-            assert!(d.weight <= DECODED_WEIGHT, "{}", d.weight);
+            assert!(d.0.weight() <= DECODED_WEIGHT, "{}", d.0.weight());
         }
-        assert!(d.entries.len() < 40, "older copies let go");
+        assert!(d.0.len() < 40, "older copies let go");
         let huge = known(DECODED_WEIGHT / 3);
         d.put("huge", 1, "{}".into(), huge);
-        assert!(d.entries.peek("huge").is_none(), "too heavy to keep");
+        assert!(d.0.peek("huge").is_none(), "too heavy to keep");
     }
 }
