@@ -53,6 +53,15 @@ pub async fn provision_topics_within(
     }
 }
 
+/// A client for metadata requests. No group.id: as a consumer it polls the client's main queue,
+/// where log and error events go.
+fn metadata_client(settings: &KafkaSettings) -> Result<BaseConsumer<LogContext>, KafkaError> {
+    settings
+        .admin_config()
+        .create_with_context(LogContext::default())
+        .map_err(KafkaError::Client)
+}
+
 /// Ask the broker for metadata with a client whose events are polled, so that a refusal
 /// (authentication, TLS) is seen — the admin client's own error and log events are never
 /// polled by rdkafka. `Ok` when the broker answered, [`KafkaError::Refused`] when it refused
@@ -62,11 +71,7 @@ pub fn check_broker_blocking(
     settings: &KafkaSettings,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
-    // No group.id: this consumer polls the client's main queue, where log and error events go.
-    let probe: BaseConsumer<LogContext> = settings
-        .admin_config()
-        .create_with_context(LogContext::default())
-        .map_err(KafkaError::Client)?;
+    let probe = metadata_client(settings)?;
     let answered = probe.fetch_metadata(None, timeout);
     // Serve the log and error events queued meanwhile (they carry the refusal).
     let until = Instant::now() + Duration::from_millis(300);
@@ -193,10 +198,7 @@ fn wait_until_listed(
     topics: &[String],
     within: Duration,
 ) -> Result<(), KafkaError> {
-    let client: BaseConsumer<LogContext> = settings
-        .admin_config()
-        .create_with_context(LogContext::default())
-        .map_err(KafkaError::Client)?;
+    let client = metadata_client(settings)?;
     let until = Instant::now() + within;
     loop {
         let missing = match client.fetch_metadata(None, Duration::from_secs(5)) {
