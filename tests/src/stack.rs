@@ -81,7 +81,7 @@ pub fn binary(name: &str) -> PathBuf {
             p.display()
         );
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = huleedu_contracts::checkout_root();
     let crate_dir = match name {
         "hulectl" => root.join("tools").join(name),
         _ => root.join("services").join(name),
@@ -178,7 +178,7 @@ impl BrokerKind {
 
 /// The script that runs one Apache Kafka broker in the foreground.
 fn kafka_broker_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/kafka-broker.sh")
+    huleedu_contracts::checkout_root().join("scripts/lib/kafka-broker.sh")
 }
 
 /// Settings of one stack.
@@ -240,7 +240,7 @@ impl StackOptions {
 pub const REDIS_CLUSTER_NODES: usize = 6;
 
 fn redis_cluster_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/redis-cluster.sh")
+    huleedu_contracts::checkout_root().join("scripts/lib/redis-cluster.sh")
 }
 
 /// The process name of the cluster node on `port`.

@@ -40,17 +40,32 @@ pub mod status;
 pub mod timestamp;
 pub mod topics;
 
-/// The platform's example envelopes and JSON Schemas kept in this source tree for tests
-/// (`crates/contracts/tests/platform`, see its README): the golden and schema tests of this
-/// crate and of the services read them from here. Only meaningful in a checkout of the
-/// repository.
+/// The root of the checkout the tests run in (tests only). Found at run time, walking up from
+/// the working directory (`cargo test` runs each test binary in its package's directory) to the
+/// folder holding `crates/contracts/tests/platform`; the path this crate was compiled at is the
+/// fallback. Not `env!("CARGO_MANIFEST_DIR")` alone: checkouts that share one `CARGO_TARGET_DIR`
+/// (as the scripts and CI do) can be served a test binary built in another checkout, and a path
+/// compiled into it points at that checkout's files — or at nothing once it is gone.
 #[doc(hidden)]
-pub const PLATFORM_FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/platform");
+pub fn checkout_root() -> std::path::PathBuf {
+    let is_root = |d: &std::path::Path| {
+        d.join("Cargo.toml").is_file() && d.join("crates/contracts/tests/platform").is_dir()
+    };
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(root) = cwd.ancestors().find(|d| is_root(d)) {
+            return root.to_path_buf();
+        }
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
-/// [`PLATFORM_FIXTURES_DIR`], checked to hold `examples/` and `schemas/` (tests only).
+/// The platform's example envelopes and JSON Schemas kept in this source tree for tests
+/// (`crates/contracts/tests/platform` under [`checkout_root`], see its README): the golden and
+/// schema tests of this crate and of the services read them from here, checked to hold
+/// `examples/` and `schemas/`. Only meaningful in a checkout of the repository.
 #[doc(hidden)]
 pub fn platform_fixtures_dir() -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(PLATFORM_FIXTURES_DIR);
+    let dir = checkout_root().join("crates/contracts/tests/platform");
     assert!(
         dir.join("examples").is_dir() && dir.join("schemas").is_dir(),
         "platform contract fixtures not found at {}",

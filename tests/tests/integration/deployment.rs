@@ -10,7 +10,7 @@ use huleedu_service::settings::ServiceSettings;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    huleedu_contracts::checkout_root()
 }
 
 fn compose() -> Yaml {

@@ -12,7 +12,7 @@ use huleedu_contracts::topics;
 use huleedu_service::settings::{ServiceSettings, Variable};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    huleedu_contracts::checkout_root()
 }
 
 fn table(docs: &[Variable]) -> String {
