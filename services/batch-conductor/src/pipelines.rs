@@ -409,7 +409,8 @@ mod tests {
 
     #[test]
     fn the_example_file_equals_the_builtin_table() {
-        let path = huleedu_contracts::checkout_root().join("services/batch-conductor/pipelines.example.json");
+        let path = huleedu_contracts::checkout_root()
+            .join("services/batch-conductor/pipelines.example.json");
         let loaded = Definitions::load(&path).unwrap();
         let builtin = Definitions::builtin();
         assert_eq!(loaded.order, builtin.order);

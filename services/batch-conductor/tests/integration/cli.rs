@@ -57,8 +57,10 @@ fn a_bad_pipelines_file_exits_2_naming_file_and_entry() {
 
 #[test]
 fn the_readme_documents_every_setting() {
-    let readme =
-        std::fs::read_to_string(huleedu_contracts::checkout_root().join("services/batch-conductor/README.md")).unwrap();
+    let readme = std::fs::read_to_string(
+        huleedu_contracts::checkout_root().join("services/batch-conductor/README.md"),
+    )
+    .unwrap();
     for doc in BcsSettings::variables() {
         assert!(
             readme.contains(&format!("| `{}` |", doc.name)),
