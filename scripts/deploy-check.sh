@@ -65,6 +65,7 @@ cleanup() {
   local status=$?
   trap - EXIT INT TERM
   set +e
+  rm -f "$INFRA_PORTS_GIVEN"
   # Helper containers of this run (hulectl), then the stack, then the engine if it is ours.
   local helpers
   helpers=$(docker ps -aq --filter "label=huleedu.deploy-check=$PROJECT" 2>/dev/null)

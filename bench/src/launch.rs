@@ -95,9 +95,8 @@ pub async fn wait_ready(
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 (`huleedu_it::stack::free_port`: never the same twice, never
+/// one an outgoing connection could take while its server restarts).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(huleedu_it::stack::free_port())
 }

@@ -64,6 +64,7 @@ infra_ensure_tools() {
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)  # infra_free_port
   if [ ${#missing[@]} -gt 0 ]; then
     infra_log "not found: ${missing[*]}: installing Debian's packages"
     $sudo apt-get update -qq
@@ -87,17 +88,45 @@ infra_ensure_tools() {
   done
 }
 
-# Print a TCP port on 127.0.0.1 that nothing listens on right now.
+# Print a TCP port on 127.0.0.1 that nothing listens on right now, never printed before by this
+# shell. Picked at random below the kernel's ephemeral range (32768 and up on Linux), as the test
+# kit does (tests/src/stack.rs free_port): a port from bind(0) can come back from the next call
+# before its server binds it, and an outgoing connection can take a stopped server's port. The
+# ports handed out are listed in $INFRA_PORTS_GIVEN (one file per shell, removed by infra_stop).
+INFRA_PORTS_GIVEN="${TMPDIR:-/tmp}/huleedu-ports-$$"
 infra_free_port() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-    return
-  fi
-  local p
-  while :; do
-    p=$(( (RANDOM % 20000) + 30000 ))
-    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
+  python3 - "$INFRA_PORTS_GIVEN" <<'PY'
+import random, socket, sys
+given_file = sys.argv[1]
+try:
+    given = set(open(given_file).read().split())
+except OSError:
+    given = set()
+try:
+    below = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    below = 32768
+low = max(10000, below - 20000)
+for _ in range(10000):
+    if low < below:
+        port = random.randrange(low, below)
+    else:  # an unusual ephemeral range: let the kernel pick
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    if str(port) in given:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    with open(given_file, "a") as f:
+        f.write(f"{port}\n")
+    print(port)
+    sys.exit(0)
+sys.exit("no free port found on 127.0.0.1")
+PY
 }
 
 # Print $1 distinct free ports.
@@ -136,6 +165,7 @@ infra_stop() {
     wait "$pid" 2>/dev/null || true
   done
   INFRA_PIDS=()
+  rm -f "$INFRA_PORTS_GIVEN"
   if [ -n "${INFRA_DIR:-}" ] && [ -d "$INFRA_DIR" ] && [ -z "${INFRA_KEEP:-}" ]; then
     rm -rf "$INFRA_DIR"
   fi

@@ -33,12 +33,44 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-/// A free TCP port on 127.0.0.1.
+/// A TCP port on 127.0.0.1 that nothing listens on, never handed out before by this process.
+///
+/// Picked at random **below the kernel's ephemeral range** (`ip_local_port_range`, from 32768 on
+/// Linux) and checked with a bind. Not `bind(127.0.0.1:0)`: the kernel hands out ports of the
+/// ephemeral range, where (1) a port released by the check can come back from the next call —
+/// two servers of one stack were given the same port (a broker and a Redis node), and (2) while
+/// a server the chaos tests killed is down, any outgoing connection can take its port as its
+/// local port, and the restart on that port fails for as long as that connection lives.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let below = ephemeral_start();
+    let low = below.saturating_sub(20_000).max(10_000);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = if low < below {
+            low + (uuid::Uuid::new_v4().as_u128() % u128::from(below - low)) as u16
+        } else {
+            // An unusual ephemeral range (starting below 10000): let the kernel pick.
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port found on 127.0.0.1 in {low}..{below}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// Where cargo put this workspace's binaries (next to the running test executable).
