@@ -3,7 +3,9 @@
 //! - `<service>_outbox_published_total{topic}` — entries published;
 //! - `<service>_outbox_errors_total` — failed relay rounds or publishes (retried);
 //! - `<service>_outbox_parked_total` — entries that can never be published, parked
-//!   (an operator must look: docs/operations.md).
+//!   (an operator must look: docs/operations.md);
+//! - `<service>_outbox_handed_off_total` — entries a commit handed straight to the relay
+//!   (published without being read back from Redis).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +25,7 @@ pub struct OutboxMetrics {
     published: Family<TopicLabel, Counter>,
     errors: Counter,
     parked: Counter,
+    handed_off: Counter,
 }
 
 impl OutboxMetrics {
@@ -50,6 +53,11 @@ impl OutboxMetrics {
             "Outbox entries that can never be published (undecodable or refused by the broker for good), parked for an operator",
             m.parked.clone(),
         );
+        registry.register(
+            format!("{service}_outbox_handed_off"),
+            "Outbox entries a commit handed straight to the relay (published without being read back from Redis)",
+            m.handed_off.clone(),
+        );
         m
     }
 }
@@ -69,5 +77,9 @@ impl RelayObserver for OutboxMetrics {
 
     fn on_parked(&self) {
         self.parked.inc();
+    }
+
+    fn on_handed_off(&self, entries: u64) {
+        self.handed_off.inc_by(entries);
     }
 }

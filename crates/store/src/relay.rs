@@ -12,6 +12,20 @@
 //! sweep (within `poll_interval`) or by the drain at shutdown; a crash before that re-sends
 //! them (same `event_id`s, dropped by consumers).
 //!
+//! **Hand-off** (no read at all): while a relay runs, the commits of its process tell the commit
+//! script how many entries at the head of the bucket's outbox this relay already holds (handed
+//! to it or read, not yet removed), and carry the removal of the entries it has finished. When
+//! the outbox holds nothing else and no other relay holds the lease, the script takes the lease
+//! and answers "handed": the commit gives its entries to the relay, which publishes them
+//! without reading them back, and their removal rides on the next script that touches the
+//! bucket (a commit or a pump). Otherwise (another process's entries, an unknown earlier
+//! commit, another relay's lease) the entries wait for a pump as before. A commit with outbox
+//! entries and the relay's pump of the same bucket take turns (one lock per bucket in the
+//! process), so what the relay holds is exactly known when a script runs: nothing is read
+//! twice, and entries are published in outbox order. When a removal finds the head not as the
+//! relay believed (another relay took the bucket over), the relay forgets what it holds and
+//! reads the bucket from its head again: re-sends, never a loss.
+//!
 //! The relay wakes when this process appends to the outbox and then drains just the buckets
 //! this process appended to; every `poll_interval` it sweeps all buckets (entries left by a
 //! crashed or other replica). Buckets are drained side by side (each in order). On shutdown it
@@ -29,16 +43,16 @@
 //! the same buckets: entries are then published twice (same `event_id`s, dropped by consumers),
 //! never lost; give each replica its own identity.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use huleedu_kafka::Producer;
 use huleedu_service::backoff::Backoff;
-use parking_lot::Mutex;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
-use crate::keys::Keys;
 use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 
 /// Most entries published per bucket per round.
@@ -46,25 +60,35 @@ pub const BATCH: usize = 256;
 
 const PUMP_LUA: &str = r#"
 -- KEYS[1] lease, KEYS[2] outbox, KEYS[3] parked; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most
--- entries, ARGV[4..] the entries this relay finished last time, oldest first, each prefixed
--- with 'A' (published and acknowledged) or 'P' (can never be published: park it).
+-- entries, ARGV[4] entries this relay holds at the head after the removals (not to be read
+-- again), ARGV[5..] the entries this relay finished, oldest first, each prefixed with 'A'
+-- (published and acknowledged) or 'P' (can never be published: park it).
 -- nil when another relay holds the lease (nothing changed). Otherwise: remove those entries
 -- while they are at the head (checked one by one), parking the 'P' ones, take or renew the
--- lease, and answer the oldest entries now in the outbox.
+-- lease, and answer {intact, entries...}: the entries after the held ones; intact '0' when a
+-- removal did not find its entry at the head, and then the entries from the head.
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then
   return false
 end
-for i = 4, #ARGV do
+local intact = '1'
+for i = 5, #ARGV do
   local entry = string.sub(ARGV[i], 2)
-  if redis.call('LINDEX', KEYS[2], 0) ~= entry then break end
+  if redis.call('LINDEX', KEYS[2], 0) ~= entry then
+    intact = '0'
+    break
+  end
   redis.call('LPOP', KEYS[2])
   if string.sub(ARGV[i], 1, 1) == 'P' then
     redis.call('RPUSH', KEYS[3], entry)
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-return redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+local from = 0
+if intact == '1' then from = tonumber(ARGV[4]) end
+local out = redis.call('LRANGE', KEYS[2], from, from + tonumber(ARGV[3]) - 1)
+table.insert(out, 1, intact)
+return out
 "#;
 
 /// Give up a lease only if this relay still holds it.
@@ -85,6 +109,76 @@ pub(crate) fn script_names() -> Vec<(String, &'static str)> {
     ]
 }
 
+/// What one relay holds of each bucket's outbox, shared with the commits of its process while
+/// it runs (see "Hand-off" in the module docs).
+pub(crate) struct Hands {
+    /// The relay's lease owner.
+    pub(crate) owner: String,
+    pub(crate) lease_ttl: Duration,
+    buckets: Vec<tokio::sync::Mutex<Hand>>,
+    /// Buckets given entries by a commit since the relay last looked (bit mask).
+    handed: AtomicU32,
+    /// Entries handed off by commits (a counter for the relay's observer).
+    handed_off: AtomicU64,
+}
+
+/// One bucket's part of [`Hands`]: the entries at the head of its outbox this relay holds, in
+/// outbox order — queued, being published, then finished and waiting for their removal.
+#[derive(Debug, Default)]
+pub(crate) struct Hand {
+    /// Given to the relay (handed off by a commit or read by a pump), not yet being published.
+    queue: VecDeque<String>,
+    /// Being published.
+    in_flight: usize,
+    /// Finished ('A' published, 'P' to park, then the raw entry), oldest first: removed from
+    /// the head of the outbox by the next script on the bucket.
+    pub(crate) done: Vec<String>,
+    /// Bumped when the relay forgets what it holds: the results of publishes started before
+    /// are not recorded.
+    epoch: u64,
+}
+
+impl Hand {
+    /// Entries at the head of the outbox held by the relay and not finished (they stay there
+    /// after the finished ones are removed).
+    pub(crate) fn held(&self) -> usize {
+        self.queue.len() + self.in_flight
+    }
+
+    /// The outbox's head is not what the relay believed (another relay took the bucket over):
+    /// forget everything; the next pump reads the bucket from its head.
+    pub(crate) fn lost_track(&mut self) {
+        self.queue.clear();
+        self.in_flight = 0;
+        self.done.clear();
+        self.epoch += 1;
+    }
+}
+
+impl Hands {
+    fn new(owner: String, lease_ttl: Duration) -> Self {
+        Self {
+            owner,
+            lease_ttl,
+            buckets: (0..BUCKETS).map(|_| Default::default()).collect(),
+            handed: AtomicU32::new(0),
+            handed_off: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn bucket(&self, bucket: u16) -> &tokio::sync::Mutex<Hand> {
+        &self.buckets[bucket as usize]
+    }
+
+    /// A commit's entries, handed to the relay (called with the bucket's lock held).
+    pub(crate) fn hand_over(&self, hand: &mut Hand, bucket: u16, entries: Vec<String>) {
+        self.handed_off
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        hand.queue.extend(entries);
+        self.handed.fetch_or(1 << bucket, Ordering::AcqRel);
+    }
+}
+
 /// What became of one outbox entry.
 enum Sent {
     Published(String),
@@ -100,6 +194,8 @@ pub trait RelayObserver: Send + Sync + 'static {
     fn on_error(&self) {}
     /// An entry was parked: it can never be published (see the module documentation).
     fn on_parked(&self) {}
+    /// Entries a commit handed straight to the relay (published without being read back).
+    fn on_handed_off(&self, _entries: u64) {}
 }
 
 /// Records nothing.
@@ -117,9 +213,8 @@ pub struct OutboxRelay<O = NoRelayObserver> {
     drain_timeout: Duration,
     pump: Arc<Script>,
     release: Arc<Script>,
-    /// Per bucket: entries finished ('A' acknowledged, 'P' to park, then the raw entry), to be
-    /// removed by the next pump.
-    acked: Arc<Vec<Mutex<Vec<String>>>>,
+    /// What this relay holds of each bucket (shared with the store's commits while it runs).
+    hands: Arc<Hands>,
     observer: O,
 }
 
@@ -134,16 +229,17 @@ impl<O> std::fmt::Debug for OutboxRelay<O> {
 impl OutboxRelay<NoRelayObserver> {
     pub fn new(store: Store, producer: Producer) -> Self {
         let owner = store.replica_id().to_owned();
+        let lease_ttl = Duration::from_secs(10);
         Self {
             store,
             producer,
+            hands: Arc::new(Hands::new(owner.clone(), lease_ttl)),
             owner,
             poll_interval: Duration::from_millis(250),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl,
             drain_timeout: Duration::from_secs(10),
             pump: Arc::new(Script::new(PUMP_LUA)),
             release: Arc::new(Script::new(RELEASE_LUA)),
-            acked: Arc::new((0..BUCKETS).map(|_| Mutex::default()).collect()),
             observer: NoRelayObserver,
         }
     }
@@ -160,7 +256,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
             drain_timeout: self.drain_timeout,
             pump: self.pump,
             release: self.release,
-            acked: self.acked,
+            hands: self.hands,
             observer,
         }
     }
@@ -169,6 +265,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
     /// (`REPLICA_ID`), so a restart under the same identity takes its buckets back at once.
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();
+        self.hands = Arc::new(Hands::new(self.owner.clone(), self.lease_ttl));
         self
     }
 
@@ -180,6 +277,9 @@ impl<O: RelayObserver> OutboxRelay<O> {
 
     /// Relay until `shutdown` is cancelled, then drain what is left (bounded).
     pub async fn run(self, shutdown: CancellationToken) {
+        // The commits of this process hand their entries to this relay while it runs (the
+        // first relay of a store; the claim ends when this future ends or is dropped).
+        let _claim = self.store.claim_hand_off(self.hands.clone());
         let notify = self.store.outbox_notify();
         let mut failures = 0u32;
         // The first pass is a full sweep (entries left by an earlier run).
@@ -192,7 +292,9 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 self.store.take_dirty_buckets();
                 self.round().await
             } else {
-                self.round_buckets(self.store.take_dirty_buckets()).await
+                let handed = self.hands.handed.swap(0, Ordering::AcqRel);
+                self.round_buckets(self.store.take_dirty_buckets(), handed)
+                    .await
             };
             match result {
                 Ok(_) => failures = 0,
@@ -259,15 +361,21 @@ impl<O: RelayObserver> OutboxRelay<O> {
             .enumerate()
             .filter(|(_, len)| **len > 0)
             .fold(0u32, |m, (b, _)| m | (1 << b));
-        self.round_buckets(mask).await
+        let handed = self.hands.handed.swap(0, Ordering::AcqRel);
+        self.round_buckets(mask, handed).await
     }
 
-    /// Drain the buckets of `mask` (bit `b` = bucket `b`) side by side, each until it is
-    /// empty; returns how many entries were published (the first error, if any).
-    async fn round_buckets(&self, mask: u32) -> Result<usize, StoreError> {
+    /// Read and publish the buckets of `read` (bit `b` = bucket `b`), and publish what commits
+    /// handed over in those of `handed`, side by side, each until it is empty; returns how
+    /// many entries were published (the first error, if any).
+    async fn round_buckets(&self, read: u32, handed: u32) -> Result<usize, StoreError> {
+        let n = self.hands.handed_off.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.observer.on_handed_off(n);
+        }
         let drains = (0..BUCKETS)
-            .filter(|b| mask & (1 << b) != 0)
-            .map(|b| self.drain_bucket_fully(b));
+            .filter(|b| (read | handed) & (1 << b) != 0)
+            .map(|b| self.drain_bucket_fully(b, read & (1 << b) != 0));
         let mut total = 0;
         let mut first_error = None;
         for r in futures::future::join_all(drains).await {
@@ -284,35 +392,44 @@ impl<O: RelayObserver> OutboxRelay<O> {
         }
     }
 
-    async fn drain_bucket_fully(&self, bucket: u16) -> Result<usize, StoreError> {
+    /// Publish what this relay holds of `bucket`; with `read`, read the bucket (up to
+    /// [`BATCH`] entries at a time) and publish that too, until it is empty.
+    async fn drain_bucket_fully(&self, bucket: u16, mut read: bool) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let (published, read) = self.drain_bucket(self.store.keys(), bucket).await?;
-            total += published;
-            if read < BATCH || published < read {
+            if read {
+                read = self.pump(bucket).await? == BATCH;
+            }
+            let (finished, failed) = self.publish_held(bucket).await;
+            total += finished;
+            if !read || failed {
                 return Ok(total);
             }
         }
     }
 
-    /// Publish up to [`BATCH`] entries of one bucket; returns (published, read).
-    async fn drain_bucket(&self, keys: &Keys, bucket: u16) -> Result<(usize, usize), StoreError> {
-        let done = self.take_acked(bucket);
-        // One round trip: remove what the last drain had acknowledged, take or renew the
-        // lease, read the oldest entries. With REDIS_WAIT_REPLICAS, nothing is published
-        // before the replicas confirm it (WAIT in the same round trip: the script's own write
-        // comes after every entry it reads, so their confirmation covers the entries).
+    /// One round trip: remove what this relay has finished, take or renew the lease, read up
+    /// to [`BATCH`] entries after the ones it holds; returns how many were read. With
+    /// REDIS_WAIT_REPLICAS, nothing is published before the replicas confirm it (WAIT in the
+    /// same round trip: the script's own write comes after every entry it reads, so their
+    /// confirmation covers the entries).
+    async fn pump(&self, bucket: u16) -> Result<usize, StoreError> {
+        let keys = self.store.keys();
+        // Commits of this bucket wait meanwhile: what the relay holds stays exact.
+        let mut hand = self.hands.bucket(bucket).lock().await;
+        let done = std::mem::take(&mut hand.done);
         let mut inv = crate::conn::evalsha(
             &self.pump,
             &[keys.lease(bucket), keys.outbox(bucket), keys.parked(bucket)],
         );
         inv.arg(&self.owner)
             .arg(self.lease_ttl.as_millis() as u64)
-            .arg(BATCH);
+            .arg(BATCH)
+            .arg(hand.held());
         for r in &done {
             inv.arg(r);
         }
-        let raw: Option<Vec<String>> = match self
+        let answer: Option<Vec<String>> = match self
             .store
             .conn()
             .script(&self.pump, inv, self.store.confirm())
@@ -321,16 +438,36 @@ impl<O: RelayObserver> OutboxRelay<O> {
             Ok(r) => r,
             Err(e) => {
                 // Removed or not: unknown. Try again next time (the removal is content-checked).
-                self.set_acked(bucket, done);
+                hand.done = done;
                 return Err(e);
             }
         };
-        let Some(raw) = raw else {
+        let Some(mut answer) = answer else {
             // Another replica drains this bucket (and re-sends what it finds: same event ids).
-            return Ok((0, 0));
+            hand.done = done;
+            return Ok(0);
+        };
+        let intact = !answer.is_empty() && answer.remove(0) == "1";
+        if !intact {
+            // Read from the head: what this relay held is in `answer` again.
+            hand.lost_track();
+        }
+        let read = answer.len();
+        hand.queue.extend(answer);
+        Ok(read)
+    }
+
+    /// Publish every entry queued for `bucket`, in order; returns (entries finished, whether
+    /// one failed for now — it and those after it are queued again, in order).
+    async fn publish_held(&self, bucket: u16) -> (usize, bool) {
+        let (raw, epoch) = {
+            let mut hand = self.hands.bucket(bucket).lock().await;
+            let raw: Vec<String> = hand.queue.drain(..).collect();
+            hand.in_flight += raw.len();
+            (raw, hand.epoch)
         };
         if raw.is_empty() {
-            return Ok((0, 0));
+            return (0, false);
         }
         // Enqueue everything first, then await the acks in order.
         let sends: Vec<_> = raw
@@ -386,22 +523,23 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 Sent::Published(_) | Sent::Park(_) => {}
             }
         }
-        let done = finished.len();
-        // Removed (and parked) by the next pump of this bucket (the next drain or sweep).
-        self.set_acked(bucket, finished);
-        if let Some(e) = first_error {
+        let n = finished.len();
+        {
+            let mut hand = self.hands.bucket(bucket).lock().await;
+            if hand.epoch == epoch {
+                hand.in_flight -= raw.len();
+                // Removed (and parked) by the next script on this bucket (a commit or a pump).
+                hand.done.extend(finished);
+                for entry in raw.into_iter().skip(n).rev() {
+                    hand.queue.push_front(entry);
+                }
+            }
+        }
+        if let Some(e) = &first_error {
             tracing::warn!(bucket, error = %e, published, "outbox publish failed; will retry");
             self.observer.on_error();
         }
-        Ok((done, raw.len()))
-    }
-
-    fn take_acked(&self, bucket: u16) -> Vec<String> {
-        std::mem::take(&mut *self.acked[bucket as usize].lock())
-    }
-
-    fn set_acked(&self, bucket: u16, entries: Vec<String>) {
-        *self.acked[bucket as usize].lock() = entries;
+        (n, first_error.is_some())
     }
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {

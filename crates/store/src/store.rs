@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::conn::{evalsha, Confirm, Conn};
 use crate::keys::{bucket_of, Keys};
 use crate::recent::Recent;
+use crate::relay::Hands;
 use crate::RedisSettings;
 
 /// Redis failed or answered something unexpected. Always transient for a consumer: retry.
@@ -197,19 +198,36 @@ pub enum ApplyOutcome {
 }
 
 const APPLY_LUA: &str = r#"
--- KEYS[1] state hash, KEYS[2] dedup marker, KEYS[3] outbox list, KEYS[4..] index sets
+-- KEYS[1] state hash, KEYS[2] dedup marker, KEYS[3] outbox list, KEYS[4] outbox lease,
+-- KEYS[5] parked list, KEYS[6..] index sets
 -- ARGV: expected_version, dedup_ttl_ms, state_ttl_ms, has_dedup, n_fields, n_outbox, n_index,
---       field/value pairs..., outbox entries..., index ops (op, score, member)...
+--       hand-off owner ('' = none), lease ttl ms, held, n_done,
+--       field/value pairs..., outbox entries..., index ops (op, score, member)..., done entries...
+-- Returns {status, version, handed, intact}.
+local nf, no, ni, nd = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[11])
+-- First, whatever this commit's decision: remove the entries the relay of this process has
+-- finished ('A' published, 'P' to park), while they are at the head, checked one by one.
+local intact = 1
+for j = 12 + 2 * nf + no + 3 * ni, 11 + 2 * nf + no + 3 * ni + nd do
+  local entry = string.sub(ARGV[j], 2)
+  if redis.call('LINDEX', KEYS[3], 0) ~= entry then
+    intact = 0
+    break
+  end
+  redis.call('LPOP', KEYS[3])
+  if string.sub(ARGV[j], 1, 1) == 'P' then
+    redis.call('RPUSH', KEYS[5], entry)
+  end
+end
 local expected = tonumber(ARGV[1])
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'already', 0}
+  return {'already', 0, 0, intact}
 end
 local current = tonumber(redis.call('HGET', KEYS[1], '_v') or '0')
 if current ~= expected then
-  return {'conflict', current}
+  return {'conflict', current, 0, intact}
 end
-local nf, no, ni = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local i = 8
+local i = 12
 local version = current
 if nf > 0 then
   version = current + 1
@@ -223,6 +241,18 @@ if nf > 0 then
   local ttl = tonumber(ARGV[3])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
+-- Hand-off: when the outbox holds nothing but the entries this process's relay already has
+-- (ARGV[10] of them, at the head) and no other relay holds the lease, the new entries go to
+-- that relay straight from this answer: it publishes them without reading them back.
+local handed = 0
+if no > 0 and ARGV[8] ~= '' and intact == 1 then
+  local holder = redis.call('GET', KEYS[4])
+  if (holder == false or holder == ARGV[8])
+      and redis.call('LLEN', KEYS[3]) == tonumber(ARGV[10]) then
+    redis.call('SET', KEYS[4], ARGV[8], 'PX', tonumber(ARGV[9]))
+    handed = 1
+  end
+end
 for _ = 1, no do
   redis.call('RPUSH', KEYS[3], ARGV[i])
   i = i + 1
@@ -230,16 +260,16 @@ end
 for k = 1, ni do
   local op, score, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if op == 'u' then
-    redis.call('ZADD', KEYS[3 + k], score, member)
+    redis.call('ZADD', KEYS[5 + k], score, member)
   else
-    redis.call('ZREM', KEYS[3 + k], member)
+    redis.call('ZREM', KEYS[5 + k], member)
   end
   i = i + 3
 end
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
 end
-return {'applied', version}
+return {'applied', version, handed, intact}
 "#;
 
 const LOAD_CHECKED_LUA: &str = r#"
@@ -357,6 +387,8 @@ pub struct Store {
     outbox_notify: Arc<Notify>,
     /// Buckets this process appended outbox entries to since the relay last looked (bit mask).
     dirty_buckets: Arc<AtomicU32>,
+    /// The running relay that commits hand their entries to (`relay` module docs, "Hand-off").
+    hands: Arc<Mutex<Option<Arc<Hands>>>>,
     cache: Arc<Mutex<StateCache>>,
     feed: Arc<Mutex<IndexFeed>>,
 }
@@ -384,6 +416,7 @@ impl Store {
             load_checked_script: Arc::new(Script::new(LOAD_CHECKED_LUA)),
             outbox_notify: Arc::new(Notify::new()),
             dirty_buckets: Arc::new(AtomicU32::new(0)),
+            hands: Arc::default(),
             cache: Arc::new(Mutex::new(StateCache::default())),
             feed: Arc::new(Mutex::new(IndexFeed::default())),
         })
@@ -426,6 +459,20 @@ impl Store {
     /// The buckets appended to since the last call (bit `b` = bucket `b`), cleared.
     pub(crate) fn take_dirty_buckets(&self) -> u32 {
         self.dirty_buckets.swap(0, Ordering::AcqRel)
+    }
+
+    /// Let commits hand their entries to this relay's `hands` until the returned claim is
+    /// dropped; `None` (nothing changes) when another relay of this store has them.
+    pub(crate) fn claim_hand_off(&self, hands: Arc<Hands>) -> Option<HandOffClaim> {
+        let mut slot = self.hands.lock();
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(hands.clone());
+        Some(HandOffClaim {
+            slot: self.hands.clone(),
+            hands,
+        })
     }
 
     /// The last state of `batch_id` this process read or committed, if it is recent. No I/O.
@@ -589,19 +636,48 @@ impl Store {
     /// Commit a decision atomically: see [`ApplyRequest`] and [`ApplyOutcome`].
     pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyOutcome, StoreError> {
         let bucket = bucket_of(&req.batch_id);
-        let mut keys = Vec::with_capacity(3 + req.index_ops.len());
+        let mut keys = Vec::with_capacity(5 + req.index_ops.len());
         keys.push(self.keys.state(&req.batch_id));
         keys.push(
             self.keys
                 .dedup(&req.batch_id, req.dedup_id.as_deref().unwrap_or("-")),
         );
         keys.push(self.keys.outbox(bucket));
+        keys.push(self.keys.lease(bucket));
+        keys.push(self.keys.parked(bucket));
         for op in &req.index_ops {
             let index = match op {
                 IndexOp::Upsert { index, .. } | IndexOp::Remove { index, .. } => index,
             };
             keys.push(self.keys.index(bucket, index));
         }
+        let entries = req
+            .outbox
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // With a relay running in this process, a commit with entries takes its turn on the
+        // bucket (relay module docs, "Hand-off"): it carries the removal of what the relay has
+        // finished and may hand its entries over.
+        let hands = if entries.is_empty() {
+            None
+        } else {
+            self.hands.lock().clone()
+        };
+        let mut hand = match &hands {
+            Some(h) => Some(h.bucket(bucket).lock().await),
+            None => None,
+        };
+        let (owner, lease_ttl, held, done) = match (&hands, hand.as_mut()) {
+            (Some(h), Some(hand)) => (
+                h.owner.as_str(),
+                h.lease_ttl.as_millis() as u64,
+                hand.held(),
+                std::mem::take(&mut hand.done),
+            ),
+            _ => ("", 0, 0, Vec::new()),
+        };
         let mut inv = evalsha(&self.apply_script, &keys);
         inv.arg(req.expected_version)
             .arg(req.dedup_ttl.as_millis().max(1) as u64)
@@ -612,14 +688,17 @@ impl Store {
             )
             .arg(if req.dedup_id.is_some() { "1" } else { "0" })
             .arg(req.set_fields.len())
-            .arg(req.outbox.len())
-            .arg(req.index_ops.len());
+            .arg(entries.len())
+            .arg(req.index_ops.len())
+            .arg(owner)
+            .arg(lease_ttl)
+            .arg(held)
+            .arg(done.len());
         for (f, v) in &req.set_fields {
             inv.arg(f).arg(v);
         }
-        for e in &req.outbox {
-            let json = serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            inv.arg(json);
+        for e in &entries {
+            inv.arg(e);
         }
         for op in &req.index_ops {
             match op {
@@ -627,21 +706,33 @@ impl Store {
                 IndexOp::Remove { member, .. } => inv.arg("r").arg(0).arg(member),
             };
         }
+        for d in &done {
+            inv.arg(d);
+        }
         // With REDIS_WAIT_REPLICAS, the answer counts only once the replicas confirm the
         // script's writes (WAIT in the same round trip); an already-applied answer is confirmed
         // too, so a redelivery of an unconfirmed commit waits for it before it counts.
-        let (status, version): (String, u64) = match self
+        let (status, version, handed, intact): (String, u64, u8, u8) = match self
             .conn
             .script(&self.apply_script, inv, self.confirm)
             .await
         {
             Ok(r) => r,
             Err(e) => {
-                // Committed or not: unknown. Read again next time.
+                // Committed or not: unknown. Read again next time; the relay's removals are
+                // content-checked, so they are simply tried again.
+                if let Some(hand) = hand.as_mut() {
+                    hand.done = done;
+                }
                 self.forget(&req.batch_id);
                 return Err(e);
             }
         };
+        if let Some(hand) = hand.as_mut() {
+            if intact == 0 {
+                hand.lost_track();
+            }
+        }
         let outcome = match status.as_str() {
             "applied" => ApplyOutcome::Applied { version },
             "already" => ApplyOutcome::AlreadyApplied,
@@ -664,9 +755,17 @@ impl Store {
                     );
                 }
                 self.feed_index_ops(&req.index_ops);
-                if !req.outbox.is_empty() {
-                    self.dirty_buckets
-                        .fetch_or(1u32 << bucket, Ordering::AcqRel);
+                if !entries.is_empty() {
+                    match (&hands, hand.as_mut()) {
+                        (Some(h), Some(hand)) if handed == 1 => {
+                            h.hand_over(hand, bucket, entries);
+                        }
+                        _ => {
+                            self.dirty_buckets
+                                .fetch_or(1u32 << bucket, Ordering::AcqRel);
+                        }
+                    }
+                    drop(hand);
                     self.outbox_notify.notify_one();
                 }
             }
@@ -823,6 +922,21 @@ impl Store {
             .collect();
         let lens: Vec<u64> = self.conn.each(cmds).await?;
         Ok(lens.iter().sum())
+    }
+}
+
+/// While held, commits hand their entries to one relay ([`Store::claim_hand_off`]).
+pub(crate) struct HandOffClaim {
+    slot: Arc<Mutex<Option<Arc<Hands>>>>,
+    hands: Arc<Hands>,
+}
+
+impl Drop for HandOffClaim {
+    fn drop(&mut self) {
+        let mut slot = self.slot.lock();
+        if slot.as_ref().is_some_and(|h| Arc::ptr_eq(h, &self.hands)) {
+            *slot = None;
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The Redis plumbing against a real Redis (and the relay against the real broker).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use huleedu_it::{kafka_settings, unique, wait_until, TopicReader};
@@ -461,6 +463,66 @@ async fn one_relay_publishes_each_entry_once_and_removes_the_last_at_the_next_sw
     assert_eq!(got, want, "each entry exactly once, in commit order");
     stop.cancel();
     relay.await.unwrap();
+}
+
+/// Counts what the relay reports.
+#[derive(Clone, Default)]
+struct Counted {
+    published: Arc<AtomicU64>,
+    handed_off: Arc<AtomicU64>,
+}
+
+impl huleedu_store::relay::RelayObserver for Counted {
+    fn on_published(&self, _topic: &str) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_handed_off(&self, entries: u64) {
+        self.handed_off.fetch_add(entries, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_hands_its_entries_to_the_relay_which_publishes_them_without_reading_them_back() {
+    let (s, producer, topic) = relay_setup().await;
+    let reader = TopicReader::start(&[&topic]);
+    let stop = CancellationToken::new();
+    let counted = Counted::default();
+    // Sweeps far apart: only a hand-off can publish an entry promptly.
+    let relay = tokio::spawn(
+        OutboxRelay::new(s.clone(), producer)
+            .with_poll_interval(Duration::from_secs(3600))
+            .with_observer(counted.clone())
+            .run(stop.clone()),
+    );
+    // One commit at a time, each published before the next.
+    let mut want = Vec::new();
+    for step in 0..8u64 {
+        let mut r = req("hand", step, Some(&format!("hand-{step}")), &[("s", "x")]);
+        r.outbox = entries(&topic, "hand", 2);
+        want.extend(r.outbox.iter().map(|e| e.payload.clone()));
+        s.apply(&r).await.unwrap();
+        let n = want.len();
+        reader
+            .wait_for(T, "the commit's entries published", |seen| seen.len() >= n)
+            .await;
+    }
+    let got: Vec<String> = reader
+        .seen()
+        .iter()
+        .map(|m| m.payload_str().to_owned())
+        .collect();
+    assert_eq!(got, want, "each entry exactly once, in commit order");
+    // Every commit after the first (which may come before the relay has started) handed its
+    // two entries over, and each removed what the relay had published before: the outbox
+    // holds just the last commit's entries, waiting for the next script on the bucket.
+    let handed = counted.handed_off.load(Ordering::Relaxed);
+    assert!(handed >= 14, "entries handed off: {handed} of 16");
+    assert_eq!(s.outbox_len().await.unwrap(), 2);
+    stop.cancel();
+    relay.await.unwrap();
+    // The drain at shutdown removed them.
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
+    assert_eq!(counted.published.load(Ordering::Relaxed), 16);
 }
 
 /// A decision that adds one to the field `n`.

@@ -690,6 +690,7 @@ async fn metrics_list_every_conductor_metric() {
         "bcs_resolve_waiting",
         "bcs_outbox_published",
         "bcs_outbox_errors",
+        "bcs_outbox_handed_off",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
