@@ -14,11 +14,15 @@
 //!   [`ApplyOutcome::Applied`], [`ApplyOutcome::AlreadyApplied`] or [`ApplyOutcome::Conflict`]
 //!   (decide again from fresh state).
 //! - [`relay::OutboxRelay`] publishes outbox entries in order, waits for the broker's ack, then
-//!   removes exactly the entries it published (one round trip per drain: the removal of what
-//!   the previous drain published is folded into the next read; only the buckets this process
-//!   appended to, all buckets every sweep). Event ids are inside the stored payloads, fixed
-//!   when the event was decided, so a re-send after a crash carries the same `event_id`. An
-//!   entry that can never be published is parked, not retried forever ([`OutboxMetrics`]).
+//!   removes exactly the entries it published. Mostly without a read of its own: a commit
+//!   whose bucket's outbox holds nothing the relay does not already have hands its entries to
+//!   the relay of its process in its answer ("hand-off", see the `relay` module), and carries
+//!   the removal of what the relay has finished. Otherwise (entries of another process or an
+//!   earlier run, another relay's lease) a pump reads them: one round trip that also removes
+//!   what was finished; only the buckets this process appended to, all buckets every sweep.
+//!   Event ids are inside the stored payloads, fixed when the event was decided, so a re-send
+//!   after a crash carries the same `event_id`. An entry that can never be published is
+//!   parked, not retried forever ([`OutboxMetrics`]).
 //!
 //! ## One Redis or a Redis Cluster
 //!
@@ -31,9 +35,9 @@
 //! otherwise, a transient failure).
 //!
 //! ```text
-//!  handler ──commit──▶ Store ──EVALSHA (+WAIT)──▶ master of {p:bNN} ──▶ replica(s)
-//!                        │                              │
-//!  relay ◀──notify───────┘   ◀──pump (+WAIT): entries───┘
+//!  handler ──commit (+ removals)──▶ Store ──EVALSHA (+WAIT)──▶ master of {p:bNN} ──▶ replica(s)
+//!                                    │ answer "handed"             │
+//!  relay ◀──its entries (hand-off)───┘  ◀──pump (+WAIT): entries───┘  (only when not handed)
 //!    └──publish──▶ Kafka
 //! ```
 //!

@@ -808,12 +808,48 @@ impl Store {
         &self,
         batch_id: &str,
         dedup: Option<(&str, Duration)>,
+        decide: F,
+    ) -> Result<Committed<D>, StoreError>
+    where
+        F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
+    {
+        self.commit_from(batch_id, dedup, self.cached(batch_id), decide)
+            .await
+    }
+
+    /// [`Store::commit`] for an event that usually comes first for its batch (e.g. the batch
+    /// becoming known): when this process holds no copy of the state, the first decision is
+    /// made on the empty state (version 0) instead of a read — one round trip when the batch
+    /// is new. If the state exists after all, the version check answers a conflict and the
+    /// commit reads and decides again (one round trip more than [`Store::commit`]); a decision
+    /// to write nothing on the guess is never trusted.
+    pub async fn commit_likely_new<D, F>(
+        &self,
+        batch_id: &str,
+        dedup: Option<(&str, Duration)>,
+        decide: F,
+    ) -> Result<Committed<D>, StoreError>
+    where
+        F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
+    {
+        let start = self
+            .cached(batch_id)
+            .unwrap_or_else(|| Arc::new(Versioned::default()));
+        self.commit_from(batch_id, dedup, Some(start), decide).await
+    }
+
+    /// The loop of [`Store::commit`], starting from `recent` (decided on without a read when
+    /// given; not trusted for "nothing to write").
+    async fn commit_from<D, F>(
+        &self,
+        batch_id: &str,
+        dedup: Option<(&str, Duration)>,
+        mut recent: Option<Arc<Versioned>>,
         mut decide: F,
     ) -> Result<Committed<D>, StoreError>
     where
         F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
     {
-        let mut recent = self.cached(batch_id);
         let mut current_version = 0;
         for _ in 0..COMMIT_ATTEMPTS {
             let (current, fresh) = match recent.take() {

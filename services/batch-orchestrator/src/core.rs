@@ -247,28 +247,58 @@ impl Core {
     where
         F: Fn(&BatchState, Timestamp) -> Decision,
     {
+        self.commit_with(batch_id, dedup, false, decide).await
+    }
+
+    /// [`Core::commit`] for an event that usually comes first for its batch (it becoming
+    /// known): without a copy of the state in this process, the first decision is made on the
+    /// unknown batch instead of a read ([`huleedu_store::Store::commit_likely_new`]) — one
+    /// round trip for a new batch, one more than [`Core::commit`] when the guess is wrong.
+    pub async fn commit_likely_new<F>(
+        &self,
+        batch_id: &str,
+        dedup: Option<Uuid>,
+        decide: F,
+    ) -> Result<Committed, CoreError>
+    where
+        F: Fn(&BatchState, Timestamp) -> Decision,
+    {
+        self.commit_with(batch_id, dedup, true, decide).await
+    }
+
+    async fn commit_with<F>(
+        &self,
+        batch_id: &str,
+        dedup: Option<Uuid>,
+        likely_new: bool,
+        decide: F,
+    ) -> Result<Committed, CoreError>
+    where
+        F: Fn(&BatchState, Timestamp) -> Decision,
+    {
         let dedup_id = dedup.map(|d| d.to_string());
-        let outcome = self
-            .store
-            .commit(
-                batch_id,
-                dedup_id.as_deref().map(|id| (id, self.dedup_ttl)),
-                |current| {
-                    let state = self
-                        .decode(batch_id, current)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let now = Timestamp::now();
-                    let d = decide(&state, now);
-                    Ok(if d.changed {
-                        let change = self.change(batch_id, &state, &d, now);
-                        let small: Arc<str> = change.set_fields[0].1.as_str().into();
-                        Decided::Write(change, (d, Some(small)))
-                    } else {
-                        Decided::Nothing((d, None))
-                    })
-                },
-            )
-            .await?;
+        let dedup = dedup_id.as_deref().map(|id| (id, self.dedup_ttl));
+        let decide = |current: &Versioned| {
+            let state = self
+                .decode(batch_id, current)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let now = Timestamp::now();
+            let d = decide(&state, now);
+            Ok(if d.changed {
+                let change = self.change(batch_id, &state, &d, now);
+                let small: Arc<str> = change.set_fields[0].1.as_str().into();
+                Decided::Write(change, (d, Some(small)))
+            } else {
+                Decided::Nothing((d, None))
+            })
+        };
+        let outcome = if likely_new {
+            self.store
+                .commit_likely_new(batch_id, dedup, decide)
+                .await?
+        } else {
+            self.store.commit(batch_id, dedup, decide).await?
+        };
         match outcome {
             huleedu_store::Committed::Applied {
                 version,

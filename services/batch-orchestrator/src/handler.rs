@@ -106,7 +106,8 @@ impl BosHandler {
         let limits = self.core.limits;
         let r = self
             .core
-            .commit(batch_id, Some(env.event_id), |s, now| {
+            // Usually the batch's first event: decided without a read when it is new.
+            .commit_likely_new(batch_id, Some(env.event_id), |s, now| {
                 decide::on_batch_known(s, batch_id, info.clone(), &limits, now)
             })
             .instrument(span)

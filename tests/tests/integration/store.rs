@@ -556,6 +556,68 @@ async fn nothing_to_write_is_trusted_only_on_freshly_read_state() {
     assert!(matches!(out, Committed::Unchanged(2)));
 }
 
+#[tokio::test]
+async fn a_commit_guessing_a_new_batch_decides_without_a_read_and_loses_nothing_when_wrong() {
+    let prefix = unique("likely-new");
+    let connect = || Store::connect(&huleedu_it::redis_settings(&prefix)).unwrap();
+    let (a, b) = (connect(), connect());
+    let counting = |seen: &mut Vec<u64>, cur: &Versioned| {
+        seen.push(cur.version);
+        increment(cur)
+    };
+    // A new batch: decided once, on the empty state.
+    let mut seen = Vec::new();
+    let out = a
+        .commit_likely_new("new-batch", Some(("e1", Duration::from_secs(60))), |cur| {
+            counting(&mut seen, cur)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![0]);
+    assert!(matches!(out, Committed::Applied { version: 1, .. }));
+    // The same event again: its dedup marker answers, whatever was guessed.
+    let b_out = b
+        .commit_likely_new(
+            "new-batch",
+            Some(("e1", Duration::from_secs(60))),
+            increment,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(b_out, Committed::AlreadyApplied));
+    // A batch that exists (written by another process): the guess costs a conflict, then a
+    // read and a decision on the real state — no update lost.
+    b.commit("old-batch", None, increment).await.unwrap();
+    b.commit("old-batch", None, increment).await.unwrap();
+    let mut seen = Vec::new();
+    let out = a
+        .commit_likely_new("old-batch", None, |cur| counting(&mut seen, cur))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![0, 2],
+        "the guess, then the state read after the conflict"
+    );
+    assert!(matches!(out, Committed::Applied { version: 3, .. }));
+    assert_eq!(b.load("old-batch").await.unwrap().fields["n"].as_ref(), "3");
+    // "Nothing to write" on the guess is not trusted: the state is read and decided again.
+    let mut seen = Vec::new();
+    let out = a
+        .commit_likely_new("quiet-batch", None, |cur| {
+            seen.push(cur.version);
+            Ok(Decided::<u64>::Nothing(cur.version))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![0, 0],
+        "the guess, then a fresh read (still nothing there)"
+    );
+    assert!(matches!(out, Committed::Unchanged(0)));
+}
+
 /// The raw key of a batch's bucket outbox (as the store lays it out: crates/store/src/lib.rs).
 fn outbox_key(s: &Store, batch: &str) -> String {
     format!(
