@@ -13,12 +13,17 @@ const _: () = assert!(BUCKETS as u32 <= u32::BITS, "bucket masks are u32");
 /// The bucket of a batch: FNV-1a of the batch id, modulo [`BUCKETS`]. Stable across processes
 /// and versions (it decides which outbox a batch's events go through).
 pub fn bucket_of(batch_id: &str) -> u16 {
+    (fnv1a(batch_id) % u32::from(BUCKETS)) as u16
+}
+
+/// FNV-1a (32 bits) of `s`.
+pub(crate) fn fnv1a(s: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in batch_id.as_bytes() {
+    for b in s.as_bytes() {
         h ^= u32::from(*b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    (h % u32::from(BUCKETS)) as u16
+    h
 }
 
 #[derive(Debug, Clone)]

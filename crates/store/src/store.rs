@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::conn::{evalsha, Confirm, Conn};
-use crate::keys::{bucket_of, Keys};
+use crate::keys::{bucket_of, fnv1a, Keys};
 use crate::recent::Recent;
 use crate::relay::Hands;
 use crate::RedisSettings;
@@ -305,6 +305,8 @@ const CACHE_ENTRIES: usize = 4096;
 const CACHE_BYTES: usize = 64 << 20;
 /// A cached state older than this is not used (read again).
 const CACHE_MAX_AGE: Duration = Duration::from_secs(60);
+/// Turns shared by the batches of a process's commits (see `Store::turns`).
+const COMMIT_TURNS: usize = 256;
 /// Most pending members of a watched index kept for [`Store::take_index_feed`].
 const FEED_MAX: usize = 10_000;
 
@@ -389,6 +391,9 @@ pub struct Store {
     dirty_buckets: Arc<AtomicU32>,
     /// The running relay that commits hand their entries to (`relay` module docs, "Hand-off").
     hands: Arc<Mutex<Option<Arc<Hands>>>>,
+    /// [`Store::commit`]s of one batch in this process take turns (batches share
+    /// [`COMMIT_TURNS`] turns by hash): they never conflict with each other.
+    turns: Arc<Vec<tokio::sync::Mutex<()>>>,
     cache: Arc<Mutex<StateCache>>,
     feed: Arc<Mutex<IndexFeed>>,
 }
@@ -417,6 +422,7 @@ impl Store {
             outbox_notify: Arc::new(Notify::new()),
             dirty_buckets: Arc::new(AtomicU32::new(0)),
             hands: Arc::default(),
+            turns: Arc::new((0..COMMIT_TURNS).map(|_| Default::default()).collect()),
             cache: Arc::new(Mutex::new(StateCache::default())),
             feed: Arc::new(Mutex::new(IndexFeed::default())),
         })
@@ -813,8 +819,7 @@ impl Store {
     where
         F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
     {
-        self.commit_from(batch_id, dedup, self.cached(batch_id), decide)
-            .await
+        self.commit_from(batch_id, dedup, false, decide).await
     }
 
     /// [`Store::commit`] for an event that usually comes first for its batch (e.g. the batch
@@ -832,24 +837,33 @@ impl Store {
     where
         F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
     {
-        let start = self
-            .cached(batch_id)
-            .unwrap_or_else(|| Arc::new(Versioned::default()));
-        self.commit_from(batch_id, dedup, Some(start), decide).await
+        self.commit_from(batch_id, dedup, true, decide).await
     }
 
-    /// The loop of [`Store::commit`], starting from `recent` (decided on without a read when
-    /// given; not trusted for "nothing to write").
+    /// The loop of [`Store::commit`]: the first decision on this process's copy of the state
+    /// (or, `likely_new`, on the empty state when there is none), not trusted for "nothing to
+    /// write"; then on freshly read state.
     async fn commit_from<D, F>(
         &self,
         batch_id: &str,
         dedup: Option<(&str, Duration)>,
-        mut recent: Option<Arc<Versioned>>,
+        likely_new: bool,
         mut decide: F,
     ) -> Result<Committed<D>, StoreError>
     where
         F: FnMut(&Versioned) -> Result<Decided<D>, StoreError>,
     {
+        // Two commits of one batch in this process (e.g. a consumer's and the scheduler's)
+        // would decide on the same copy and one would pay a conflict, a read and a second
+        // decision: they take turns instead. Other processes' commits still meet the version
+        // check.
+        let _turn = self.turns[fnv1a(batch_id) as usize % COMMIT_TURNS]
+            .lock()
+            .await;
+        let mut recent = self.cached(batch_id);
+        if likely_new && recent.is_none() {
+            recent = Some(Arc::new(Versioned::default()));
+        }
         let mut current_version = 0;
         for _ in 0..COMMIT_ATTEMPTS {
             let (current, fresh) = match recent.take() {

@@ -302,10 +302,11 @@ fn s_prefix(s: &Store) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_retries_conflicts_until_every_change_lands() {
-    let s = store();
+    // Ten processes (each its own store) on one batch: their commits meet the version check.
+    let prefix = unique("conflicts");
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let s = s.clone();
+        let s = Store::connect(&huleedu_it::redis_settings(&prefix)).unwrap();
         tasks.push(tokio::spawn(async move {
             let id = format!("inc-{i}");
             s.commit("counter", Some((&id, Duration::from_secs(3600))), increment)
@@ -316,9 +317,36 @@ async fn commit_retries_conflicts_until_every_change_lands() {
     for t in tasks {
         assert!(matches!(t.await.unwrap(), Committed::Applied { .. }));
     }
+    let s = Store::connect(&huleedu_it::redis_settings(&prefix)).unwrap();
     let v = s.load("counter").await.unwrap();
     assert_eq!(&*v.fields["n"], "10", "no increment lost");
     assert_eq!(v.version, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_one_batch_in_one_process_take_turns_instead_of_conflicting() {
+    let s = store();
+    s.commit("turns", None, increment).await.unwrap(); // this process holds the state
+    let decisions = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (s, decisions) = (s.clone(), decisions.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = format!("turn-{i}");
+            s.commit("turns", Some((&id, Duration::from_secs(3600))), |cur| {
+                decisions.fetch_add(1, Ordering::Relaxed);
+                increment(cur)
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Committed::Applied { .. }));
+    }
+    assert_eq!(&*s.load("turns").await.unwrap().fields["n"], "11");
+    // Each decided once, on the state the one before it committed: no conflict, no re-read.
+    assert_eq!(decisions.load(Ordering::Relaxed), 10);
 }
 
 #[tokio::test]
