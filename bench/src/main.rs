@@ -115,6 +115,11 @@ pub struct RunArgs {
     /// Batches per soak wave (3 pipelines each).
     #[arg(long, default_value_t = 500)]
     pub soak_wave: usize,
+    /// The reference worker's table bound (`SIM_TRACKED_BATCHES`) for the run: small enough
+    /// that the soak's first half fills the table with soak batches, so its second half shows
+    /// the worker's steady state (the service default, 10,000, needs a soak three times longer).
+    #[arg(long, default_value_t = 2_000)]
+    pub sim_tracked_batches: usize,
     /// Batches of the attribution run (Redis MONITOR: which service sends which command).
     #[arg(long, default_value_t = 200)]
     pub attribution_batches: usize,

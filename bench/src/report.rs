@@ -402,6 +402,35 @@ pub fn rows(r: &Results) -> Vec<Row> {
                 .value_below(5.0, "< 5 %"),
             );
         }
+        // Steady state: from the first soak wave at or past half the soak to its end (the
+        // bounded tables are full of soak batches by then).
+        let half = m.soak_events / 2;
+        if let (Some(mid), Some(last)) = (
+            m.rss_series.iter().find(|(events, _, _)| *events >= half),
+            m.rss_series.last(),
+        ) {
+            for (svc, at_mid) in &mid.2 {
+                let at_end = last.2.get(svc).copied().flatten();
+                let growth = match (at_mid, at_end) {
+                    (Some(b), Some(a)) if *b > 0 && last.0 > mid.0 => {
+                        Some((a as f64 - *b as f64) / *b as f64 * 100.0)
+                    }
+                    _ => None,
+                };
+                rows.push(
+                    row(
+                        format!(
+                            "RSS growth {svc}, soak events {}..{} (steady state)",
+                            mid.0, last.0
+                        ),
+                        growth,
+                        "%",
+                        None,
+                    )
+                    .value_below(5.0, "< 5 %"),
+                );
+            }
+        }
     }
     rows
 }

@@ -738,6 +738,10 @@ fn args_map(a: &RunArgs) -> BTreeMap<String, String> {
     m.insert("soak_events".into(), a.soak_events.to_string());
     m.insert("soak_wave".into(), a.soak_wave.to_string());
     m.insert(
+        "sim_tracked_batches".into(),
+        a.sim_tracked_batches.to_string(),
+    );
+    m.insert(
         "attribution_batches".into(),
         a.attribution_batches.to_string(),
     );
@@ -781,11 +785,12 @@ async fn start_services(
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let mut bos_env = common("batch-orchestrator-consumers", bos_port);
     bos_env.push(("BCS_URL".into(), bcs_url.clone()));
-    let mut envs = [
-        common("bcs-event-consumer", bcs_port),
-        bos_env,
-        common("els-simulator", sim_port),
-    ];
+    let mut sim_env = common("els-simulator", sim_port);
+    sim_env.push((
+        "SIM_TRACKED_BATCHES".into(),
+        args.sim_tracked_batches.to_string(),
+    ));
+    let mut envs = [common("bcs-event-consumer", bcs_port), bos_env, sim_env];
     if args.redis_wait_replicas > 0 {
         for env in &mut envs {
             env.push((

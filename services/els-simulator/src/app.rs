@@ -66,7 +66,7 @@ impl App {
         let producer = Producer::new(&settings.kafka).map_err(AppError::Kafka)?;
         let metrics = Metrics::new();
         let sim_metrics = SimMetrics::register(&metrics);
-        let counts = Counts::new();
+        let counts = Counts::with_max_batches(settings.tracked_batches);
         let overrides = OverrideStore::new();
         let stop = CancellationToken::new();
         let worker = Worker::new(

@@ -13,6 +13,7 @@ use huleedu_service::settings::{
 };
 
 use crate::decide::{parse_phase, FailureRules};
+use crate::state::MAX_TRACKED_BATCHES;
 
 /// `client.id` and `dlq.service` of this service.
 pub const SERVICE_NAME: &str = "els-simulator";
@@ -67,6 +68,11 @@ pub struct BehaviourArgs {
     /// [default: none]
     #[arg(long, env = "SIM_SILENT_PHASES", value_parser = parse_phase_list)]
     pub sim_silent_phases: Option<BTreeSet<PhaseName>>,
+    /// batches whose dispatch counts are kept (the most recently seen; 1..1000000): bounds the
+    /// worker's memory (~1 KiB per batch of four phases)
+    #[arg(long, env = "SIM_TRACKED_BATCHES", default_value_t = MAX_TRACKED_BATCHES,
+        value_parser = int_in::<usize>(1, 1_000_000))]
+    pub sim_tracked_batches: usize,
 }
 
 /// How the simulated worker behaves.
@@ -91,6 +97,8 @@ pub struct SimSettings {
     pub common: CommonSettings,
     /// `SIM_*`.
     pub behaviour: Behaviour,
+    /// `SIM_TRACKED_BATCHES`: batches whose dispatch counts are kept.
+    pub tracked_batches: usize,
 }
 
 impl ServiceSettings for SimSettings {
@@ -105,6 +113,7 @@ impl ServiceSettings for SimSettings {
         Ok(Self {
             kafka: KafkaSettings::from_args(&args.kafka, SERVICE_NAME)?,
             common: CommonSettings::from_args(&args.common)?,
+            tracked_batches: args.behaviour.sim_tracked_batches,
             behaviour: Behaviour::from(args.behaviour),
         })
     }
@@ -204,6 +213,18 @@ mod tests {
     }
 
     #[test]
+    fn the_table_bound_defaults_to_ten_thousand_batches_and_can_be_set() {
+        assert_eq!(
+            SimSettings::from_pairs(Vec::<(&str, &str)>::new())
+                .unwrap()
+                .tracked_batches,
+            MAX_TRACKED_BATCHES
+        );
+        let s = SimSettings::from_pairs([("SIM_TRACKED_BATCHES", "2000")]).unwrap();
+        assert_eq!(s.tracked_batches, 2000);
+    }
+
+    #[test]
     fn group_can_be_overridden() {
         let s = SimSettings::from_pairs([("KAFKA_CONSUMER_GROUP", "mine")]).unwrap();
         assert_eq!(s.kafka.consumer_group, "mine");
@@ -260,6 +281,8 @@ mod tests {
             ("SIM_FAIL", "spelling:e1"),
             ("SIM_FAIL", "student_matching:e1"),
             ("SIM_SILENT_PHASES", "nlp,cj"),
+            ("SIM_TRACKED_BATCHES", "0"),
+            ("SIM_TRACKED_BATCHES", "1000001"),
         ] {
             let err = behaviour(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{var}={value}: {err}");
@@ -285,6 +308,7 @@ mod tests {
             "SIM_ESSAY_LATENCY_MS",
             "SIM_DUPLICATE_OUTCOMES",
             "SIM_SILENT_PHASES",
+            "SIM_TRACKED_BATCHES",
         ] {
             assert!(
                 names.contains(&var),

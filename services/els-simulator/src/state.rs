@@ -30,8 +30,9 @@ struct Tally {
     answered: HashSet<Uuid>,
 }
 
-/// Batches whose counts (and answered commands) are kept; beyond this the batch seen longest
-/// ago is forgotten (its counts read as zeros, a redelivery of its command is answered again).
+/// Batches whose counts (and answered commands) are kept by default (`SIM_TRACKED_BATCHES`);
+/// beyond this the batch seen longest ago is forgotten (its counts read as zeros, a redelivery
+/// of its command is answered again).
 pub const MAX_TRACKED_BATCHES: usize = 10_000;
 
 #[derive(Debug)]
@@ -81,7 +82,7 @@ impl Counts {
         Self::default()
     }
 
-    /// Counts that keep at most `max` batches (tests of the bound).
+    /// Counts that keep at most `max` batches (`SIM_TRACKED_BATCHES`).
     pub fn with_max_batches(max: usize) -> Self {
         let counts = Self::default();
         counts.inner.lock().max = max.max(1);
