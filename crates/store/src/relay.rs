@@ -58,7 +58,34 @@ use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 /// Most entries published per bucket per round.
 pub const BATCH: usize = 256;
 
-const PUMP_LUA: &str = r#"
+/// Lua shared by the commit script and the pump: `remove_finished(outbox, parked, from, to)`
+/// removes the entries `ARGV[from..=to]` ('A' published, 'P' to park, then the raw entry) from
+/// the head of `outbox` while they are there, checked one by one, moving the 'P' ones to
+/// `parked`; true when every one was at the head.
+macro_rules! remove_finished_lua {
+    () => {
+        r#"
+local function remove_finished(outbox, parked, from, to)
+  for j = from, to do
+    local entry = string.sub(ARGV[j], 2)
+    if redis.call('LINDEX', outbox, 0) ~= entry then
+      return false
+    end
+    redis.call('LPOP', outbox)
+    if string.sub(ARGV[j], 1, 1) == 'P' then
+      redis.call('RPUSH', parked, entry)
+    end
+  end
+  return true
+end
+"#
+    };
+}
+pub(crate) use remove_finished_lua;
+
+const PUMP_LUA: &str = concat!(
+    remove_finished_lua!(),
+    r#"
 -- KEYS[1] lease, KEYS[2] outbox, KEYS[3] parked; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most
 -- entries, ARGV[4] entries this relay holds at the head after the removals (not to be read
 -- again), ARGV[5..] the entries this relay finished, oldest first, each prefixed with 'A'
@@ -71,25 +98,16 @@ local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then
   return false
 end
-local intact = '1'
-for i = 5, #ARGV do
-  local entry = string.sub(ARGV[i], 2)
-  if redis.call('LINDEX', KEYS[2], 0) ~= entry then
-    intact = '0'
-    break
-  end
-  redis.call('LPOP', KEYS[2])
-  if string.sub(ARGV[i], 1, 1) == 'P' then
-    redis.call('RPUSH', KEYS[3], entry)
-  end
-end
+local intact = '0'
+if remove_finished(KEYS[2], KEYS[3], 5, #ARGV) then intact = '1' end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 local from = 0
 if intact == '1' then from = tonumber(ARGV[4]) end
 local out = redis.call('LRANGE', KEYS[2], from, from + tonumber(ARGV[3]) - 1)
 table.insert(out, 1, intact)
 return out
-"#;
+"#
+);
 
 /// Give up a lease only if this relay still holds it.
 const RELEASE_LUA: &str = r#"

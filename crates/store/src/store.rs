@@ -197,7 +197,9 @@ pub enum ApplyOutcome {
     Conflict { current_version: u64 },
 }
 
-const APPLY_LUA: &str = r#"
+const APPLY_LUA: &str = concat!(
+    crate::relay::remove_finished_lua!(),
+    r#"
 -- KEYS[1] state hash, KEYS[2] dedup marker, KEYS[3] outbox list, KEYS[4] outbox lease,
 -- KEYS[5] parked list, KEYS[6..] index sets
 -- ARGV: expected_version, dedup_ttl_ms, state_ttl_ms, has_dedup, n_fields, n_outbox, n_index,
@@ -207,18 +209,9 @@ const APPLY_LUA: &str = r#"
 local nf, no, ni, nd = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[11])
 -- First, whatever this commit's decision: remove the entries the relay of this process has
 -- finished ('A' published, 'P' to park), while they are at the head, checked one by one.
-local intact = 1
-for j = 12 + 2 * nf + no + 3 * ni, 11 + 2 * nf + no + 3 * ni + nd do
-  local entry = string.sub(ARGV[j], 2)
-  if redis.call('LINDEX', KEYS[3], 0) ~= entry then
-    intact = 0
-    break
-  end
-  redis.call('LPOP', KEYS[3])
-  if string.sub(ARGV[j], 1, 1) == 'P' then
-    redis.call('RPUSH', KEYS[5], entry)
-  end
-end
+local done_from = 12 + 2 * nf + no + 3 * ni
+local intact = 0
+if remove_finished(KEYS[3], KEYS[5], done_from, done_from + nd - 1) then intact = 1 end
 local expected = tonumber(ARGV[1])
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return {'already', 0, 0, intact}
@@ -270,7 +263,8 @@ if ARGV[4] == '1' then
   redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
 end
 return {'applied', version, handed, intact}
-"#;
+"#
+);
 
 const LOAD_CHECKED_LUA: &str = r#"
 -- KEYS[1] state hash, KEYS[2] dedup marker; ARGV[1] '1' when a dedup id is given.
