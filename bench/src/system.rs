@@ -778,6 +778,11 @@ async fn start_services(
             ("RUST_LOG".into(), args.service_log.clone()),
             ("OPERATOR_TOKEN".into(), "bench-operator-token".into()),
             ("HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
+            // As the image sets it (Dockerfile; docs/operations.md, "Memory").
+            (
+                "MALLOC_MMAP_THRESHOLD_".into(),
+                std::env::var("MALLOC_MMAP_THRESHOLD_").unwrap_or_else(|_| "262144".into()),
+            ),
         ]
     };
     let bcs_url = format!("http://127.0.0.1:{bcs_port}");
