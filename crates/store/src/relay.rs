@@ -6,11 +6,12 @@
 //! exactly the acknowledged prefix — checked entry by entry, so a lost lease can cause a
 //! re-send (same `event_id`, dropped by consumers) but never a loss.
 //!
-//! Round trips: removing the acknowledged prefix is folded into the *next* read of the same
-//! bucket (one script: remove what was acknowledged, renew the lease, read what follows), so a
-//! drain costs one round trip. Entries acknowledged last in a burst are removed by the next
-//! sweep (within `poll_interval`) or by the drain at shutdown; a crash before that re-sends
-//! them (same `event_id`s, dropped by consumers).
+//! Round trips: removing the acknowledged prefix is folded into the *next* script on the same
+//! bucket — a commit of this process (below) or the relay's next read (one script: remove what
+//! was acknowledged, renew the lease, read what follows) — so a drain costs at most one round
+//! trip. Entries acknowledged last in a burst are removed by the next sweep (within
+//! `poll_interval`) or by the drain at shutdown; a crash before that re-sends them (same
+//! `event_id`s, dropped by consumers).
 //!
 //! **Hand-off** (no read at all): while a relay runs, the commits of its process tell the commit
 //! script how many entries at the head of the bucket's outbox this relay already holds (handed
