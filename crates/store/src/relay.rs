@@ -59,6 +59,10 @@ use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 /// Most entries published per bucket per round.
 pub const BATCH: usize = 256;
 
+/// How long a relay's lease on a bucket lasts unless renewed (by its reads and by the commits
+/// that hand it entries).
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
 /// Lua shared by the commit script and the pump: `remove_finished(outbox, parked, from, to)`
 /// removes the entries `ARGV[from..=to]` ('A' published, 'P' to park, then the raw entry) from
 /// the head of `outbox` while they are there, checked one by one, moving the 'P' ones to
@@ -226,13 +230,12 @@ impl RelayObserver for NoRelayObserver {}
 pub struct OutboxRelay<O = NoRelayObserver> {
     store: Store,
     producer: Producer,
-    owner: String,
     poll_interval: Duration,
-    lease_ttl: Duration,
     drain_timeout: Duration,
     pump: Arc<Script>,
     release: Arc<Script>,
-    /// What this relay holds of each bucket (shared with the store's commits while it runs).
+    /// What this relay holds of each bucket (shared with the store's commits while it runs),
+    /// with the relay's lease owner and lease time-to-live.
     hands: Arc<Hands>,
     observer: O,
 }
@@ -240,7 +243,7 @@ pub struct OutboxRelay<O = NoRelayObserver> {
 impl<O> std::fmt::Debug for OutboxRelay<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutboxRelay")
-            .field("owner", &self.owner)
+            .field("owner", &self.hands.owner)
             .finish_non_exhaustive()
     }
 }
@@ -248,14 +251,11 @@ impl<O> std::fmt::Debug for OutboxRelay<O> {
 impl OutboxRelay<NoRelayObserver> {
     pub fn new(store: Store, producer: Producer) -> Self {
         let owner = store.replica_id().to_owned();
-        let lease_ttl = Duration::from_secs(10);
         Self {
             store,
             producer,
-            hands: Arc::new(Hands::new(owner.clone(), lease_ttl)),
-            owner,
+            hands: Arc::new(Hands::new(owner, LEASE_TTL)),
             poll_interval: Duration::from_millis(250),
-            lease_ttl,
             drain_timeout: Duration::from_secs(10),
             pump: Arc::new(Script::new(PUMP_LUA)),
             release: Arc::new(Script::new(RELEASE_LUA)),
@@ -269,9 +269,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
         OutboxRelay {
             store: self.store,
             producer: self.producer,
-            owner: self.owner,
             poll_interval: self.poll_interval,
-            lease_ttl: self.lease_ttl,
             drain_timeout: self.drain_timeout,
             pump: self.pump,
             release: self.release,
@@ -283,8 +281,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
     /// The owner of this relay's leases. Default: the store's [`Store::replica_id`]
     /// (`REPLICA_ID`), so a restart under the same identity takes its buckets back at once.
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = owner.into();
-        self.hands = Arc::new(Hands::new(self.owner.clone(), self.lease_ttl));
+        self.hands = Arc::new(Hands::new(owner.into(), self.hands.lease_ttl));
         self
     }
 
@@ -441,8 +438,8 @@ impl<O: RelayObserver> OutboxRelay<O> {
             &self.pump,
             &[keys.lease(bucket), keys.outbox(bucket), keys.parked(bucket)],
         );
-        inv.arg(&self.owner)
-            .arg(self.lease_ttl.as_millis() as u64)
+        inv.arg(&self.hands.owner)
+            .arg(self.hands.lease_ttl.as_millis() as u64)
             .arg(BATCH)
             .arg(hand.held());
         for r in &done {
@@ -563,7 +560,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
 
     async fn release(&self, bucket: u16) -> Result<(), StoreError> {
         let mut call = crate::conn::evalsha(&self.release, &[self.store.keys().lease(bucket)]);
-        call.arg(&self.owner);
+        call.arg(&self.hands.owner);
         let _: i64 = self.store.conn().script(&self.release, call, None).await?;
         Ok(())
     }
