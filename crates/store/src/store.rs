@@ -932,6 +932,85 @@ impl Store {
         Ok(all)
     }
 
+    /// The `limit` members of `index` with the highest scores at most `max_score` (all when
+    /// `None`), highest first, from every bucket (at most `limit` read per bucket, one command
+    /// per bucket). Members whose score equals `max_score` are all returned beyond `limit`, so
+    /// that a caller paging with a (score, member) cursor never loses ties.
+    pub async fn index_newest(
+        &self,
+        index: &str,
+        max_score: Option<f64>,
+        limit: usize,
+    ) -> Result<Vec<(String, f64)>, StoreError> {
+        let max = max_score.map_or_else(|| "+inf".to_owned(), |m| m.to_string());
+        let cmds = (0..crate::BUCKETS)
+            .map(|b| {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(self.keys.index(b, index))
+                    .arg(&max)
+                    .arg("-inf")
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("WITHSCORES");
+                cmd
+            })
+            .collect::<Vec<_>>();
+        // Ties at `max_score` first (unbounded: members changed in the same millisecond), then
+        // at most `limit` below it.
+        let cmds = match max_score {
+            None => cmds
+                .into_iter()
+                .map(|mut c| {
+                    c.arg("LIMIT").arg(0).arg(limit);
+                    c
+                })
+                .collect(),
+            Some(m) => (0..crate::BUCKETS)
+                .flat_map(|b| {
+                    let key = self.keys.index(b, index);
+                    let mut ties = redis::cmd("ZRANGE");
+                    ties.arg(&key)
+                        .arg(m)
+                        .arg(m)
+                        .arg("BYSCORE")
+                        .arg("WITHSCORES");
+                    let mut below = redis::cmd("ZRANGE");
+                    below
+                        .arg(&key)
+                        .arg(format!("({m}"))
+                        .arg("-inf")
+                        .arg("BYSCORE")
+                        .arg("REV")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit)
+                        .arg("WITHSCORES");
+                    [ties, below]
+                })
+                .collect(),
+        };
+        let per_cmd: Vec<Vec<(String, f64)>> = self.conn.each(cmds).await?;
+        let mut all: Vec<(String, f64)> = per_cmd.into_iter().flatten().collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        Ok(all)
+    }
+
+    /// Remove the members of `index` (in every bucket) whose score is below `below`: entries
+    /// of states that have expired. Answers how many went.
+    pub async fn index_trim(&self, index: &str, below: f64) -> Result<u64, StoreError> {
+        let cmds = (0..crate::BUCKETS)
+            .map(|b| {
+                let mut cmd = redis::cmd("ZREMRANGEBYSCORE");
+                cmd.arg(self.keys.index(b, index))
+                    .arg("-inf")
+                    .arg(format!("({below}"));
+                cmd
+            })
+            .collect();
+        let removed: Vec<u64> = self.conn.each(cmds).await?;
+        Ok(removed.iter().sum())
+    }
+
     /// Remove `batch_id` from `index` outside of an apply (a stale entry whose state expired).
     pub async fn index_remove(&self, batch_id: &str, index: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();

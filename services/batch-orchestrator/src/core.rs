@@ -15,6 +15,8 @@ use crate::model::BatchState;
 pub const DEADLINES: &str = "deadlines";
 /// Redis index of batches whose queue head can start.
 pub const STARTS: &str = "starts";
+/// Index of every batch by the time of its last change (ms): `GET /v1/batches` pages through it.
+pub const BATCHES: &str = "batches";
 
 /// What a commit ended as.
 #[derive(Debug, Clone, PartialEq)]
@@ -360,10 +362,15 @@ impl Core {
                 member: batch_id.into(),
             }
         };
+        let recent = IndexOp::Upsert {
+            index: BATCHES.into(),
+            member: batch_id.into(),
+            score: now.0.timestamp_millis() as f64,
+        };
         Change {
             set_fields: changed_fields(old, &d.state),
             state_ttl: Some(self.state_ttl),
-            index_ops: vec![deadline, start],
+            index_ops: vec![deadline, start, recent],
             outbox: d
                 .events
                 .iter()

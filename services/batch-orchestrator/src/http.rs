@@ -1,23 +1,27 @@
 //! HTTP: batch status, probes, metrics, OpenAPI.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use huleedu_contracts::http::bos::{
-    ActivePipelineView, BatchStatusView, PhaseResultView, QueuedRequestView, RetryPhaseAccepted,
-    RetryPhaseRequest,
+    ActivePipelineView, BatchActivity, BatchListItem, BatchListPage, BatchStatusView,
+    PhaseResultView, QueuedRequestView, RetryPhaseAccepted, RetryPhaseRequest,
 };
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
 use huleedu_http::{harden, ApiError, HttpLimits, Json};
 use utoipa::OpenApi;
 
-use crate::core::{Committed, Core};
+use crate::core::{Committed, Core, BATCHES};
 use crate::decide;
 use crate::model::{BatchState, PendingRequest, RetrySpec};
 use huleedu_contracts::phase::PhaseName;
+use huleedu_contracts::status::BatchStatus;
+use huleedu_contracts::timestamp::Timestamp;
 use huleedu_contracts::topics::initiate_command_topic;
 use huleedu_service::settings::Secret;
 use uuid::Uuid;
@@ -38,8 +42,16 @@ pub struct HttpState {
         title = "batch-orchestrator",
         description = "HuleEdu batch orchestrator service (BOS)"
     ),
-    paths(batch_status, retry_phase, healthz, readyz, metrics, openapi),
-    components(schemas(BatchStatusView, RetryPhaseRequest, RetryPhaseAccepted))
+    paths(
+        list_batches,
+        batch_status,
+        retry_phase,
+        healthz,
+        readyz,
+        metrics,
+        openapi
+    ),
+    components(schemas(BatchListPage, BatchStatusView, RetryPhaseRequest, RetryPhaseAccepted))
 )]
 struct ApiDoc;
 
@@ -51,6 +63,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The full router, hardened (body limit, time-out, JSON 404/405/413).
 pub fn router(state: HttpState) -> Router {
     let routes = Router::new()
+        .route("/v1/batches", get(list_batches))
         .route("/v1/batches/{batch_id}/status", get(batch_status))
         .route("/v1/batches/{batch_id}/retry-phase", post(retry_phase))
         .route("/healthz", get(healthz))
@@ -59,6 +72,200 @@ pub fn router(state: HttpState) -> Router {
         .route("/openapi.json", get(openapi))
         .with_state(state);
     harden(routes, HttpLimits::default())
+}
+
+/// Batches per page of `GET /v1/batches` unless `limit` says otherwise, and the most.
+const LIST_DEFAULT: usize = 20;
+const LIST_MAX: usize = 200;
+/// With a `status` filter, how many batches one page looks at (at most) to fill itself; the
+/// cursor then continues after the last one looked at.
+const LIST_SCAN: usize = 1000;
+
+/// Recent and active batches, most recently changed first, a page at a time.
+#[utoipa::path(get, path = "/v1/batches",
+    params(
+        ("status" = Option<String>, Query, description = "only batches in this state: active, waiting, idle, completed_successfully, completed_with_failures, failed_critically"),
+        ("limit" = Option<usize>, Query, description = "batches per page, 1 to 200 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of batches", body = BatchListPage),
+        (status = 400, description = "bad status, limit or cursor", content_type = "application/json"),
+        (status = 500, description = "state could not be read", content_type = "application/json"),
+    ))]
+async fn list_batches(
+    State(s): State<HttpState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<BatchListPage>, ApiError> {
+    let q =
+        ListQuery::parse(&query).map_err(|(error, detail)| ApiError::bad_request(error, detail))?;
+    let mut items = Vec::new();
+    let mut looked_at = 0;
+    let mut after = q.cursor.clone();
+    let mut more = true;
+    while items.len() < q.limit && looked_at < LIST_SCAN && more {
+        let want = (q.limit - items.len()).max(16);
+        let candidates = s
+            .core
+            .store
+            .index_newest(BATCHES, after.as_ref().map(|c| c.0), want)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        let candidates: Vec<(String, f64)> = candidates
+            .into_iter()
+            .filter(|(b, score)| after.as_ref().is_none_or(|c| c.precedes(b, *score)))
+            .collect();
+        more = candidates.len() >= want;
+        for (batch_id, score) in candidates.into_iter().take(want) {
+            looked_at += 1;
+            after = Some(Cursor(score, batch_id.clone()));
+            let (state, version) = s
+                .core
+                .load(&batch_id)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            if version == 0 {
+                // The state expired: the entry goes (the scheduler also trims old ones).
+                let _ = s.core.store.index_remove(&batch_id, BATCHES).await;
+                continue;
+            }
+            let item = list_item(&batch_id, score, &state);
+            if q.status.is_none_or(|st| st == item.status) {
+                items.push(item);
+                if items.len() == q.limit {
+                    break;
+                }
+            }
+        }
+    }
+    let next_cursor = if items.len() == q.limit || (more && looked_at >= LIST_SCAN) {
+        after.map(|c| c.to_string())
+    } else {
+        None
+    };
+    Ok(Json(BatchListPage {
+        batches: items,
+        next_cursor,
+    }))
+}
+
+/// The query of `GET /v1/batches`, checked.
+#[derive(Debug, PartialEq)]
+struct ListQuery {
+    status: Option<BatchActivity>,
+    limit: usize,
+    cursor: Option<Cursor>,
+}
+
+impl ListQuery {
+    fn parse(q: &HashMap<String, String>) -> Result<Self, (&'static str, String)> {
+        if let Some(unknown) = q
+            .keys()
+            .find(|k| !["status", "limit", "cursor"].contains(&k.as_str()))
+        {
+            return Err((
+                "unknown_parameter",
+                format!("unknown query parameter {unknown:?} (status, limit, cursor)"),
+            ));
+        }
+        let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(BatchActivity::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = BatchActivity::ALL.iter().map(|a| a.as_str()).collect();
+                (
+                    "bad_status",
+                    format!("unknown status {s:?} (one of {})", all.join(", ")),
+                )
+            })?),
+        };
+        let limit = match q.get("limit") {
+            None => LIST_DEFAULT,
+            Some(l) => match l.trim().parse::<usize>() {
+                Ok(n) if (1..=LIST_MAX).contains(&n) => n,
+                _ => {
+                    return Err((
+                        "bad_limit",
+                        format!("limit must be a whole number from 1 to {LIST_MAX}, not {l:?}"),
+                    ))
+                }
+            },
+        };
+        let cursor = match q.get("cursor").filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
+                (
+                    "bad_cursor",
+                    format!("cursor {c:?} is not a next_cursor of this endpoint"),
+                )
+            })?),
+        };
+        Ok(Self {
+            status,
+            limit,
+            cursor,
+        })
+    }
+}
+
+/// Where a page of `GET /v1/batches` ends: the last batch's index score and id
+/// (`<score>:<batch id>` on the wire). Batches come in (score, id) order, highest first.
+#[derive(Debug, Clone, PartialEq)]
+struct Cursor(f64, String);
+
+impl Cursor {
+    fn parse(s: &str) -> Option<Self> {
+        let (score, batch) = s.split_once(':')?;
+        let score: i64 = score.parse().ok()?;
+        (!batch.is_empty()).then(|| Cursor(score as f64, batch.to_owned()))
+    }
+
+    /// Whether (`score`, `batch_id`) comes after this cursor.
+    fn precedes(&self, batch_id: &str, score: f64) -> bool {
+        score < self.0 || (score == self.0 && batch_id < self.1.as_str())
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0 as i64, self.1)
+    }
+}
+
+/// A batch's line in `GET /v1/batches`.
+pub fn list_item(batch_id: &str, score: f64, s: &BatchState) -> BatchListItem {
+    let last = s.history.back();
+    let status = if s.active.is_some() || !s.queue.is_empty() {
+        BatchActivity::Active
+    } else if s.batch.is_none() {
+        BatchActivity::Waiting
+    } else {
+        match last.map(|l| l.final_status) {
+            None => BatchActivity::Idle,
+            Some(BatchStatus::CompletedSuccessfully) => BatchActivity::CompletedSuccessfully,
+            Some(BatchStatus::CompletedWithFailures) => BatchActivity::CompletedWithFailures,
+            Some(_) => BatchActivity::FailedCritically,
+        }
+    };
+    let updated_at = chrono::DateTime::from_timestamp_millis(score as i64)
+        .map(Timestamp::from)
+        .unwrap_or_else(Timestamp::now);
+    BatchListItem {
+        batch_id: batch_id.to_owned(),
+        status,
+        updated_at,
+        known: s.batch.is_some(),
+        essay_count: s.batch.as_ref().map(|b| b.essays.len()),
+        active_pipeline: s
+            .active
+            .as_ref()
+            .map(|a| a.request.requested_pipeline.clone()),
+        current_phase: s.active.as_ref().map(|a| a.current_phase()),
+        queue_length: s.queue.len(),
+        parked: s.parked.len(),
+        last_pipeline: last.map(|l| l.requested_pipeline.clone()),
+        last_final_status: last.map(|l| l.final_status),
+        last_finished_at: last.map(|l| l.finished_at),
+    }
 }
 
 /// A batch as the orchestrator sees it: essays, active pipeline, queue, results, history.
@@ -435,5 +642,88 @@ mod tests {
             include_str!("../testdata/status.json").trim_end(),
             "\n{json}"
         );
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn list_query_defaults_and_checks_every_parameter() {
+        let q = ListQuery::parse(&query(&[])).unwrap();
+        assert_eq!((q.status, q.limit, q.cursor), (None, LIST_DEFAULT, None));
+        let q = ListQuery::parse(&query(&[
+            ("status", "active"),
+            ("limit", "5"),
+            ("cursor", "1764590400000:batch:with:colons"),
+        ]))
+        .unwrap();
+        assert_eq!(q.status, Some(BatchActivity::Active));
+        assert_eq!(q.limit, 5);
+        assert_eq!(
+            q.cursor,
+            Some(Cursor(1_764_590_400_000.0, "batch:with:colons".into()))
+        );
+        for (bad, error) in [
+            (("status", "running"), "bad_status"),
+            (("limit", "0"), "bad_limit"),
+            (("limit", "201"), "bad_limit"),
+            (("limit", "ten"), "bad_limit"),
+            (("cursor", "nonsense"), "bad_cursor"),
+            (("cursor", "12:"), "bad_cursor"),
+            (("page", "2"), "unknown_parameter"),
+        ] {
+            let (e, detail) = ListQuery::parse(&query(&[bad])).unwrap_err();
+            assert_eq!(e, error, "{bad:?}: {detail}");
+            assert!(detail.contains(bad.1) || detail.contains(bad.0), "{detail}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_orders_by_score_then_id() {
+        let c = Cursor(1000.0, "b5".into());
+        assert_eq!(Cursor::parse(&c.to_string()), Some(c.clone()));
+        assert!(c.precedes("b9", 999.0), "older comes after");
+        assert!(
+            c.precedes("b4", 1000.0),
+            "same time, smaller id comes after"
+        );
+        assert!(
+            !c.precedes("b5", 1000.0),
+            "the cursor's own batch is not repeated"
+        );
+        assert!(!c.precedes("b6", 1000.0));
+        assert!(!c.precedes("b1", 1001.0), "newer came before");
+    }
+
+    #[test]
+    fn a_list_item_says_where_the_batch_stands() {
+        let busy = list_item("b1", 1_764_590_400_000.0, &busy_batch());
+        assert_eq!(busy.status, BatchActivity::Active);
+        assert_eq!(busy.active_pipeline.as_deref(), Some("nlp"));
+        assert_eq!(busy.current_phase, Some(PhaseName::Nlp));
+        assert_eq!((busy.queue_length, busy.parked), (1, 1));
+        assert_eq!(busy.essay_count, Some(3));
+        assert_eq!(busy.last_pipeline.as_deref(), Some("spellcheck"));
+        assert_eq!(
+            busy.last_final_status,
+            Some(BatchStatus::CompletedWithFailures)
+        );
+        assert_eq!(busy.updated_at.to_wire_string(), "2025-12-01T12:00:00Z");
+
+        let mut done = busy_batch();
+        done.active = None;
+        done.queue.clear();
+        assert_eq!(
+            list_item("b1", 0.0, &done).status,
+            BatchActivity::CompletedWithFailures
+        );
+        done.history.clear();
+        assert_eq!(list_item("b1", 0.0, &done).status, BatchActivity::Idle);
+        done.batch = None;
+        assert_eq!(list_item("b1", 0.0, &done).status, BatchActivity::Waiting);
     }
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::conductor::{Conductor, ConductorError};
-use crate::core::{Core, CoreError, DEADLINES, STARTS};
+use crate::core::{Core, CoreError, BATCHES, DEADLINES, STARTS};
 use crate::decide;
 
 /// How often the indexes are swept (due deadlines; starts this process was not told about or
@@ -39,6 +39,8 @@ const SWEEP: Duration = Duration::from_secs(1);
 const CONCURRENCY: usize = 32;
 /// Entries taken from each bucket per round.
 const PER_ROUND: usize = 256;
+/// How often the batch list drops the entries of expired states.
+const TRIM: Duration = Duration::from_secs(60);
 
 /// The backoff of a batch whose start failed.
 const START_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
@@ -156,7 +158,12 @@ impl Scheduler {
         let wake = self.core.wake_scheduler.clone();
         let mut jobs = Jobs::new();
         let mut next_sweep = tokio::time::Instant::now();
+        let mut next_trim = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_trim {
+                next_trim = tokio::time::Instant::now() + TRIM;
+                self.trim_batch_index().await;
+            }
             if tokio::time::Instant::now() >= next_sweep {
                 next_sweep = tokio::time::Instant::now() + SWEEP;
                 match self.due().await {
@@ -185,6 +192,18 @@ impl Scheduler {
         // Work not done yet stays in the durable indexes for the next start.
         jobs.tasks.shutdown().await;
         tracing::info!("scheduler stopped");
+    }
+
+    /// Drop the batch-list entries (`GET /v1/batches`) of states that have expired: a state
+    /// lives `state_ttl` after its last change, the entry's score.
+    async fn trim_batch_index(&self) {
+        let ttl_ms = self.core.state_ttl.as_millis() as f64;
+        let below = Timestamp::now().0.timestamp_millis() as f64 - ttl_ms;
+        match self.core.store.index_trim(BATCHES, below).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired batches left the batch list"),
+            Err(e) => tracing::warn!(error = %e, "trimming the batch list failed; retrying later"),
+        }
     }
 
     /// Batches with a due deadline, and batches whose queue head can start.

@@ -174,6 +174,48 @@ async fn index_ops_commit_with_the_state() {
     assert_eq!(due, vec![("b6".to_string(), 5000.0)]);
 }
 
+#[tokio::test]
+async fn the_newest_members_come_from_every_bucket_ties_included_and_old_ones_trim() {
+    let s = store();
+    // 40 batches (spread over the buckets), scores 100..=139, two more tied at 120.
+    let mut all: Vec<(String, f64)> = (0..40)
+        .map(|i| (format!("n{i:02}"), 100.0 + i as f64))
+        .chain([("t1".to_string(), 120.0), ("t2".to_string(), 120.0)])
+        .collect();
+    for (b, score) in &all {
+        let mut r = req(b, 0, None, &[("x", "1")]);
+        r.index_ops.push(IndexOp::Upsert {
+            index: "batches".into(),
+            member: b.clone(),
+            score: *score,
+        });
+        s.apply(&r).await.unwrap();
+    }
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    let newest = s.index_newest("batches", None, 5).await.unwrap();
+    assert_eq!(newest[..5], all[..5], "the five newest over all buckets");
+    // Below a score: every member at exactly that score, then the newest below it.
+    let page = s.index_newest("batches", Some(120.0), 3).await.unwrap();
+    let at: Vec<&str> = page
+        .iter()
+        .filter(|(_, sc)| *sc == 120.0)
+        .map(|(b, _)| b.as_str())
+        .collect();
+    assert_eq!(at, ["t2", "t1", "n20"]);
+    let below: Vec<(String, f64)> = page.into_iter().filter(|(_, sc)| *sc < 120.0).collect();
+    let expected: Vec<(String, f64)> = all
+        .iter()
+        .filter(|(_, sc)| *sc < 120.0)
+        .take(3)
+        .cloned()
+        .collect();
+    assert_eq!(below[..3], expected[..]);
+    assert_eq!(s.index_trim("batches", 110.0).await.unwrap(), 10);
+    let rest = s.index_newest("batches", None, 100).await.unwrap();
+    assert_eq!(rest.len(), 32);
+    assert!(rest.iter().all(|(_, sc)| *sc >= 110.0));
+}
+
 async fn relay_setup() -> (Store, Producer, String) {
     let topic = unique("it.outbox");
     let settings = kafka_settings("it-relay", &unique("grp"), 3);

@@ -1,5 +1,5 @@
 //! JSON bodies of the orchestrator's (BOS) own HTTP API: the status document of a batch
-//! (`GET /v1/batches/{batch_id}/status`) and the operators' essay-level retry
+//! (`GET /v1/batches/{batch_id}/status`), the list of batches (`GET /v1/batches`) and the operators' essay-level retry
 //! (`POST /v1/batches/{batch_id}/retry-phase`). The service writes them; `hulectl` and the
 //! tests read them with the same types.
 //!
@@ -160,6 +160,95 @@ pub struct PhaseResultView {
     pub failed_essay_ids: Vec<String>,
     pub pipeline_id: Uuid,
     pub at: Timestamp,
+}
+
+/// Where a batch stands (`status` of [`BatchListItem`], and the `status` filter of
+/// `GET /v1/batches`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BatchActivity {
+    /// A pipeline is running, or requests are queued to start.
+    Active,
+    /// Requests wait for the batch to become known (its readiness event).
+    Waiting,
+    /// Known, nothing running, no pipeline finished yet.
+    Idle,
+    /// Nothing running; the last pipeline ended `completed_successfully`.
+    CompletedSuccessfully,
+    /// Nothing running; the last pipeline ended `completed_with_failures`.
+    CompletedWithFailures,
+    /// Nothing running; the last pipeline ended `failed_critically` (or another non-success
+    /// status).
+    FailedCritically,
+}
+
+impl BatchActivity {
+    /// Every value, in the order above.
+    pub const ALL: [BatchActivity; 6] = [
+        BatchActivity::Active,
+        BatchActivity::Waiting,
+        BatchActivity::Idle,
+        BatchActivity::CompletedSuccessfully,
+        BatchActivity::CompletedWithFailures,
+        BatchActivity::FailedCritically,
+    ];
+
+    /// The wire value (`"active"`, `"completed_with_failures"`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Waiting => "waiting",
+            Self::Idle => "idle",
+            Self::CompletedSuccessfully => "completed_successfully",
+            Self::CompletedWithFailures => "completed_with_failures",
+            Self::FailedCritically => "failed_critically",
+        }
+    }
+
+    /// The value named `s` (its wire value), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for BatchActivity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One batch of `GET /v1/batches` (a summary of its [`BatchStatusView`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchListItem {
+    pub batch_id: String,
+    pub status: BatchActivity,
+    /// When the orchestrator last changed the batch's state.
+    pub updated_at: Timestamp,
+    pub known: bool,
+    pub essay_count: Option<usize>,
+    /// The running pipeline's name, or `null`.
+    pub active_pipeline: Option<String>,
+    /// The running pipeline's current phase, or `null`.
+    pub current_phase: Option<PhaseName>,
+    /// Requests queued behind the running pipeline.
+    pub queue_length: usize,
+    /// Requests waiting for the batch to become known.
+    pub parked: usize,
+    /// The last finished pipeline's name, status and end, or `null`.
+    pub last_pipeline: Option<String>,
+    pub last_final_status: Option<BatchStatus>,
+    pub last_finished_at: Option<Timestamp>,
+}
+
+/// 200 answer of `GET /v1/batches`: most recently changed first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchListPage {
+    pub batches: Vec<BatchListItem>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// Body of `POST /v1/batches/{batch_id}/retry-phase` (operators): run one phase again for
