@@ -105,6 +105,7 @@ fn groups(smoke: bool) -> Vec<Group> {
         scenario!(scenarios::s14_s15_invalidate_and_inspect),
         scenario!(scenarios::s_retry_failed_essays),
         scenario!(scenarios::s17_poison),
+        scenario!(scenarios::s20_redrive_poison),
         scenario!(scenarios::s18_batch_at_the_size_limit),
         scenario!(scenarios::s19_batch_over_the_size_limit),
     ];

@@ -756,6 +756,132 @@ pub async fn s17_poison(c: Arc<Ctx>) -> R {
     Ok(())
 }
 
+/// Re-drive of a poison record: `POST /internal/v1/dlq/redrive` puts the record's original
+/// bytes back on the topic they came from with `redrive.*` headers, once; a second re-drive is
+/// refused saying when and by whom; the message, still poison, is dead-lettered again naming the
+/// record it was re-driven from (the chain).
+pub async fn s20_redrive_poison(c: Arc<Ctx>) -> R {
+    let b = unique("s20");
+    let request_dlq = topics::dlq_topic(topics::CLIENT_BATCH_PIPELINE_REQUEST);
+    let reader = huleedu_it::TopicReader::start_on(
+        &c.kafka,
+        &[&request_dlq, topics::CLIENT_BATCH_PIPELINE_REQUEST],
+    );
+    let poison = format!("{{not json <script>alert('{b}')</script>");
+    c.publish_raw(
+        topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        &b,
+        poison.clone().into_bytes(),
+    )
+    .await?;
+    let mine = |m: &huleedu_it::Seen| {
+        m.key.as_deref() == Some(b.as_str()) && m.payload == poison.as_bytes()
+    };
+    let first = reader
+        .wait_for(T, "the poison record", |all| {
+            all.iter().any(|m| m.topic == request_dlq && mine(m))
+        })
+        .await
+        .into_iter()
+        .find(|m| m.topic == request_dlq && mine(m))
+        .unwrap();
+    let redrive = |token: Option<&'static str>, operator: &'static str| {
+        let mut req = c
+            .http
+            .post(format!("{}/internal/v1/dlq/redrive", c.bcs))
+            .json(
+                &json!({"dlq_topic": request_dlq, "partition": first.partition,
+                          "offset": first.offset, "operator": operator, "reason": "e2e re-drive"}),
+            );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await?;
+            let code = r.status().as_u16();
+            anyhow::Ok((code, r.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let (code, body) = redrive(None, "mallory").await?;
+    ensure!(code == 401, "no token, no re-drive: {code} {body}");
+    let (code, done) = redrive(Some(c.token()), "e2e-operator").await?;
+    ensure!(code == 200, "re-drive answered {code}: {done}");
+    ensure!(done["state"] == "published", "{done}");
+    ensure!(
+        done["topic"] == topics::CLIENT_BATCH_PIPELINE_REQUEST,
+        "{done}"
+    );
+    let (code, again) = redrive(Some(c.token()), "someone-else").await?;
+    ensure!(code == 409, "a second re-drive is refused: {code} {again}");
+    ensure!(again["error"] == "already_redriven", "{again}");
+    ensure!(
+        again["detail"]["record"]["operator"] == "e2e-operator",
+        "says by whom: {again}"
+    );
+    ensure!(
+        again["detail"]["record"]["at"] == done["at"],
+        "says when: {again}"
+    );
+    // The message is back on its topic, where the record said, byte for byte.
+    let seen = reader
+        .wait_for(T, "the re-driven message and its second record", |all| {
+            all.iter()
+                .filter(|m| m.topic == request_dlq && mine(m))
+                .count()
+                >= 2
+                && all.iter().any(|m| {
+                    m.topic == topics::CLIENT_BATCH_PIPELINE_REQUEST
+                        && mine(m)
+                        && m.header("redrive.operator").is_some()
+                })
+        })
+        .await;
+    let back = seen
+        .iter()
+        .find(|m| {
+            m.topic == topics::CLIENT_BATCH_PIPELINE_REQUEST
+                && mine(m)
+                && m.header("redrive.operator").is_some()
+        })
+        .unwrap();
+    ensure!(
+        json!(back.partition) == done["partition"] && json!(back.offset) == done["offset"],
+        "landed where the answer said: {done} vs {}@{}",
+        back.partition,
+        back.offset
+    );
+    ensure!(
+        !back.headers.iter().any(|(k, _)| k.starts_with("dlq.")),
+        "the old record's dlq.* headers are not sent again: {:?}",
+        back.headers
+    );
+    let second = seen
+        .iter()
+        .find(|m| m.topic == request_dlq && mine(m) && m.offset != first.offset)
+        .unwrap();
+    ensure!(
+        second.header("redrive.dlq.topic") == Some(request_dlq.as_str())
+            && second.header("redrive.dlq.offset") == Some(first.offset.to_string().as_str())
+            && second.header("redrive.operator") == Some("e2e-operator"),
+        "the second record names the first: {:?}",
+        second.headers
+    );
+    ensure!(
+        second.header("dlq.error.kind") == Some("decode"),
+        "{:?}",
+        second.headers
+    );
+    // Only one copy went back.
+    ensure!(
+        seen.iter()
+            .filter(|m| m.topic == topics::CLIENT_BATCH_PIPELINE_REQUEST && mine(m))
+            .count()
+            == 2,
+        "the original and one re-drive"
+    );
+    Ok(())
+}
+
 /// The deployment's message size limit (`KAFKA_MAX_MESSAGE_BYTES`; the stacks keep the default).
 const LIMIT: usize = huleedu_kafka::settings::DEFAULT_MAX_MESSAGE_BYTES;
 

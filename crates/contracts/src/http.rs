@@ -2,6 +2,7 @@
 //! definition here, the orchestrator's own status and retry bodies in [`bos`].
 
 pub mod bos;
+pub mod redrive;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -11,6 +11,7 @@
 //! - [`producer`]: [`Producer`] — `acks=all`, idempotence, `murmur2_random`, key = batch id,
 //!   each send awaits the broker's acknowledgement.
 //! - [`admin`]: [`provision_topics`] creates missing topics at start-up.
+//! - [`fetch`]: [`read_at`] reads one message by topic, partition and offset (re-drives).
 //! - [`consumer`]: [`ConsumerRunner`], the at-least-once loop: a [`Handler`] answers
 //!   *done*, *transient* (retry with backoff, partition does not advance) or *permanent*
 //!   (original bytes to `<topic>.DLQ` with the poison headers); offsets are stored only after
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod consumer;
 pub mod context;
+pub mod fetch;
 pub mod producer;
 pub mod security;
 pub mod settings;
@@ -33,6 +35,7 @@ pub use admin::provision_topics;
 pub use consumer::{
     ConsumerRunner, ConsumerStatus, FailureKind, Handler, HandlerResult, Inbound, TextMessage,
 };
+pub use fetch::read_at;
 pub use producer::{OutgoingMessage, Producer};
 pub use security::{KafkaSecurity, KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
 pub use settings::{KafkaArgs, KafkaSettings};
@@ -52,6 +55,13 @@ pub enum KafkaError {
     Refused { reason: String, hint: String },
     #[error("could not create topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    #[error("could not read {topic}/{partition} at offset {offset}: {reason}")]
+    Read {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     #[error("admin request failed")]
     Admin(#[source] rdkafka::error::KafkaError),
     #[error("delivery to {topic} failed")]

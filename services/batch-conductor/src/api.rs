@@ -19,6 +19,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use huleedu_contracts::http::redrive::{RedriveRecord, RedriveRequest};
 use huleedu_contracts::http::{
     BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
 };
@@ -75,6 +76,8 @@ struct Inner {
     pipelines_seen: PipelinesSeen,
     /// Cancelled when the consumer stops (shutdown): nothing will wake a causal wait any more.
     consumer_stopped: CancellationToken,
+    /// `None`: `POST /internal/v1/dlq/redrive` answers 503 (tests without a broker).
+    redriver: Option<crate::redrive::Redriver>,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
                 readiness,
                 pipelines_seen,
                 consumer_stopped: CancellationToken::new(),
+                redriver: None,
             }),
         }
     }
@@ -119,6 +123,14 @@ impl AppState {
     /// The consumer has stopped (shutdown): causal waits end at once with `conductor_lagging`
     /// (the orchestrator retries, reaching another replica or this one restarted) instead of
     /// holding the HTTP server's graceful stop for up to `RESOLVE_WAIT_MS`.
+    /// With re-drives of dead-letter records (before the state is shared).
+    pub fn with_redriver(mut self, redriver: crate::redrive::Redriver) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_redriver before the state is shared")
+            .redriver = Some(redriver);
+        self
+    }
+
     pub fn consumer_stopped(&self) {
         self.inner.consumer_stopped.cancel();
     }
@@ -161,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/v1/pipelines/define", post(define))
         .route("/internal/v1/pipelines/{name}", get(pipeline_definition))
         .route("/internal/v1/phases/complete", post(complete_phase))
+        .route("/internal/v1/dlq/redrive", post(redrive_record))
         .route("/internal/v1/batches/{batch_id}/phases", get(batch_phases))
         .route("/healthz", get(health))
         .route("/readyz", get(readyz))
@@ -618,6 +631,48 @@ async fn complete_phase(
     }
 }
 
+/// Re-drive a poison dead-letter record: its original bytes go back to the topic they came
+/// from, with `redrive.*` headers naming the record and the operator; at most once per record.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/dlq/redrive",
+    tag = "operators",
+    request_body = RedriveRequest,
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "Re-driven: where the message landed", body = RedriveRecord),
+        (status = 400, description = "The body is not JSON of this shape", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token; nothing done", body = ErrorBody),
+        (status = 404, description = "No record at that position (never written, or deleted by retention)", body = ErrorBody),
+        (status = 409, description = "`already_redriven`: the record was re-driven before (detail.record says when and by whom)", body = ErrorBody),
+        (status = 422, description = "`not_a_poison_dlq`, `bad_position`, `missing_field`, or `payload_omitted` (the record holds no copy of the message)", body = ErrorBody),
+        (status = 503, description = "`operator_endpoint_disabled`, `redrive_unavailable`, `store_unavailable`, `broker_unavailable` or `publish_failed`", body = ErrorBody),
+    )
+)]
+async fn redrive_record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<RedriveRequest>,
+) -> Result<Json<RedriveRecord>, ApiError> {
+    let token = state
+        .inner
+        .config
+        .operator_token
+        .as_ref()
+        .map(Secret::expose);
+    huleedu_http::auth::require_bearer(&headers, token)?;
+    crate::redrive::check(&req)?;
+    let Some(redriver) = &state.inner.redriver else {
+        return Err(ApiError::unavailable(
+            "redrive_unavailable",
+            "this conductor was started without a broker for re-drives",
+        ));
+    };
+    crate::redrive::redrive(&state.inner.store, redriver, &req, Timestamp::now())
+        .await
+        .map(Json)
+}
+
 /// A batch's phase records with provenance and its processed pipelines.
 #[utoipa::path(
     get,
@@ -721,6 +776,7 @@ impl Modify for OperatorAuth {
         define,
         pipeline_definition,
         complete_phase,
+        redrive_record,
         batch_phases,
         health,
         readyz,
@@ -733,6 +789,8 @@ impl Modify for OperatorAuth {
         PipelineDefinitionV1,
         MarkRequest,
         MarkResponse,
+        RedriveRequest,
+        RedriveRecord,
         BatchPhasesView,
         ProcessedPipeline,
         PhaseRecord,

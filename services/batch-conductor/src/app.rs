@@ -89,7 +89,11 @@ impl App {
             metrics,
             readiness,
             pipelines_seen,
-        );
+        )
+        .with_redriver(crate::redrive::Redriver {
+            kafka: settings.kafka.clone(),
+            producer: producer.clone(),
+        });
         let listener = HttpListener::from_settings(&settings.common).await?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(

@@ -37,6 +37,7 @@ pub mod consumer;
 pub mod marks;
 pub mod metrics;
 pub mod pipelines;
+pub mod redrive;
 pub mod settings;
 pub mod state;
 

@@ -145,6 +145,29 @@ pub struct MarkArgs {
 pub enum DlqCommand {
     /// List failed-essay records and poison records (reads each DLQ topic to its end).
     List(DlqListArgs),
+    /// Re-drive a poison record: its original bytes go back to the topic they came from, once
+    /// (the conductor records it; a second re-drive of the same record is refused and says
+    /// when and by whom). Needs OPERATOR_TOKEN.
+    Redrive(DlqRedriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqRedriveArgs {
+    /// The DLQ topic holding the record (`<topic>.DLQ`, as `dlq list` shows it).
+    #[arg(long)]
+    pub topic: String,
+    /// The record's partition.
+    #[arg(long)]
+    pub partition: i32,
+    /// The record's offset.
+    #[arg(long)]
+    pub offset: i64,
+    /// Why (recorded, and sent in the `redrive.reason` header).
+    #[arg(long)]
+    pub reason: String,
+    /// Who (recorded, and sent in the `redrive.operator` header).
+    #[arg(long, env = "USER")]
+    pub operator: Option<String>,
 }
 
 /// Which dead-letter records to list.

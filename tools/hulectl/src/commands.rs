@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use huleedu_contracts::http::bos::{BatchStatusView, RetryPhaseAccepted, RetryPhaseRequest};
+use huleedu_contracts::http::redrive::{RedriveRecord, RedriveRequest};
 use huleedu_contracts::payloads::ClientBatchPipelineRequestV1;
 use huleedu_contracts::{topics, BatchStatus, EventEnvelope, Validate};
 use huleedu_kafka::{KafkaSettings, OutgoingMessage};
@@ -14,8 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::cli::{
-    Cli, Command, DlqCommand, DlqKind, DlqListArgs, MarkArgs, RetryArgs, StatusArgs, SubmitArgs,
-    WatchArgs,
+    Cli, Command, DlqCommand, DlqKind, DlqListArgs, DlqRedriveArgs, MarkArgs, RetryArgs,
+    StatusArgs, SubmitArgs, WatchArgs,
 };
 use crate::dlq::{render_listing, Listing};
 use crate::event::{decode, Event, Trace};
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(a) => status(&ctx, a).await,
         Command::Mark(a) => mark(&ctx, a).await,
         Command::Dlq(DlqCommand::List(a)) => dlq_list(&ctx, a).await,
+        Command::Dlq(DlqCommand::Redrive(a)) => dlq_redrive(&ctx, a).await,
         Command::Retry(a) => retry(&ctx, a).await,
         Command::Demo(a) => crate::demo::demo(&ctx, a).await,
     }
@@ -515,6 +517,47 @@ async fn mark(ctx: &Ctx, a: MarkArgs) -> anyhow::Result<u8> {
         )
         .await?;
     crate::say!("{}", crate::render::mark_recorded(&answer, &ctx.style));
+    Ok(EXIT_OK)
+}
+
+/// Body of the conductor's `POST /internal/v1/dlq/redrive`.
+pub fn redrive_body(a: &DlqRedriveArgs) -> RedriveRequest {
+    RedriveRequest {
+        dlq_topic: a.topic.trim().to_owned(),
+        partition: a.partition,
+        offset: a.offset,
+        operator: a
+            .operator
+            .clone()
+            .filter(|o| !o.trim().is_empty())
+            .unwrap_or_else(|| "operator".to_owned()),
+        reason: a.reason.clone(),
+    }
+}
+
+async fn dlq_redrive(ctx: &Ctx, a: DlqRedriveArgs) -> anyhow::Result<u8> {
+    let token = OperatorToken::from_env()?;
+    let body = serde_json::to_value(redrive_body(&a))?;
+    let done: RedriveRecord = ctx
+        .api
+        .post(
+            Service::Conductor,
+            "/internal/v1/dlq/redrive",
+            &body,
+            Some(&token),
+        )
+        .await?;
+    crate::say!(
+        "{} {} [{}@{}] re-driven to {} [{}@{}] by {}",
+        ctx.style.good("✓"),
+        done.dlq_topic,
+        done.dlq_partition,
+        done.dlq_offset,
+        done.topic,
+        done.partition.map_or("?".into(), |p| p.to_string()),
+        done.offset.map_or("?".into(), |o| o.to_string()),
+        done.operator
+    );
     Ok(EXIT_OK)
 }
 

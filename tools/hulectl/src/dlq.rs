@@ -218,6 +218,9 @@ pub fn poison_block(p: &PoisonRecord, style: &Style) -> Vec<String> {
         "    {:<9} {} ({} bytes)",
         "payload", p.payload_preview, p.payload_bytes
     ));
+    if let Some(from) = &p.redriven_from {
+        lines.push(format!("    {:<9} re-driven from {from}", "chain"));
+    }
     lines
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, TimeZone, Utc};
-use huleedu_contracts::dlq::headers;
+use huleedu_contracts::dlq::{headers, redrive_headers};
 use huleedu_contracts::payloads::{
     BatchContentProvisioningCompletedV1, BatchEssaysReady, BatchPipelineCompletedV1,
     BatchServiceAIFeedbackInitiateCommandDataV1, BatchServiceCJAssessmentInitiateCommandDataV1,
@@ -102,6 +102,10 @@ pub struct PoisonRecord {
     /// The first 80 characters of the payload (control characters escaped).
     pub payload_preview: String,
     pub payload_bytes: usize,
+    /// When the message was itself a re-drive: the record it was re-driven from, by whom
+    /// (`<dlq topic> [<partition>@<offset>] by <operator> at <time>`, from its `redrive.*`
+    /// headers).
+    pub redriven_from: Option<String>,
 }
 
 /// How many payload characters a poison preview shows.
@@ -144,6 +148,16 @@ impl PoisonRecord {
             failed_at: h(headers::FAILED_AT),
             payload_preview: preview(&r.payload, PREVIEW_CHARS),
             payload_bytes: r.payload.len(),
+            redriven_from: h(redrive_headers::DLQ_TOPIC).map(|t| {
+                let q = |n: &str| h(n).unwrap_or_else(|| "?".to_owned());
+                format!(
+                    "{t} [{}@{}] by {} at {}",
+                    q(redrive_headers::DLQ_PARTITION),
+                    q(redrive_headers::DLQ_OFFSET),
+                    q(redrive_headers::OPERATOR),
+                    q(redrive_headers::AT)
+                )
+            }),
         }
     }
 }

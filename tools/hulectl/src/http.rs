@@ -200,6 +200,22 @@ pub fn operator_hint(service: Service, status: u16, body: &str) -> Option<String
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_default();
     match (status, code.as_str()) {
+        (409, "already_redriven") => {
+            let record = serde_json::from_str::<Value>(body).ok()?["detail"]["record"].clone();
+            let f = |k: &str| {
+                record.get(k).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            };
+            Some(format!(
+                "it was re-driven at {} by {} ({}: {}); a record is re-driven at most once",
+                f("at").unwrap_or_else(|| "?".into()),
+                f("operator").unwrap_or_else(|| "?".into()),
+                f("state").unwrap_or_else(|| "?".into()),
+                f("reason").unwrap_or_default(),
+            ))
+        }
         (401, _) => Some(format!(
             "check {}: it must equal the OPERATOR_TOKEN {} was started with",
             OperatorToken::VAR,
@@ -404,6 +420,11 @@ mod tests {
             .unwrap()
             .contains("the orchestrator has no OPERATOR_TOKEN configured"));
         assert_eq!(operator_hint(Service::Conductor, 422, "{}"), None);
+        let body = r#"{"error":"already_redriven","detail":{"message":"m","record":{"state":"published","operator":"ann","reason":"fixed","at":"2026-12-02T03:00:00Z"}}}"#;
+        assert_eq!(
+            operator_hint(Service::Conductor, 409, body).unwrap(),
+            "it was re-driven at 2026-12-02T03:00:00Z by ann (published: fixed); a record is re-driven at most once"
+        );
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! JSON bodies of the conductor's re-drive of a dead-letter record
+//! (`POST /internal/v1/dlq/redrive`). The service writes them; `hulectl`, the console and the
+//! tests read them with the same types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::timestamp::Timestamp;
+
+/// Body of `POST /internal/v1/dlq/redrive` (operators): publish a poison record's original
+/// bytes again to the topic it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RedriveRequest {
+    /// The DLQ topic holding the record (`<topic>.DLQ`).
+    pub dlq_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Who re-drives it (recorded, and sent in the `redrive.operator` header); not blank.
+    pub operator: String,
+    /// Why (recorded, `redrive.reason`); not blank.
+    pub reason: String,
+}
+
+/// Whether a re-drive's message has been acknowledged by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RedriveState {
+    /// Claimed; the publish was not confirmed (the conductor stopped or the broker failed
+    /// while publishing). The record is not re-driven again: look for the message on `topic`.
+    Publishing,
+    /// The broker acknowledged the message at `partition`/`offset` of `topic`.
+    Published,
+}
+
+/// The durable record of a record's re-drive: the 200 answer of `POST /internal/v1/dlq/redrive`,
+/// and the `detail` of its 409 answer when the record was re-driven before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RedriveRecord {
+    pub state: RedriveState,
+    pub dlq_topic: String,
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+    /// The topic the message went back to.
+    pub topic: String,
+    /// Where it landed, once published.
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub operator: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
