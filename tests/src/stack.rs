@@ -121,6 +121,9 @@ pub fn binary(name: &str) -> PathBuf {
     let mut sources = vec![newest_source(&crate_dir.join("src"))];
     let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap_or_default();
     for line in manifest.lines() {
+        if line.trim_start().starts_with("hulectl ") {
+            sources.push(newest_source(&root.join("tools/hulectl/src")));
+        }
         if let Some(dep) = line.trim_start().strip_prefix("huleedu-") {
             let dep: String = dep
                 .chars()

@@ -37,6 +37,10 @@ fn generated() -> String {
         ),
         ("batch-conductor", batch_conductor::BcsSettings::variables()),
         ("els-simulator", els_simulator::SimSettings::variables()),
+        (
+            "pipeline-console",
+            pipeline_console::ConsoleSettings::variables(),
+        ),
     ] {
         out.push_str(&format!("### `{bin}`\n\n{}\n", table(&docs)));
     }
