@@ -21,6 +21,8 @@ pub struct Ctx {
     pub bos: String,
     pub bcs: String,
     pub sim: String,
+    /// The operator console (empty when the stack runs none).
+    pub console: String,
     pub http: reqwest::Client,
     pub producer: Producer,
     pub reader: TopicReader,
@@ -40,6 +42,7 @@ impl Ctx {
             bos: stack.bos_url.clone(),
             bcs: stack.bcs_url.clone(),
             sim: stack.sim_url.clone(),
+            console: stack.console_url.clone(),
             http: huleedu_it::http_client(),
             producer: Producer::new(&settings).expect("producer"),
             reader: TopicReader::start_on(&stack.kafka, &topics::SYSTEM),

@@ -21,6 +21,7 @@
 //! `--smoke` runs only the smoke subset ([`SMOKE`], the main stack). Set `HULEEDU_KEEP_E2E=1` to
 //! keep the stacks' logs.
 
+mod console;
 mod ctx;
 mod scenarios;
 
@@ -106,6 +107,7 @@ fn groups(smoke: bool) -> Vec<Group> {
         scenario!(scenarios::s_retry_failed_essays),
         scenario!(scenarios::s17_poison),
         scenario!(scenarios::s20_redrive_poison),
+        scenario!(console::s21_console_in_a_browser),
         scenario!(scenarios::s18_batch_at_the_size_limit),
         scenario!(scenarios::s19_batch_over_the_size_limit),
     ];
@@ -125,6 +127,7 @@ fn groups(smoke: bool) -> Vec<Group> {
         .sim_env
         .push(("SIM_DUPLICATE_OUTCOMES".into(), "true".into()));
     let mut main_opts = StackOptions::new("main");
+    main_opts.console = true;
     if main_opts.redis_cluster {
         // Every acceptance scenario with commits confirmed by a replica.
         main_opts.redis_wait_replicas = 1;

@@ -153,6 +153,8 @@ pub const BOS_GROUP: &str = "batch-orchestrator-consumers";
 pub const BCS_GROUP: &str = "bcs-event-consumer";
 /// The reference worker's binary.
 pub const SIM: &str = "els-simulator";
+/// The operator console's binary.
+pub const CONSOLE: &str = "pipeline-console";
 /// The broker process (its log is `broker.log`).
 pub const BROKER: &str = "broker";
 /// The Redis process.
@@ -251,6 +253,9 @@ pub struct StackOptions {
     pub redis_cluster: bool,
     /// `REDIS_WAIT_REPLICAS` of the orchestrators and conductors (0: not set).
     pub redis_wait_replicas: u32,
+    /// Also run the operator console (`pipeline-console`) against the stack ([`Stack::console_url`];
+    /// not with `secure`).
+    pub console: bool,
 }
 
 impl StackOptions {
@@ -267,6 +272,7 @@ impl StackOptions {
             bcs_replicas: 1,
             redis_cluster: crate::redis_mode() == huleedu_store::RedisMode::Cluster,
             redis_wait_replicas: 0,
+            console: false,
         }
     }
 }
@@ -346,6 +352,8 @@ pub struct Stack {
     /// The conductor: its only replica, or the balancer in front of all replicas.
     pub bcs_url: String,
     pub sim_url: String,
+    /// The operator console, when [`StackOptions::console`] (else empty).
+    pub console_url: String,
     pub dir: PathBuf,
     /// The broker this stack runs.
     pub broker: BrokerKind,
@@ -436,6 +444,7 @@ impl Stack {
             bos_url: String::new(),
             bcs_url: String::new(),
             sim_url: String::new(),
+            console_url: String::new(),
             dir,
             broker: opts.broker,
             kafka_port: kport,
@@ -580,10 +589,36 @@ impl Stack {
         stack.bos_url = stack.instances[BOS].url.clone();
         stack.sim_url = stack.instances[SIM].url.clone();
 
+        if opts.console {
+            assert!(
+                secure.is_none(),
+                "the test console runs on plain stacks only"
+            );
+            let port = free_port();
+            let console = Instance {
+                env: vec![
+                    ("KAFKA_BOOTSTRAP_SERVERS".into(), kafka.clone()),
+                    ("KAFKA_CONSUMER_GROUP".into(), "pipeline-console".into()),
+                    ("BOS_URL".into(), stack.bos_url.clone()),
+                    ("BCS_URL".into(), stack.bcs_url.clone()),
+                    ("OPERATOR_TOKEN".into(), OPERATOR_TOKEN.into()),
+                    ("HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
+                    ("LOG_FORMAT".into(), "json".into()),
+                    ("RUST_LOG".into(), "info,librdkafka=warn".into()),
+                ],
+                url: format!("http://127.0.0.1:{port}"),
+            };
+            stack.console_url = console.url.clone();
+            stack.instances.insert(CONSOLE.to_owned(), console);
+        }
+
         // Conductors first (the orchestrators call them), then the rest.
         let mut order = stack.replicas(BCS);
         order.extend(stack.replicas(BOS));
         order.push(SIM.to_owned());
+        if opts.console {
+            order.push(CONSOLE.to_owned());
+        }
         for name in &order {
             stack.spawn_service(name);
         }

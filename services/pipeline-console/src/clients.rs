@@ -90,8 +90,17 @@ fn detail_text(v: &Value) -> String {
         Value::Null => String::new(),
         Value::Object(o) if o.get("message").is_some_and(Value::is_string) => {
             let mut text = o["message"].as_str().unwrap_or_default().to_owned();
-            if let Some(record) = o.get("record") {
-                text.push_str(&format!(" — {record}"));
+            let r = &o.get("record").cloned().unwrap_or(Value::Null);
+            let f = |k: &str| r[k].as_str().map(str::to_owned);
+            if let (Some(state), Some(at)) = (f("state"), f("at")) {
+                // A re-drive's record: when, by whom, how it ended.
+                text.push_str(&format!(
+                    " — re-driven at {at} by {} ({state}: {})",
+                    f("operator").unwrap_or_else(|| "?".into()),
+                    f("reason").unwrap_or_default()
+                ));
+            } else if !r.is_null() {
+                text.push_str(&format!(" — {r}"));
             }
             text
         }

@@ -146,6 +146,8 @@ const WIDTH: f64 = 760.0;
 const LABEL: f64 = 130.0;
 const ROW: f64 = 26.0;
 const AXIS: f64 = 22.0;
+/// Room a bar's label needs after the bar.
+const LABEL_ROOM: f64 = 130.0;
 
 fn ms(t: Timestamp) -> i64 {
     t.0.timestamp_millis()
@@ -192,16 +194,22 @@ pub fn svg(lane: &Lane, now: Timestamp) -> Markup {
                     @match bar.start {
                         None => {
                             rect class=(bar.kind.class()) x=(LABEL) y=(y + 3.0) width=(plot) height=(ROW - 8.0) rx="3" {}
-                            text class="in-bar" x=(LABEL + 8.0) y=(y + 16.0) { "skipped — " (bar.text.split_once(" — ").map_or("", |(_, r)| r)) }
+                            text class="in-skipped" x=(LABEL + 8.0) y=(y + 16.0) { "skipped — " (bar.text.split_once(" — ").map_or("", |(_, r)| r)) }
                         }
                         Some(start) => {
                             @let x0 = x(ms(start));
                             @let x1 = x(bar.end.map_or(ms(now), ms)).max(x0 + 3.0);
                             rect class=(bar.kind.class()) x=(x0) y=(y + 3.0) width=(x1 - x0) height=(ROW - 8.0) rx="3" {}
                             @let d = bar.end.map(|e| human_duration(ms(e) - ms(start)));
-                            text class="after-bar" x=((x1 + 4.0).min(WIDTH - 150.0)) y=(y + 16.0) {
-                                (bar.kind.class().trim_start_matches("bar-"))
-                                @if let Some(d) = d { " · " (d) }
+                            @let label = match &d {
+                                Some(d) => format!("{} · {d}", bar.kind.class().trim_start_matches("bar-")),
+                                None => bar.kind.class().trim_start_matches("bar-").to_owned(),
+                            };
+                            // After the bar when there is room, else inside it (white).
+                            @if x1 + 4.0 + LABEL_ROOM <= WIDTH {
+                                text class="after-bar" x=(x1 + 4.0) y=(y + 16.0) { (label) }
+                            } @else {
+                                text class="in-bar" x=(x1 - 6.0) y=(y + 16.0) text-anchor="end" { (label) }
                             }
                         }
                     }
