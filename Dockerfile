@@ -25,9 +25,10 @@ RUN --mount=type=cache,id=huleedu-cargo-registry,target=/usr/local/cargo/registr
       --bin batch-conductor \
       --bin els-simulator \
       --bin hulectl \
+      --bin pipeline-console \
  && mkdir -p /out \
  && cp target/release/batch-orchestrator target/release/batch-conductor \
-       target/release/els-simulator target/release/hulectl /out/
+       target/release/els-simulator target/release/hulectl target/release/pipeline-console /out/
 
 FROM debian:bookworm-slim AS runtime
 # curl serves the container health checks (GET /readyz).

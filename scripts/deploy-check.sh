@@ -44,7 +44,7 @@ for arg in "$@"; do
 done
 
 IMAGE="huleedu-pipeline:latest"
-APP_SERVICES=(batch-conductor batch-orchestrator els-simulator)
+APP_SERVICES=(batch-conductor batch-orchestrator pipeline-console els-simulator)
 ALL_SERVICES=(kafka redis "${APP_SERVICES[@]}")
 RUN_UID=10001
 # The reference worker's simulated work per essay in the check's stack: a 20-essay phase takes
@@ -175,16 +175,16 @@ ok "runs as uid $RUN_UID; no compiler, no sources; every binary starts"
 
 # ---------------------------------------------------------------------------------------------
 step "2. the stack starts in its containers and becomes healthy"
-read -r P_KAFKA P_CONTROLLER P_REDIS P_BCS P_BOS P_SIM <<<"$(infra_free_ports 6)"
+read -r P_KAFKA P_CONTROLLER P_REDIS P_BCS P_BOS P_SIM P_CON <<<"$(infra_free_ports 7)"
 mkdir -p "$WORK/compose"
 /usr/bin/python3 scripts/deploy/render-compose.py docker-compose.yml "$COMPOSE_FILE" \
   --port "9092=$P_KAFKA" --port "9093=$P_CONTROLLER" --port "6379=$P_REDIS" \
-  --port "4002=$P_BCS" --port "5000=$P_BOS" --port "4010=$P_SIM" \
+  --port "4002=$P_BCS" --port "5000=$P_BOS" --port "4010=$P_SIM" --port "8080=$P_CON" \
   --env "els-simulator:SIM_ESSAY_LATENCY_MS=$SIM_LATENCY_MS" \
   || fail "rendering the check's variant of docker-compose.yml failed"
 dc config -q || fail "docker-compose does not accept the rendered compose file ($COMPOSE_FILE)"
-KAFKA="127.0.0.1:$P_KAFKA" BOS_URL="http://127.0.0.1:$P_BOS" BCS_URL="http://127.0.0.1:$P_BCS" SIM_URL="http://127.0.0.1:$P_SIM"
-deploy_log "compose project $PROJECT: Kafka $KAFKA (controller :$P_CONTROLLER), Redis :$P_REDIS, conductor :$P_BCS, orchestrator :$P_BOS, worker :$P_SIM"
+KAFKA="127.0.0.1:$P_KAFKA" BOS_URL="http://127.0.0.1:$P_BOS" BCS_URL="http://127.0.0.1:$P_BCS" SIM_URL="http://127.0.0.1:$P_SIM" CONSOLE_URL="http://127.0.0.1:$P_CON"
+deploy_log "compose project $PROJECT: Kafka $KAFKA (controller :$P_CONTROLLER), Redis :$P_REDIS, conductor :$P_BCS, orchestrator :$P_BOS, console :$P_CON, worker :$P_SIM"
 t=$SECONDS
 STACK_UP=1
 if ! dc up -d --no-build >"$WORK/up.log" 2>&1; then
@@ -307,6 +307,12 @@ poison=$(json 'print(len(d.get("poison", [])))' <"$WORK/demo-dlq.json")
   || fail "failed-essay DLQ of $batch holds [$dlq_ids], the orchestrator reports [$failed_ids] failed" batch-conductor
 [ "$poison" = 0 ] || fail "$poison poison messages of $batch on the <topic>.DLQ topics" "${APP_SERVICES[@]}"
 ok "demo in $demo_time: ${verdict#ok }; no phase ran twice; failed essays on the DLQ: $dlq_ids"
+# The console in its container shows the demo batch with its three pipelines.
+console_page=$(curl -fsS "$CONSOLE_URL/batches/$batch") || fail "the console does not serve the demo batch's page ($CONSOLE_URL/batches/$batch)" pipeline-console
+lanes=$(grep -o '<section class="lane"' <<<"$console_page" | wc -l)
+[ "$lanes" = 3 ] || fail "the console's page of $batch draws $lanes pipeline timelines, not 3" pipeline-console
+curl -fsS "$CONSOLE_URL/batches" | grep -q "data-batch=\"$batch\"" || fail "the console's batch list does not list $batch" pipeline-console
+ok "the console ($CONSOLE_URL) lists $batch and draws its 3 pipelines"
 
 # ---------------------------------------------------------------------------------------------
 step "4. docker-compose restart of the orchestrator in the middle of a pipeline"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job: start the whole local system and run the demonstration.
 #
-#   scripts/run.sh            # start broker, Redis, conductor, orchestrator, reference worker;
+#   scripts/run.sh            # start broker, Redis, conductor, orchestrator, reference worker
+#                             # and the operator console (http://127.0.0.1:8080 when free);
 #                             # run cj_assessment → nlp → ai_feedback on a 20-essay batch;
-#                             # print the report; stop everything
+#                             # print the report (it ends with the batch's console page);
+#                             # stop everything
 #   scripts/run.sh --keep     # same, then keep the stack running until Ctrl-C
 #   scripts/run.sh --no-demo  # start the stack and keep it running (no demonstration)
 #   scripts/run.sh --redis-cluster  # the services on a local Redis Cluster (3 masters + 3
@@ -26,7 +28,7 @@ for arg in "$@"; do
     --keep) keep=1 ;;
     --no-demo) demo=0; keep=1 ;;
     --redis-cluster) cluster=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,7 +51,12 @@ fi
 export OPERATOR_TOKEN="${OPERATOR_TOKEN:-local-operator-token}"
 export RUST_LOG="${RUST_LOG:-info,librdkafka=warn}"
 BCS_PORT=$(infra_free_port); BOS_PORT=$(infra_free_port); SIM_PORT=$(infra_free_port)
+# The operator console on its default port when free (a stable address to bookmark).
+CON_PORT=8080
+case " $BCS_PORT $BOS_PORT $SIM_PORT " in *" 8080 "*) CON_PORT=$(infra_free_port) ;; esac
+python3 -c 'import socket; socket.socket().bind(("127.0.0.1", 8080))' 2>/dev/null || CON_PORT=$(infra_free_port)
 export BCS_URL="http://127.0.0.1:$BCS_PORT" BOS_URL="http://127.0.0.1:$BOS_PORT" SIM_URL="http://127.0.0.1:$SIM_PORT"
+export CONSOLE_URL="http://127.0.0.1:$CON_PORT"
 
 start_service() {
   local name=$1; shift
@@ -59,6 +66,7 @@ start_service() {
 start_service batch-conductor HTTP_ADDR="127.0.0.1:$BCS_PORT"
 start_service batch-orchestrator HTTP_ADDR="127.0.0.1:$BOS_PORT" BCS_URL="$BCS_URL"
 start_service els-simulator HTTP_ADDR="127.0.0.1:$SIM_PORT"
+start_service pipeline-console HTTP_ADDR="127.0.0.1:$CON_PORT" KAFKA_CONSUMER_GROUP=pipeline-console
 
 wait_ready() {
   local name=$1 url=$2 start=$SECONDS
@@ -74,16 +82,18 @@ wait_ready() {
 wait_ready batch-conductor "$BCS_URL"
 wait_ready batch-orchestrator "$BOS_URL"
 wait_ready els-simulator "$SIM_URL"
-infra_log "stack ready: orchestrator $BOS_URL, conductor $BCS_URL, worker $SIM_URL (logs in $INFRA_DIR)"
+wait_ready pipeline-console "$CONSOLE_URL"
+infra_log "stack ready: orchestrator $BOS_URL, conductor $BCS_URL, worker $SIM_URL, console $CONSOLE_URL (logs in $INFRA_DIR)"
 
 if [ "$demo" = 1 ]; then
-  "$BIN/hulectl" --kafka "$KAFKA_BOOTSTRAP_SERVERS" --bos-url "$BOS_URL" --bcs-url "$BCS_URL" --sim-url "$SIM_URL" demo
+  "$BIN/hulectl" --kafka "$KAFKA_BOOTSTRAP_SERVERS" --bos-url "$BOS_URL" --bcs-url "$BCS_URL" --sim-url "$SIM_URL" demo --console-url "$CONSOLE_URL"
 fi
 
 if [ "$keep" = 1 ]; then
   cat <<TXT
 
-The stack keeps running until you press Ctrl-C. In another terminal:
+The stack keeps running until you press Ctrl-C. The operator console: $CONSOLE_URL
+(the operator token for its forms: $OPERATOR_TOKEN). In another terminal:
 
   export KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS BOS_URL=$BOS_URL BCS_URL=$BCS_URL SIM_URL=$SIM_URL OPERATOR_TOKEN=$OPERATOR_TOKEN
   $BIN/hulectl --help

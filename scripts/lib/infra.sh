@@ -88,6 +88,22 @@ infra_ensure_tools() {
   done
 }
 
+# Headless Chromium and its WebDriver (the console's browser test): Debian's chromium and
+# chromium-driver packages, installed when missing.
+infra_ensure_browser() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  if [ ${#missing[@]} -gt 0 ]; then
+    infra_log "not found: ${missing[*]}: installing Debian's packages (the console's browser test)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  infra_log "chromium present: $(chromium --version 2>/dev/null | head -n1)"
+}
+
 # Print a TCP port on 127.0.0.1 that nothing listens on right now, never printed before by this
 # shell. Picked at random below the kernel's ephemeral range (32768 and up on Linux), as the test
 # kit does (tests/src/stack.rs free_port): a port from bind(0) can come back from the next call

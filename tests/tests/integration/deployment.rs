@@ -56,6 +56,7 @@ fn known_vars(binary: &str) -> BTreeSet<String> {
         "batch-orchestrator" => batch_orchestrator::BosSettings::variables(),
         "batch-conductor" => batch_conductor::BcsSettings::variables(),
         "els-simulator" => els_simulator::SimSettings::variables(),
+        "pipeline-console" => pipeline_console::ConsoleSettings::variables(),
         other => panic!("unknown binary {other}"),
     };
     let mut names: BTreeSet<String> = docs.into_iter().map(|d| d.name).collect();
@@ -67,10 +68,14 @@ fn service_paths(binary: &str) -> BTreeSet<String> {
     let doc = match binary {
         "batch-orchestrator" => batch_orchestrator::http::openapi_document(),
         "batch-conductor" => batch_conductor::api::openapi_document(),
-        "els-simulator" => {
-            // The simulator (a dev tool) has no OpenAPI document; read its route table.
-            let src =
-                std::fs::read_to_string(root().join("services/els-simulator/src/api.rs")).unwrap();
+        "els-simulator" | "pipeline-console" => {
+            // The simulator (a dev tool) and the console (HTML pages) have no OpenAPI document;
+            // read their route tables.
+            let file = match binary {
+                "els-simulator" => "services/els-simulator/src/api.rs",
+                _ => "services/pipeline-console/src/app.rs",
+            };
+            let src = std::fs::read_to_string(root().join(file)).unwrap();
             return ["/readyz", "/healthz", "/metrics"]
                 .iter()
                 .filter(|p| src.contains(&format!("\"{p}\"")))
@@ -82,7 +87,39 @@ fn service_paths(binary: &str) -> BTreeSet<String> {
     doc.paths.paths.keys().cloned().collect()
 }
 
-const APP_SERVICES: [&str; 3] = ["batch-orchestrator", "batch-conductor", "els-simulator"];
+const APP_SERVICES: [&str; 4] = [
+    "batch-orchestrator",
+    "batch-conductor",
+    "els-simulator",
+    "pipeline-console",
+];
+
+#[test]
+fn the_console_reaches_both_services_where_they_listen_and_publishes_on_loopback_only() {
+    let c = compose();
+    let services = c["services"].as_hash().unwrap();
+    let console = merged(&services[&Yaml::String("pipeline-console".into())]);
+    let env = get(&console, "environment")
+        .and_then(Yaml::as_hash)
+        .unwrap();
+    for (var, service) in [
+        ("BOS_URL", "batch-orchestrator"),
+        ("BCS_URL", "batch-conductor"),
+    ] {
+        let url = env[&Yaml::String(var.into())].as_str().unwrap();
+        let svc = merged(&services[&Yaml::String(service.into())]);
+        let addr = get(&svc, "environment").unwrap()["HTTP_ADDR"]
+            .as_str()
+            .unwrap();
+        let port = addr.rsplit(':').next().unwrap();
+        assert_eq!(url, format!("http://{service}:{port}"), "{var}");
+    }
+    let ports = strings(&console, "ports");
+    assert!(
+        ports.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "the console is published on the host's loopback only: {ports:?}"
+    );
+}
 
 #[test]
 fn every_app_service_uses_only_variables_its_binary_knows() {

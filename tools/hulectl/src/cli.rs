@@ -234,6 +234,9 @@ pub struct DemoArgs {
     /// Seconds each pipeline may take before the demo gives up on it.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub timeout: u64,
+    /// The operator console's base URL: the report ends with the batch's page there.
+    #[arg(long, env = "CONSOLE_URL")]
+    pub console_url: Option<String>,
 }
 
 /// `host:port[,host:port...]`.

@@ -219,6 +219,15 @@ pub fn explore(batch: &str, sim_url: &str) -> String {
     .join("\n")
 }
 
+/// The report's last line: the batch's page in the operator console.
+pub fn console_line(console_url: &str, batch: &str) -> String {
+    format!(
+        "Console: {}/batches/{}   (its pipelines as timelines, records, dead letters, actions)",
+        console_url.trim_end_matches('/'),
+        crate::http::segment(batch)
+    )
+}
+
 /// Runs the demonstration; the exit code says whether every pipeline ended and no phase ran
 /// twice.
 pub async fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<u8> {
@@ -375,6 +384,10 @@ pub async fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<u8> {
     crate::say!("{}", render_report(&report, &s));
     crate::say!();
     crate::say!("{}", explore(&batch, &ctx.api.sim));
+    if let Some(console) = &a.console_url {
+        crate::say!();
+        crate::say!("{}", console_line(console, &batch));
+    }
     Ok(if verdict(&report).ok() {
         EXIT_OK
     } else {
@@ -385,6 +398,14 @@ pub async fn demo(ctx: &Ctx, a: DemoArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_line_links_the_batch_page() {
+        assert_eq!(
+            console_line("http://127.0.0.1:8080/", "demo 1"),
+            "Console: http://127.0.0.1:8080/batches/demo%201   (its pipelines as timelines, records, dead letters, actions)"
+        );
+    }
 
     #[test]
     fn explore_names_the_batch_and_the_worker() {
