@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The deployment check: builds the image from the Dockerfile as it is, starts the stack of
-# docker-compose.yml (Kafka, Redis, conductor, orchestrator, and the demo profile's reference
-# worker) in containers, proves it works, and takes everything down again.
+# docker-compose.yml (Kafka, Redis, conductor, orchestrator, console, and the demo profile's
+# reference worker) in containers, proves it works, and takes everything down again.
 #
 #   scripts/deploy-check.sh          # the whole check (see docs/deployment.md)
 #   scripts/deploy-check.sh --cold   # first remove the stand-in images, the project's image and
@@ -15,7 +15,8 @@
 #      the compose file's health checks; every container listens on 127.0.0.1 only; Kafka keeps
 #      its data on its volume and Redis appends to its AOF;
 #   3. `hulectl demo` (run from the image) against the containers ends with every pipeline
-#      completed, no phase run twice, and the failed essays on the failed-essay DLQ;
+#      completed, no phase run twice, and the failed essays on the failed-essay DLQ; the
+#      console lists the demo batch and draws its three pipelines;
 #   4. `docker-compose restart batch-orchestrator` in the middle of a pipeline loses nothing:
 #      the pipeline ends with the right numbers, every phase dispatched once;
 #   5. `docker-compose down -v` leaves no container, volume or network of the stack behind.
@@ -168,7 +169,7 @@ uid=$(docker run --rm --network none "$IMAGE" id -u) || fail "the image does not
 leftovers=$(docker run --rm --network none "$IMAGE" sh -c \
   'for c in cargo rustc cc gcc ld; do command -v $c; done; ls -d /src /usr/local/cargo /usr/local/rustup 2>/dev/null' || true)
 [ -z "$leftovers" ] || fail "the runtime image holds build tools or sources: $leftovers"
-for bin in batch-orchestrator batch-conductor els-simulator hulectl; do
+for bin in batch-orchestrator batch-conductor els-simulator hulectl pipeline-console; do
   docker run --rm --network none "$IMAGE" "$bin" --help >/dev/null 2>&1 || fail "the image's $bin does not run ($bin --help)"
 done
 ok "runs as uid $RUN_UID; no compiler, no sources; every binary starts"
