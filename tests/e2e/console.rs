@@ -147,14 +147,27 @@ fn list(v: &Value, key: &str) -> Vec<String> {
 
 async fn drive(c: &Ctx, w: &Client, b: &str, failed: &str, poison: &str) -> R {
     let console = c.console.as_str();
-    // Batches: the batch is listed, with a link to its page.
+    // Batches: the batch is listed, with a link to its page (other scenarios of the stack run
+    // at the same time: follow the pages, newest first, until it shows).
     w.goto(&format!("{console}/batches")).await?;
-    let row = w
-        .wait()
-        .at_most(T)
-        .for_element(Locator::Css(&format!("tr[data-batch='{b}']")))
-        .await
-        .context("the batch is listed")?;
+    let row_at = Locator::Css(&format!("tr[data-batch='{b}']"));
+    let mut pages = 1;
+    let row = loop {
+        w.wait()
+            .at_most(T)
+            .for_element(Locator::Css("main h1"))
+            .await?;
+        if let Ok(row) = w.find(row_at).await {
+            break row;
+        }
+        match w.find(Locator::Css("a.next")).await {
+            Ok(next) if pages < 20 => {
+                next.click().await?;
+                pages += 1;
+            }
+            _ => return Err(anyhow!("{b} is not listed on the first {pages} page(s)")),
+        }
+    };
     ensure!(
         row.text().await?.contains("nlp completed_successfully"),
         "{}",
