@@ -176,11 +176,11 @@ ok "runs as uid $RUN_UID; no compiler, no sources; every binary starts"
 
 # ---------------------------------------------------------------------------------------------
 step "2. the stack starts in its containers and becomes healthy"
-read -r P_KAFKA P_CONTROLLER P_REDIS P_BCS P_BOS P_SIM P_CON <<<"$(infra_free_ports 7)"
+read -r P_KAFKA P_CONTROLLER P_REDIS P_BCS P_BOS P_SIM P_CON P_PROM <<<"$(infra_free_ports 8)"
 mkdir -p "$WORK/compose"
 /usr/bin/python3 scripts/deploy/render-compose.py docker-compose.yml "$COMPOSE_FILE" \
   --port "9092=$P_KAFKA" --port "9093=$P_CONTROLLER" --port "6379=$P_REDIS" \
-  --port "4002=$P_BCS" --port "5000=$P_BOS" --port "4010=$P_SIM" --port "8080=$P_CON" \
+  --port "4002=$P_BCS" --port "5000=$P_BOS" --port "4010=$P_SIM" --port "8080=$P_CON" --port "9090=$P_PROM" \
   --env "els-simulator:SIM_ESSAY_LATENCY_MS=$SIM_LATENCY_MS" \
   || fail "rendering the check's variant of docker-compose.yml failed"
 dc config -q || fail "docker-compose does not accept the rendered compose file ($COMPOSE_FILE)"

@@ -2,7 +2,8 @@
 # The whole test suite: formatting, lints, unit tests, and the integration, end-to-end, chaos
 # and shutdown tests against a real broker and a real Redis that this script starts on free
 # ports and stops at the end. Installs what is missing first (Apache Kafka from Maven Central,
-# tansu with cargo, redis-server, chromium and chromium-driver with apt). Idempotent.
+# tansu with cargo, redis-server, chromium, chromium-driver and prometheus with apt).
+# Idempotent.
 #
 #   scripts/test.sh                  # everything on Apache Kafka (with its TLS and SASL
 #                                    # listeners and a TLS Redis for the security tests), the
@@ -35,7 +36,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 smoke=0
 [ "$BROKER" = kafka ] && [ $# -eq 0 ] && smoke=1
 if [ "$smoke" = 1 ]; then infra_ensure_tools kafka tansu; else infra_ensure_tools "$BROKER"; fi
-infra_ensure_browser
+infra_ensure_test_tools
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

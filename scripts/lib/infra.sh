@@ -88,20 +88,24 @@ infra_ensure_tools() {
   done
 }
 
-# Headless Chromium and its WebDriver (the console's browser test): Debian's chromium and
-# chromium-driver packages, installed when missing.
-infra_ensure_browser() {
+# What only the test command needs: headless Chromium and its WebDriver (the console's browser
+# test), Prometheus and promtool (the alert rules' tests and the monitoring test) — Debian's
+# chromium, chromium-driver and prometheus packages, installed when missing. A Prometheus the
+# package may start as a system service is never used (the tests start their own).
+infra_ensure_test_tools() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   local missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
-    infra_log "not found: ${missing[*]}: installing Debian's packages (the console's browser test)"
+    infra_log "not found: ${missing[*]}: installing Debian's packages (browser and monitoring tests)"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   infra_log "chromium present: $(chromium --version 2>/dev/null | head -n1)"
+  infra_log "prometheus present: $(prometheus --version 2>&1 | head -n1)"
 }
 
 # Print a TCP port on 127.0.0.1 that nothing listens on right now, never printed before by this

@@ -23,6 +23,8 @@ pub struct Ctx {
     pub sim: String,
     /// The operator console (empty when the stack runs none).
     pub console: String,
+    /// The reference worker's process id (to stop and continue it).
+    pub sim_pid: Option<u32>,
     pub http: reqwest::Client,
     pub producer: Producer,
     pub reader: TopicReader,
@@ -43,6 +45,7 @@ impl Ctx {
             bcs: stack.bcs_url.clone(),
             sim: stack.sim_url.clone(),
             console: stack.console_url.clone(),
+            sim_pid: stack.pid(huleedu_it::stack::SIM),
             http: huleedu_it::http_client(),
             producer: Producer::new(&settings).expect("producer"),
             reader: TopicReader::start_on(&stack.kafka, &topics::SYSTEM),

@@ -23,6 +23,7 @@
 
 mod console;
 mod ctx;
+mod monitoring;
 mod scenarios;
 
 use std::future::Future;
@@ -133,7 +134,17 @@ fn groups(smoke: bool) -> Vec<Group> {
         main_opts.redis_wait_replicas = 1;
     }
     let cluster = main_opts.redis_cluster;
+    let mut watched = StackOptions::new("monitoring");
+    watched.bos_env.push((
+        "PHASE_TIMEOUT_SECS".into(),
+        monitoring::PHASE_TIMEOUT_SECS.to_string(),
+    ));
     let mut groups = vec![
+        Group {
+            prefix: "monitoring::",
+            opts: watched,
+            scenarios: vec![scenario!(monitoring::m01_alerts_in_prometheus)],
+        },
         Group {
             prefix: "scenarios::",
             opts: main_opts,

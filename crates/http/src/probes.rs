@@ -89,6 +89,16 @@ impl Readiness {
         self.check(REDIS, move || ping(store.clone()))
     }
 
+    /// Whether every check passes now (the `<service>_ready` gauge).
+    pub async fn is_ready(&self) -> bool {
+        for (_, check) in &self.checks {
+            if check().await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Run every check: 200 when all pass, else 503; the body lists each check's state.
     pub async fn respond(&self) -> Response {
         let mut checks = serde_json::Map::new();

@@ -142,12 +142,44 @@ impl LogContext {
     }
 }
 
-/// What readiness probes need to know about a consumer.
+/// What readiness probes and metrics need to know about a consumer.
 #[derive(Debug, Default)]
 pub struct ConsumerStatus {
     joined: AtomicBool,
     assigned: AtomicUsize,
     revocations: AtomicU64,
+    /// Consumer lag of each assigned partition, from librdkafka's latest statistics.
+    lag: parking_lot::Mutex<Vec<PartitionLag>>,
+}
+
+/// How far behind the group's committed offset is on one partition this consumer holds: the
+/// broker's high watermark less the committed offset (librdkafka's `consumer_lag`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: i64,
+}
+
+/// The lag of every partition this consumer wants (assigned), from a statistics report;
+/// partitions whose lag is not known yet (-1) are left out.
+pub fn lag_of(stats: &rdkafka::statistics::Statistics) -> Vec<PartitionLag> {
+    let mut out: Vec<PartitionLag> = stats
+        .topics
+        .iter()
+        .flat_map(|(topic, t)| {
+            t.partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.desired && p.consumer_lag >= 0)
+                .map(move |p| PartitionLag {
+                    topic: topic.clone(),
+                    partition: p.partition,
+                    lag: p.consumer_lag,
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    out
 }
 
 impl ConsumerStatus {
@@ -160,6 +192,12 @@ impl ConsumerStatus {
     /// Partitions currently assigned.
     pub fn assigned_partitions(&self) -> usize {
         self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// The consumer lag of each partition this consumer holds, as of librdkafka's latest
+    /// statistics report (every `STATS_INTERVAL`); empty before the first report.
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.lag.lock().clone()
     }
 
     /// How many times partitions were revoked (messages fetched before are stale).
@@ -184,6 +222,10 @@ impl ClientContext for RunnerContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.refusals.on_error(error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        *self.status.lag.lock() = lag_of(&statistics);
+    }
 }
 
 impl ConsumerContext for RunnerContext {
@@ -198,6 +240,7 @@ impl ConsumerContext for RunnerContext {
             commit_stored(consumer, "revoke");
             tracing::info!(partitions = tpl.count(), "partitions revoked");
             self.status.assigned.store(0, Ordering::Relaxed);
+            self.status.lag.lock().clear();
         }
     }
 

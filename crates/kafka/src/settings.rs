@@ -10,6 +10,9 @@ use rdkafka::ClientConfig;
 
 use crate::security::{KafkaSecurity, KafkaSecurityArgs};
 
+/// How often the consumer runner gets librdkafka's statistics (its consumer lag per partition).
+pub const STATS_INTERVAL_MS: u64 = 10_000;
+
 /// The Kafka variables, as every binary that talks to the broker reads them.
 /// `KAFKA_CONSUMER_GROUP` has the service's default ([`with_defaults`]).
 #[derive(Debug, Clone, clap::Args)]
@@ -198,7 +201,8 @@ impl KafkaSettings {
         self.max_message_bytes - RECORD_OVERHEAD_BYTES
     }
 
-    /// Consumer configuration for the at-least-once runner.
+    /// Consumer configuration for the at-least-once runner (statistics every
+    /// [`STATS_INTERVAL_MS`]: the consumer lag metric).
     pub fn consumer_config(&self) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", &self.consumer_group)
@@ -236,7 +240,9 @@ impl KafkaSettings {
             // committed offsets); with cooperative-sticky a partition could stay assigned
             // across a rebalance without the revoke that resets its lane. Pinned, so a changed
             // librdkafka default cannot switch protocols underneath.
-            .set("partition.assignment.strategy", "range,roundrobin");
+            .set("partition.assignment.strategy", "range,roundrobin")
+            // Statistics (consumer lag per partition, for the lag metric) every 10 s.
+            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string());
         c
     }
 

@@ -74,10 +74,11 @@ pub fn script_names() -> Vec<(String, &'static str)> {
     all.extend(relay::script_names());
     all
 }
-pub use metrics::OutboxMetrics;
+pub use metrics::{sample_every, DlqCounter, OutboxMetrics, StateGauges};
 pub use relay::OutboxRelay;
 pub use settings::{RedisArgs, RedisMode, RedisSettings, RetentionArgs};
 pub use store::{
-    ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp, OutboxEntry,
-    RedisProblem, Store, StoreError, Versioned, COMMIT_ATTEMPTS,
+    entry_time, ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp,
+    IndexSummary, OutboxEntry, OutboxHead, RedisProblem, Store, StoreError, Versioned,
+    COMMIT_ATTEMPTS,
 };

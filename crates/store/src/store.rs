@@ -85,6 +85,36 @@ pub struct Versioned {
     pub fields: HashMap<String, Arc<str>>,
 }
 
+/// One bucket of an index ([`Store::index_summary`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSummary {
+    pub bucket: u16,
+    pub count: u64,
+    pub lowest: Option<f64>,
+    pub sum: f64,
+}
+
+/// One bucket's outbox ([`Store::outbox_heads`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxHead {
+    pub bucket: u16,
+    pub entries: u64,
+    /// The oldest entry's event time.
+    pub oldest: Option<huleedu_contracts::Timestamp>,
+}
+
+/// The event time of an outbox entry: its payload's envelope `event_timestamp`.
+pub fn entry_time(entry: &str) -> Option<huleedu_contracts::Timestamp> {
+    #[derive(Deserialize)]
+    struct Stamped {
+        event_timestamp: huleedu_contracts::Timestamp,
+    }
+    let e: OutboxEntry = serde_json::from_str(entry).ok()?;
+    serde_json::from_str::<Stamped>(&e.payload)
+        .ok()
+        .map(|s| s.event_timestamp)
+}
+
 /// One message waiting in the outbox. The payload already holds its final `event_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -1009,6 +1039,65 @@ impl Store {
             .collect();
         let removed: Vec<u64> = self.conn.each(cmds).await?;
         Ok(removed.iter().sum())
+    }
+
+    /// Per bucket: how many members `index` has, its lowest score and the sum of its scores
+    /// (read in one command per bucket; the sum reads every member, so keep such indexes to
+    /// the batches that have something waiting).
+    pub async fn index_summary(&self, index: &str) -> Result<Vec<IndexSummary>, StoreError> {
+        let cmds = (0..crate::BUCKETS)
+            .map(|b| {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(self.keys.index(b, index))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
+                cmd
+            })
+            .collect();
+        let per_bucket: Vec<Vec<(String, f64)>> = self.conn.each(cmds).await?;
+        Ok(per_bucket
+            .into_iter()
+            .enumerate()
+            .map(|(b, members)| IndexSummary {
+                bucket: b as u16,
+                count: members.len() as u64,
+                lowest: members.first().map(|(_, s)| *s),
+                sum: members.iter().map(|(_, s)| s).sum(),
+            })
+            .collect())
+    }
+
+    /// Per bucket: the entries waiting in its outbox and the oldest one's event time (its
+    /// envelope's `event_timestamp`; `None` when the outbox is empty or the head is not an
+    /// envelope).
+    pub async fn outbox_heads(&self) -> Result<Vec<OutboxHead>, StoreError> {
+        let lens: Vec<u64> = self
+            .conn
+            .each(
+                (0..crate::BUCKETS)
+                    .map(|b| redis::Cmd::llen(self.keys.outbox(b)))
+                    .collect(),
+            )
+            .await?;
+        let heads: Vec<Option<String>> = self
+            .conn
+            .each(
+                (0..crate::BUCKETS)
+                    .map(|b| redis::Cmd::lindex(self.keys.outbox(b), 0))
+                    .collect(),
+            )
+            .await?;
+        Ok(lens
+            .into_iter()
+            .zip(heads)
+            .enumerate()
+            .map(|(b, (entries, head))| OutboxHead {
+                bucket: b as u16,
+                entries,
+                oldest: head.as_deref().and_then(entry_time),
+            })
+            .collect())
     }
 
     /// Remove `batch_id` from `index` outside of an apply (a stale entry whose state expired).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -151,6 +151,10 @@ impl AppState {
     }
 
     /// Told of each pipeline completion committed (give it to the consumer's handler).
+    pub fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
+    }
+
     pub fn pipelines_seen(&self) -> &PipelinesSeen {
         &self.inner.pipelines_seen
     }
@@ -734,15 +738,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics in OpenMetrics text format", body = String,
         content_type = "application/openmetrics-text")))]
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.inner.registry.render(),
-    )
-        .into_response()
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state.inner.registry.respond(&headers)
 }
 
 /// This document.

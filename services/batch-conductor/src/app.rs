@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use huleedu_contracts::topics;
+use huleedu_contracts::{topics, Timestamp};
 use huleedu_http::probes::Readiness;
 use huleedu_http::{HttpListener, HttpServer};
 use huleedu_kafka::admin::with_dlq_topics;
@@ -128,6 +128,22 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer_stop = CancellationToken::new();
         let relay_stop = CancellationToken::new();
+        let status = self.consumer.status();
+        let sampler_stop = CancellationToken::new();
+        let (store, metrics) = (self.state.store().clone(), self.state.metrics().clone());
+        let readiness = self.state.readiness().clone();
+        let sampler = tokio::spawn(huleedu_store::sample_every(
+            sampler_stop.clone(),
+            move || {
+                let (store, metrics, status) = (store.clone(), metrics.clone(), status.clone());
+                let readiness = readiness.clone();
+                async move {
+                    metrics.state.set_ready(readiness.is_ready().await);
+                    metrics.state.set_lag(&status.lag());
+                    metrics.state.sample_outbox(&store, Timestamp::now()).await
+                }
+            },
+        ));
         let consumer = tokio::spawn(self.consumer.run(consumer_stop.clone()));
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
         let mut http = HttpServer::start(self.listener, self.router);
@@ -135,6 +151,8 @@ impl App {
         http.serve_until(&shutdown).await;
 
         consumer_stop.cancel();
+        sampler_stop.cancel();
+        join(sampler, "gauge sampler").await;
         join(consumer, "consumer").await;
         self.state.consumer_stopped();
         relay_stop.cancel();

@@ -193,6 +193,10 @@ impl EventHandler {
                     self.metrics
                         .failed_essay_dlq_records
                         .inc_by(decision.dlq.len() as u64);
+                    self.metrics.dlq.add(
+                        huleedu_contracts::topics::FAILED_ESSAYS_DLQ,
+                        decision.dlq.len() as u64,
+                    );
                     tracing::info!(count = decision.dlq.len(), "failed essays sent to the DLQ");
                 }
                 for (pipeline_id, _) in &decision.pipelines {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use huleedu_contracts::{topics, PhaseName};
 use huleedu_kafka::consumer::RunnerObserver;
 use huleedu_kafka::HandlerResult;
-use huleedu_store::OutboxMetrics;
+use huleedu_store::{DlqCounter, OutboxMetrics, StateGauges};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -59,6 +59,10 @@ pub struct BcsMetrics {
     pub resolve_waiting: Gauge,
     /// `bcs_outbox_*`: the outbox relay's counters.
     pub outbox: OutboxMetrics,
+    /// `bcs_dlq_records_total{topic}`: records written to DLQ topics (poison and failed essays).
+    pub dlq: DlqCounter,
+    /// `bcs_consumer_lag`, `bcs_outbox_entries`, `bcs_outbox_oldest_entry_age_seconds`.
+    pub state: StateGauges,
 }
 
 impl BcsMetrics {
@@ -77,6 +81,8 @@ impl BcsMetrics {
             resolve_lagging: Counter::default(),
             resolve_waiting: Gauge::default(),
             outbox,
+            dlq: registry.register_with(|r| DlqCounter::register("bcs", r)),
+            state: registry.register_with(|r| StateGauges::register("bcs", r)),
         });
         m.zero_series();
         registry.register(|r| {
@@ -180,6 +186,7 @@ impl RunnerObserver for ConsumerObserver {
         // Done results are counted by the handler, which knows applied from duplicate.
         if matches!(result, HandlerResult::Permanent { .. }) {
             self.0.consumed(topic, "dead_lettered");
+            self.0.dlq.add(&topics::dlq_topic(topic), 1);
         }
     }
 

@@ -7,13 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use huleedu_contracts::topics;
+use huleedu_contracts::Timestamp;
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::Readiness;
 use huleedu_http::{HttpListener, HttpServer};
 use huleedu_kafka::admin::with_dlq_topics;
+use huleedu_kafka::ConsumerStatus;
 use huleedu_kafka::{provision_topics, ConsumerRunner, Producer};
 use huleedu_service::shutdown::join;
-use huleedu_store::{OutboxMetrics, OutboxRelay, Store};
+use huleedu_store::{sample_every, OutboxMetrics, OutboxRelay, StateGauges, Store};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +23,7 @@ use crate::conductor::Conductor;
 use crate::core::Core;
 use crate::handler::{BosHandler, CONSUMED};
 use crate::http::{router, HttpState};
-use crate::metrics::BosMetrics;
+use crate::metrics::{BosMetrics, PipelineGauges};
 use crate::scheduler::Scheduler;
 use crate::settings::BosSettings;
 
@@ -40,6 +42,7 @@ pub const PRODUCED: [&str; 6] = [
 #[derive(Debug)]
 pub struct App {
     core: Core,
+    sampled: Sampled,
     runner: ConsumerRunner<BosHandler, BosMetrics>,
     relay: OutboxRelay<OutboxMetrics>,
     scheduler: Scheduler,
@@ -47,6 +50,29 @@ pub struct App {
     listener: HttpListener,
     router: Router,
     http_addr: SocketAddr,
+}
+
+/// The gauges sampled every 10 s: consumer lag, outboxes, pipelines.
+#[derive(Debug)]
+struct Sampled {
+    readiness: Readiness,
+    store: Store,
+    status: Arc<ConsumerStatus>,
+    state: StateGauges,
+    pipelines: PipelineGauges,
+}
+
+impl Sampled {
+    async fn run(self, stop: CancellationToken) {
+        sample_every(stop, || async {
+            let now = Timestamp::now();
+            self.state.set_ready(self.readiness.is_ready().await);
+            self.state.set_lag(&self.status.lag());
+            self.state.sample_outbox(&self.store, now).await?;
+            self.pipelines.sample(&self.store, now).await
+        })
+        .await;
+    }
 }
 
 impl App {
@@ -92,6 +118,16 @@ impl App {
             .redis(store.clone(), |s| async move { s.ready().await });
         let outbox_metrics =
             metrics.register_with(|r| OutboxMetrics::register("bos", &PRODUCED, r));
+        let state_gauges = metrics.register_with(|r| StateGauges::register("bos", r));
+        let pipeline_gauges =
+            PipelineGauges::register(&metrics, settings.limits.phase_timeout.num_seconds());
+        let sampled = Sampled {
+            readiness: readiness.clone(),
+            store: store.clone(),
+            status: runner.status(),
+            state: state_gauges,
+            pipelines: pipeline_gauges,
+        };
         let relay = OutboxRelay::new(store, producer.clone()).with_observer(outbox_metrics);
         let scheduler = Scheduler::new(core.clone(), conductor);
         let router = router(HttpState {
@@ -114,6 +150,7 @@ impl App {
         );
         Ok(Self {
             core,
+            sampled,
             runner,
             relay,
             scheduler,
@@ -144,11 +181,15 @@ impl App {
         let consumer = tokio::spawn(self.runner.run(intake_stop.clone()));
         let scheduler = tokio::spawn(self.scheduler.run(intake_stop.clone()));
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
+        let sampler_stop = CancellationToken::new();
+        let sampler = tokio::spawn(self.sampled.run(sampler_stop.clone()));
         let mut http = HttpServer::start(self.listener, self.router);
         tracing::info!(http_addr = %self.http_addr, "batch orchestrator running");
         http.serve_until(&shutdown).await;
 
         intake_stop.cancel();
+        sampler_stop.cancel();
+        join(sampler, "gauge sampler").await;
         join(consumer, "consumer").await;
         join(scheduler, "scheduler").await;
         relay_stop.cancel();

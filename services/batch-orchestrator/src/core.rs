@@ -17,6 +17,16 @@ pub const DEADLINES: &str = "deadlines";
 pub const STARTS: &str = "starts";
 /// Index of every batch by the time of its last change (ms): `GET /v1/batches` pages through it.
 pub const BATCHES: &str = "batches";
+/// Index of the batches with a running pipeline, by the time it started (ms): the
+/// active-pipeline gauges.
+pub const ACTIVE: &str = "active";
+/// Index of the batches with a running pipeline, by the time its current phase was dispatched
+/// (ms): the oldest-phase gauge (the stuck-pipeline alert).
+pub const PHASES: &str = "phases";
+/// Index of the batches with queued requests, scored by how many.
+pub const QUEUED: &str = "queued";
+/// Index of the batches with parked requests (waiting for the batch), scored by how many.
+pub const PARKED: &str = "parked";
 
 /// What a commit ended as.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,10 +377,12 @@ impl Core {
             member: batch_id.into(),
             score: now.0.timestamp_millis() as f64,
         };
+        let mut index_ops = vec![deadline, start, recent];
+        index_ops.extend(gauge_index_ops(batch_id, old, &d.state));
         Change {
             set_fields: changed_fields(old, &d.state),
             state_ttl: Some(self.state_ttl),
-            index_ops: vec![deadline, start, recent],
+            index_ops,
             outbox: d
                 .events
                 .iter()
@@ -378,6 +390,41 @@ impl Core {
                 .collect(),
         }
     }
+}
+
+/// The changes to the gauges' indexes ([`ACTIVE`], [`PHASES`], [`QUEUED`], [`PARKED`]) from
+/// `old` to `new`: only what changed (the indexes always match the committed state, as they are
+/// written in the same script).
+pub fn gauge_index_ops(batch_id: &str, old: &BatchState, new: &BatchState) -> Vec<IndexOp> {
+    let ms = |t: Timestamp| t.0.timestamp_millis() as f64;
+    let started = |s: &BatchState| s.active.as_ref().map(|a| ms(a.started_at));
+    let phase = |s: &BatchState| {
+        s.active
+            .as_ref()
+            .map(|a| ms(a.runs.last().map_or(a.started_at, |r| r.started_at)))
+    };
+    let waiting = |n: usize| (n > 0).then_some(n as f64);
+    let mut ops = Vec::new();
+    for (index, before, after) in [
+        (ACTIVE, started(old), started(new)),
+        (PHASES, phase(old), phase(new)),
+        (QUEUED, waiting(old.queue.len()), waiting(new.queue.len())),
+        (PARKED, waiting(old.parked.len()), waiting(new.parked.len())),
+    ] {
+        match (before, after) {
+            (b, Some(score)) if b != Some(score) => ops.push(IndexOp::Upsert {
+                index: index.into(),
+                member: batch_id.into(),
+                score,
+            }),
+            (Some(_), None) => ops.push(IndexOp::Remove {
+                index: index.into(),
+                member: batch_id.into(),
+            }),
+            _ => {}
+        }
+    }
+    ops
 }
 
 #[cfg(test)]
@@ -458,6 +505,64 @@ mod tests {
             small < 2_000,
             "the small state does not grow with the batch: {small} bytes"
         );
+    }
+
+    /// The index entries a change writes for the gauges.
+    fn ops(old: &BatchState, new: &BatchState) -> Vec<String> {
+        gauge_index_ops(B, old, new)
+            .into_iter()
+            .map(|op| match op {
+                IndexOp::Upsert { index, .. } => format!("+{index}"),
+                IndexOp::Remove { index, .. } => format!("-{index}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_gauge_indexes_follow_the_running_pipeline_and_the_waiting_requests() {
+        let limits = Limits::default();
+        let now = Timestamp::now();
+        let s0 = BatchState::default();
+        let waiting = on_request(&s0, B, request("nlp"), true, &limits, now).state;
+        assert_eq!(
+            ops(&s0, &waiting),
+            ["+parked"],
+            "a request before the batch is known"
+        );
+        let s1 = on_batch_known(&waiting, B, info(3), &limits, now).state;
+        assert_eq!(
+            ops(&waiting, &s1),
+            ["+queued", "-parked"],
+            "known: it queues"
+        );
+        let run = Resolution::Resolved {
+            run: vec![PhaseName::Spellcheck, PhaseName::Nlp],
+            pruned: vec![],
+        };
+        let s2 = start_next(&s1, B, run, &limits, now).state;
+        assert_eq!(ops(&s1, &s2), ["+active", "+phases", "-queued"]);
+        assert_eq!(
+            ops(&s2, &s2),
+            Vec::<String>::new(),
+            "nothing changed, nothing written"
+        );
+        let later = Timestamp(now.0 + chrono::Duration::seconds(5));
+        let outcome = OutcomeIn {
+            phase: PhaseName::Spellcheck,
+            status: BatchStatus::CompletedSuccessfully,
+            processed: essays(3, "spell"),
+            failed: vec![],
+            correlation_id: s2.active.as_ref().unwrap().request.correlation_id,
+        };
+        let s3 = on_outcome(&s2, B, &outcome, &limits, later).state;
+        assert_eq!(
+            ops(&s2, &s3),
+            ["+phases"],
+            "the next phase's dispatch moves the phase entry"
+        );
+        let mut done = s3.clone();
+        done.active = None;
+        assert_eq!(ops(&s3, &done), ["-active", "-phases"]);
     }
 
     #[test]

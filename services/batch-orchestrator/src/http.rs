@@ -471,8 +471,8 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "metrics in Prometheus text format", content_type = "application/openmetrics-text")))]
-async fn metrics(State(s): State<HttpState>) -> Response {
-    Metrics::handler(State(s.metrics)).await.into_response()
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    s.metrics.respond(&headers)
 }
 
 /// This document.

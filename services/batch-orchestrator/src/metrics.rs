@@ -9,6 +9,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
+use huleedu_contracts::Timestamp;
+use huleedu_store::metrics::SecondsGauge;
+use huleedu_store::{DlqCounter, Store, StoreError};
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::core::{ACTIVE, PARKED, PHASES, QUEUED};
 use crate::decide::Note;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +57,7 @@ pub struct BosMetrics {
     queue_length: Histogram,
     consumed: Family<ConsumedLabels, Counter>,
     conductor_errors: Counter,
+    dlq: DlqCounter,
 }
 
 impl BosMetrics {
@@ -67,6 +74,7 @@ impl BosMetrics {
             queue_length: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
             consumed: Family::default(),
             conductor_errors: Counter::default(),
+            dlq: metrics.register_with(|r| DlqCounter::register("bos", r)),
         };
         metrics.register(|r| {
             r.register(
@@ -211,10 +219,85 @@ impl RunnerObserver for BosMetrics {
             HandlerResult::Permanent { .. } => "dead_lettered",
             HandlerResult::Transient(_) => "retry",
         };
+        if outcome == "dead_lettered" {
+            self.dlq
+                .add(&huleedu_contracts::topics::dlq_topic(topic), 1);
+        }
         self.consumed(topic, outcome);
     }
 
     fn on_retry(&self, topic: &str) {
         self.consumed(topic, "retry");
+    }
+}
+
+/// What is running and waiting now, across the deployment (from the orchestrator's indexes in
+/// Redis, sampled every 10 s; every replica reports the same: aggregate with `max`).
+#[derive(Clone, Debug, Default)]
+pub struct PipelineGauges {
+    active: Gauge,
+    oldest_pipeline: SecondsGauge,
+    oldest_phase: SecondsGauge,
+    queued: Gauge,
+    parked: Gauge,
+    phase_timeout: Gauge,
+}
+
+impl PipelineGauges {
+    pub fn register(metrics: &Metrics, phase_timeout_secs: i64) -> Self {
+        let g = Self::default();
+        g.phase_timeout.set(phase_timeout_secs);
+        metrics.register(|r| {
+            r.register(
+                "bos_active_pipelines",
+                "Pipelines running now",
+                g.active.clone(),
+            );
+            r.register(
+                "bos_oldest_active_pipeline_age_seconds",
+                "How long the longest-running pipeline has been running (0 when none)",
+                g.oldest_pipeline.clone(),
+            );
+            r.register(
+                "bos_oldest_active_phase_age_seconds",
+                "How long the longest-waiting running phase has waited for its outcome since its command (0 when none)",
+                g.oldest_phase.clone(),
+            );
+            r.register(
+                "bos_queued_requests",
+                "Requests queued behind a running pipeline now",
+                g.queued.clone(),
+            );
+            r.register(
+                "bos_parked_requests",
+                "Requests waiting for their batch to become known now",
+                g.parked.clone(),
+            );
+            r.register(
+                "bos_phase_timeout_seconds",
+                "PHASE_TIMEOUT_SECS: how long a phase may wait for its outcome (the stuck-pipeline alert compares with it)",
+                g.phase_timeout.clone(),
+            );
+        });
+        g
+    }
+
+    /// Read the indexes and set the gauges.
+    pub async fn sample(&self, store: &Store, now: Timestamp) -> Result<(), StoreError> {
+        let now_ms = now.0.timestamp_millis() as f64;
+        let age = |lowest: Option<f64>| lowest.map_or(0.0, |t| ((now_ms - t) / 1000.0).max(0.0));
+        let lowest = |s: &[huleedu_store::IndexSummary]| {
+            s.iter().filter_map(|b| b.lowest).min_by(f64::total_cmp)
+        };
+        let active = store.index_summary(ACTIVE).await?;
+        self.active.set(active.iter().map(|b| b.count as i64).sum());
+        self.oldest_pipeline.set(age(lowest(&active)));
+        let phases = store.index_summary(PHASES).await?;
+        self.oldest_phase.set(age(lowest(&phases)));
+        let queued = store.index_summary(QUEUED).await?;
+        self.queued.set(queued.iter().map(|b| b.sum as i64).sum());
+        let parked = store.index_summary(PARKED).await?;
+        self.parked.set(parked.iter().map(|b| b.sum as i64).sum());
+        Ok(())
     }
 }

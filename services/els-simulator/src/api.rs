@@ -79,7 +79,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/metrics",
-            get(move || Metrics::handler(State(metrics.clone()))),
+            get(move |headers: axum::http::HeaderMap| {
+                let metrics = metrics.clone();
+                async move { metrics.respond(&headers) }
+            }),
         )
         .with_state(state);
     harden(routes, HttpLimits::default())

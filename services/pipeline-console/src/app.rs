@@ -216,8 +216,8 @@ async fn readyz(State(s): State<ConsoleState>) -> Response {
     s.readiness.respond().await
 }
 
-async fn metrics(State(s): State<ConsoleState>) -> impl IntoResponse {
-    Metrics::handler(State(s.metrics.clone())).await
+async fn metrics(State(s): State<ConsoleState>, headers: HeaderMap) -> Response {
+    s.metrics.respond(&headers)
 }
 
 fn nonblank(q: &HashMap<String, String>, key: &str) -> Option<String> {

@@ -7,6 +7,7 @@
 //! included, so a cold build pays per binary); the files are its modules. Run one group with a
 //! filter on its module path, e.g. `cargo test -p huleedu-it --test integration -- store::`.
 
+mod alerts;
 mod deployment;
 mod docs;
 mod fuzz;
