@@ -25,6 +25,7 @@ mod console;
 mod ctx;
 mod monitoring;
 mod scenarios;
+mod traces;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -139,7 +140,31 @@ fn groups(smoke: bool) -> Vec<Group> {
         "PHASE_TIMEOUT_SECS".into(),
         monitoring::PHASE_TIMEOUT_SECS.to_string(),
     ));
+    let otlp_port = *traces::OTLP_PORT.get_or_init(huleedu_it::stack::free_port);
+    let mut traced = StackOptions::new("traced");
+    for env in [
+        &mut traced.bos_env,
+        &mut traced.bcs_env,
+        &mut traced.sim_env,
+    ] {
+        env.extend([
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                format!("http://127.0.0.1:{otlp_port}"),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+                "http/json".to_owned(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+        ]);
+    }
     let mut groups = vec![
+        Group {
+            prefix: "traces::",
+            opts: traced,
+            scenarios: vec![scenario!(traces::t01_one_trace_through_the_pipeline)],
+        },
         Group {
             prefix: "monitoring::",
             opts: watched,

@@ -39,6 +39,7 @@ pub mod source;
 pub mod status;
 pub mod timestamp;
 pub mod topics;
+pub mod trace;
 
 /// The root of the checkout the tests run in (tests only). Found at run time, walking up from
 /// the working directory (`cargo test` runs each test binary in its package's directory) to the

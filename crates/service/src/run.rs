@@ -49,7 +49,18 @@ where
             return ExitCode::from(EXIT_SETTINGS);
         }
     };
-    telemetry::init(settings.common().log_format);
+    let common = settings.common();
+    let _telemetry = telemetry::init(
+        common.log_format,
+        &telemetry::TraceExport {
+            endpoint: common.otlp_endpoint.clone(),
+            service_name: common
+                .otel_service_name
+                .clone()
+                .unwrap_or_else(|| binary.clone()),
+            json: common.otlp_json,
+        },
+    );
     let stop = shutdown::install();
     match service(settings, stop).await {
         Ok(()) => ExitCode::SUCCESS,

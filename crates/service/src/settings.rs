@@ -387,6 +387,29 @@ pub struct CommonArgs {
     /// the PEM private key of HTTP_TLS_CERT_FILE [default: (unset: plain HTTP)]
     #[arg(long, env = "HTTP_TLS_KEY_FILE")]
     pub http_tls_key_file: Option<String>,
+    /// export spans over OTLP/HTTP (protobuf) to this collector base URL (to <it>/v1/traces);
+    /// batching follows the standard OTEL_BSP_* variables [default: (unset: nothing exported)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// service.name of the exported spans [default: the binary's name]
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// encoding of the exported spans: http/protobuf or http/json
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf",
+        value_parser = ["http/protobuf", "http/json"])]
+    pub otel_exporter_otlp_protocol: String,
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: an http:// or https:// URL.
+fn otlp_endpoint(raw: &str) -> Result<String, String> {
+    let url = raw.trim();
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if ok {
+        Ok(url.to_owned())
+    } else {
+        Err("expected an http:// or https:// URL, e.g. http://otel-collector:4318".to_owned())
+    }
 }
 
 /// Settings every service has.
@@ -399,6 +422,12 @@ pub struct CommonSettings {
     /// `HTTP_TLS_CERT_FILE` and `HTTP_TLS_KEY_FILE`: serve HTTPS with this certificate chain
     /// and key (PEM); plain HTTP when unset.
     pub http_tls: Option<HttpTlsFiles>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: export spans there; nothing exported when unset.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`: the exported spans' `service.name` (default: the binary's name).
+    pub otel_service_name: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/json` exports JSON, anything else protobuf.
+    pub otlp_json: bool,
 }
 
 /// The certificate chain and private key (PEM files) of the service's HTTPS listener.
@@ -436,6 +465,14 @@ impl CommonSettings {
                 .log_format
                 .unwrap_or_else(crate::telemetry::LogFormat::for_stderr),
             http_tls,
+            otlp_endpoint: args.otel_exporter_otlp_endpoint.clone(),
+            otlp_json: args.otel_exporter_otlp_protocol == "http/json",
+            otel_service_name: args
+                .otel_service_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
         })
     }
 }

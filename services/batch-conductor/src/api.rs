@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -162,6 +163,21 @@ impl AppState {
 
 /// Readiness check of Redis ([`Store::ready`]: the master of every bucket answers within a
 /// second; a refusal names the setting to fix).
+/// A span for one call from the orchestrator, continuing the trace of its W3C `traceparent`
+/// header (when spans are exported).
+fn traced_span(name: &'static str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("conductor_call", call = name);
+    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let trace = header(huleedu_contracts::trace::TRACEPARENT).and_then(|tp| {
+        huleedu_contracts::trace::TraceContext::parse(
+            tp,
+            header(huleedu_contracts::trace::TRACESTATE),
+        )
+    });
+    huleedu_service::telemetry::continue_trace(&span, trace.as_ref());
+    span
+}
+
 pub async fn redis_ready(store: Store) -> Result<(), String> {
     store.ready().await
 }
@@ -370,7 +386,9 @@ async fn wait_for_pipeline(
 async fn pipeline_definition(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<PipelineDefinitionV1>, ApiError> {
+    let _span = traced_span("pipeline_definition", &headers).entered();
     let defs = &state.inner.config.definitions;
     match resolve(defs, &name, &Default::default()) {
         Ok(r) => Ok(Json(PipelineDefinitionV1 {
@@ -397,9 +415,14 @@ async fn pipeline_definition(
         (status = 503, description = "`conductor_lagging`: `after_pipeline_id` not processed within RESOLVE_WAIT_MS (Retry-After: 1); or `store_unavailable`", body = ErrorBody),
     )
 )]
-async fn define(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn define(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = define_inner(&state, &body).await;
+    let span = traced_span("define", &headers);
+    let result = define_inner(&state, &body).instrument(span).await;
     state
         .inner
         .metrics

@@ -241,14 +241,20 @@ impl Handler for EventHandler {
 }
 
 /// A span for one event, with the ids every log line about it carries.
+/// It continues the event's trace (its `metadata.traceparent`) when spans are exported.
 fn event_span<T>(event: &EventEnvelope<T>, batch_id: &str) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "event",
         event_id = %event.event_id,
         batch_id = %batch_id,
         correlation_id = %event.correlation_id,
         phase = tracing::field::Empty,
-    )
+    );
+    huleedu_service::telemetry::continue_trace(
+        &span,
+        huleedu_contracts::trace::TraceContext::from_metadata(event.metadata.as_ref()).as_ref(),
+    );
+    span
 }
 
 fn rejected(e: DecodeError) -> HandlerResult {

@@ -1,5 +1,6 @@
 //! Client of the conductor's resolution endpoint (`POST /internal/v1/pipelines/define`).
 
+use huleedu_contracts::trace::{TraceContext, TRACEPARENT, TRACESTATE};
 use std::time::Duration;
 
 use huleedu_contracts::http::{
@@ -103,9 +104,14 @@ impl Conductor {
     /// Is `pipeline` known? `GET /internal/v1/pipelines/{name}` with a short time-out: the
     /// conductor answers from its definitions without reading the batch. `Resolved` carries the
     /// pipeline's phases (nothing pruned: no batch was looked at).
-    pub async fn check_pipeline(&self, pipeline: &str) -> Result<Resolution, ConductorError> {
+    pub async fn check_pipeline(
+        &self,
+        pipeline: &str,
+        trace: Option<&TraceContext>,
+    ) -> Result<Resolution, ConductorError> {
         let url = format!("{}/{}", self.pipelines_url, encode_segment(pipeline));
-        match ask::<PipelineDefinitionV1>(self.http.get(&url).timeout(CHECK_TIMEOUT)).await? {
+        let req = traced(self.http.get(&url).timeout(CHECK_TIMEOUT), trace);
+        match ask::<PipelineDefinitionV1>(req).await? {
             Answer::Known(r) => Ok(Resolution::Resolved {
                 run: phases(&r.phases)?,
                 pruned: Vec::new(),
@@ -123,6 +129,7 @@ impl Conductor {
         pipeline: &str,
         correlation_id: Uuid,
         after: Option<Uuid>,
+        trace: Option<&TraceContext>,
     ) -> Result<Resolution, ConductorError> {
         let body = BCSPipelineDefinitionRequestV1 {
             batch_id: batch_id.to_owned(),
@@ -131,7 +138,7 @@ impl Conductor {
             batch_metadata: None,
             after_pipeline_id: after.map(|a| a.to_string()),
         };
-        let req = self.http.post(&self.define_url).json(&body);
+        let req = traced(self.http.post(&self.define_url).json(&body), trace);
         match ask::<BCSPipelineDefinitionResponseV1>(req).await? {
             Answer::Known(r) => Ok(Resolution::Resolved {
                 run: phases(&r.final_pipeline)?,
@@ -152,6 +159,16 @@ impl Conductor {
                 _ => Err(answered(&resp)),
             },
         }
+    }
+}
+
+/// The request with the W3C `traceparent` (and `tracestate`) headers of `trace`, if any.
+fn traced(req: reqwest::RequestBuilder, trace: Option<&TraceContext>) -> reqwest::RequestBuilder {
+    let Some(t) = trace else { return req };
+    let req = req.header(TRACEPARENT, &t.traceparent);
+    match &t.tracestate {
+        Some(s) => req.header(TRACESTATE, s),
+        None => req,
     }
 }
 

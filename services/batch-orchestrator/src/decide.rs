@@ -385,6 +385,7 @@ pub fn start_next(
             batch_id,
             *p,
             request.correlation_id,
+            request.trace.as_ref(),
             now,
         ));
     }
@@ -791,6 +792,7 @@ pub(crate) mod tests {
             received_at: now(),
             park_deadline: None,
             retry: None,
+            trace: None,
         }
     }
 
@@ -1641,6 +1643,7 @@ mod state_machine {
                         received_at: now,
                         park_deadline: None,
                         retry: None,
+                        trace: None,
                     };
                     let known =
                         !matches!(resolve(&self.state, pipeline), Resolution::Unknown { .. });

@@ -14,6 +14,7 @@ use huleedu_contracts::source::BATCH_ORCHESTRATOR;
 use huleedu_contracts::status::BatchStatus;
 use huleedu_contracts::timestamp::Timestamp;
 use huleedu_contracts::topics;
+use huleedu_contracts::trace::TraceContext;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -32,10 +33,16 @@ fn envelope<T: Serialize>(
     topic: &'static str,
     correlation_id: Uuid,
     data: T,
+    trace: Option<&TraceContext>,
     now: Timestamp,
 ) -> Outgoing {
     let mut env = EventEnvelope::new(topic, BATCH_ORCHESTRATOR, correlation_id, data);
     env.event_timestamp = now;
+    if let Some(t) = trace {
+        let mut m = serde_json::Map::new();
+        t.write_to(&mut m);
+        env.metadata = Some(m);
+    }
     Outgoing {
         topic,
         event_id: env.event_id,
@@ -83,6 +90,7 @@ pub fn initiate_command(
                 essays_to_process,
                 language: info.language.clone(),
             },
+            request.trace.as_ref(),
             now,
         ),
         PhaseName::Nlp => envelope(
@@ -98,6 +106,7 @@ pub fn initiate_command(
                 language: info.language.clone(),
                 student_prompt_ref: prompt_ref,
             },
+            request.trace.as_ref(),
             now,
         ),
         PhaseName::CjAssessment => envelope(
@@ -119,6 +128,7 @@ pub fn initiate_command(
                     .as_ref()
                     .and_then(|p| p.assignment_id.clone()),
             },
+            request.trace.as_ref(),
             now,
         ),
         PhaseName::AiFeedback => envelope(
@@ -137,6 +147,7 @@ pub fn initiate_command(
                 class_type: info.class_type.clone(),
                 owner_user_id: request.user_id.clone(),
             },
+            request.trace.as_ref(),
             now,
         ),
         PhaseName::StudentMatching => return None,
@@ -148,6 +159,7 @@ pub fn phase_skipped(
     batch_id: &str,
     phase: PhaseName,
     correlation_id: Uuid,
+    trace: Option<&TraceContext>,
     now: Timestamp,
 ) -> Outgoing {
     envelope(
@@ -162,6 +174,7 @@ pub fn phase_skipped(
             correlation_id,
             metadata: metadata(batch_id, events::BATCH_PHASE_SKIPPED, now),
         },
+        trace,
         now,
     )
 }
@@ -203,11 +216,13 @@ pub fn pipeline_completed(
             skipped_phases: names(&f.skipped_phases),
             failure_reason: f.failure_reason.clone(),
         },
+        request.trace.as_ref(),
         now,
     );
     if let Some(retry) = &request.retry {
         // An essay-level retry is noted in the envelope's free-form metadata.
         let mut env: serde_json::Value = serde_json::from_str(&out.payload).expect("our own JSON");
+        let trace = env["metadata"].clone();
         env["metadata"] = serde_json::json!({
             "retry": true,
             "retry_phase": retry.phase,
@@ -215,6 +230,14 @@ pub fn pipeline_completed(
             "retry_essay_ids": retry.essay_ids,
             "operator": retry.operator,
         });
+        for key in [
+            huleedu_contracts::trace::TRACEPARENT,
+            huleedu_contracts::trace::TRACESTATE,
+        ] {
+            if let Some(v) = trace.get(key) {
+                env["metadata"][key] = v.clone();
+            }
+        }
         out.payload = env.to_string();
     }
     out

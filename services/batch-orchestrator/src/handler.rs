@@ -8,7 +8,9 @@ use huleedu_contracts::payloads::{
 };
 use huleedu_contracts::timestamp::Timestamp;
 use huleedu_contracts::topics;
+use huleedu_contracts::trace::TraceContext;
 use huleedu_kafka::{FailureKind, Handler, HandlerResult, Inbound};
+use huleedu_service::telemetry::continue_trace;
 use tracing::Instrument;
 
 use crate::conductor::Conductor;
@@ -103,6 +105,10 @@ impl BosHandler {
         info: BatchInfo,
     ) -> HandlerResult {
         let span = tracing::info_span!("batch_known", batch_id, event_id = %env.event_id, correlation_id = %env.correlation_id);
+        continue_trace(
+            &span,
+            TraceContext::from_metadata(env.metadata.as_ref()).as_ref(),
+        );
         let limits = self.core.limits;
         let r = self
             .core
@@ -120,6 +126,8 @@ impl BosHandler {
         let batch_id = d.batch_id.as_str();
         let span = tracing::info_span!("pipeline_request", batch_id, event_id = %env.event_id,
             correlation_id = %env.correlation_id, pipeline = %d.requested_pipeline);
+        let incoming = TraceContext::from_metadata(env.metadata.as_ref());
+        continue_trace(&span, incoming.as_ref());
         async {
             // A redelivered request is recognised by the commit below (dedup marker), in the
             // same round trip that reads the state.
@@ -128,7 +136,13 @@ impl BosHandler {
             // cannot answer now, the request is accepted unverified: the start (which resolves
             // it anyway) rejects an unknown name then. Waiting here would hold this consumer,
             // and with it the phase outcomes of every batch.
-            let known = match self.conductor.check_pipeline(&d.requested_pipeline).await {
+            let trace =
+                huleedu_service::telemetry::outgoing(&tracing::Span::current(), incoming.as_ref());
+            let known = match self
+                .conductor
+                .check_pipeline(&d.requested_pipeline, trace.as_ref())
+                .await
+            {
                 Ok(Resolution::Unknown { .. }) => false,
                 Ok(Resolution::Resolved { .. }) => true,
                 Err(e) => {
@@ -148,6 +162,10 @@ impl BosHandler {
                 received_at: Timestamp::now(),
                 park_deadline: None,
                 retry: None,
+                trace: huleedu_service::telemetry::outgoing(
+                    &tracing::Span::current(),
+                    incoming.as_ref(),
+                ),
             };
             let limits = self.core.limits;
             let r = self
@@ -172,6 +190,10 @@ impl BosHandler {
         let batch_id = d.batch_id.as_str();
         let span = tracing::info_span!("phase_outcome", batch_id, event_id = %env.event_id,
             correlation_id = %d.correlation_id, phase = %d.phase_name, status = d.phase_status.as_str());
+        continue_trace(
+            &span,
+            TraceContext::from_metadata(env.metadata.as_ref()).as_ref(),
+        );
         let outcome = OutcomeIn {
             phase: d.phase_name,
             status: d.phase_status,

@@ -383,6 +383,8 @@ async fn retry_phase(
             reason,
             operator,
         }),
+        // An operator's retry starts a trace of its own when spans are exported.
+        trace: huleedu_service::telemetry::outgoing(&tracing::Span::current(), None),
     };
     let limits = s.core.limits;
     let committed = s
@@ -510,6 +512,7 @@ mod tests {
             received_at: ts("2026-11-29T12:00:06Z"),
             park_deadline: gives_up_at,
             retry: None,
+            trace: None,
         }
     }
 

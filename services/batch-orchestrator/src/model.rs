@@ -14,6 +14,7 @@ use huleedu_contracts::payloads::{
 };
 use huleedu_contracts::phase::PhaseName;
 use huleedu_contracts::timestamp::Timestamp;
+use huleedu_contracts::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -151,6 +152,10 @@ pub struct PendingRequest {
     /// Set for an operator's essay-level retry of one phase (`POST .../retry-phase`).
     #[serde(default)]
     pub retry: Option<RetrySpec>,
+    /// The W3C trace context every event of this request's pipeline carries (the request's
+    /// own, or the orchestrator's span that handled it when spans are exported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// An operator's request to run one phase again for some essays.

@@ -297,6 +297,7 @@ impl Scheduler {
                     &head.requested_pipeline,
                     head.correlation_id,
                     after,
+                    head.trace.as_ref(),
                 )
                 .await
                 .inspect_err(|_| self.core.metrics.conductor_error())?,

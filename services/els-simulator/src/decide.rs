@@ -195,6 +195,8 @@ pub struct Command {
     pub correlation_id: Uuid,
     /// `essays_to_process`.
     pub essays: Vec<EssayProcessingInputRefV1>,
+    /// The command's W3C trace context (its envelope's `metadata`), carried on to the outcome.
+    pub trace: Option<huleedu_contracts::trace::TraceContext>,
 }
 
 /// The answer a command gets.
@@ -287,6 +289,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            trace: None,
         }
     }
 

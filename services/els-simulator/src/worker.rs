@@ -8,6 +8,7 @@
 //! - a publish that fails is retried by the consumer runner (the partition waits) with the
 //!   same outcome bytes, so a retry is neither counted again nor given a new event id.
 
+use huleedu_contracts::trace::TraceContext;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -83,6 +84,7 @@ fn decode_as<T: CommandData>(phase: PhaseName, msg: &Inbound) -> Result<Command,
         phase,
         correlation_id: envelope.correlation_id,
         essays,
+        trace: TraceContext::from_metadata(envelope.metadata.as_ref()),
     })
 }
 
@@ -129,14 +131,20 @@ struct Prepared {
 }
 
 /// An outcome's envelope as published.
-fn outcome_bytes(outcome: &ELSBatchPhaseOutcomeV1) -> Vec<u8> {
-    EventEnvelope::new(
+/// It carries `trace` (W3C trace context) in its `metadata`.
+fn outcome_bytes(outcome: &ELSBatchPhaseOutcomeV1, trace: Option<&TraceContext>) -> Vec<u8> {
+    let mut env = EventEnvelope::new(
         topics::ELS_BATCH_PHASE_OUTCOME,
         source::ELS_SIMULATOR,
         outcome.correlation_id,
         outcome,
-    )
-    .to_json_bytes()
+    );
+    if let Some(t) = trace {
+        let mut m = serde_json::Map::new();
+        t.write_to(&mut m);
+        env.metadata = Some(m);
+    }
+    env.to_json_bytes()
 }
 
 /// The [`Handler`] of the initiate-command topics.
@@ -195,9 +203,10 @@ impl Worker {
     /// (`KAFKA_MAX_MESSAGE_BYTES` less the record overhead) is answered `failed_critically`
     /// without its essay lists instead: the pipeline ends rather than waiting on a publish
     /// that can never succeed.
-    fn prepare(&self, outcome: ELSBatchPhaseOutcomeV1) -> Prepared {
+    fn prepare(&self, outcome: ELSBatchPhaseOutcomeV1, trace: Option<&TraceContext>) -> Prepared {
         let key = outcome.batch_id.clone();
-        let mut bytes = outcome_bytes(&outcome);
+        let trace = huleedu_service::telemetry::outgoing(&tracing::Span::current(), trace);
+        let mut bytes = outcome_bytes(&outcome, trace.as_ref());
         let mut status = outcome.phase_status;
         if bytes.len() > self.max_event_bytes {
             tracing::warn!(
@@ -207,12 +216,15 @@ impl Worker {
                 "outcome too large for one message; answering failed_critically without essays"
             );
             status = BatchStatus::FailedCritically;
-            bytes = outcome_bytes(&ELSBatchPhaseOutcomeV1 {
-                phase_status: status,
-                processed_essays: Vec::new(),
-                failed_essay_ids: Vec::new(),
-                ..outcome
-            });
+            bytes = outcome_bytes(
+                &ELSBatchPhaseOutcomeV1 {
+                    phase_status: status,
+                    processed_essays: Vec::new(),
+                    failed_essay_ids: Vec::new(),
+                    ..outcome
+                },
+                trace.as_ref(),
+            );
         }
         Prepared {
             message: OutgoingMessage::new(topics::ELS_BATCH_PHASE_OUTCOME, key, bytes),
@@ -292,7 +304,7 @@ impl Worker {
                 }
             }
         }
-        let prepared = self.prepare(outcome);
+        let prepared = self.prepare(outcome, command.trace.as_ref());
         self.finish(at, &command, prepared).await
     }
 
@@ -339,6 +351,7 @@ impl Handler for Worker {
             correlation_id = %command.correlation_id,
             event_id = %command.event_id,
         );
+        huleedu_service::telemetry::continue_trace(&span, command.trace.as_ref());
         self.handle_command(msg, command).instrument(span).await
     }
 }

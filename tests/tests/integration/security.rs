@@ -445,7 +445,13 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
         &bos.bcs_ca,
     );
     let resolution = conductor
-        .resolve(&unique("https-batch"), "nlp", uuid::Uuid::new_v4(), None)
+        .resolve(
+            &unique("https-batch"),
+            "nlp",
+            uuid::Uuid::new_v4(),
+            None,
+            None,
+        )
         .await
         .expect("resolved over HTTPS");
     assert!(
@@ -457,7 +463,13 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
     let untrusting =
         batch_orchestrator::conductor::Conductor::new(&bos.bcs_url, Duration::from_secs(10));
     let err = untrusting
-        .resolve(&unique("https-batch"), "nlp", uuid::Uuid::new_v4(), None)
+        .resolve(
+            &unique("https-batch"),
+            "nlp",
+            uuid::Uuid::new_v4(),
+            None,
+            None,
+        )
         .await
         .expect_err("an untrusted certificate is refused");
     assert!(err.to_string().contains("certificate"), "{err}");
@@ -468,7 +480,13 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
         Duration::from_secs(5),
     );
     assert!(plain
-        .resolve(&unique("https-batch"), "nlp", uuid::Uuid::new_v4(), None)
+        .resolve(
+            &unique("https-batch"),
+            "nlp",
+            uuid::Uuid::new_v4(),
+            None,
+            None
+        )
         .await
         .is_err());
 
