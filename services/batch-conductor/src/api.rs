@@ -124,6 +124,18 @@ impl AppState {
     /// The consumer has stopped (shutdown): causal waits end at once with `conductor_lagging`
     /// (the orchestrator retries, reaching another replica or this one restarted) instead of
     /// holding the HTTP server's graceful stop for up to `RESOLVE_WAIT_MS`.
+    /// The operator endpoints' check: the request's bearer token is `OPERATOR_TOKEN` (401
+    /// otherwise; 503 while none is configured).
+    pub fn require_operator(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let token = self
+            .inner
+            .config
+            .operator_token
+            .as_ref()
+            .map(Secret::expose);
+        huleedu_http::auth::require_bearer(headers, token)
+    }
+
     /// With re-drives of dead-letter records (before the state is shared).
     pub fn with_redriver(mut self, redriver: crate::redrive::Redriver) -> Self {
         Arc::get_mut(&mut self.inner)
@@ -610,13 +622,7 @@ async fn complete_phase(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<MarkResponse>, ApiError> {
-    let token = state
-        .inner
-        .config
-        .operator_token
-        .as_ref()
-        .map(Secret::expose);
-    huleedu_http::auth::require_bearer(&headers, token)?;
+    state.require_operator(&headers)?;
     let mark = parse_mark(&body, &state.inner.config.definitions)?;
     let outcome = record_mark(
         &state.inner.store,
@@ -681,13 +687,7 @@ async fn redrive_record(
     headers: HeaderMap,
     Json(req): Json<RedriveRequest>,
 ) -> Result<Json<RedriveRecord>, ApiError> {
-    let token = state
-        .inner
-        .config
-        .operator_token
-        .as_ref()
-        .map(Secret::expose);
-    huleedu_http::auth::require_bearer(&headers, token)?;
+    state.require_operator(&headers)?;
     crate::redrive::check(&req)?;
     let Some(redriver) = &state.inner.redriver else {
         return Err(ApiError::unavailable(
