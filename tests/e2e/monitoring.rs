@@ -263,20 +263,51 @@ pub async fn m01_alerts_in_prometheus(c: Arc<Ctx>) -> R {
     .await;
     let _ = signal(sim, "CONT");
     r?;
-    // What the services expose passes promtool, and holds every metric the rules use (after the
-    // activity above: families without a sample are not exposed), with bounded labels.
+    // The gauges are there, with their bounded labels. The lag of a partition shows once the
+    // group has committed an offset on it and the next statistics report and sample came (up
+    // to 20 s after the pipeline): wait for it.
+    let needles = [
+        "bos_consumer_lag{topic=\"huleedu.els.batch.phase.outcome.v1\",partition=\"",
+        "bcs_consumer_lag{topic=\"huleedu.els.batch.phase.outcome.v1\",partition=\"",
+        "bos_outbox_entries{bucket=\"00\"}",
+        "bos_outbox_oldest_entry_age_seconds{bucket=\"15\"}",
+        "bos_dlq_records_total{topic=\"huleedu.commands.batch.pipeline.v1.DLQ\"} 1",
+        "bcs_dlq_records_total{topic=\"huleedu.pipelines.failed_essays.DLQ\"} 1",
+        "bos_ready 1",
+        "bcs_ready 1",
+    ];
     let start = Instant::now();
-    let exposed = loop {
-        let mut exposed = check_metrics(&c, &c.bos).await?;
-        exposed.extend(check_metrics(&c, &c.bcs).await?);
-        let lag_known = ["bos_consumer_lag", "bcs_consumer_lag"]
-            .iter()
-            .all(|m| exposed.iter().any(|e| e == m));
-        if lag_known || start.elapsed() > T {
-            break exposed;
+    let text = loop {
+        let mut text = String::new();
+        for url in [&c.bos, &c.bcs] {
+            text.push_str(
+                &c.http
+                    .get(format!("{url}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?,
+            );
         }
+        let missing: Vec<&str> = needles
+            .iter()
+            .copied()
+            .filter(|n| !text.contains(n))
+            .collect();
+        if missing.is_empty() {
+            break text;
+        }
+        ensure!(
+            start.elapsed() < T,
+            "the services do not expose {missing:?}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    ensure!(!text.contains(&b), "no batch-id label");
+    // What they expose passes promtool, and holds every metric the rules use (families without
+    // a sample are not exposed: checked after the activity above).
+    let mut exposed = check_metrics(&c, &c.bos).await?;
+    exposed.extend(check_metrics(&c, &c.bcs).await?);
     let rules = std::fs::read_to_string(rules_source())?;
     let used: std::collections::BTreeSet<&str> = rules
         .lines()
@@ -291,23 +322,6 @@ pub async fn m01_alerts_in_prometheus(c: Arc<Ctx>) -> R {
             "the alert rules use {name}, which no service exposes: {exposed:?}"
         );
     }
-    let text = c
-        .http
-        .get(format!("{}/metrics", c.bos))
-        .send()
-        .await?
-        .text()
-        .await?;
-    for needle in [
-        "bos_consumer_lag{topic=\"huleedu.els.batch.phase.outcome.v1\",partition=\"",
-        "bos_outbox_entries{bucket=\"00\"}",
-        "bos_outbox_oldest_entry_age_seconds{bucket=\"15\"}",
-        "bos_dlq_records_total{topic=\"huleedu.commands.batch.pipeline.v1.DLQ\"} 1",
-        "bos_ready 1",
-    ] {
-        ensure!(text.contains(needle), "the orchestrator exposes {needle}");
-    }
-    ensure!(!text.contains(&b), "no batch-id label");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
