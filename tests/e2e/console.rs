@@ -99,8 +99,14 @@ async fn submit_form(c: &Client, form: &str, fields: &[(&str, &str)]) -> anyhow:
             .with_context(|| format!("field {name}"))?;
     }
     f.submit().await?;
-    let main = c.wait().for_element(Locator::Css("main h1")).await?;
-    let _ = main;
+    // The result page (every action answers with one: done, or the refusal). Wait for it, not
+    // for an element the form's own page has too: the click may return before the browser has
+    // left that page.
+    c.wait()
+        .at_most(T)
+        .for_element(Locator::Css("main p.done, main p.problem"))
+        .await
+        .with_context(|| format!("the result page of {form}"))?;
     Ok(c.find(Locator::Css("main")).await?.text().await?)
 }
 
