@@ -14,7 +14,7 @@ use axum::Router;
 use hulectl::event::{decode, is_poison_topic, Body, PoisonRecord};
 use huleedu_contracts::http::bos::RetryPhaseRequest;
 use huleedu_contracts::http::redrive::RedriveRequest;
-use huleedu_contracts::{topics, PhaseName, Timestamp};
+use huleedu_contracts::{PhaseName, Timestamp};
 use huleedu_http::metrics::Metrics;
 use huleedu_http::probes::{self, Readiness};
 use huleedu_http::{HttpListener, HttpServer, ListenError, ServeError};
@@ -609,15 +609,6 @@ impl App {
         tracing::info!("pipeline console stopped");
         Ok(())
     }
-}
-
-/// Topics a re-drive can target (for documentation and tests): every consumed topic's DLQ.
-pub fn poison_dlq_topics() -> Vec<String> {
-    topics::ALL
-        .iter()
-        .filter(|t| !t.ends_with(topics::DLQ_SUFFIX))
-        .map(|t| topics::dlq_topic(t))
-        .collect()
 }
 
 #[cfg(test)]

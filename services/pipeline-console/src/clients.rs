@@ -299,10 +299,6 @@ impl Clients {
             })?;
         Ok(correlation)
     }
-
-    pub fn kafka(&self) -> &KafkaSettings {
-        &self.kafka
-    }
 }
 
 /// The innermost cause of an error (e.g. "Connection refused (os error 111)").
