@@ -552,18 +552,11 @@ async fn redrive(
         operator: f.operator.clone(),
         reason: f.get("reason"),
     };
-    let r = s.clients.redrive(&f.token, &body).await.map(|d| {
-        format!(
-            "{} [{}@{}] re-driven to {} [{}@{}] by {}.",
-            d.dlq_topic,
-            d.dlq_partition,
-            d.dlq_offset,
-            d.topic,
-            d.partition.map_or("?".into(), |p| p.to_string()),
-            d.offset.map_or("?".into(), |o| o.to_string()),
-            d.operator
-        )
-    });
+    let r = s
+        .clients
+        .redrive(&f.token, &body)
+        .await
+        .map(|d| format!("{}.", d.summary()));
     tracing::info!(dlq_topic = %body.dlq_topic, partition, offset, operator = %f.operator, ok = r.is_ok(), "console: re-drive");
     finish(&s, "redrive", "Re-drive", r, back)
 }

@@ -547,17 +547,7 @@ async fn dlq_redrive(ctx: &Ctx, a: DlqRedriveArgs) -> anyhow::Result<u8> {
             Some(&token),
         )
         .await?;
-    crate::say!(
-        "{} {} [{}@{}] re-driven to {} [{}@{}] by {}",
-        ctx.style.good("✓"),
-        done.dlq_topic,
-        done.dlq_partition,
-        done.dlq_offset,
-        done.topic,
-        done.partition.map_or("?".into(), |p| p.to_string()),
-        done.offset.map_or("?".into(), |o| o.to_string()),
-        done.operator
-    );
+    crate::say!("{} {}", ctx.style.good("✓"), done.summary());
     Ok(EXIT_OK)
 }
 

@@ -51,3 +51,45 @@ pub struct RedriveRecord {
     pub reason: String,
     pub at: Timestamp,
 }
+
+impl RedriveRecord {
+    /// `<dlq topic> [<p>@<o>] re-driven to <topic> [<p>@<o>] by <operator>` (`?` for a position
+    /// not known yet).
+    pub fn summary(&self) -> String {
+        let at = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+        format!(
+            "{} [{}@{}] re-driven to {} [{}@{}] by {}",
+            self.dlq_topic,
+            self.dlq_partition,
+            self.dlq_offset,
+            self.topic,
+            at(self.partition.map(i64::from)),
+            at(self.offset),
+            self.operator
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_as_one_line() {
+        let mut r = RedriveRecord {
+            state: RedriveState::Publishing,
+            dlq_topic: "t.DLQ".into(),
+            dlq_partition: 1,
+            dlq_offset: 7,
+            topic: "t".into(),
+            partition: None,
+            offset: None,
+            operator: "ann".into(),
+            reason: "fixed".into(),
+            at: Timestamp::parse("2026-12-02T03:00:00Z").unwrap(),
+        };
+        assert_eq!(r.summary(), "t.DLQ [1@7] re-driven to t [?@?] by ann");
+        (r.partition, r.offset) = (Some(2), Some(40));
+        assert_eq!(r.summary(), "t.DLQ [1@7] re-driven to t [2@40] by ann");
+    }
+}
