@@ -26,13 +26,17 @@ pub fn require_bearer(headers: &HeaderMap, configured: Option<&str>) -> Result<(
             "missing Authorization: Bearer <token> header",
         ));
     };
-    // Compare hashes-free but length-safe: ct_eq on different lengths is false without early
-    // exit on content.
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if token_matches(given, expected) {
         Ok(())
     } else {
         Err(ApiError::unauthorized("invalid token"))
     }
+}
+
+/// Whether `given` is the `expected` token, compared in constant time (`ct_eq` on different
+/// lengths is false without an early exit on content).
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ pub struct IndexSummary {
     pub bucket: u16,
     pub count: u64,
     pub lowest: Option<f64>,
+    /// The sum of the scores (0 unless asked for).
     pub sum: f64,
 }
 
@@ -1041,27 +1042,43 @@ impl Store {
         Ok(removed.iter().sum())
     }
 
-    /// Per bucket: how many members `index` has, its lowest score and the sum of its scores
-    /// (read in one command per bucket; the sum reads every member, so keep such indexes to
-    /// the batches that have something waiting).
-    pub async fn index_summary(&self, index: &str) -> Result<Vec<IndexSummary>, StoreError> {
-        let cmds = (0..crate::BUCKETS)
-            .map(|b| {
-                let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(self.keys.index(b, index))
-                    .arg(0)
-                    .arg(-1)
-                    .arg("WITHSCORES");
-                cmd
-            })
-            .collect();
-        let per_bucket: Vec<Vec<(String, f64)>> = self.conn.each(cmds).await?;
-        Ok(per_bucket
+    /// Per bucket: how many members `index` has and its lowest score (two commands per bucket,
+    /// whatever the index's size); with `sum`, also the sum of its scores (that reads every
+    /// member: keep such indexes to the batches that have something waiting).
+    pub async fn index_summary(
+        &self,
+        index: &str,
+        sum: bool,
+    ) -> Result<Vec<IndexSummary>, StoreError> {
+        let key = |b: u16| self.keys.index(b, index);
+        let counts: Vec<u64> = self
+            .conn
+            .each(
+                (0..crate::BUCKETS)
+                    .map(|b| redis::Cmd::zcard(key(b)))
+                    .collect(),
+            )
+            .await?;
+        let last = if sum { -1 } else { 0 };
+        let members: Vec<Vec<(String, f64)>> = self
+            .conn
+            .each(
+                (0..crate::BUCKETS)
+                    .map(|b| {
+                        let mut cmd = redis::cmd("ZRANGE");
+                        cmd.arg(key(b)).arg(0).arg(last).arg("WITHSCORES");
+                        cmd
+                    })
+                    .collect(),
+            )
+            .await?;
+        Ok(counts
             .into_iter()
+            .zip(members)
             .enumerate()
-            .map(|(b, members)| IndexSummary {
+            .map(|(b, (count, members))| IndexSummary {
                 bucket: b as u16,
-                count: members.len() as u64,
+                count,
                 lowest: members.first().map(|(_, s)| *s),
                 sum: members.iter().map(|(_, s)| s).sum(),
             })

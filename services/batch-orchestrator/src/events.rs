@@ -36,13 +36,32 @@ fn envelope<T: Serialize>(
     trace: Option<&TraceContext>,
     now: Timestamp,
 ) -> Outgoing {
+    envelope_with(
+        topic,
+        correlation_id,
+        data,
+        serde_json::Map::new(),
+        trace,
+        now,
+    )
+}
+
+/// An envelope whose `metadata` holds `metadata` and the W3C trace context (`None` when both
+/// are empty).
+fn envelope_with<T: Serialize>(
+    topic: &'static str,
+    correlation_id: Uuid,
+    data: T,
+    mut metadata: serde_json::Map<String, serde_json::Value>,
+    trace: Option<&TraceContext>,
+    now: Timestamp,
+) -> Outgoing {
     let mut env = EventEnvelope::new(topic, BATCH_ORCHESTRATOR, correlation_id, data);
     env.event_timestamp = now;
     if let Some(t) = trace {
-        let mut m = serde_json::Map::new();
-        t.write_to(&mut m);
-        env.metadata = Some(m);
+        t.write_to(&mut metadata);
     }
+    env.metadata = (!metadata.is_empty()).then_some(metadata);
     Outgoing {
         topic,
         event_id: env.event_id,
@@ -199,7 +218,21 @@ pub fn pipeline_completed(
     now: Timestamp,
 ) -> Outgoing {
     let names = |v: &[PhaseName]| v.iter().map(|p| p.as_str().to_owned()).collect();
-    let mut out = envelope(
+    // An essay-level retry is noted in the envelope's free-form metadata.
+    let retry = match &request.retry {
+        None => serde_json::Map::new(),
+        Some(retry) => match serde_json::json!({
+            "retry": true,
+            "retry_phase": retry.phase,
+            "retry_reason": retry.reason,
+            "retry_essay_ids": retry.essay_ids,
+            "operator": retry.operator,
+        }) {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("a JSON object"),
+        },
+    };
+    envelope_with(
         topics::BATCH_PIPELINE_COMPLETED,
         request.correlation_id,
         BatchPipelineCompletedV1 {
@@ -216,29 +249,8 @@ pub fn pipeline_completed(
             skipped_phases: names(&f.skipped_phases),
             failure_reason: f.failure_reason.clone(),
         },
+        retry,
         request.trace.as_ref(),
         now,
-    );
-    if let Some(retry) = &request.retry {
-        // An essay-level retry is noted in the envelope's free-form metadata.
-        let mut env: serde_json::Value = serde_json::from_str(&out.payload).expect("our own JSON");
-        let trace = env["metadata"].clone();
-        env["metadata"] = serde_json::json!({
-            "retry": true,
-            "retry_phase": retry.phase,
-            "retry_reason": retry.reason,
-            "retry_essay_ids": retry.essay_ids,
-            "operator": retry.operator,
-        });
-        for key in [
-            huleedu_contracts::trace::TRACEPARENT,
-            huleedu_contracts::trace::TRACESTATE,
-        ] {
-            if let Some(v) = trace.get(key) {
-                env["metadata"][key] = v.clone();
-            }
-        }
-        out.payload = env.to_string();
-    }
-    out
+    )
 }

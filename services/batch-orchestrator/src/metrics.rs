@@ -289,14 +289,14 @@ impl PipelineGauges {
         let lowest = |s: &[huleedu_store::IndexSummary]| {
             s.iter().filter_map(|b| b.lowest).min_by(f64::total_cmp)
         };
-        let active = store.index_summary(ACTIVE).await?;
+        let active = store.index_summary(ACTIVE, false).await?;
         self.active.set(active.iter().map(|b| b.count as i64).sum());
         self.oldest_pipeline.set(age(lowest(&active)));
-        let phases = store.index_summary(PHASES).await?;
+        let phases = store.index_summary(PHASES, false).await?;
         self.oldest_phase.set(age(lowest(&phases)));
-        let queued = store.index_summary(QUEUED).await?;
+        let queued = store.index_summary(QUEUED, true).await?;
         self.queued.set(queued.iter().map(|b| b.sum as i64).sum());
-        let parked = store.index_summary(PARKED).await?;
+        let parked = store.index_summary(PARKED, true).await?;
         self.parked.set(parked.iter().map(|b| b.sum as i64).sum());
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! (time passed in).
 
 use hulectl::event::PoisonRecord;
+use hulectl::http::segment;
 use huleedu_contracts::http::bos::{BatchListPage, BatchStatusView};
 use huleedu_contracts::{FailedEssayDlqRecordV1, PhaseName, Timestamp};
 use maud::{html, Markup, DOCTYPE};
@@ -22,7 +23,7 @@ pub const STATUSES: [&str; 6] = [
 
 /// Link to a batch's page.
 pub fn batch_href(batch: &str) -> String {
-    format!("/batches/{}", hulectl::http::segment(batch))
+    format!("/batches/{}", segment(batch))
 }
 
 fn when(t: &Timestamp) -> String {
@@ -116,7 +117,7 @@ pub fn batches(page: Result<&BatchListPage, String>, status: Option<&str>) -> Ma
                         }
                     }
                     @if let Some(c) = &page.next_cursor {
-                        @let href = format!("/batches?cursor={}{}", urlencode(c), status.map(|s| format!("&status={}", urlencode(s))).unwrap_or_default());
+                        @let href = format!("/batches?cursor={}{}", segment(c), status.map(|s| format!("&status={}", segment(s))).unwrap_or_default());
                         p { a.next href=(href) { "Next page →" } }
                     }
                 }
@@ -124,19 +125,6 @@ pub fn batches(page: Result<&BatchListPage, String>, status: Option<&str>) -> Ma
         }
     };
     layout("Batches", body)
-}
-
-/// Percent-encoding of a query value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// One line of a batch's event log.
@@ -396,7 +384,7 @@ pub fn batch(
             }
             (submit_form(Some(id)))
         }
-        p { a href=(format!("/dead-letters?batch={}", urlencode(id))) { "Dead letters of this batch →" } }
+        p { a href=(format!("/dead-letters?batch={}", segment(id))) { "Dead letters of this batch →" } }
     };
     layout(&format!("Batch {id}"), body)
 }
