@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use batch_orchestrator::settings::BosSettings;
 use batch_orchestrator::App;
 
+/// jemalloc rather than glibc's malloc: it reuses the pages of freed large blocks (a large
+/// batch's messages are megabytes) instead of mapping them afresh for every message, and
+/// returns unused memory to the system on its own (docs/performance.md, "Allocator").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     huleedu_service::run::<BosSettings, _, _>(|settings, shutdown| async move {
