@@ -56,6 +56,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{OutboxEntry, Store, StoreError, BUCKETS};
 
+/// How a finished entry is named to the script that removes it: `A` (published) or `P` (to
+/// park), its length, `:`, and its first [`TOKEN_PREFIX`] bytes — which hold its header and its
+/// envelope's `event_id`, unique per entry — instead of the whole entry (megabytes for a large
+/// batch's command, sent back to Redis only to be compared).
+pub(crate) fn done_token(kind: char, entry: &str) -> String {
+    let bytes = entry.as_bytes();
+    let mut end = bytes.len().min(TOKEN_PREFIX);
+    while !entry.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{kind}{}:{}", bytes.len(), &entry[..end])
+}
+
+/// Bytes of an entry a [`done_token`] carries.
+const TOKEN_PREFIX: usize = 256;
+
 /// Most entries published per bucket per round.
 pub const BATCH: usize = 256;
 
@@ -64,21 +80,25 @@ pub const BATCH: usize = 256;
 const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Lua shared by the commit script and the pump: `remove_finished(outbox, parked, from, to)`
-/// removes the entries `ARGV[from..=to]` ('A' published, 'P' to park, then the raw entry) from
-/// the head of `outbox` while they are there, checked one by one, moving the 'P' ones to
-/// `parked`; true when every one was at the head.
+/// removes the entries named by `ARGV[from..=to]` ([`done_token`]s, oldest first) from the head
+/// of `outbox` while they are there, checked one by one, moving the 'P' ones to `parked`; true
+/// when every one was at the head.
 macro_rules! remove_finished_lua {
     () => {
         r#"
 local function remove_finished(outbox, parked, from, to)
   for j = from, to do
-    local entry = string.sub(ARGV[j], 2)
-    if redis.call('LINDEX', outbox, 0) ~= entry then
+    local token = ARGV[j]
+    local colon = string.find(token, ':', 2, true)
+    local prefix = string.sub(token, colon + 1)
+    local head = redis.call('LINDEX', outbox, 0)
+    if head == false or string.len(head) ~= tonumber(string.sub(token, 2, colon - 1))
+        or string.sub(head, 1, string.len(prefix)) ~= prefix then
       return false
     end
     redis.call('LPOP', outbox)
-    if string.sub(ARGV[j], 1, 1) == 'P' then
-      redis.call('RPUSH', parked, entry)
+    if string.sub(token, 1, 1) == 'P' then
+      redis.call('RPUSH', parked, head)
     end
   end
   return true
@@ -93,8 +113,8 @@ const PUMP_LUA: &str = concat!(
     r#"
 -- KEYS[1] lease, KEYS[2] outbox, KEYS[3] parked; ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] most
 -- entries, ARGV[4] entries this relay holds at the head after the removals (not to be read
--- again), ARGV[5..] the entries this relay finished, oldest first, each prefixed with 'A'
--- (published and acknowledged) or 'P' (can never be published: park it).
+-- again), ARGV[5..] the entries this relay finished, oldest first, as done tokens: 'A'
+-- (published and acknowledged) or 'P' (can never be published: park it), length, ':', prefix.
 -- nil when another relay holds the lease (nothing changed). Otherwise: remove those entries
 -- while they are at the head (checked one by one), parking the 'P' ones, take or renew the
 -- lease, and answer {intact, entries...}: the entries after the held ones; intact '0' when a
@@ -153,7 +173,7 @@ pub(crate) struct Hand {
     queue: VecDeque<String>,
     /// Being published.
     in_flight: usize,
-    /// Finished ('A' published, 'P' to park, then the raw entry), oldest first: removed from
+    /// Finished ([`done_token`]s: 'A' published, 'P' to park), oldest first: removed from
     /// the head of the outbox by the next script on the bucket.
     pub(crate) done: Vec<String>,
     /// Bumped when the relay forgets what it holds: the results of publishes started before
@@ -489,7 +509,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
         let sends: Vec<_> = raw
             .iter()
             .map(|r| {
-                let entry: Result<OutboxEntry, _> = serde_json::from_str(r);
+                let entry = OutboxEntry::decode(r);
                 let producer = self.producer.clone();
                 async move {
                     match entry {
@@ -497,7 +517,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
                             .send_parts(&e.topic, Some(e.key.as_bytes()), e.payload.as_bytes(), &[])
                             .await
                         {
-                            Ok(_) => Sent::Published(e.topic),
+                            Ok(_) => Sent::Published(e.topic.into_owned()),
                             Err(err) if err.is_refused_for_good() => Sent::Park(format!(
                                 "the broker refuses it for good ({err}: {}); topic {}, key {}",
                                 std::error::Error::source(&err)
@@ -508,7 +528,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
                             )),
                             Err(err) => Sent::Retry(err.to_string()),
                         },
-                        Err(err) => Sent::Park(format!("undecodable outbox entry: {err}")),
+                        Err(why) => Sent::Park(why),
                     }
                 }
             })
@@ -524,13 +544,13 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 Sent::Published(topic) if first_error.is_none() => {
                     self.observer.on_published(&topic);
                     published += 1;
-                    finished.push(format!("A{entry}"));
+                    finished.push(done_token('A', entry));
                 }
                 Sent::Park(why) if first_error.is_none() => {
                     tracing::error!(bucket, reason = %why,
                         "outbox entry can never be published: parked (see docs/operations.md)");
                     self.observer.on_parked();
-                    finished.push(format!("P{entry}"));
+                    finished.push(done_token('P', entry));
                 }
                 Sent::Retry(why) => {
                     first_error.get_or_insert(why);
@@ -563,5 +583,24 @@ impl<O: RelayObserver> OutboxRelay<O> {
         call.arg(&self.hands.owner);
         let _: i64 = self.store.conn().script(&self.release, call, None).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_done_token_names_an_entry_by_length_and_prefix() {
+        assert_eq!(done_token('A', "short entry"), "A11:short entry");
+        let long = format!("{{\"t\":\"x\"}}\n{{\"event_id\":\"e\",\"d\":\"{}\"}}", "y".repeat(5000));
+        let token = done_token('P', &long);
+        assert_eq!(token, format!("P{}:{}", long.len(), &long[..TOKEN_PREFIX]));
+        // A multi-byte character across the cut: the prefix ends before it.
+        let s = format!("{}é{}", "a".repeat(TOKEN_PREFIX - 1), "b".repeat(10));
+        assert_eq!(
+            done_token('A', &s),
+            format!("A{}:{}", s.len(), "a".repeat(TOKEN_PREFIX - 1))
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Versioned state, the atomic apply step and outbox entries.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -110,13 +111,19 @@ pub fn entry_time(entry: &str) -> Option<huleedu_contracts::Timestamp> {
     struct Stamped {
         event_timestamp: huleedu_contracts::Timestamp,
     }
-    let e: OutboxEntry = serde_json::from_str(entry).ok()?;
+    let e = OutboxEntry::decode(entry).ok()?;
     serde_json::from_str::<Stamped>(&e.payload)
         .ok()
         .map(|s| s.event_timestamp)
 }
 
 /// One message waiting in the outbox. The payload already holds its final `event_id`.
+///
+/// Stored as a one-line JSON header with the topic and key, a newline, then the payload as it
+/// is (`{"t":"<topic>","k":"<key>"}\n<payload>`): the payload — megabytes for a large batch —
+/// is neither escaped on the way in nor unescaped on the way out. Entries written before this
+/// layout (one JSON object `{"t":…,"k":…,"p":"<escaped payload>"}`, which never holds a raw
+/// newline) are still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     #[serde(rename = "t")]
@@ -126,6 +133,14 @@ pub struct OutboxEntry {
     /// The message value (UTF-8 JSON for every event this project emits).
     #[serde(rename = "p")]
     pub payload: String,
+}
+
+/// An outbox entry as read back: borrowed from the stored text where it can be.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoredEntry<'a> {
+    pub topic: Cow<'a, str>,
+    pub key: Cow<'a, str>,
+    pub payload: Cow<'a, str>,
 }
 
 impl OutboxEntry {
@@ -138,6 +153,56 @@ impl OutboxEntry {
             topic: topic.into(),
             key: key.into(),
             payload: payload.into(),
+        }
+    }
+
+    /// The stored text (see the type's docs).
+    pub fn encode(&self) -> String {
+        #[derive(Serialize)]
+        struct Header<'a> {
+            t: &'a str,
+            k: &'a str,
+        }
+        let header = serde_json::to_string(&Header {
+            t: &self.topic,
+            k: &self.key,
+        })
+        .expect("strings serialize");
+        let mut out = String::with_capacity(header.len() + 1 + self.payload.len());
+        out.push_str(&header);
+        out.push('\n');
+        out.push_str(&self.payload);
+        out
+    }
+
+    /// Read a stored entry (either layout); the error says what is wrong with it.
+    pub fn decode(stored: &str) -> Result<StoredEntry<'_>, String> {
+        #[derive(Deserialize)]
+        struct Header<'a> {
+            #[serde(borrow)]
+            t: Cow<'a, str>,
+            #[serde(borrow)]
+            k: Cow<'a, str>,
+        }
+        match stored.split_once('\n') {
+            Some((header, payload)) => {
+                let h: Header<'_> = serde_json::from_str(header)
+                    .map_err(|e| format!("bad outbox entry header: {e}"))?;
+                Ok(StoredEntry {
+                    topic: h.t,
+                    key: h.k,
+                    payload: Cow::Borrowed(payload),
+                })
+            }
+            None => {
+                let e: OutboxEntry = serde_json::from_str(stored)
+                    .map_err(|e| format!("undecodable outbox entry: {e}"))?;
+                Ok(StoredEntry {
+                    topic: Cow::Owned(e.topic),
+                    key: Cow::Owned(e.key),
+                    payload: Cow::Owned(e.payload),
+                })
+            }
         }
     }
 }
@@ -682,12 +747,7 @@ impl Store {
             };
             keys.push(self.keys.index(bucket, index));
         }
-        let entries = req
-            .outbox
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let entries: Vec<String> = req.outbox.iter().map(OutboxEntry::encode).collect();
         // With a relay running in this process, a commit with entries takes its turn on the
         // bucket (relay module docs, "Hand-off"): it carries the removal of what the relay has
         // finished and may hand its entries over.
@@ -1178,6 +1238,55 @@ mod tests {
             version,
             fields: HashMap::from([("s".to_owned(), "x".repeat(size).into())]),
         }
+    }
+
+    #[test]
+    fn an_outbox_entry_keeps_its_payload_unescaped_and_reads_back() {
+        let payload = r#"{"event_id":"e1","data":{"text":"a \"quoted\"\nline"}}"#;
+        let e = OutboxEntry::new("huleedu.t.v1", "batch \"1\"\n", payload);
+        let stored = e.encode();
+        assert_eq!(
+            stored,
+            format!("{{\"t\":\"huleedu.t.v1\",\"k\":\"batch \\\"1\\\"\\n\"}}\n{payload}"),
+            "a one-line header, then the payload byte for byte"
+        );
+        let back = OutboxEntry::decode(&stored).unwrap();
+        assert_eq!(back.topic, "huleedu.t.v1");
+        assert_eq!(back.key, "batch \"1\"\n");
+        assert_eq!(back.payload, payload);
+        assert!(matches!(back.payload, Cow::Borrowed(_)), "not copied");
+    }
+
+    #[test]
+    fn an_outbox_entry_written_before_the_header_layout_still_reads() {
+        let old = serde_json::to_string(&OutboxEntry::new("t", "k", "{\"event_id\":\"e\"}")).unwrap();
+        let back = OutboxEntry::decode(&old).unwrap();
+        assert_eq!(
+            (&*back.topic, &*back.key, &*back.payload),
+            ("t", "k", "{\"event_id\":\"e\"}")
+        );
+    }
+
+    #[test]
+    fn a_broken_outbox_entry_is_refused_with_a_reason() {
+        for (stored, why) in [
+            ("not an outbox entry", "undecodable outbox entry"),
+            ("{\"t\":1}\n{}", "bad outbox entry header"),
+        ] {
+            let err = OutboxEntry::decode(stored).unwrap_err();
+            assert!(err.starts_with(why), "{stored}: {err}");
+        }
+    }
+
+    #[test]
+    fn entry_time_reads_both_layouts() {
+        let payload = r#"{"event_id":"e","event_timestamp":"2026-12-02T05:00:00.000001Z"}"#;
+        let new = OutboxEntry::new("t", "k", payload).encode();
+        let old = serde_json::to_string(&OutboxEntry::new("t", "k", payload)).unwrap();
+        let want = huleedu_contracts::Timestamp::parse("2026-12-02T05:00:00.000001Z").unwrap();
+        assert_eq!(entry_time(&new), Some(want));
+        assert_eq!(entry_time(&old), Some(want));
+        assert_eq!(entry_time("garbage"), None);
     }
 
     #[test]

@@ -739,6 +739,45 @@ async fn entries_that_can_never_be_published_are_parked_and_the_rest_flow_in_ord
     relay.await.unwrap();
 }
 
+/// An upgrade: entries an earlier version wrote (one JSON object with the payload escaped in
+/// it) are still in the outbox when the new relay starts; they go out as they were, in order
+/// with the new layout's entries, and leave the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_the_earlier_layout_are_published_and_removed() {
+    let (s, producer, topic) = relay_setup().await;
+    let batch = "b-layout";
+    let all = entries(&topic, batch, 4);
+    let mut c = s.connection();
+    for old in &all[..2] {
+        let _: () = redis::cmd("RPUSH")
+            .arg(outbox_key(&s, batch))
+            .arg(serde_json::to_string(old).unwrap())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let mut r = req(batch, 0, Some("e-layout"), &[("x", "1")]);
+    r.outbox = all[2..].to_vec();
+    s.apply(&r).await.unwrap();
+
+    let reader = TopicReader::start(&[&topic]);
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(OutboxRelay::new(s.clone(), producer).run(stop.clone()));
+    let seen = reader
+        .wait_for(T, "the four entries", |seen| seen.len() >= 4)
+        .await;
+    let got: Vec<&str> = seen.iter().map(|m| m.payload_str()).collect();
+    let want: Vec<&str> = all.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(got, want, "both layouts, byte for byte, in outbox order");
+    wait_until(T, "outbox emptied", || async {
+        s.outbox_len().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(s.parked_len().await.unwrap(), 0);
+    stop.cancel();
+    relay.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_restarted_under_its_identity_takes_its_leases_back_at_once() {
     let (s, producer, topic) = relay_setup().await;
