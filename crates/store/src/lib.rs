@@ -79,6 +79,6 @@ pub use relay::OutboxRelay;
 pub use settings::{RedisArgs, RedisMode, RedisSettings, RetentionArgs};
 pub use store::{
     entry_time, ApplyOutcome, ApplyRequest, Change, Checked, Committed, Decided, IndexOp,
-    IndexSummary, OutboxEntry, OutboxHead, RedisProblem, Store, StoreError, StoredEntry,
-    Versioned, COMMIT_ATTEMPTS,
+    IndexSummary, OutboxEntry, OutboxHead, RedisProblem, Store, StoreError, StoredEntry, Versioned,
+    COMMIT_ATTEMPTS,
 };

@@ -593,7 +593,10 @@ mod tests {
     #[test]
     fn a_done_token_names_an_entry_by_length_and_prefix() {
         assert_eq!(done_token('A', "short entry"), "A11:short entry");
-        let long = format!("{{\"t\":\"x\"}}\n{{\"event_id\":\"e\",\"d\":\"{}\"}}", "y".repeat(5000));
+        let long = format!(
+            "{{\"t\":\"x\"}}\n{{\"event_id\":\"e\",\"d\":\"{}\"}}",
+            "y".repeat(5000)
+        );
         let token = done_token('P', &long);
         assert_eq!(token, format!("P{}:{}", long.len(), &long[..TOKEN_PREFIX]));
         // A multi-byte character across the cut: the prefix ends before it.

@@ -1259,7 +1259,8 @@ mod tests {
 
     #[test]
     fn an_outbox_entry_written_before_the_header_layout_still_reads() {
-        let old = serde_json::to_string(&OutboxEntry::new("t", "k", "{\"event_id\":\"e\"}")).unwrap();
+        let old =
+            serde_json::to_string(&OutboxEntry::new("t", "k", "{\"event_id\":\"e\"}")).unwrap();
         let back = OutboxEntry::decode(&old).unwrap();
         assert_eq!(
             (&*back.topic, &*back.key, &*back.payload),
