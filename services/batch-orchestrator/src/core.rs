@@ -493,7 +493,7 @@ mod tests {
         let outcome = OutcomeIn {
             phase: PhaseName::Spellcheck,
             status: BatchStatus::CompletedWithFailures,
-            processed: essays(499, "spell"),
+            processed: essays(499, "spell").into(),
             failed: vec!["e499".into()],
             correlation_id: req.correlation_id,
         };
@@ -550,7 +550,7 @@ mod tests {
         let outcome = OutcomeIn {
             phase: PhaseName::Spellcheck,
             status: BatchStatus::CompletedSuccessfully,
-            processed: essays(3, "spell"),
+            processed: essays(3, "spell").into(),
             failed: vec![],
             correlation_id: s2.active.as_ref().unwrap().request.correlation_id,
         };

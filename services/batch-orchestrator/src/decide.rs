@@ -142,7 +142,8 @@ pub enum Resolution {
 pub struct OutcomeIn {
     pub phase: PhaseName,
     pub status: BatchStatus,
-    pub processed: Vec<EssayRef>,
+    /// Shared with the phase's recorded result (no copy of a large batch's essays).
+    pub processed: Arc<Vec<EssayRef>>,
     pub failed: Vec<String>,
     pub correlation_id: uuid::Uuid,
 }
@@ -364,6 +365,7 @@ pub fn start_next(
     } else {
         command_for(first, batch_id, &info, &request, &essays, limits, now)
     };
+    let essays_in = essays.len();
     let command = match command {
         Ok(c) => c,
         Err(reason) => {
@@ -394,7 +396,7 @@ pub fn start_next(
     });
     d.notes.push(Note::PhaseDispatched {
         phase: first,
-        essays: essays.len(),
+        essays: essays_in,
     });
     d.state.active = Some(ActivePipeline {
         request,
@@ -406,7 +408,7 @@ pub fn start_next(
         runs: vec![PhaseRun {
             phase: first,
             command_id: command.event_id,
-            essays_in: essays.len(),
+            essays_in,
             essays_out: None,
             failed: None,
             status: None,
@@ -426,7 +428,7 @@ fn command_for(
     batch_id: &str,
     info: &BatchInfo,
     request: &PendingRequest,
-    essays: &[EssayRef],
+    essays: &[&EssayRef],
     limits: &Limits,
     now: Timestamp,
 ) -> Result<Outgoing, String> {
@@ -618,15 +620,8 @@ pub fn on_outcome(
         .batch
         .clone()
         .expect("an active pipeline has a batch");
-    let command = match command_for(
-        next,
-        batch_id,
-        &info,
-        &a.request,
-        &outcome.processed,
-        limits,
-        now,
-    ) {
+    let essays: Vec<&EssayRef> = outcome.processed.iter().collect();
+    let command = match command_for(next, batch_id, &info, &a.request, &essays, limits, now) {
         Ok(c) => c,
         Err(reason) => {
             end_active(&mut d, batch_id, Ending::failed(reason), limits, now);
@@ -695,7 +690,7 @@ pub fn merge_retry(
     };
     PhaseResult {
         status,
-        succeeded,
+        succeeded: Arc::new(succeeded),
         failed,
         pipeline_id,
         at: now,
@@ -722,7 +717,7 @@ pub fn on_tick(state: &BatchState, batch_id: &str, limits: &Limits, now: Timesta
             phase,
             Arc::new(PhaseResult {
                 status: RunStatus::TimedOut,
-                succeeded: vec![],
+                succeeded: Arc::default(),
                 failed: vec![],
                 pipeline_id,
                 at: now,
@@ -854,7 +849,7 @@ pub(crate) mod tests {
         OutcomeIn {
             phase,
             status,
-            processed: ok.to_vec(),
+            processed: ok.to_vec().into(),
             failed: failed.iter().map(|s| s.to_string()).collect(),
             correlation_id: req.correlation_id,
         }
@@ -872,7 +867,7 @@ pub(crate) mod tests {
             PhaseName::Spellcheck,
             Arc::new(crate::model::PhaseResult {
                 status: RunStatus::CompletedWithFailures,
-                succeeded: essays(2, "out"),
+                succeeded: essays(2, "out").into(),
                 failed: vec!["e2".into(), "e3".into()],
                 pipeline_id: Uuid::new_v4(),
                 at: now(),
@@ -1671,21 +1666,21 @@ mod state_machine {
                         0 => OutcomeIn {
                             phase,
                             status: BatchStatus::CompletedSuccessfully,
-                            processed: essays,
+                            processed: essays.into(),
                             failed: vec![],
                             correlation_id: correlation,
                         },
                         1 => OutcomeIn {
                             phase,
                             status: BatchStatus::CompletedWithFailures,
-                            processed: essays[1..].to_vec(),
+                            processed: essays[1..].to_vec().into(),
                             failed: essays.iter().take(1).map(|e| e.essay_id.clone()).collect(),
                             correlation_id: correlation,
                         },
                         2 => OutcomeIn {
                             phase,
                             status: BatchStatus::FailedCritically,
-                            processed: vec![],
+                            processed: vec![].into(),
                             failed: essays.iter().map(|e| e.essay_id.clone()).collect(),
                             correlation_id: correlation,
                         },
@@ -1696,7 +1691,7 @@ mod state_machine {
                                 PhaseName::Spellcheck
                             },
                             status: BatchStatus::CompletedSuccessfully,
-                            processed: essays,
+                            processed: essays.into(),
                             failed: vec![],
                             correlation_id: correlation,
                         },

@@ -40,12 +40,13 @@ pub fn upstream(phase: PhaseName) -> Vec<PhaseName> {
     out
 }
 
-/// The essays the first running phase of a pipeline receives.
-pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<EssayRef> {
+/// The essays the first running phase of a pipeline receives (borrowed from the state: the
+/// command is written from them without copying a batch's essays).
+pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<&EssayRef> {
     let Some(batch) = &state.batch else {
         return Vec::new();
     };
-    let mut essays: Vec<EssayRef> = batch.essays.clone();
+    let mut essays: Vec<&EssayRef> = batch.essays.iter().collect();
     // Lookups by essay id: the cost stays linear in the batch size.
     for dep in upstream(phase) {
         let Some(result) = state
@@ -62,7 +63,7 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<Essay
             .collect();
         essays = essays
             .iter()
-            .filter_map(|e| succeeded.get(e.essay_id.as_str()).map(|s| (*s).clone()))
+            .filter_map(|e| succeeded.get(e.essay_id.as_str()).copied())
             .collect();
     }
     essays
@@ -71,6 +72,14 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<Essay
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The essays as owned values, for comparisons.
+    fn first(state: &BatchState, phase: PhaseName) -> Vec<EssayRef> {
+        essays_for_first_phase(state, phase)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
     use crate::model::{BatchInfo, PhaseResult, RunStatus};
     use huleedu_contracts::timestamp::Timestamp;
     use std::sync::Arc;
@@ -102,7 +111,7 @@ mod tests {
     fn result(status: RunStatus, ok: &[usize], text: &str) -> Arc<PhaseResult> {
         Arc::new(PhaseResult {
             status,
-            succeeded: ok.iter().map(|i| essay(*i, text)).collect(),
+            succeeded: Arc::new(ok.iter().map(|i| essay(*i, text)).collect()),
             failed: vec![],
             pipeline_id: Uuid::nil(),
             at: Timestamp::now(),
@@ -126,7 +135,7 @@ mod tests {
     fn a_phase_without_dependencies_gets_all_original_essays() {
         let s = state(3);
         assert_eq!(
-            essays_for_first_phase(&s, PhaseName::Spellcheck),
+            first(&s, PhaseName::Spellcheck),
             (0..3).map(|i| essay(i, "orig")).collect::<Vec<_>>()
         );
     }
@@ -139,7 +148,7 @@ mod tests {
             result(RunStatus::CompletedWithFailures, &[0, 2, 3], "spell"),
         );
         assert_eq!(
-            essays_for_first_phase(&s, PhaseName::Nlp),
+            first(&s, PhaseName::Nlp),
             vec![essay(0, "spell"), essay(2, "spell"), essay(3, "spell")]
         );
     }
@@ -157,7 +166,7 @@ mod tests {
             result(RunStatus::CompletedWithFailures, &[1, 2, 3], "nlp"),
         );
         assert_eq!(
-            essays_for_first_phase(&s, PhaseName::AiFeedback),
+            first(&s, PhaseName::AiFeedback),
             vec![essay(1, "nlp"), essay(2, "nlp")]
         );
     }
@@ -171,12 +180,12 @@ mod tests {
             result(RunStatus::CompletedSuccessfully, &[0, 1], "spell"),
         );
         assert_eq!(
-            essays_for_first_phase(&s, PhaseName::AiFeedback),
+            first(&s, PhaseName::AiFeedback),
             vec![essay(0, "spell"), essay(1, "spell")]
         );
         let s = state(2);
         assert_eq!(
-            essays_for_first_phase(&s, PhaseName::AiFeedback),
+            first(&s, PhaseName::AiFeedback),
             vec![essay(0, "orig"), essay(1, "orig")]
         );
     }
@@ -188,11 +197,11 @@ mod tests {
             PhaseName::Spellcheck,
             result(RunStatus::FailedCritically, &[], "spell"),
         );
-        assert_eq!(essays_for_first_phase(&s, PhaseName::Nlp).len(), 2);
+        assert_eq!(first(&s, PhaseName::Nlp).len(), 2);
     }
 
     #[test]
     fn an_unknown_batch_has_no_essays() {
-        assert!(essays_for_first_phase(&BatchState::default(), PhaseName::Spellcheck).is_empty());
+        assert!(first(&BatchState::default(), PhaseName::Spellcheck).is_empty());
     }
 }

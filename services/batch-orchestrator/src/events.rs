@@ -81,12 +81,13 @@ pub fn initiate_command(
     batch_id: &str,
     info: &BatchInfo,
     request: &PendingRequest,
-    essays: &[EssayRef],
+    essays: &[&EssayRef],
     now: Timestamp,
 ) -> Option<Outgoing> {
     let topic = topics::initiate_command_topic(phase)?;
     let event_name = events::initiate_command_event_name(phase)?.to_owned();
-    let essays_to_process: Vec<EssayProcessingInputRefV1> = essays.iter().map(Into::into).collect();
+    let essays_to_process: Vec<EssayProcessingInputRefV1> =
+        essays.iter().map(|e| (*e).into()).collect();
     let entity_id = Some(batch_id.to_owned());
     let entity_type = Some(ENTITY_TYPE_BATCH.to_owned());
     let prompt_ref = info.student_prompt_ref.clone().or_else(|| {

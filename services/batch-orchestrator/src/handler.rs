@@ -1,5 +1,7 @@
 //! The consumer side: each consumed event becomes one committed decision.
 
+use std::sync::Arc;
+
 use huleedu_contracts::decode::{decode_envelope, DecodeError, DecodeErrorKind};
 use huleedu_contracts::envelope::EventEnvelope;
 use huleedu_contracts::payloads::{
@@ -185,7 +187,12 @@ impl BosHandler {
         .await
     }
 
-    async fn on_outcome(&self, env: EventEnvelope<ELSBatchPhaseOutcomeV1>) -> HandlerResult {
+    async fn on_outcome(&self, mut env: EventEnvelope<ELSBatchPhaseOutcomeV1>) -> HandlerResult {
+        // Moved out, not copied: a large batch's outcome holds thousands of essays.
+        let processed: Vec<EssayRef> = std::mem::take(&mut env.data.processed_essays)
+            .into_iter()
+            .map(EssayRef::from)
+            .collect();
         let d = &env.data;
         let batch_id = d.batch_id.as_str();
         let span = tracing::info_span!("phase_outcome", batch_id, event_id = %env.event_id,
@@ -197,7 +204,7 @@ impl BosHandler {
         let outcome = OutcomeIn {
             phase: d.phase_name,
             status: d.phase_status,
-            processed: d.processed_essays.iter().map(EssayRef::from).collect(),
+            processed: Arc::new(processed),
             failed: d.failed_essay_ids.clone(),
             correlation_id: d.correlation_id,
         };

@@ -553,7 +553,7 @@ mod tests {
             PhaseName::Spellcheck,
             Arc::new(PhaseResult {
                 status: RunStatus::CompletedWithFailures,
-                succeeded: vec![essay(1), essay(2)],
+                succeeded: vec![essay(1), essay(2)].into(),
                 failed: vec!["e3".to_owned()],
                 pipeline_id: id(20),
                 at: ts("2026-11-29T12:00:02Z"),
@@ -563,7 +563,7 @@ mod tests {
             PhaseName::CjAssessment,
             Arc::new(PhaseResult {
                 status: RunStatus::CompletedSuccessfully,
-                succeeded: vec![essay(1), essay(2)],
+                succeeded: vec![essay(1), essay(2)].into(),
                 failed: vec![],
                 pipeline_id: id(20),
                 at: ts("2026-11-29T12:00:03Z"),

@@ -60,6 +60,15 @@ impl From<&EssayProcessingInputRefV1> for EssayRef {
     }
 }
 
+impl From<EssayProcessingInputRefV1> for EssayRef {
+    fn from(e: EssayProcessingInputRefV1) -> Self {
+        Self {
+            essay_id: e.essay_id,
+            text_storage_id: e.text_storage_id,
+        }
+    }
+}
+
 impl From<&EssayRef> for EssayProcessingInputRefV1 {
     fn from(e: &EssayRef) -> Self {
         EssayProcessingInputRefV1::new(e.essay_id.clone(), e.text_storage_id.clone())
@@ -126,8 +135,9 @@ pub fn language_of(course_code: &str) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseResult {
     pub status: RunStatus,
-    /// Essays that succeeded, with the phase's *output* text id.
-    pub succeeded: Vec<EssayRef>,
+    /// Essays that succeeded, with the phase's *output* text id (shared with the outcome they
+    /// came from: the result is recorded without copying them).
+    pub succeeded: Arc<Vec<EssayRef>>,
     pub failed: Vec<String>,
     pub pipeline_id: Uuid,
     pub at: Timestamp,
