@@ -85,6 +85,15 @@ impl<T: Serialize> EventEnvelope<T> {
     /// Never for this crate's payload types (plain structs with string map keys); a
     /// user-supplied `T` whose `Serialize` impl fails would panic.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("event envelope serializes to JSON")
+        self.to_json_bytes_sized(128)
+    }
+
+    /// [`Self::to_json_bytes`] into a buffer of `capacity` bytes to start with: an event about
+    /// to be megabytes (a large batch's command) is written once instead of regrown and
+    /// copied as it fills.
+    pub fn to_json_bytes_sized(&self, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut out, self).expect("event envelope serializes to JSON");
+        out
     }
 }

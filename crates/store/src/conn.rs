@@ -207,8 +207,19 @@ impl Conn {
 
 /// `EVALSHA <script> <keys…>`: append the arguments with `.arg()`, run with [`Conn::script`].
 pub(crate) fn evalsha(script: &Script, keys: &[String]) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    evalsha_sized(script, keys, 0, 0)
+}
+
+/// [`evalsha`] with room for `args` more arguments of `bytes` bytes in all: a commit carrying
+/// a large batch's messages (megabytes) is written into its buffer once, not regrown and
+/// copied as it fills.
+pub(crate) fn evalsha_sized(script: &Script, keys: &[String], args: usize, bytes: usize) -> Cmd {
+    let key_bytes: usize = keys.iter().map(String::len).sum();
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + args, 64 + key_bytes + bytes);
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys);
     cmd
 }
 

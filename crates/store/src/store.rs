@@ -769,7 +769,15 @@ impl Store {
             ),
             _ => ("", 0, 0, Vec::new()),
         };
-        let mut inv = evalsha(&self.apply_script, &keys);
+        let field_bytes: usize = req.set_fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+        let entry_bytes: usize = entries.iter().map(String::len).sum();
+        let done_bytes: usize = done.iter().map(String::len).sum();
+        let mut inv = crate::conn::evalsha_sized(
+            &self.apply_script,
+            &keys,
+            11 + 2 * req.set_fields.len() + entries.len() + 3 * req.index_ops.len() + done.len(),
+            256 + field_bytes + entry_bytes + done_bytes + 64 * req.index_ops.len(),
+        );
         inv.arg(req.expected_version)
             .arg(req.dedup_ttl.as_millis().max(1) as u64)
             .arg(

@@ -111,7 +111,20 @@ fn parse_state(batch_id: &str, v: &Versioned) -> Result<BatchState, CoreError> {
 }
 
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("state serializes")
+    json_sized(value, 128)
+}
+
+/// [`json`] into a buffer of `capacity` bytes to start with (a per-essay part of a large batch
+/// is megabytes: written once instead of regrown and copied as it fills).
+fn json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -> String {
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, value).expect("state serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Starting capacity for the JSON of `essays` essay references (two ids each).
+fn essays_capacity(essays: usize) -> usize {
+    256 + 96 * essays
 }
 
 /// The fields to write for the change from `old` to `new`: the small state always, each
@@ -120,7 +133,8 @@ fn changed_fields(old: &BatchState, new: &BatchState) -> Vec<(String, String)> {
     let mut out = vec![(fields::STATE.to_owned(), json(new))];
     if let Some(b) = &new.batch {
         if !old.batch.as_ref().is_some_and(|o| Arc::ptr_eq(o, b)) {
-            out.push((fields::BATCH.to_owned(), json(&**b)));
+            let capacity = essays_capacity(b.essays.len());
+            out.push((fields::BATCH.to_owned(), json_sized(&**b, capacity)));
         }
     }
     for (phase, r) in &new.phase_results {
@@ -129,7 +143,11 @@ fn changed_fields(old: &BatchState, new: &BatchState) -> Vec<(String, String)> {
             .get(phase)
             .is_some_and(|o| Arc::ptr_eq(o, r))
         {
-            out.push((format!("{}{phase}", fields::RESULT_PREFIX), json(&**r)));
+            let capacity = essays_capacity(r.succeeded.len()) + 48 * r.failed.len();
+            out.push((
+                format!("{}{phase}", fields::RESULT_PREFIX),
+                json_sized(&**r, capacity),
+            ));
         }
     }
     if let Some(a) = &new.active {

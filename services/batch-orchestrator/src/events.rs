@@ -46,15 +46,34 @@ fn envelope<T: Serialize>(
     )
 }
 
+/// Bytes of a command to start its buffer with: its envelope and context, and per essay the
+/// reference's JSON (two ids of up to ~40 characters and `spellcheck_metrics`).
+fn command_capacity(essays: usize) -> usize {
+    2048 + 128 * essays
+}
+
 /// An envelope whose `metadata` holds `metadata` and the W3C trace context (`None` when both
 /// are empty).
 fn envelope_with<T: Serialize>(
     topic: &'static str,
     correlation_id: Uuid,
     data: T,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    trace: Option<&TraceContext>,
+    now: Timestamp,
+) -> Outgoing {
+    envelope_sized(topic, correlation_id, data, metadata, trace, now, 128)
+}
+
+/// [`envelope_with`], its JSON written into a buffer of `capacity` bytes to start with.
+fn envelope_sized<T: Serialize>(
+    topic: &'static str,
+    correlation_id: Uuid,
+    data: T,
     mut metadata: serde_json::Map<String, serde_json::Value>,
     trace: Option<&TraceContext>,
     now: Timestamp,
+    capacity: usize,
 ) -> Outgoing {
     let mut env = EventEnvelope::new(topic, BATCH_ORCHESTRATOR, correlation_id, data);
     env.event_timestamp = now;
@@ -65,7 +84,8 @@ fn envelope_with<T: Serialize>(
     Outgoing {
         topic,
         event_id: env.event_id,
-        payload: String::from_utf8(env.to_json_bytes()).expect("serde_json writes UTF-8"),
+        payload: String::from_utf8(env.to_json_bytes_sized(capacity))
+            .expect("serde_json writes UTF-8"),
     }
 }
 
@@ -97,8 +117,9 @@ pub fn initiate_command(
             .and_then(|p| p.cms_prompt_ref.clone())
     });
     let c = request.correlation_id;
+    let capacity = command_capacity(essays.len());
     Some(match phase {
-        PhaseName::Spellcheck => envelope(
+        PhaseName::Spellcheck => envelope_sized(
             topic,
             c,
             BatchServiceSpellcheckInitiateCommandDataV1 {
@@ -110,10 +131,12 @@ pub fn initiate_command(
                 essays_to_process,
                 language: info.language.clone(),
             },
+            serde_json::Map::new(),
             request.trace.as_ref(),
             now,
+            capacity,
         ),
-        PhaseName::Nlp => envelope(
+        PhaseName::Nlp => envelope_sized(
             topic,
             c,
             BatchServiceNLPInitiateCommandDataV2 {
@@ -126,10 +149,12 @@ pub fn initiate_command(
                 language: info.language.clone(),
                 student_prompt_ref: prompt_ref,
             },
+            serde_json::Map::new(),
             request.trace.as_ref(),
             now,
+            capacity,
         ),
-        PhaseName::CjAssessment => envelope(
+        PhaseName::CjAssessment => envelope_sized(
             topic,
             c,
             BatchServiceCJAssessmentInitiateCommandDataV1 {
@@ -148,10 +173,12 @@ pub fn initiate_command(
                     .as_ref()
                     .and_then(|p| p.assignment_id.clone()),
             },
+            serde_json::Map::new(),
             request.trace.as_ref(),
             now,
+            capacity,
         ),
-        PhaseName::AiFeedback => envelope(
+        PhaseName::AiFeedback => envelope_sized(
             topic,
             c,
             BatchServiceAIFeedbackInitiateCommandDataV1 {
@@ -167,8 +194,10 @@ pub fn initiate_command(
                 class_type: info.class_type.clone(),
                 owner_user_id: request.user_id.clone(),
             },
+            serde_json::Map::new(),
             request.trace.as_ref(),
             now,
+            capacity,
         ),
         PhaseName::StudentMatching => return None,
     })
