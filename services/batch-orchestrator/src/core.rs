@@ -180,10 +180,9 @@ struct DecodedEntry {
 }
 
 /// Most decoded states kept, and their total weight (essay references, about 150 bytes each).
-/// Only states of at least [`DECODED_MIN_WEIGHT`] are kept: a small state parses in
-/// microseconds, a copy would only cost memory.
+/// Small states are kept too: parsing them on every transition was 6–8 % of the orchestrator's
+/// CPU under load (profile, docs/performance.md), against a few KiB per kept copy.
 const DECODED_ENTRIES: usize = 4096;
-const DECODED_MIN_WEIGHT: usize = 256;
 const DECODED_WEIGHT: usize = 400_000;
 /// A decoded copy older than this is decoded again (as the store's copies).
 const DECODED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -216,10 +215,6 @@ impl Decoded {
 
     fn put(&mut self, batch_id: &str, version: u64, small: Arc<str>, state: BatchState) {
         let weight = weight_of(&state);
-        if weight < DECODED_MIN_WEIGHT {
-            self.0.remove(batch_id);
-            return;
-        }
         let entry = DecodedEntry {
             version,
             small,
@@ -634,11 +629,12 @@ mod tests {
         );
         assert_eq!(d.get("b2", &v), None);
         let small = known(3);
-        d.put("b3", 1, "{}".into(), small);
-        assert!(
-            d.0.peek("b3").is_none(),
-            "a small state is parsed, not kept"
-        );
+        d.put("b3", 1, "{}".into(), small.clone());
+        let v3 = Versioned {
+            version: 1,
+            fields: HashMap::from([(fields::STATE.to_owned(), "{}".into())]),
+        };
+        assert_eq!(d.get("b3", &v3), Some(small), "a small state is kept too");
     }
 
     #[test]
