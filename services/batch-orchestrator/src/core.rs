@@ -180,9 +180,12 @@ struct DecodedEntry {
 }
 
 /// Most decoded states kept, and their total weight (essay references, about 150 bytes each).
-/// Small states are kept too: parsing them on every transition was 6–8 % of the orchestrator's
-/// CPU under load (profile, docs/performance.md), against a few KiB per kept copy.
+/// Kept: a large state (at least [`DECODED_LARGE`] essay references), and a small one while a
+/// pipeline runs or waits (its next transition is coming: parsing small states on every
+/// transition was 6–8 % of the orchestrator's CPU under load). A small idle state's copy is let
+/// go — thousands of them held ~40 MiB for nothing (docs/performance.md).
 const DECODED_ENTRIES: usize = 4096;
+const DECODED_LARGE: usize = 256;
 const DECODED_WEIGHT: usize = 400_000;
 /// A decoded copy older than this is decoded again (as the store's copies).
 const DECODED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -215,6 +218,11 @@ impl Decoded {
 
     fn put(&mut self, batch_id: &str, version: u64, small: Arc<str>, state: BatchState) {
         let weight = weight_of(&state);
+        let busy = state.active.is_some() || !state.queue.is_empty();
+        if weight < DECODED_LARGE && !busy {
+            self.0.remove(batch_id);
+            return;
+        }
         let entry = DecodedEntry {
             version,
             small,
@@ -630,11 +638,31 @@ mod tests {
         assert_eq!(d.get("b2", &v), None);
         let small = known(3);
         d.put("b3", 1, "{}".into(), small.clone());
+        assert!(
+            d.0.peek("b3").is_none(),
+            "a small idle state is parsed, not kept"
+        );
+        let limits = Limits::default();
+        let running = on_request(
+            &small,
+            "b3",
+            request("nlp"),
+            true,
+            &limits,
+            Timestamp::now(),
+        )
+        .state;
+        assert!(running.active.is_some() || !running.queue.is_empty());
+        d.put("b3", 2, "{}".into(), running.clone());
         let v3 = Versioned {
-            version: 1,
+            version: 2,
             fields: HashMap::from([(fields::STATE.to_owned(), "{}".into())]),
         };
-        assert_eq!(d.get("b3", &v3), Some(small), "a small state is kept too");
+        assert_eq!(
+            d.get("b3", &v3),
+            Some(running),
+            "kept while a pipeline runs"
+        );
     }
 
     #[test]
