@@ -235,35 +235,59 @@ fn decode_envelope_checked<T: DeserializeOwned + Validate>(
     Ok(envelope)
 }
 
-/// The fast path of [`decode_envelope`]: straight into `T`, without building a
+/// The fast path of [`decode_envelope`]: straight into `T` in one pass, without building a
 /// [`Value`](serde_json::Value) tree first (for a batch of thousands of essays that tree is most
-/// of the decoding cost). It makes the same checks — UTF-8, an object, `schema_version` 1, `data`
-/// an object, `T`'s rules — and answers `None` when any fails, so that the slower path says
-/// exactly what is wrong, with the field's path.
+/// of the decoding cost) and without scanning `data` twice. It makes the same checks — UTF-8, an
+/// object, `schema_version` 1, `data` an object ([`ObjectOnly`]), `T`'s rules — and answers
+/// `None` when any fails, so that the slower path says exactly what is wrong, with the field's
+/// path.
 fn decode_valid_envelope<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Option<EventEnvelope<T>> {
     let text = std::str::from_utf8(bytes).ok()?;
     if !text.trim_start().starts_with('{') {
         return None;
     }
-    let raw: EventEnvelope<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
-    if raw.schema_version != SCHEMA_VERSION
-        || (T::IS_OBJECT && !raw.data.get().trim_start().starts_with('{'))
-    {
+    let envelope: EventEnvelope<T> = if T::IS_OBJECT {
+        let e: EventEnvelope<ObjectOnly<T>> = serde_json::from_str(text).ok()?;
+        EventEnvelope {
+            event_id: e.event_id,
+            event_type: e.event_type,
+            event_timestamp: e.event_timestamp,
+            source_service: e.source_service,
+            schema_version: e.schema_version,
+            correlation_id: e.correlation_id,
+            data_schema_uri: e.data_schema_uri,
+            data: e.data.0,
+            metadata: e.metadata,
+        }
+    } else {
+        serde_json::from_str(text).ok()?
+    };
+    if envelope.schema_version != SCHEMA_VERSION {
         return None;
     }
-    let data: T = serde_json::from_str(raw.data.get()).ok()?;
-    data.validate().ok()?;
-    Some(EventEnvelope {
-        event_id: raw.event_id,
-        event_type: raw.event_type,
-        event_timestamp: raw.event_timestamp,
-        source_service: raw.source_service,
-        schema_version: raw.schema_version,
-        correlation_id: raw.correlation_id,
-        data_schema_uri: raw.data_schema_uri,
-        data,
-        metadata: raw.metadata,
-    })
+    envelope.data.validate().ok()?;
+    Some(envelope)
+}
+
+/// A `T` read only from a JSON object: serde's derived structs would also read a JSON array
+/// positionally, which the platform's models (pydantic) refuse.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
 }
 
 /// Decodes a plain JSON body (an HTTP request or response) into `T` and runs its [`Validate`]
@@ -339,6 +363,19 @@ mod tests {
         }
         // The valid outcome takes the fast path; a failing rule sends a request to the checked one.
         assert!(decode_valid_envelope::<ELSBatchPhaseOutcomeV1>(cases[0].as_slice()).is_some());
+        // `data` as an array that serde's derived struct would read positionally: declined by
+        // the fast path too, refused by the decoder.
+        let positional = outcome.replace(
+            &outcome[outcome.find(r#""data":"#).unwrap()..outcome.find(r#"12"},"#).unwrap() + 4],
+            r#""data":["b1","spellcheck","completed_successfully",[],[],"1b2c8a8e-3f0c-4a55-8d0d-0d6e7a2c9f12"]"#,
+        );
+        assert!(
+            serde_json::from_str::<EventEnvelope<ELSBatchPhaseOutcomeV1>>(&positional).is_ok(),
+            "serde alone reads it"
+        );
+        assert!(decode_valid_envelope::<ELSBatchPhaseOutcomeV1>(positional.as_bytes()).is_none());
+        let e = decode_envelope::<ELSBatchPhaseOutcomeV1>(positional.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("data"), "{e}");
         let request = outcome.replace(
             r#""data":{"batch_id":"b1","phase_name":"spellcheck","#,
             r#""data":{"batch_id":"","requested_pipeline":"nlp","user_id":"u","client_correlation_id":"1b2c8a8e-3f0c-4a55-8d0d-0d6e7a2c9f12","phase_name":"spellcheck","#,
