@@ -24,6 +24,21 @@ const T: Duration = Duration::from_secs(30);
 /// tansu has no TLS listener: `BROKER=tansu scripts/test.sh` runs without the secured
 /// components, and says so here instead of failing. The default run (Apache Kafka) always has
 /// them, and a missing variable fails the test.
+/// The conductor's resolution of an `nlp` pipeline for a fresh batch.
+async fn resolve_nlp(
+    conductor: &batch_orchestrator::conductor::Conductor,
+) -> Result<batch_orchestrator::decide::Resolution, batch_orchestrator::conductor::ConductorError> {
+    conductor
+        .resolve(
+            &unique("https-batch"),
+            "nlp",
+            uuid::Uuid::new_v4(),
+            None,
+            None,
+        )
+        .await
+}
+
 fn without_secure_infra() -> bool {
     let tansu = huleedu_it::stack::BrokerKind::from_env() == huleedu_it::stack::BrokerKind::Tansu;
     if tansu {
@@ -444,16 +459,7 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
         Duration::from_secs(10),
         &bos.bcs_ca,
     );
-    let resolution = conductor
-        .resolve(
-            &unique("https-batch"),
-            "nlp",
-            uuid::Uuid::new_v4(),
-            None,
-            None,
-        )
-        .await
-        .expect("resolved over HTTPS");
+    let resolution = resolve_nlp(&conductor).await.expect("resolved over HTTPS");
     assert!(
         format!("{resolution:?}").contains("Spellcheck"),
         "nlp needs spellcheck: {resolution:?}"
@@ -462,14 +468,7 @@ async fn the_orchestrator_reaches_the_conductor_over_https_with_a_private_ca() {
     // Without the private CA the conductor's certificate is not trusted, and the error says so.
     let untrusting =
         batch_orchestrator::conductor::Conductor::new(&bos.bcs_url, Duration::from_secs(10));
-    let err = untrusting
-        .resolve(
-            &unique("https-batch"),
-            "nlp",
-            uuid::Uuid::new_v4(),
-            None,
-            None,
-        )
+    let err = resolve_nlp(&untrusting)
         .await
         .expect_err("an untrusted certificate is refused");
     assert!(err.to_string().contains("certificate"), "{err}");
