@@ -1,7 +1,10 @@
 //! Client of the conductor's resolution endpoint (`POST /internal/v1/pipelines/define`).
 
 use huleedu_contracts::trace::{TraceContext, TRACEPARENT, TRACESTATE};
-use std::time::Duration;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use huleedu_contracts::http::{
     BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
@@ -63,6 +66,14 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// Time-out of the quick pipeline-name check made when a request arrives.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a pipeline name the conductor answered as known is taken as known without asking
+/// again. The conductor loads its definitions at start-up, so a name changes only with a
+/// redeploy of the conductor; a name dropped by one is still rejected at the start, which
+/// resolves every request with the conductor anyway.
+pub const KNOWN_NAME_TTL: Duration = Duration::from_secs(30);
+/// Most pipeline names remembered (a deployment defines a handful).
+const KNOWN_NAMES: usize = 64;
+
 /// HTTP client of the conductor.
 #[derive(Debug, Clone)]
 pub struct Conductor {
@@ -70,7 +81,14 @@ pub struct Conductor {
     define_url: String,
     /// `…/internal/v1/pipelines`: `/{name}` answers whether a pipeline is known.
     pipelines_url: String,
+    /// Names the conductor answered as known, with their phases and when it answered: a
+    /// request for one of them is not checked again for [`KNOWN_NAME_TTL`] (two thirds of the
+    /// HTTP calls per pipeline were name checks, one per request).
+    known: Arc<Mutex<KnownNames>>,
 }
+
+/// Pipeline name → its phases and when the conductor answered it as known.
+type KnownNames = HashMap<String, (Vec<PhaseName>, Instant)>;
 
 impl Conductor {
     /// A client of the conductor at `base_url` (`http://` or `https://`). For `https://`, the
@@ -98,24 +116,55 @@ impl Conductor {
             http,
             define_url: format!("{base}/internal/v1/pipelines/define"),
             pipelines_url: format!("{base}/internal/v1/pipelines"),
+            known: Arc::default(),
         }
+    }
+
+    /// The phases of `pipeline` if the conductor answered it as known within [`KNOWN_NAME_TTL`].
+    fn known_name(&self, pipeline: &str, now: Instant) -> Option<Vec<PhaseName>> {
+        let known = self.known.lock();
+        let (phases, at) = known.get(pipeline)?;
+        (now.duration_since(*at) < KNOWN_NAME_TTL).then(|| phases.clone())
+    }
+
+    fn remember_name(&self, pipeline: &str, phases: &[PhaseName], now: Instant) {
+        let mut known = self.known.lock();
+        if known.len() >= KNOWN_NAMES && !known.contains_key(pipeline) {
+            known.retain(|_, (_, at)| now.duration_since(*at) < KNOWN_NAME_TTL);
+            if known.len() >= KNOWN_NAMES {
+                return;
+            }
+        }
+        known.insert(pipeline.to_owned(), (phases.to_vec(), now));
     }
 
     /// Is `pipeline` known? `GET /internal/v1/pipelines/{name}` with a short time-out: the
     /// conductor answers from its definitions without reading the batch. `Resolved` carries the
-    /// pipeline's phases (nothing pruned: no batch was looked at).
+    /// pipeline's phases (nothing pruned: no batch was looked at). A name answered as known
+    /// within [`KNOWN_NAME_TTL`] by an earlier check is answered without a call; an
+    /// unknown name is asked every time.
     pub async fn check_pipeline(
         &self,
         pipeline: &str,
         trace: Option<&TraceContext>,
     ) -> Result<Resolution, ConductorError> {
+        if let Some(run) = self.known_name(pipeline, Instant::now()) {
+            return Ok(Resolution::Resolved {
+                run,
+                pruned: Vec::new(),
+            });
+        }
         let url = format!("{}/{}", self.pipelines_url, encode_segment(pipeline));
         let req = traced(self.http.get(&url).timeout(CHECK_TIMEOUT), trace);
         match ask::<PipelineDefinitionV1>(req).await? {
-            Answer::Known(r) => Ok(Resolution::Resolved {
-                run: phases(&r.phases)?,
-                pruned: Vec::new(),
-            }),
+            Answer::Known(r) => {
+                let run = phases(&r.phases)?;
+                self.remember_name(pipeline, &run, Instant::now());
+                Ok(Resolution::Resolved {
+                    run,
+                    pruned: Vec::new(),
+                })
+            }
             Answer::Unknown(detail) => Ok(Resolution::Unknown { detail }),
             Answer::Other(resp) => Err(answered(&resp)),
         }
@@ -205,4 +254,88 @@ async fn ask<T: serde::de::DeserializeOwned>(
 
 fn answered(resp: &reqwest::Response) -> ConductorError {
     ConductorError::Unavailable(format!("conductor answered {}", resp.status()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A conductor stand-in on a free port that knows `nlp` and counts the name checks it
+    /// answers.
+    async fn stand_in() -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            "/internal/v1/pipelines/{name}",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>| {
+                    let counted = counted.clone();
+                    async move {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        if name == "nlp" {
+                            let body = PipelineDefinitionV1 {
+                                pipeline: name,
+                                phases: vec!["spellcheck".into(), "nlp".into()],
+                            };
+                            (axum::http::StatusCode::OK, axum::Json(body)).into_response()
+                        } else {
+                            (axum::http::StatusCode::BAD_REQUEST, "unknown pipeline")
+                                .into_response()
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn a_known_name_is_asked_once_an_unknown_one_every_time() {
+        let (url, calls) = stand_in().await;
+        let c = Conductor::new(&url, Duration::from_secs(5));
+        for _ in 0..3 {
+            let r = c.check_pipeline("nlp", None).await.unwrap();
+            assert_eq!(
+                r,
+                Resolution::Resolved {
+                    run: vec![PhaseName::Spellcheck, PhaseName::Nlp],
+                    pruned: vec![],
+                }
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "nlp asked once");
+        for _ in 0..2 {
+            let r = c.check_pipeline("bogus", None).await.unwrap();
+            assert!(matches!(r, Resolution::Unknown { .. }), "{r:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "bogus asked each time");
+        // Clones share what they learned (the handler and the scheduler hold clones).
+        c.clone().check_pipeline("nlp", None).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_known_name_is_forgotten_after_its_ttl_and_the_table_stays_bounded() {
+        let c = Conductor::new("http://127.0.0.1:9", Duration::from_secs(1));
+        let t0 = Instant::now();
+        c.remember_name("nlp", &[PhaseName::Nlp], t0);
+        assert_eq!(c.known_name("nlp", t0), Some(vec![PhaseName::Nlp]));
+        let almost = t0 + KNOWN_NAME_TTL - Duration::from_millis(1);
+        assert_eq!(c.known_name("nlp", almost), Some(vec![PhaseName::Nlp]));
+        assert_eq!(c.known_name("nlp", t0 + KNOWN_NAME_TTL), None);
+        for i in 0..2 * KNOWN_NAMES {
+            c.remember_name(&format!("p{i}"), &[], t0);
+        }
+        assert_eq!(c.known.lock().len(), KNOWN_NAMES);
+        // Once the old names have expired, a new one takes their place.
+        let later = t0 + KNOWN_NAME_TTL;
+        c.remember_name("late", &[], later);
+        assert_eq!(c.known_name("late", later), Some(vec![]));
+        assert_eq!(c.known.lock().len(), 1);
+    }
 }
