@@ -35,12 +35,62 @@ fn truncate_to_micros(dt: NaiveDateTime) -> NaiveDateTime {
 
 /// Formats a naive time like Python `datetime.isoformat()` (without any offset).
 fn format_naive(dt: &NaiveDateTime) -> String {
-    let micros = dt.nanosecond() / 1_000;
-    if micros == 0 {
-        dt.format("%Y-%m-%dT%H:%M:%S").to_string()
-    } else {
-        format!("{}.{:06}", dt.format("%Y-%m-%dT%H:%M:%S"), micros)
+    let mut buf = [0u8; WIRE_MAX];
+    let n = write_naive(dt, &mut buf, "");
+    let mut s = String::with_capacity(n + 1);
+    s.push_str(std::str::from_utf8(&buf[..n]).expect("ASCII"));
+    s
+}
+
+/// The longest wire form written by [`write_naive`]: `YYYY-MM-DDTHH:MM:SS.ffffff` and a suffix.
+const WIRE_MAX: usize = 32;
+
+/// Writes the `datetime.isoformat()` form of `dt` and `suffix` (at most one byte) into `buf`,
+/// returning the length. Digits are written directly: every timestamp of every state and event
+/// goes through here, and chrono's `format` parses its pattern each time (1.6 % of the
+/// orchestrator's CPU under load). Years outside 0–9999 and leap seconds, which Python does
+/// not write, go through chrono as before.
+fn write_naive(dt: &NaiveDateTime, buf: &mut [u8; WIRE_MAX], suffix: &str) -> usize {
+    use chrono::Datelike;
+    let (year, nanos) = (dt.year(), dt.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        let micros = nanos / 1_000;
+        let text = if micros == 0 {
+            format!("{}{suffix}", dt.format("%Y-%m-%dT%H:%M:%S"))
+        } else {
+            format!("{}.{:06}{suffix}", dt.format("%Y-%m-%dT%H:%M:%S"), micros)
+        };
+        // Not Python's range: never longer than the buffer in practice, but never panic.
+        let n = text.len().min(WIRE_MAX);
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        return n;
     }
+    fn digits(out: &mut [u8], mut v: u32) {
+        for b in out.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    digits(&mut buf[0..4], year as u32);
+    buf[4] = b'-';
+    digits(&mut buf[5..7], dt.month());
+    buf[7] = b'-';
+    digits(&mut buf[8..10], dt.day());
+    buf[10] = b'T';
+    digits(&mut buf[11..13], dt.hour());
+    buf[13] = b':';
+    digits(&mut buf[14..16], dt.minute());
+    buf[16] = b':';
+    digits(&mut buf[17..19], dt.second());
+    let mut n = 19;
+    let micros = nanos / 1_000;
+    if micros != 0 {
+        buf[19] = b'.';
+        digits(&mut buf[20..26], micros);
+        n = 26;
+    }
+    buf[n..n + suffix.len()].copy_from_slice(suffix.as_bytes());
+    n + suffix.len()
 }
 
 /// Parses an ISO-8601 date-time with or without offset. Inputs with an offset are converted to
@@ -89,9 +139,9 @@ impl Timestamp {
 
     /// The wire form: `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
     pub fn to_wire_string(&self) -> String {
-        let mut s = format_naive(&self.0.naive_utc());
-        s.push('Z');
-        s
+        let mut buf = [0u8; WIRE_MAX];
+        let n = write_naive(&self.0.naive_utc(), &mut buf, "Z");
+        std::str::from_utf8(&buf[..n]).expect("ASCII").to_owned()
     }
 
     /// Parses any accepted input form (see [`FromStr`]).
@@ -149,7 +199,9 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_wire_string())
+        let mut buf = [0u8; WIRE_MAX];
+        let n = write_naive(&self.0.naive_utc(), &mut buf, "Z");
+        serializer.serialize_str(std::str::from_utf8(&buf[..n]).expect("ASCII"))
     }
 }
 

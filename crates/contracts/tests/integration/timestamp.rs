@@ -176,6 +176,22 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
     }
 
+    /// The hand-written digits match chrono's own rendering of the same instant, the form the
+    /// earlier releases wrote (and Python's `isoformat()` with `Z`).
+    #[test]
+    fn the_wire_form_is_chronos_rendering(micros in micros_range()) {
+        let t = Timestamp::from(DateTime::from_timestamp_micros(micros).unwrap());
+        let sub = micros.rem_euclid(1_000_000);
+        let chrono_form = if sub == 0 {
+            t.0.format("%Y-%m-%dT%H:%M:%S").to_string()
+        } else {
+            t.0.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+        };
+        prop_assert_eq!(t.to_string(), format!("{chrono_form}Z"));
+        prop_assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{chrono_form}Z\""));
+        prop_assert_eq!(NaiveTimestamp::from(t).to_string(), chrono_form);
+    }
+
     #[test]
     fn any_offset_denotes_the_same_instant(micros in micros_range(), offset_minutes in -(14 * 60)..=(14 * 60i32)) {
         let t = Timestamp::from(DateTime::from_timestamp_micros(micros).unwrap());
@@ -185,5 +201,19 @@ proptest! {
         prop_assume!((1..=9999).contains(&chrono::Datelike::year(&local)));
         let text = local.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string();
         prop_assert_eq!(text.parse::<Timestamp>().unwrap(), t);
+    }
+}
+
+/// Years Python cannot write still format as chrono does (no panic, no truncation).
+#[test]
+fn years_beyond_python_s_range_format_as_chrono_does() {
+    for (y, micros) in [(12345, 7), (-5, 0), (10000, 0)] {
+        let t = Timestamp::from(utc(y, 1, 2, 3, 4, 5, micros));
+        let form = if micros == 0 {
+            t.0.format("%Y-%m-%dT%H:%M:%S").to_string()
+        } else {
+            t.0.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+        };
+        assert_eq!(t.to_string(), format!("{form}Z"));
     }
 }
