@@ -578,8 +578,9 @@ impl Store {
         self.cache.lock().get(batch_id)
     }
 
-    /// Forget the cached state of `batch_id`.
-    fn forget(&self, batch_id: &str) {
+    /// Forget the cached state of `batch_id` (its next commit reads it again). For a caller
+    /// that knows a large state will not be needed soon: its text need not wait out its age.
+    pub fn forget(&self, batch_id: &str) {
         self.cache.lock().remove(batch_id);
     }
 

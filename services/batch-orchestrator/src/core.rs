@@ -1,6 +1,8 @@
 //! Carrying out decisions: load the batch state, run a pure decision, commit it atomically.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use huleedu_contracts::timestamp::Timestamp;
 use huleedu_store::{Change, Decided, IndexOp, OutboxEntry, Store, StoreError, Versioned};
@@ -170,7 +172,11 @@ fn changed_fields(old: &BatchState, new: &BatchState) -> Vec<(String, String)> {
 pub struct DecodedStates(Arc<parking_lot::Mutex<Decoded>>);
 
 #[derive(Debug)]
-struct Decoded(huleedu_store::Recent<DecodedEntry>);
+struct Decoded {
+    copies: huleedu_store::Recent<DecodedEntry>,
+    /// Large states that ended their work, oldest first: (batch, version, since).
+    idle_large: VecDeque<(String, u64, Instant)>,
+}
 
 #[derive(Debug)]
 struct DecodedEntry {
@@ -180,15 +186,22 @@ struct DecodedEntry {
 }
 
 /// Most decoded states kept, and their total weight (essay references, about 150 bytes each).
-/// Kept: a large state (at least [`DECODED_LARGE`] essay references), and a small one while a
-/// pipeline runs or waits (its next transition is coming: parsing small states on every
-/// transition was 6–8 % of the orchestrator's CPU under load). A small idle state's copy is let
-/// go — thousands of them held ~40 MiB for nothing (docs/performance.md).
+/// Kept while the batch expects work ([`BatchState::expects_work`]: a pipeline runs or waits,
+/// or none has run yet) — its next transition is coming: parsing small states on every
+/// transition was 6–8 % of the orchestrator's CPU under load, and a large state is megabytes.
+/// An idle small state's copy is let go at once (thousands of them held ~40 MiB for nothing);
+/// an idle large one after [`IDLE_LARGE_GRACE`], with the store's text of it (they kept the
+/// orchestrator's RSS near 100 MiB for a minute after large batches; docs/performance.md).
 const DECODED_ENTRIES: usize = 4096;
+/// Essay references from which a state is large.
 const DECODED_LARGE: usize = 256;
 const DECODED_WEIGHT: usize = 400_000;
 /// A decoded copy older than this is decoded again (as the store's copies).
-const DECODED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+const DECODED_MAX_AGE: Duration = Duration::from_secs(60);
+/// How long a large state's copies outlive the end of its work: a follow-up request that comes
+/// right away (a client that runs its pipelines one after another) does not read and parse
+/// megabytes again; after that the memory is let go.
+pub const IDLE_LARGE_GRACE: Duration = Duration::from_secs(10);
 
 fn weight_of(s: &BatchState) -> usize {
     1 + s.batch.as_ref().map_or(0, |b| b.essays.len())
@@ -201,34 +214,70 @@ fn weight_of(s: &BatchState) -> usize {
 
 impl Default for Decoded {
     fn default() -> Self {
-        Self(huleedu_store::Recent::new(
-            DECODED_ENTRIES,
-            DECODED_WEIGHT,
-            DECODED_MAX_AGE,
-        ))
+        Self {
+            copies: huleedu_store::Recent::new(DECODED_ENTRIES, DECODED_WEIGHT, DECODED_MAX_AGE),
+            idle_large: VecDeque::new(),
+        }
     }
 }
 
 impl Decoded {
     fn get(&mut self, batch_id: &str, v: &Versioned) -> Option<BatchState> {
-        let e = self.0.get(batch_id)?;
+        let e = self.copies.get(batch_id)?;
         let small = v.fields.get(fields::STATE)?;
         (e.version == v.version && e.small == *small).then(|| e.state.clone())
     }
 
-    fn put(&mut self, batch_id: &str, version: u64, small: Arc<str>, state: BatchState) {
+    /// Keep `state` as the decoded copy of `batch_id` at `version` (`now`) unless it is small
+    /// and idle; a large idle one is let go by [`Decoded::sweep`] after [`IDLE_LARGE_GRACE`].
+    fn put(
+        &mut self,
+        batch_id: &str,
+        version: u64,
+        small: Arc<str>,
+        state: BatchState,
+        now: Instant,
+    ) {
         let weight = weight_of(&state);
-        let busy = state.active.is_some() || !state.queue.is_empty();
-        if weight < DECODED_LARGE && !busy {
-            self.0.remove(batch_id);
-            return;
+        if !state.expects_work() {
+            if weight < DECODED_LARGE {
+                self.copies.remove(batch_id);
+                return;
+            }
+            if self.idle_large.len() >= DECODED_ENTRIES {
+                self.idle_large.pop_front();
+            }
+            self.idle_large
+                .push_back((batch_id.to_owned(), version, now));
         }
         let entry = DecodedEntry {
             version,
             small,
             state,
         };
-        self.0.put(batch_id, entry, weight);
+        self.copies.put(batch_id, entry, weight);
+    }
+
+    /// Let go of the large states idle since [`IDLE_LARGE_GRACE`] before `now` (unless their
+    /// copy has changed since: the batch has work again). Returns their batch ids, whose text
+    /// the store need not keep either.
+    fn sweep(&mut self, now: Instant) -> Vec<String> {
+        let mut gone = Vec::new();
+        while let Some((_, _, at)) = self.idle_large.front() {
+            if now.duration_since(*at) < IDLE_LARGE_GRACE {
+                break;
+            }
+            let (batch_id, version, _) = self.idle_large.pop_front().expect("front");
+            if self
+                .copies
+                .peek(&batch_id)
+                .is_some_and(|e| e.version == version)
+            {
+                self.copies.remove(&batch_id);
+                gone.push(batch_id);
+            }
+        }
+        gone
     }
 }
 
@@ -247,12 +296,23 @@ impl Core {
         }
         let state = parse_state(batch_id, v)?;
         if let Some(small) = v.fields.get(fields::STATE) {
-            self.decoded
-                .0
-                .lock()
-                .put(batch_id, v.version, small.clone(), state.clone());
+            self.keep(batch_id, v.version, small.clone(), &state);
         }
         Ok(state)
+    }
+
+    /// Keep the decoded copy of a state just read or committed (or let it go, with the store's
+    /// text of a large idle state).
+    fn keep(&self, batch_id: &str, version: u64, small: Arc<str>, state: &BatchState) {
+        let now = Instant::now();
+        let gone = {
+            let mut decoded = self.decoded.0.lock();
+            decoded.put(batch_id, version, small, state.clone(), now);
+            decoded.sweep(now)
+        };
+        for batch_id in gone {
+            self.store.forget(&batch_id);
+        }
     }
 
     /// Like [`Core::load`], but from this process's recent copy when it has one (no round trip).
@@ -338,10 +398,7 @@ impl Core {
                 decided: (d, small),
             } => {
                 if let Some(small) = small {
-                    self.decoded
-                        .0
-                        .lock()
-                        .put(batch_id, version, small, d.state.clone());
+                    self.keep(batch_id, version, small, &d.state);
                 }
                 if d.state.needs_start() {
                     self.wake_scheduler.notify_one();
@@ -616,10 +673,11 @@ mod tests {
     #[test]
     fn a_decoded_copy_serves_only_the_same_version_and_small_state() {
         let mut d = Decoded::default();
+        let t0 = Instant::now();
         let s = known(300);
         let set = changed_fields(&BatchState::default(), &s);
         let v = written(&Versioned::default(), &set);
-        d.put(B, v.version, v.fields[fields::STATE].clone(), s.clone());
+        d.put(B, v.version, v.fields[fields::STATE].clone(), s.clone(), t0);
         assert_eq!(d.get(B, &v), Some(s.clone()));
         let newer = Versioned {
             version: v.version + 1,
@@ -636,10 +694,12 @@ mod tests {
             "another small state at that version"
         );
         assert_eq!(d.get("b2", &v), None);
+        assert!(d.sweep(t0 + IDLE_LARGE_GRACE).is_empty(), "nothing idle");
         let small = known(3);
-        d.put("b3", 1, "{}".into(), small.clone());
+        assert!(small.expects_work(), "known, no pipeline yet");
+        d.put("b3", 1, "{}".into(), idle(small.clone()), t0);
         assert!(
-            d.0.peek("b3").is_none(),
+            d.copies.peek("b3").is_none(),
             "a small idle state is parsed, not kept"
         );
         let limits = Limits::default();
@@ -653,7 +713,7 @@ mod tests {
         )
         .state;
         assert!(running.active.is_some() || !running.queue.is_empty());
-        d.put("b3", 2, "{}".into(), running.clone());
+        d.put("b3", 2, "{}".into(), running.clone(), t0);
         let v3 = Versioned {
             version: 2,
             fields: HashMap::from([(fields::STATE.to_owned(), "{}".into())]),
@@ -665,17 +725,51 @@ mod tests {
         );
     }
 
+    /// A pipeline has run on `s`, none runs or waits.
+    fn idle(mut s: BatchState) -> BatchState {
+        s.last_pipeline_id = Some(Uuid::new_v4());
+        assert!(!s.expects_work());
+        s
+    }
+
+    #[test]
+    fn a_large_idle_state_is_let_go_after_its_grace_unless_it_has_work_again() {
+        let mut d = Decoded::default();
+        let t0 = Instant::now();
+        let large = idle(known(300));
+        d.put(B, 2, "{}".into(), large.clone(), t0);
+        d.put("b2", 2, "{}".into(), large.clone(), t0);
+        let v = Versioned {
+            version: 2,
+            fields: HashMap::from([(fields::STATE.to_owned(), "{}".into())]),
+        };
+        let almost = t0 + IDLE_LARGE_GRACE - Duration::from_millis(1);
+        assert!(d.sweep(almost).is_empty());
+        assert_eq!(
+            d.get(B, &v),
+            Some(large.clone()),
+            "a request right after the end"
+        );
+        // b2 has work again (a newer version): its copy stays.
+        d.put("b2", 3, "{}".into(), known(300), almost);
+        assert_eq!(d.sweep(t0 + IDLE_LARGE_GRACE), vec![B.to_owned()]);
+        assert!(d.copies.peek(B).is_none(), "let go after the grace");
+        assert_eq!(d.copies.peek("b2").map(|e| e.version), Some(3));
+        assert!(d.sweep(t0 + 10 * IDLE_LARGE_GRACE).is_empty());
+    }
+
     #[test]
     fn decoded_copies_stay_within_their_weight() {
         let mut d = Decoded::default();
         let s = known(20_000);
+        let now = Instant::now();
         for i in 0..40 {
-            d.put(&format!("b{i}"), 1, "{}".into(), s.clone());
-            assert!(d.0.weight() <= DECODED_WEIGHT, "{}", d.0.weight());
+            d.put(&format!("b{i}"), 1, "{}".into(), s.clone(), now);
+            assert!(d.copies.weight() <= DECODED_WEIGHT, "{}", d.copies.weight());
         }
-        assert!(d.0.len() < 40, "older copies let go");
+        assert!(d.copies.len() < 40, "older copies let go");
         let huge = known(DECODED_WEIGHT / 3);
-        d.put("huge", 1, "{}".into(), huge);
-        assert!(d.0.peek("huge").is_none(), "too heavy to keep");
+        d.put("huge", 1, "{}".into(), huge, now);
+        assert!(d.copies.peek("huge").is_none(), "too heavy to keep");
     }
 }

@@ -214,6 +214,14 @@ impl BatchState {
         active.into_iter().chain(parked).min()
     }
 
+    /// A transition of this batch is expected: a pipeline runs, requests wait, or the batch
+    /// is known and no pipeline has run on it yet (its first request is on its way).
+    pub fn expects_work(&self) -> bool {
+        self.active.is_some()
+            || !self.queue.is_empty()
+            || (self.batch.is_some() && self.history.is_empty() && self.last_pipeline_id.is_none())
+    }
+
     /// A queued request can start now.
     pub fn needs_start(&self) -> bool {
         self.active.is_none() && self.batch.is_some() && !self.queue.is_empty()
