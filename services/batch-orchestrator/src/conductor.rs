@@ -1,10 +1,10 @@
 //! Client of the conductor's resolution endpoint (`POST /internal/v1/pipelines/define`).
 
 use huleedu_contracts::trace::{TraceContext, TRACEPARENT, TRACESTATE};
+use huleedu_store::Recent;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use huleedu_contracts::http::{
     BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
@@ -84,11 +84,8 @@ pub struct Conductor {
     /// Names the conductor answered as known, with their phases and when it answered: a
     /// request for one of them is not checked again for [`KNOWN_NAME_TTL`] (two thirds of the
     /// HTTP calls per pipeline were name checks, one per request).
-    known: Arc<Mutex<KnownNames>>,
+    known: Arc<Mutex<Recent<Vec<PhaseName>>>>,
 }
-
-/// Pipeline name → its phases and when the conductor answered it as known.
-type KnownNames = HashMap<String, (Vec<PhaseName>, Instant)>;
 
 impl Conductor {
     /// A client of the conductor at `base_url` (`http://` or `https://`). For `https://`, the
@@ -116,26 +113,18 @@ impl Conductor {
             http,
             define_url: format!("{base}/internal/v1/pipelines/define"),
             pipelines_url: format!("{base}/internal/v1/pipelines"),
-            known: Arc::default(),
+            // One unit of weight per name: bounded by the count.
+            known: Arc::new(Mutex::new(Recent::new(
+                KNOWN_NAMES,
+                KNOWN_NAMES,
+                KNOWN_NAME_TTL,
+            ))),
         }
     }
 
     /// The phases of `pipeline` if the conductor answered it as known within [`KNOWN_NAME_TTL`].
-    fn known_name(&self, pipeline: &str, now: Instant) -> Option<Vec<PhaseName>> {
-        let known = self.known.lock();
-        let (phases, at) = known.get(pipeline)?;
-        (now.duration_since(*at) < KNOWN_NAME_TTL).then(|| phases.clone())
-    }
-
-    fn remember_name(&self, pipeline: &str, phases: &[PhaseName], now: Instant) {
-        let mut known = self.known.lock();
-        if known.len() >= KNOWN_NAMES && !known.contains_key(pipeline) {
-            known.retain(|_, (_, at)| now.duration_since(*at) < KNOWN_NAME_TTL);
-            if known.len() >= KNOWN_NAMES {
-                return;
-            }
-        }
-        known.insert(pipeline.to_owned(), (phases.to_vec(), now));
+    fn known_name(&self, pipeline: &str) -> Option<Vec<PhaseName>> {
+        self.known.lock().get(pipeline).cloned()
     }
 
     /// Is `pipeline` known? `GET /internal/v1/pipelines/{name}` with a short time-out: the
@@ -148,7 +137,7 @@ impl Conductor {
         pipeline: &str,
         trace: Option<&TraceContext>,
     ) -> Result<Resolution, ConductorError> {
-        if let Some(run) = self.known_name(pipeline, Instant::now()) {
+        if let Some(run) = self.known_name(pipeline) {
             return Ok(Resolution::Resolved {
                 run,
                 pruned: Vec::new(),
@@ -159,7 +148,7 @@ impl Conductor {
         match ask::<PipelineDefinitionV1>(req).await? {
             Answer::Known(r) => {
                 let run = phases(&r.phases)?;
-                self.remember_name(pipeline, &run, Instant::now());
+                self.known.lock().put(pipeline, run.clone(), 1);
                 Ok(Resolution::Resolved {
                     run,
                     pruned: Vec::new(),
@@ -322,20 +311,25 @@ mod tests {
     #[test]
     fn a_known_name_is_forgotten_after_its_ttl_and_the_table_stays_bounded() {
         let c = Conductor::new("http://127.0.0.1:9", Duration::from_secs(1));
-        let t0 = Instant::now();
-        c.remember_name("nlp", &[PhaseName::Nlp], t0);
-        assert_eq!(c.known_name("nlp", t0), Some(vec![PhaseName::Nlp]));
-        let almost = t0 + KNOWN_NAME_TTL - Duration::from_millis(1);
-        assert_eq!(c.known_name("nlp", almost), Some(vec![PhaseName::Nlp]));
-        assert_eq!(c.known_name("nlp", t0 + KNOWN_NAME_TTL), None);
+        let remember = |name: &str, phases: Vec<PhaseName>| c.known.lock().put(name, phases, 1);
+        remember("nlp", vec![PhaseName::Nlp]);
+        assert_eq!(c.known_name("nlp"), Some(vec![PhaseName::Nlp]));
+        c.known
+            .lock()
+            .backdate("nlp", KNOWN_NAME_TTL - Duration::from_millis(100));
+        assert_eq!(c.known_name("nlp"), Some(vec![PhaseName::Nlp]));
+        c.known.lock().backdate("nlp", Duration::from_millis(100));
+        assert_eq!(c.known_name("nlp"), None);
         for i in 0..2 * KNOWN_NAMES {
-            c.remember_name(&format!("p{i}"), &[], t0);
+            remember(&format!("p{i}"), vec![]);
         }
         assert_eq!(c.known.lock().len(), KNOWN_NAMES);
         // Once the old names have expired, a new one takes their place.
-        let later = t0 + KNOWN_NAME_TTL;
-        c.remember_name("late", &[], later);
-        assert_eq!(c.known_name("late", later), Some(vec![]));
+        for i in KNOWN_NAMES..2 * KNOWN_NAMES {
+            c.known.lock().backdate(&format!("p{i}"), KNOWN_NAME_TTL);
+        }
+        remember("late", vec![]);
+        assert_eq!(c.known_name("late"), Some(vec![]));
         assert_eq!(c.known.lock().len(), 1);
     }
 }
