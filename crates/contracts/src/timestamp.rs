@@ -35,11 +35,14 @@ fn truncate_to_micros(dt: NaiveDateTime) -> NaiveDateTime {
 
 /// Formats a naive time like Python `datetime.isoformat()` (without any offset).
 fn format_naive(dt: &NaiveDateTime) -> String {
+    with_wire_form(dt, "", str::to_owned)
+}
+
+/// `f` of the [`write_naive`] form of `dt` and `suffix`, written on the stack.
+fn with_wire_form<R>(dt: &NaiveDateTime, suffix: &str, f: impl FnOnce(&str) -> R) -> R {
     let mut buf = [0u8; WIRE_MAX];
-    let n = write_naive(dt, &mut buf, "");
-    let mut s = String::with_capacity(n + 1);
-    s.push_str(std::str::from_utf8(&buf[..n]).expect("ASCII"));
-    s
+    let n = write_naive(dt, &mut buf, suffix);
+    f(std::str::from_utf8(&buf[..n]).expect("ASCII"))
 }
 
 /// The longest wire form written by [`write_naive`]: `YYYY-MM-DDTHH:MM:SS.ffffff` and a suffix.
@@ -139,9 +142,7 @@ impl Timestamp {
 
     /// The wire form: `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
     pub fn to_wire_string(&self) -> String {
-        let mut buf = [0u8; WIRE_MAX];
-        let n = write_naive(&self.0.naive_utc(), &mut buf, "Z");
-        std::str::from_utf8(&buf[..n]).expect("ASCII").to_owned()
+        with_wire_form(&self.0.naive_utc(), "Z", str::to_owned)
     }
 
     /// Parses any accepted input form (see [`FromStr`]).
@@ -199,9 +200,7 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; WIRE_MAX];
-        let n = write_naive(&self.0.naive_utc(), &mut buf, "Z");
-        serializer.serialize_str(std::str::from_utf8(&buf[..n]).expect("ASCII"))
+        with_wire_form(&self.0.naive_utc(), "Z", |s| serializer.serialize_str(s))
     }
 }
 

@@ -235,10 +235,10 @@ impl Decoded {
         batch_id: &str,
         version: u64,
         small: Arc<str>,
-        state: BatchState,
+        state: &BatchState,
         now: Instant,
     ) {
-        let weight = weight_of(&state);
+        let weight = weight_of(state);
         if !state.expects_work() {
             if weight < DECODED_LARGE {
                 self.copies.remove(batch_id);
@@ -253,7 +253,7 @@ impl Decoded {
         let entry = DecodedEntry {
             version,
             small,
-            state,
+            state: state.clone(),
         };
         self.copies.put(batch_id, entry, weight);
     }
@@ -307,7 +307,7 @@ impl Core {
         let now = Instant::now();
         let gone = {
             let mut decoded = self.decoded.0.lock();
-            decoded.put(batch_id, version, small, state.clone(), now);
+            decoded.put(batch_id, version, small, state, now);
             decoded.sweep(now)
         };
         for batch_id in gone {
@@ -677,7 +677,7 @@ mod tests {
         let s = known(300);
         let set = changed_fields(&BatchState::default(), &s);
         let v = written(&Versioned::default(), &set);
-        d.put(B, v.version, v.fields[fields::STATE].clone(), s.clone(), t0);
+        d.put(B, v.version, v.fields[fields::STATE].clone(), &s, t0);
         assert_eq!(d.get(B, &v), Some(s.clone()));
         let newer = Versioned {
             version: v.version + 1,
@@ -697,7 +697,7 @@ mod tests {
         assert!(d.sweep(t0 + IDLE_LARGE_GRACE).is_empty(), "nothing idle");
         let small = known(3);
         assert!(small.expects_work(), "known, no pipeline yet");
-        d.put("b3", 1, "{}".into(), idle(small.clone()), t0);
+        d.put("b3", 1, "{}".into(), &idle(small.clone()), t0);
         assert!(
             d.copies.peek("b3").is_none(),
             "a small idle state is parsed, not kept"
@@ -713,7 +713,7 @@ mod tests {
         )
         .state;
         assert!(running.active.is_some() || !running.queue.is_empty());
-        d.put("b3", 2, "{}".into(), running.clone(), t0);
+        d.put("b3", 2, "{}".into(), &running, t0);
         let v3 = Versioned {
             version: 2,
             fields: HashMap::from([(fields::STATE.to_owned(), "{}".into())]),
@@ -737,8 +737,8 @@ mod tests {
         let mut d = Decoded::default();
         let t0 = Instant::now();
         let large = idle(known(300));
-        d.put(B, 2, "{}".into(), large.clone(), t0);
-        d.put("b2", 2, "{}".into(), large.clone(), t0);
+        d.put(B, 2, "{}".into(), &large, t0);
+        d.put("b2", 2, "{}".into(), &large, t0);
         let v = Versioned {
             version: 2,
             fields: HashMap::from([(fields::STATE.to_owned(), "{}".into())]),
@@ -751,7 +751,7 @@ mod tests {
             "a request right after the end"
         );
         // b2 has work again (a newer version): its copy stays.
-        d.put("b2", 3, "{}".into(), known(300), almost);
+        d.put("b2", 3, "{}".into(), &known(300), almost);
         assert_eq!(d.sweep(t0 + IDLE_LARGE_GRACE), vec![B.to_owned()]);
         assert!(d.copies.peek(B).is_none(), "let go after the grace");
         assert_eq!(d.copies.peek("b2").map(|e| e.version), Some(3));
@@ -764,12 +764,12 @@ mod tests {
         let s = known(20_000);
         let now = Instant::now();
         for i in 0..40 {
-            d.put(&format!("b{i}"), 1, "{}".into(), s.clone(), now);
+            d.put(&format!("b{i}"), 1, "{}".into(), &s, now);
             assert!(d.copies.weight() <= DECODED_WEIGHT, "{}", d.copies.weight());
         }
         assert!(d.copies.len() < 40, "older copies let go");
         let huge = known(DECODED_WEIGHT / 3);
-        d.put("huge", 1, "{}".into(), huge, now);
+        d.put("huge", 1, "{}".into(), &huge, now);
         assert!(d.copies.peek("huge").is_none(), "too heavy to keep");
     }
 }
