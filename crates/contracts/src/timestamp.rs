@@ -145,6 +145,11 @@ impl Timestamp {
         with_wire_form(&self.0.naive_utc(), "Z", str::to_owned)
     }
 
+    /// `f` of the wire form, written on the stack (no allocation: for log lines).
+    pub fn with_wire_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        with_wire_form(&self.0.naive_utc(), "Z", f)
+    }
+
     /// Parses any accepted input form (see [`FromStr`]).
     pub fn parse(input: &str) -> Result<Self, ParseTimestampError> {
         input.parse()

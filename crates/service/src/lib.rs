@@ -6,7 +6,8 @@
 //!   (name, default, range, meaning), validated at start-up with errors that name the variable;
 //!   secrets that never print; `--help` and the documentation tables from clap's metadata.
 //! - [`run`]: the `main` of every service binary and its exit convention (0, 1, 2).
-//! - [`telemetry`]: `tracing` output, readable on a terminal and JSON otherwise (`LOG_FORMAT`).
+//! - [`telemetry`]: `tracing` output, readable on a terminal and JSON otherwise (`LOG_FORMAT`;
+//!   the JSON line is written by [`jsonlog`]).
 //! - [`shutdown`]: SIGTERM / Ctrl-C cancel a root [`CancellationToken`]; a second signal exits
 //!   at once.
 //! - [`backoff`]: [`backoff::Backoff`], exponential with jitter, for every retry loop.
@@ -15,6 +16,7 @@
 //! with the same helpers ([`settings::parse_vars`], [`settings::int_in`], ...).
 
 pub mod backoff;
+pub mod jsonlog;
 pub mod run;
 pub mod settings;
 pub mod shutdown;

@@ -124,10 +124,8 @@ pub fn init(format: LogFormat, export: &TraceExport) -> Telemetry {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    .fmt_fields(crate::jsonlog::JsonFields)
+                    .event_format(crate::jsonlog::JsonLine),
             )
             .try_init(),
     };

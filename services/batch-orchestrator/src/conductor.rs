@@ -78,7 +78,8 @@ const KNOWN_NAMES: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Conductor {
     http: reqwest::Client,
-    define_url: String,
+    /// Parsed once: parsing the URL was 1.7 % of the loaded orchestrator's CPU.
+    define_url: reqwest::Url,
     /// `…/internal/v1/pipelines`: `/{name}` answers whether a pipeline is known.
     pipelines_url: String,
     /// Names the conductor answered as known, with their phases and when it answered: a
@@ -90,7 +91,7 @@ pub struct Conductor {
 impl Conductor {
     /// A client of the conductor at `base_url` (`http://` or `https://`). For `https://`, the
     /// conductor's certificate is verified against the system's trust store plus `extra_roots`
-    /// (`BCS_CA_FILE`).
+    /// (`BCS_CA_FILE`). Panics if `base_url` is not a URL (the settings check `BCS_URL`).
     pub fn new(base_url: &str, timeout: Duration) -> Self {
         Self::with_roots(base_url, timeout, &[])
     }
@@ -111,7 +112,8 @@ impl Conductor {
         let base = base_url.trim_end_matches('/');
         Self {
             http,
-            define_url: format!("{base}/internal/v1/pipelines/define"),
+            define_url: reqwest::Url::parse(&format!("{base}/internal/v1/pipelines/define"))
+                .expect("BCS_URL is a URL (checked with the settings at start-up)"),
             pipelines_url: format!("{base}/internal/v1/pipelines"),
             // One unit of weight per name: bounded by the count.
             known: Arc::new(Mutex::new(Recent::new(
@@ -176,7 +178,7 @@ impl Conductor {
             batch_metadata: None,
             after_pipeline_id: after.map(|a| a.to_string()),
         };
-        let req = traced(self.http.post(&self.define_url).json(&body), trace);
+        let req = traced(self.http.post(self.define_url.clone()).json(&body), trace);
         match ask::<BCSPipelineDefinitionResponseV1>(req).await? {
             Answer::Known(r) => Ok(Resolution::Resolved {
                 run: phases(&r.final_pipeline)?,
