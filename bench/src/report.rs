@@ -321,15 +321,46 @@ pub fn rows(r: &Results) -> Vec<Row> {
             ));
         }
     }
-    // The floor relay's CPU per relayed message at its own throughput, and each service's CPU
-    // per transition against it (the goal: at most 1.5 times).
-    let relay_us = f
-        .cpu_cores
-        .get("floor relay")
-        .filter(|_| f.msgs_per_sec > 0.0)
-        .map(|cores| cores / f.msgs_per_sec * 1e6);
+    // The floor relay's CPU per relayed message at its own throughput, measured before and
+    // after the services' throughput run, and each service's CPU per transition against the
+    // mean of the two (the goal: at most 1.5 times).
+    let relay_cpu_us = |f: &crate::floor::FloorResult| {
+        f.cpu_cores
+            .get("floor relay")
+            .filter(|_| f.msgs_per_sec > 0.0)
+            .map(|cores| cores / f.msgs_per_sec * 1e6)
+    };
+    let relay_before = relay_cpu_us(f);
+    let relay_after = r.floor_after.as_ref().and_then(relay_cpu_us);
+    let relay_us = match (relay_before, relay_after) {
+        (Some(b), Some(a)) => Some((b + a) / 2.0),
+        (b, a) => b.or(a),
+    };
+    if let Some(after) = &r.floor_after {
+        rows.push(row(
+            format!(
+                "floor again after the throughput run: relay msgs/s ({} in flight)",
+                after.inflight
+            ),
+            Some(after.msgs_per_sec),
+            "1/s",
+            rate,
+        ));
+        rows.push(row(
+            "floor: relay CPU per relayed message, before the services' run",
+            relay_before,
+            "µs",
+            None,
+        ));
+        rows.push(row(
+            "floor: relay CPU per relayed message, after their throughput run",
+            relay_after,
+            "µs",
+            relay_before,
+        ));
+    }
     rows.push(row(
-        "floor: relay CPU per relayed message (loaded)",
+        "floor: relay CPU per relayed message (loaded; mean of before and after)",
         relay_us,
         "µs",
         relay_us,

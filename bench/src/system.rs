@@ -452,6 +452,10 @@ pub struct Results {
     pub floor: FloorResult,
     /// The same relay one message at a time (throughput only), for comparison.
     pub floor_sequential: FloorResult,
+    /// The floor relay's throughput measured again right after the system's throughput run
+    /// (no hops): the machine's speed drifts over minutes, so the relay's CPU per message the
+    /// services are compared with is the mean of the two measurements around their run.
+    pub floor_after: Option<FloorResult>,
     pub latency_run: Latencies,
     /// Direct timing of `POST /internal/v1/pipelines/define` (no causal wait), ms.
     pub resolve_direct_ms: Dist,
@@ -602,6 +606,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         throughput.transitions_per_sec,
         throughput.redis_calls_per_transition
     );
+    // The floor again, right after: the services' CPU is judged against the relay's measured
+    // on both sides of their run (the machine's speed drifts over minutes).
+    let floor_after = if args.floor_secs > 0 {
+        let f = floor::measure(
+            &args.kafka,
+            &relay_bin,
+            &run_dir,
+            0,
+            inflight,
+            args.floor_secs,
+            true,
+        )
+        .await?;
+        eprintln!(
+            "[bench] floor again, after the throughput run: {:.0} msgs/s",
+            f.msgs_per_sec
+        );
+        Some(f)
+    } else {
+        None
+    };
 
     // 2d. Which service sends which Redis commands (MONITOR slows Redis, so a separate run).
     let attribution = if args.attribution_batches > 0 {
@@ -703,9 +728,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .failures
             .load(std::sync::atomic::Ordering::Relaxed)
             + floor.failed_sends
-            + floor_sequential.failed_sends,
+            + floor_sequential.failed_sends
+            + floor_after.as_ref().map_or(0, |f| f.failed_sends),
         floor,
         floor_sequential,
+        floor_after,
         latency_run,
         resolve_direct_ms: resolve_direct,
         throughput,
