@@ -1,14 +1,15 @@
 //! The floor: a minimal relay with the services' client settings, and its measurement.
 //!
-//! The relay process consumes `bench.floor[.seq].in`, produces each message unchanged (same
-//! key, same bytes) to `bench.floor[.seq].out`, awaits the broker's ack and stores the offset — what every
+//! The relay process consumes `bench.floor[.seq|.after].in`, produces each message unchanged
+//! (same key, same bytes) to `bench.floor[.seq|.after].out`, awaits the broker's ack and stores the offset — what every
 //! service's consumer runner must do at least once per hop, and nothing else. Both topics have
 //! the services' partition count (`TOPIC_PARTITIONS`, default 3) and the relay uses
 //! `KafkaSettings::consumer_config` / `producer_config` unchanged. It runs in two modes, each on
 //! its own pair of topics: one task per partition (`--lanes`: in order within a partition,
 //! partitions side by side, as the orchestrator and the conductor consume — the reference the
 //! targets are judged against) and one message at a time overall (as the reference worker
-//! consumes).
+//! consumes). The first mode runs again after the services' throughput run, on topics of its
+//! own ([`Stage`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,12 +29,36 @@ use crate::launch::Proc;
 use crate::reader::{now_us, Kind, Reader};
 use crate::stats::{Dist, Rss};
 
-/// The relay's topics (each mode has its own, so a relay never sees the other's messages).
-fn floor_topics(lanes: bool) -> (&'static str, &'static str) {
-    if lanes {
-        ("bench.floor.in", "bench.floor.out")
-    } else {
-        ("bench.floor.seq.in", "bench.floor.seq.out")
+/// A stage of the floor measurement. Each has its own pair of topics (and relay log): a relay
+/// never sees another stage's messages — a new consumer group starts at the earliest offset, so
+/// a stage on an earlier stage's topics would relay that stage's messages again and count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// One task per partition (the services' way): the reference.
+    Lanes,
+    /// One message at a time overall, for comparison.
+    Sequential,
+    /// [`Stage::Lanes`] again, after the services' throughput run.
+    LanesAfter,
+}
+
+impl Stage {
+    fn lanes(self) -> bool {
+        self != Stage::Sequential
+    }
+    fn topics(self) -> (&'static str, &'static str) {
+        match self {
+            Stage::Lanes => ("bench.floor.in", "bench.floor.out"),
+            Stage::Sequential => ("bench.floor.seq.in", "bench.floor.seq.out"),
+            Stage::LanesAfter => ("bench.floor.after.in", "bench.floor.after.out"),
+        }
+    }
+    fn relay_name(self) -> &'static str {
+        match self {
+            Stage::Lanes => "floor-relay",
+            Stage::Sequential => "floor-relay-sequential",
+            Stage::LanesAfter => "floor-relay-after",
+        }
     }
 }
 /// Size of a floor message, close to the services' commands and outcomes for 5 essays.
@@ -288,9 +313,10 @@ pub async fn measure(
     hops: usize,
     inflight: usize,
     secs: u64,
-    lanes: bool,
+    stage: Stage,
 ) -> anyhow::Result<FloorResult> {
-    let (floor_in, floor_out) = floor_topics(lanes);
+    let lanes = stage.lanes();
+    let (floor_in, floor_out) = stage.topics();
     let settings = kafka_settings(kafka, "bench", "bench")?;
     provision_topics(&settings, &[floor_in, floor_out])
         .await
@@ -302,11 +328,7 @@ pub async fn measure(
     if lanes {
         relay_args.push("--lanes");
     }
-    let name = if lanes {
-        "floor-relay"
-    } else {
-        "floor-relay-sequential"
-    };
+    let name = stage.relay_name();
     let relay = Proc::spawn(name, bin, &relay_args, &[], run_dir)?;
     let mut reader = Reader::start(kafka, &[floor_out]).await?;
     let sender = Sender::new(kafka)?;

@@ -531,7 +531,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.floor_hops,
         inflight,
         args.floor_secs,
-        true,
+        floor::Stage::Lanes,
     )
     .await?;
     eprintln!(
@@ -545,7 +545,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         0,
         inflight,
         args.floor_secs,
-        false,
+        floor::Stage::Sequential,
     )
     .await?;
     eprintln!(
@@ -616,7 +616,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             0,
             inflight,
             args.floor_secs,
-            true,
+            floor::Stage::LanesAfter,
         )
         .await?;
         eprintln!(
