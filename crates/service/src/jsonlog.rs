@@ -244,34 +244,42 @@ mod tests {
         }
     }
 
-    /// The lines `f` logs, each parsed as JSON.
-    fn lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+    /// The lines `f` logs through the subscriber `make` builds around a writer, parsed as JSON.
+    fn captured<S>(make: impl FnOnce(Buf) -> S, f: impl FnOnce()) -> Vec<serde_json::Value>
+    where
+        S: Subscriber + Send + Sync + 'static,
+    {
         let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || out.clone())
-                .fmt_fields(JsonFields)
-                .event_format(JsonLine),
-        );
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(make(buf.clone()), f);
         parse(&buf)
+    }
+
+    /// The lines `f` logs with this module's format.
+    fn lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        let make = |out: Buf| {
+            tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || out.clone())
+                    .fmt_fields(JsonFields)
+                    .event_format(JsonLine),
+            )
+        };
+        captured(make, f)
     }
 
     /// The lines `f` logs with tracing-subscriber's own JSON format as it was configured.
     fn their_lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || out.clone())
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false),
-        );
-        tracing::subscriber::with_default(subscriber, f);
-        parse(&buf)
+        let make = |out: Buf| {
+            tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || out.clone())
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+        };
+        captured(make, f)
     }
 
     fn parse(buf: &Buf) -> Vec<serde_json::Value> {
