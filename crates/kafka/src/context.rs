@@ -8,6 +8,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::TopicPartitionList;
 
 /// Routes librdkafka's log lines and errors to `tracing` (target `librdkafka`), and remembers
 /// the last refusal (see [`Refusals`]).
@@ -150,6 +151,9 @@ pub struct ConsumerStatus {
     revocations: AtomicU64,
     /// Consumer lag of each assigned partition, from librdkafka's latest statistics.
     lag: parking_lot::Mutex<Vec<PartitionLag>>,
+    /// Topics every partition of which this consumer holds (set at each assignment, cleared
+    /// when partitions are revoked).
+    whole: parking_lot::Mutex<Vec<String>>,
 }
 
 /// How far behind the group's committed offset is on one partition this consumer holds: the
@@ -200,6 +204,16 @@ impl ConsumerStatus {
         self.lag.lock().clone()
     }
 
+    /// Whether this consumer holds every partition of `topic` — no other member of its group
+    /// consumes any of it. Known from the latest assignment and the topic's partition count in
+    /// the broker's metadata at that moment; false while unknown (before the first assignment,
+    /// after a revocation, when the metadata could not be read, with an incremental assignment
+    /// strategy). Partitions added to the topic later are seen at the next rebalance (the
+    /// consumer's metadata refresh triggers one).
+    pub fn holds_every_partition(&self, topic: &str) -> bool {
+        self.whole.lock().iter().any(|t| t == topic)
+    }
+
     /// How many times partitions were revoked (messages fetched before are stale).
     pub(crate) fn revocations(&self) -> u64 {
         self.revocations.load(Ordering::SeqCst)
@@ -241,12 +255,14 @@ impl ConsumerContext for RunnerContext {
             tracing::info!(partitions = tpl.count(), "partitions revoked");
             self.status.assigned.store(0, Ordering::Relaxed);
             self.status.lag.lock().clear();
+            self.status.whole.lock().clear();
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                *self.status.whole.lock() = whole_topics(consumer, tpl);
                 self.status.assigned.store(tpl.count(), Ordering::Relaxed);
                 self.status.joined.store(true, Ordering::Relaxed);
                 let parts: Vec<String> = tpl
@@ -260,6 +276,40 @@ impl ConsumerContext for RunnerContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
+}
+
+/// How long an assignment waits for a topic's partition count.
+const METADATA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The topics of `assigned` of which it holds every partition the broker lists (one metadata
+/// request per assigned topic; a topic whose metadata cannot be read is left out).
+fn whole_topics(
+    consumer: &BaseConsumer<RunnerContext>,
+    assigned: &TopicPartitionList,
+) -> Vec<String> {
+    let mut held: Vec<(String, usize)> = Vec::new();
+    for e in assigned.elements() {
+        match held.iter_mut().find(|(t, _)| t == e.topic()) {
+            Some((_, n)) => *n += 1,
+            None => held.push((e.topic().to_owned(), 1)),
+        }
+    }
+    held.into_iter()
+        .filter(
+            |(topic, n)| match consumer.fetch_metadata(Some(topic), METADATA_WAIT) {
+                Ok(m) => m
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .is_some_and(|t| !t.partitions().is_empty() && t.partitions().len() == *n),
+                Err(e) => {
+                    tracing::debug!(topic, error = %e, "partition count unknown");
+                    false
+                }
+            },
+        )
+        .map(|(t, _)| t)
+        .collect()
 }
 
 /// Commit stored offsets synchronously; "nothing stored" is success.

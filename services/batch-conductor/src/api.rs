@@ -24,9 +24,10 @@ use huleedu_contracts::http::redrive::{RedriveRecord, RedriveRequest};
 use huleedu_contracts::http::{
     BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
 };
-use huleedu_contracts::{decode_json, PhaseName, Timestamp};
+use huleedu_contracts::{decode_json, topics, PhaseName, Timestamp};
 use huleedu_http::probes::{healthz, Readiness};
 use huleedu_http::{ApiError, HttpLimits, Json};
+use huleedu_kafka::ConsumerStatus;
 use huleedu_service::settings::Secret;
 use huleedu_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,12 @@ use crate::state::{normalize_pipeline_id, BatchPhases, PhaseRecord, RecordSource
 /// doubles after each read, up to [`WAIT_POLL_MAX`], so a long wait costs few reads.
 const WAIT_POLL: Duration = Duration::from_millis(25);
 const WAIT_POLL_MAX: Duration = Duration::from_millis(200);
+/// The same while this process's consumer holds every partition of the completion topic: no
+/// other replica commits a completion then, so every one reaches the wait through
+/// [`PipelinesSeen`] and the reads are only a safety net (a completion announced without its
+/// state is read at once; an assignment that changed is seen by the next read).
+const SOLE_WAIT_POLL: Duration = Duration::from_millis(500);
+const SOLE_WAIT_POLL_MAX: Duration = Duration::from_secs(2);
 
 /// What the HTTP side is configured with.
 #[derive(Debug, Clone)]
@@ -79,6 +86,10 @@ struct Inner {
     consumer_stopped: CancellationToken,
     /// `None`: `POST /internal/v1/dlq/redrive` answers 503 (tests without a broker).
     redriver: Option<crate::redrive::Redriver>,
+    /// The consumer's assignment, for causal waits: while it holds every partition of the
+    /// completion topic, no other replica commits completions. `None` (tests without a
+    /// consumer): waits poll as if other replicas did.
+    consumer: Option<Arc<ConsumerStatus>>,
 }
 
 impl AppState {
@@ -117,6 +128,7 @@ impl AppState {
                 pipelines_seen,
                 consumer_stopped: CancellationToken::new(),
                 redriver: None,
+                consumer: None,
             }),
         }
     }
@@ -141,6 +153,16 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("with_redriver before the state is shared")
             .redriver = Some(redriver);
+        self
+    }
+
+    /// The consumer's status: while it holds every partition of the completion topic, no
+    /// other replica commits completions and causal waits read Redis rarely
+    /// ([`SOLE_WAIT_POLL`]).
+    pub fn with_consumer(mut self, status: Arc<ConsumerStatus>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_consumer before the state is shared")
+            .consumer = Some(status);
         self
     }
 
@@ -333,7 +355,8 @@ impl Drop for Waiting<'_> {
 ///
 /// One read of Redis, then: a completion this process commits for the batch is answered from
 /// the state that commit wrote ([`PipelinesSeen`], no second read); a completion committed by
-/// another replica is found by reads after [`WAIT_POLL`], then less and less often.
+/// another replica is found by reads after [`WAIT_POLL`], then less and less often — after
+/// [`SOLE_WAIT_POLL`] while this process consumes the whole completion topic.
 async fn wait_for_pipeline(
     state: &AppState,
     batch_id: &str,
@@ -344,7 +367,14 @@ async fn wait_for_pipeline(
     // Subscribe before reading, so a commit in between is not missed.
     let mut seen = state.inner.pipelines_seen.subscribe();
     let mut phases = load(state, batch_id).await?;
-    let mut poll = WAIT_POLL;
+    let sole = || {
+        state
+            .inner
+            .consumer
+            .as_ref()
+            .is_some_and(|c| c.holds_every_partition(topics::BATCH_PIPELINE_COMPLETED))
+    };
+    let mut poll = poll_schedule(sole()).0;
     let mut next_poll = Instant::now() + poll;
     loop {
         if phases.has_pipeline(pipeline_id) {
@@ -374,12 +404,23 @@ async fn wait_for_pipeline(
             _ = tokio::time::sleep_until(next_poll.min(deadline).into()) => {
                 if Instant::now() >= next_poll {
                     phases = load(state, batch_id).await?;
-                    poll = (poll * 2).min(WAIT_POLL_MAX);
+                    // The assignment may have changed meanwhile.
+                    let (first, max) = poll_schedule(sole());
+                    poll = (poll * 2).clamp(first, max);
                     next_poll = Instant::now() + poll;
                 }
             }
             _ = state.inner.consumer_stopped.cancelled() => return Ok(None),
         }
+    }
+}
+
+/// A causal wait's first re-read and its longest interval between re-reads.
+fn poll_schedule(sole_consumer: bool) -> (Duration, Duration) {
+    if sole_consumer {
+        (SOLE_WAIT_POLL, SOLE_WAIT_POLL_MAX)
+    } else {
+        (WAIT_POLL, WAIT_POLL_MAX)
     }
 }
 

@@ -93,7 +93,8 @@ impl App {
         .with_redriver(crate::redrive::Redriver {
             kafka: settings.kafka.clone(),
             producer: producer.clone(),
-        });
+        })
+        .with_consumer(consumer.status());
         let listener = HttpListener::from_settings(&settings.common).await?;
         let http_addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(

@@ -408,6 +408,59 @@ async fn two_runners_in_one_group_share_the_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_knows_whether_it_holds_every_partition_of_a_topic() {
+    let (settings, topic, producer) = setup(3).await;
+    let other = unique("it.plumbing.other");
+    provision_topics(&settings, &[other.as_str()])
+        .await
+        .unwrap();
+    let runner = |h: Recorder| {
+        ConsumerRunner::new(&settings, &[topic.as_str()], h, producer.clone()).unwrap()
+    };
+    let a = runner(Recorder::done());
+    let status_a = a.status();
+    let ra = Running::spawn(a);
+    wait_until(T, "the only member holds all three partitions", || async {
+        status_a.assigned_partitions() == 3 && status_a.holds_every_partition(&topic)
+    })
+    .await;
+    assert!(
+        !status_a.holds_every_partition(&other),
+        "a topic it does not consume"
+    );
+
+    let b = runner(Recorder::done());
+    let status_b = b.status();
+    let rb = Running::spawn(b);
+    wait_until(
+        T,
+        "the partitions shared by two members, neither holding them all",
+        || async {
+            let (na, nb) = (
+                status_a.assigned_partitions(),
+                status_b.assigned_partitions(),
+            );
+            na > 0
+                && nb > 0
+                && na + nb == 3
+                && !status_a.holds_every_partition(&topic)
+                && !status_b.holds_every_partition(&topic)
+        },
+    )
+    .await;
+
+    rb.stop().await;
+    wait_until(
+        T,
+        "the remaining member holds every partition again",
+        || async { status_a.holds_every_partition(&topic) },
+    )
+    .await;
+    assert_eq!(status_a.assigned_partitions(), 3);
+    ra.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_waits_for_the_broker_then_gives_up_with_an_error() {
     let dead = format!("127.0.0.1:{}", huleedu_it::stack::free_port());
     let settings = KafkaSettings::local(&dead, "it", "grp");
