@@ -10,7 +10,7 @@
 //! bucket — a commit of this process (below) or the relay's next read (one script: remove what
 //! was acknowledged, renew the lease, read what follows) — so a drain costs at most one round
 //! trip. Entries acknowledged last in a burst are removed by the next sweep (within
-//! [`SWEEP_INTERVAL`]) or by the drain at shutdown; a crash before that re-sends them (same
+//! [`SWEEP_IDLE`]) or by the drain at shutdown; a crash before that re-sends them (same
 //! `event_id`s, dropped by consumers).
 //!
 //! **Hand-off** (no read at all): while a relay runs, the commits of its process tell the commit
@@ -28,8 +28,9 @@
 //! reads the bucket from its head again: re-sends, never a loss.
 //!
 //! The relay wakes when this process appends to the outbox and then drains just the buckets
-//! this process appended to; every [`SWEEP_INTERVAL`] it sweeps all buckets (entries left by a
-//! crashed or other replica, and the acknowledged tail of a burst). Buckets are drained side by side (each in order). On shutdown it
+//! this process appended to, and sweeps all buckets (entries left by a crashed or other replica,
+//! and the acknowledged tail of a burst) every [`SWEEP_IDLE`] — every [`SWEEP_BUSY`] while its
+//! pumps meet entries it was not handed or another relay's lease (other replicas at work). Buckets are drained side by side (each in order). On shutdown it
 //! keeps draining until the outbox is empty or the drain deadline passes.
 //!
 //! Failures: a transient one (broker down, time-out) stops the bucket at that entry, to be
@@ -45,7 +46,7 @@
 //! never lost; give each replica its own identity.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,13 +76,19 @@ const TOKEN_PREFIX: usize = 256;
 /// Most entries published per bucket per round.
 pub const BATCH: usize = 256;
 
-/// How often a relay sweeps every bucket by default: one `LLEN` per bucket, and a pump for
-/// each bucket that holds entries. Its own process's entries do not wait for it (they are
-/// handed over or drained when committed); what it finds is the acknowledged tail of a burst
-/// (removed late is harmless) and entries of another replica, which wait for that replica's
-/// [`LEASE_TTL`] anyway. Shorter sweeps cost round trips for nothing: at 250 ms they were about
-/// a third of a Redis round trip per transition in the benchmark.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a relay sweeps every bucket (one `LLEN` per bucket, and a pump for each bucket
+/// that holds entries) while it works alone: its own process's entries do not wait for a sweep
+/// (they are handed over or drained when committed), so a sweep only finds the acknowledged
+/// tail of a burst (removed late is harmless) or a crashed replica's entries (which wait for
+/// its [`LEASE_TTL`] anyway). At 250 ms, sweeps were about a third of a Redis round trip per
+/// transition in the benchmark.
+pub const SWEEP_IDLE: Duration = Duration::from_secs(1);
+
+/// How often a relay sweeps while its last pump met entries it was not handed or a bucket
+/// leased by another relay: other replicas commit to buckets this relay holds (their entries
+/// wait for its pump) or hold buckets this process commits to, and a sweep is what moves
+/// entries between them.
+pub const SWEEP_BUSY: Duration = Duration::from_millis(250);
 
 /// The first retry after a failed round (then doubling up to 2 s).
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -261,7 +268,12 @@ impl RelayObserver for NoRelayObserver {}
 pub struct OutboxRelay<O = NoRelayObserver> {
     store: Store,
     producer: Producer,
-    poll_interval: Duration,
+    /// Sweep intervals: alone, and with other relays at work ([`SWEEP_IDLE`], [`SWEEP_BUSY`]).
+    sweep_idle: Duration,
+    sweep_busy: Duration,
+    /// A pump met entries this relay was not handed, or another relay's lease, since the
+    /// relay last looked.
+    crowded: AtomicBool,
     drain_timeout: Duration,
     pump: Arc<Script>,
     release: Arc<Script>,
@@ -286,7 +298,9 @@ impl OutboxRelay<NoRelayObserver> {
             store,
             producer,
             hands: Arc::new(Hands::new(owner, LEASE_TTL)),
-            poll_interval: SWEEP_INTERVAL,
+            sweep_idle: SWEEP_IDLE,
+            sweep_busy: SWEEP_BUSY,
+            crowded: AtomicBool::new(false),
             drain_timeout: Duration::from_secs(10),
             pump: Arc::new(Script::new(PUMP_LUA)),
             release: Arc::new(Script::new(RELEASE_LUA)),
@@ -300,7 +314,9 @@ impl<O: RelayObserver> OutboxRelay<O> {
         OutboxRelay {
             store: self.store,
             producer: self.producer,
-            poll_interval: self.poll_interval,
+            sweep_idle: self.sweep_idle,
+            sweep_busy: self.sweep_busy,
+            crowded: self.crowded,
             drain_timeout: self.drain_timeout,
             pump: self.pump,
             release: self.release,
@@ -316,10 +332,11 @@ impl<O: RelayObserver> OutboxRelay<O> {
         self
     }
 
-    /// How often to sweep for entries this process was not told about (default
-    /// [`SWEEP_INTERVAL`]).
+    /// Sweep for entries this process was not told about every `every`, whatever the sweeps
+    /// find (default: [`SWEEP_IDLE`], [`SWEEP_BUSY`] while other relays are at work).
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
-        self.poll_interval = every;
+        self.sweep_idle = every;
+        self.sweep_busy = every;
         self
     }
 
@@ -335,7 +352,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
         loop {
             let now = tokio::time::Instant::now();
             let result = if failures > 0 || now >= next_sweep {
-                next_sweep = now + self.poll_interval;
+                next_sweep = now + self.sweep_idle;
                 // The sweep covers whatever was appended up to now.
                 self.store.take_dirty_buckets();
                 self.round().await
@@ -344,6 +361,9 @@ impl<O: RelayObserver> OutboxRelay<O> {
                 self.round_buckets(self.store.take_dirty_buckets(), handed)
                     .await
             };
+            if self.crowded.swap(false, Ordering::Relaxed) {
+                next_sweep = next_sweep.min(now + self.sweep_busy);
+            }
             match result {
                 Ok(_) => failures = 0,
                 Err(e) => {
@@ -493,6 +513,7 @@ impl<O: RelayObserver> OutboxRelay<O> {
         let Some(mut answer) = answer else {
             // Another replica drains this bucket (and re-sends what it finds: same event ids).
             hand.done = done;
+            self.crowded.store(true, Ordering::Relaxed);
             return Ok(0);
         };
         let intact = !answer.is_empty() && answer.remove(0) == "1";
@@ -501,6 +522,11 @@ impl<O: RelayObserver> OutboxRelay<O> {
             hand.lost_track();
         }
         let read = answer.len();
+        if read > 0 {
+            // Entries no commit of this process handed over: another replica's, or its own
+            // while another relay held the bucket.
+            self.crowded.store(true, Ordering::Relaxed);
+        }
         hand.queue.extend(answer);
         Ok(read)
     }
