@@ -30,8 +30,9 @@
 //! The relay wakes when this process appends to the outbox and then drains just the buckets
 //! this process appended to, and sweeps all buckets (entries left by a crashed or other replica,
 //! and the acknowledged tail of a burst) every [`SWEEP_IDLE`] — every [`SWEEP_BUSY`] while its
-//! pumps meet entries it was not handed or another relay's lease (other replicas at work). Buckets are drained side by side (each in order). On shutdown it
-//! keeps draining until the outbox is empty or the drain deadline passes.
+//! pumps meet entries it was not handed or another relay's lease (other replicas at work).
+//! Buckets are drained side by side (each in order). On shutdown it keeps draining until the
+//! outbox is empty or the drain deadline passes.
 //!
 //! Failures: a transient one (broker down, time-out) stops the bucket at that entry, to be
 //! retried in order. An entry that can never be published — undecodable, or refused by the
