@@ -151,8 +151,10 @@ pub struct ConsumerStatus {
     revocations: AtomicU64,
     /// Consumer lag of each assigned partition, from librdkafka's latest statistics.
     lag: parking_lot::Mutex<Vec<PartitionLag>>,
-    /// Topics every partition of which this consumer holds (set at each assignment, cleared
-    /// when partitions are revoked).
+    /// Topics whose "every partition held here" is tracked ([`ConsumerStatus::track_whole`]).
+    tracked: parking_lot::Mutex<Vec<String>>,
+    /// The tracked topics every partition of which this consumer holds (set at each
+    /// assignment, cleared when partitions are revoked).
     whole: parking_lot::Mutex<Vec<String>>,
 }
 
@@ -204,9 +206,21 @@ impl ConsumerStatus {
         self.lag.lock().clone()
     }
 
-    /// Whether this consumer holds every partition of `topic` — no other member of its group
-    /// consumes any of it. Known from the latest assignment and the topic's partition count in
-    /// the broker's metadata at that moment; false while unknown (before the first assignment,
+    /// Track whether this consumer holds every partition of `topic`
+    /// ([`ConsumerStatus::holds_every_partition`]): from the next assignment on, each one reads
+    /// the topic's partition count from the broker (one metadata request, in the rebalance
+    /// callback).
+    pub fn track_whole(&self, topic: &str) {
+        let mut t = self.tracked.lock();
+        if !t.iter().any(|x| x == topic) {
+            t.push(topic.to_owned());
+        }
+    }
+
+    /// Whether this consumer holds every partition of `topic`, a tracked one
+    /// ([`ConsumerStatus::track_whole`]) — no other member of its group consumes any of it.
+    /// Known from the latest assignment and the topic's partition count in the broker's
+    /// metadata at that moment; false while unknown (untracked, before the first assignment,
     /// after a revocation, when the metadata could not be read, with an incremental assignment
     /// strategy). Partitions added to the topic later are seen at the next rebalance (the
     /// consumer's metadata refresh triggers one).
@@ -262,7 +276,8 @@ impl ConsumerContext for RunnerContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                *self.status.whole.lock() = whole_topics(consumer, tpl);
+                let tracked = self.status.tracked.lock().clone();
+                *self.status.whole.lock() = whole_topics(consumer, tpl, &tracked);
                 self.status.assigned.store(tpl.count(), Ordering::Relaxed);
                 self.status.joined.store(true, Ordering::Relaxed);
                 let parts: Vec<String> = tpl
@@ -281,14 +296,19 @@ impl ConsumerContext for RunnerContext {
 /// How long an assignment waits for a topic's partition count.
 const METADATA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The topics of `assigned` of which it holds every partition the broker lists (one metadata
-/// request per assigned topic; a topic whose metadata cannot be read is left out).
+/// The topics of `tracked` of which `assigned` holds every partition the broker lists (one
+/// metadata request per tracked topic assigned; a topic whose metadata cannot be read is left
+/// out).
 fn whole_topics(
     consumer: &BaseConsumer<RunnerContext>,
     assigned: &TopicPartitionList,
+    tracked: &[String],
 ) -> Vec<String> {
     let mut held: Vec<(String, usize)> = Vec::new();
     for e in assigned.elements() {
+        if !tracked.iter().any(|t| t == e.topic()) {
+            continue;
+        }
         match held.iter_mut().find(|(t, _)| t == e.topic()) {
             Some((_, n)) => *n += 1,
             None => held.push((e.topic().to_owned(), 1)),

@@ -160,6 +160,7 @@ impl AppState {
     /// other replica commits completions and causal waits read Redis rarely
     /// ([`SOLE_WAIT_POLL`]).
     pub fn with_consumer(mut self, status: Arc<ConsumerStatus>) -> Self {
+        status.track_whole(topics::BATCH_PIPELINE_COMPLETED);
         Arc::get_mut(&mut self.inner)
             .expect("with_consumer before the state is shared")
             .consumer = Some(status);

@@ -419,6 +419,8 @@ async fn a_runner_knows_whether_it_holds_every_partition_of_a_topic() {
     };
     let a = runner(Recorder::done());
     let status_a = a.status();
+    status_a.track_whole(&topic);
+    status_a.track_whole(&other);
     let ra = Running::spawn(a);
     wait_until(T, "the only member holds all three partitions", || async {
         status_a.assigned_partitions() == 3 && status_a.holds_every_partition(&topic)
@@ -431,6 +433,7 @@ async fn a_runner_knows_whether_it_holds_every_partition_of_a_topic() {
 
     let b = runner(Recorder::done());
     let status_b = b.status();
+    status_b.track_whole(&topic);
     let rb = Running::spawn(b);
     wait_until(
         T,
