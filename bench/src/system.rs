@@ -524,30 +524,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.floor_hops, args.floor_secs
     );
     let relay_bin = bin_dir.join("huleedu-bench");
-    let floor = floor::measure(
-        &args.kafka,
-        &relay_bin,
-        &run_dir,
-        args.floor_hops,
-        inflight,
-        args.floor_secs,
-        floor::Stage::Lanes,
-    )
-    .await?;
+    // Every floor stage: the same relay, settings and load; `hops` latency hops first.
+    let measure_floor = |hops: usize, stage: floor::Stage| {
+        floor::measure(
+            &args.kafka,
+            &relay_bin,
+            &run_dir,
+            hops,
+            inflight,
+            args.floor_secs,
+            stage,
+        )
+    };
+    let floor = measure_floor(args.floor_hops, floor::Stage::Lanes).await?;
     eprintln!(
         "[bench] floor: hop p50 {:.2} ms p99 {:.2} ms; {:.0} msgs/s",
         floor.hop_ms.p50, floor.hop_ms.p99, floor.msgs_per_sec
     );
-    let floor_sequential = floor::measure(
-        &args.kafka,
-        &relay_bin,
-        &run_dir,
-        0,
-        inflight,
-        args.floor_secs,
-        floor::Stage::Sequential,
-    )
-    .await?;
+    let floor_sequential = measure_floor(0, floor::Stage::Sequential).await?;
     eprintln!(
         "[bench] floor, one message at a time: {:.0} msgs/s",
         floor_sequential.msgs_per_sec
@@ -609,16 +603,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The floor again, right after: the services' CPU is judged against the relay's measured
     // on both sides of their run (the machine's speed drifts over minutes).
     let floor_after = if args.floor_secs > 0 {
-        let f = floor::measure(
-            &args.kafka,
-            &relay_bin,
-            &run_dir,
-            0,
-            inflight,
-            args.floor_secs,
-            floor::Stage::LanesAfter,
-        )
-        .await?;
+        let f = measure_floor(0, floor::Stage::LanesAfter).await?;
         eprintln!(
             "[bench] floor again, after the throughput run: {:.0} msgs/s",
             f.msgs_per_sec

@@ -156,9 +156,9 @@ impl AppState {
         self
     }
 
-    /// The consumer's status: while it holds every partition of the completion topic, no
-    /// other replica commits completions and causal waits read Redis rarely
-    /// ([`SOLE_WAIT_POLL`]).
+    /// The consumer's status, which is told to track the completion topic: while the consumer
+    /// holds every partition of it, no other replica commits completions and causal waits read
+    /// Redis rarely ([`SOLE_WAIT_POLL`]).
     pub fn with_consumer(mut self, status: Arc<ConsumerStatus>) -> Self {
         status.track_whole(topics::BATCH_PIPELINE_COMPLETED);
         Arc::get_mut(&mut self.inner)
