@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -362,8 +362,9 @@ async fn wait_for_pipeline(
     state: &AppState,
     batch_id: &str,
     pipeline_id: &str,
+    wait: Duration,
 ) -> Result<Option<BatchPhases>, ApiError> {
-    let deadline = Instant::now() + state.inner.config.resolve_wait;
+    let deadline = Instant::now() + wait;
     let mut waiting: Option<Waiting<'_>> = None;
     // Subscribe before reading, so a commit in between is not missed.
     let mut seen = state.inner.pipelines_seen.subscribe();
@@ -462,21 +463,26 @@ async fn pipeline_definition(
     path = "/internal/v1/pipelines/define",
     tag = "resolution",
     request_body = BCSPipelineDefinitionRequestV1,
+    params(
+        ("wait_ms" = Option<u64>, Query, description = "Longest causal wait the caller accepts, in milliseconds (default and most: RESOLVE_WAIT_MS); 0 answers at once"),
+    ),
     responses(
         (status = 200, description = "Resolved; `final_pipeline` may be empty", body = BCSPipelineDefinitionResponseV1),
         (status = 400, description = "Unknown pipeline: `{\"error\": \"Pipeline resolution failed\", \"detail\": ...}`", body = ErrorBody),
-        (status = 422, description = "Malformed body (the detail names the field)", body = ErrorBody),
-        (status = 503, description = "`conductor_lagging`: `after_pipeline_id` not processed within RESOLVE_WAIT_MS (Retry-After: 1); or `store_unavailable`", body = ErrorBody),
+        (status = 422, description = "Malformed body or `wait_ms` (the detail names the field)", body = ErrorBody),
+        (status = 503, description = "`conductor_lagging`: `after_pipeline_id` not processed within the wait (Retry-After: 1); or `store_unavailable`", body = ErrorBody),
     )
 )]
 async fn define(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let span = traced_span("define", &headers);
-    let result = define_inner(&state, &body).instrument(span).await;
+    let wait = wait_of(query.as_deref(), state.inner.config.resolve_wait)?;
+    let result = define_inner(&state, &body, wait).instrument(span).await;
     state
         .inner
         .metrics
@@ -485,9 +491,31 @@ async fn define(
     result.map(|r| Json(r).into_response())
 }
 
+/// The causal wait a define call accepts: its `wait_ms` query parameter, at most `most`
+/// (`RESOLVE_WAIT_MS`, also the default). Other parameters are ignored.
+fn wait_of(query: Option<&str>, most: Duration) -> Result<Duration, ApiError> {
+    let Some(query) = query else {
+        return Ok(most);
+    };
+    let mut wait = most;
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        if key == "wait_ms" {
+            let ms: u64 = value.parse().map_err(|_| {
+                ApiError::unprocessable(
+                    "invalid_query",
+                    format!("wait_ms: expected a whole number of milliseconds, got {value:?}"),
+                )
+            })?;
+            wait = Duration::from_millis(ms).min(most);
+        }
+    }
+    Ok(wait)
+}
+
 async fn define_inner(
     state: &AppState,
     body: &[u8],
+    wait: Duration,
 ) -> Result<BCSPipelineDefinitionResponseV1, ApiError> {
     let req: BCSPipelineDefinitionRequestV1 =
         decode_json(body).map_err(|e| ApiError::unprocessable("invalid_body", e.message))?;
@@ -505,14 +533,21 @@ async fn define_inner(
         None => load(state, &req.batch_id).await?,
         Some(after) => {
             let after = normalize_pipeline_id(after);
-            match wait_for_pipeline(state, &req.batch_id, &after).await? {
+            match wait_for_pipeline(state, &req.batch_id, &after, wait).await? {
                 Some(phases) => phases,
                 None => {
-                    state.inner.metrics.resolve_lagging.inc();
-                    let waited = state.inner.config.resolve_wait.as_millis();
-                    tracing::warn!(batch_id = %req.batch_id, correlation_id = %req.correlation_id,
-                        after_pipeline_id = %after, waited_ms = waited as u64,
-                        "after_pipeline_id not processed in time; answering conductor_lagging");
+                    let waited = wait.as_millis();
+                    if wait >= state.inner.config.resolve_wait {
+                        state.inner.metrics.resolve_lagging.inc();
+                        tracing::warn!(batch_id = %req.batch_id, correlation_id = %req.correlation_id,
+                            after_pipeline_id = %after, waited_ms = waited as u64,
+                            "after_pipeline_id not processed in time; answering conductor_lagging");
+                    } else {
+                        // The caller asked for a shorter wait (the orchestrator's start with
+                        // the request): it retries with the full wait.
+                        tracing::debug!(batch_id = %req.batch_id, after_pipeline_id = %after,
+                            waited_ms = waited as u64, "after_pipeline_id not processed within the caller's wait");
+                    }
                     return Err(ApiError::unavailable(
                         "conductor_lagging",
                         format!(
@@ -861,3 +896,23 @@ impl Modify for OperatorAuth {
     modifiers(&OperatorAuth)
 )]
 struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_define_call_waits_at_most_resolve_wait_ms_and_as_little_as_it_asks() {
+        let most = Duration::from_millis(5000);
+        assert_eq!(wait_of(None, most).unwrap(), most);
+        assert_eq!(wait_of(Some("other=1"), most).unwrap(), most);
+        assert_eq!(wait_of(Some("wait_ms=0"), most).unwrap(), Duration::ZERO);
+        assert_eq!(
+            wait_of(Some("x=y&wait_ms=250"), most).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(wait_of(Some("wait_ms=600000"), most).unwrap(), most);
+        assert!(wait_of(Some("wait_ms=-1"), most).is_err());
+        assert!(wait_of(Some("wait_ms="), most).is_err());
+    }
+}

@@ -53,7 +53,8 @@ pub struct BcsMetrics {
     pub failed_essay_dlq_records: Counter,
     /// `bcs_resolve_duration_seconds`: define requests, wait included.
     pub resolve_duration: Histogram,
-    /// `bcs_resolve_lagging_total`: define requests answered 503 conductor_lagging.
+    /// `bcs_resolve_lagging_total`: define requests answered 503 conductor_lagging after the full
+    /// `RESOLVE_WAIT_MS` (not those that asked for a shorter wait).
     pub resolve_lagging: Counter,
     /// `bcs_resolve_waiting`: define requests currently waiting for their after_pipeline_id.
     pub resolve_waiting: Gauge,
@@ -113,7 +114,7 @@ impl BcsMetrics {
             );
             r.register(
                 "bcs_resolve_lagging",
-                "Define requests answered 503 conductor_lagging",
+                "Define requests answered 503 conductor_lagging after the full RESOLVE_WAIT_MS",
                 m.resolve_lagging.clone(),
             );
             r.register(

@@ -4,7 +4,7 @@ use huleedu_contracts::trace::{TraceContext, TRACEPARENT, TRACESTATE};
 use huleedu_store::Recent;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use huleedu_contracts::http::{
     BCSPipelineDefinitionRequestV1, BCSPipelineDefinitionResponseV1, PipelineDefinitionV1,
@@ -66,6 +66,10 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// Time-out of the quick pipeline-name check made when a request arrives.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long [`Conductor::resolve_now`] leaves the conductor alone after it failed to answer
+/// (the scheduler's resolutions go on meanwhile).
+const NOW_PAUSE: Duration = Duration::from_secs(10);
+
 /// How long a pipeline name the conductor answered as known is taken as known without asking
 /// again. The conductor loads its definitions at start-up, so a name changes only with a
 /// redeploy of the conductor; a name dropped by one is still rejected at the start, which
@@ -80,12 +84,16 @@ pub struct Conductor {
     http: reqwest::Client,
     /// Parsed once: parsing the URL was 1.7 % of the loaded orchestrator's CPU.
     define_url: reqwest::Url,
+    /// `define_url` asking for no causal wait (`?wait_ms=0`).
+    define_now_url: reqwest::Url,
     /// `…/internal/v1/pipelines`: `/{name}` answers whether a pipeline is known.
     pipelines_url: String,
     /// Names the conductor answered as known, with their phases and when it answered: a
     /// request for one of them is not checked again for [`KNOWN_NAME_TTL`] (two thirds of the
     /// HTTP calls per pipeline were name checks, one per request).
     known: Arc<Mutex<Recent<Vec<PhaseName>>>>,
+    /// Until when [`Conductor::resolve_now`] does not ask (after the conductor failed to answer).
+    now_paused_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Conductor {
@@ -110,10 +118,14 @@ impl Conductor {
         }
         let http = builder.build().expect("HTTP client");
         let base = base_url.trim_end_matches('/');
+        let define_url = reqwest::Url::parse(&format!("{base}/internal/v1/pipelines/define"))
+            .expect("BCS_URL is a URL (checked with the settings at start-up)");
+        let mut define_now_url = define_url.clone();
+        define_now_url.set_query(Some("wait_ms=0"));
         Self {
             http,
-            define_url: reqwest::Url::parse(&format!("{base}/internal/v1/pipelines/define"))
-                .expect("BCS_URL is a URL (checked with the settings at start-up)"),
+            define_url,
+            define_now_url,
             pipelines_url: format!("{base}/internal/v1/pipelines"),
             // One unit of weight per name: bounded by the count.
             known: Arc::new(Mutex::new(Recent::new(
@@ -121,6 +133,7 @@ impl Conductor {
                 KNOWN_NAMES,
                 KNOWN_NAME_TTL,
             ))),
+            now_paused_until: Arc::default(),
         }
     }
 
@@ -162,7 +175,8 @@ impl Conductor {
     }
 
     /// Expand and prune `pipeline` for `batch_id`. With `after`, the conductor answers only once
-    /// it has processed that pipeline's completion (causal pruning).
+    /// it has processed that pipeline's completion (causal pruning), waiting for it up to its
+    /// `RESOLVE_WAIT_MS`.
     pub async fn resolve(
         &self,
         batch_id: &str,
@@ -171,6 +185,47 @@ impl Conductor {
         after: Option<Uuid>,
         trace: Option<&TraceContext>,
     ) -> Result<Resolution, ConductorError> {
+        self.define(batch_id, pipeline, correlation_id, after, trace, false)
+            .await
+    }
+
+    /// [`Conductor::resolve`] without the causal wait (`?wait_ms=0`) and with the short
+    /// time-out of a name check: for a caller that holds a consumer while it asks (the start
+    /// of a request that finds its batch idle). `Lagging` if the conductor has not processed
+    /// `after` yet.
+    pub async fn resolve_now(
+        &self,
+        batch_id: &str,
+        pipeline: &str,
+        correlation_id: Uuid,
+        after: Option<Uuid>,
+        trace: Option<&TraceContext>,
+    ) -> Result<Resolution, ConductorError> {
+        let paused = *self.now_paused_until.lock();
+        if paused.is_some_and(|until| Instant::now() < until) {
+            return Err(ConductorError::Unavailable(
+                "asking at once is paused after a failure".into(),
+            ));
+        }
+        let r = self
+            .define(batch_id, pipeline, correlation_id, after, trace, true)
+            .await;
+        if let Err(ConductorError::Unavailable(_)) = &r {
+            // Each try would hold the caller's consumer up to CHECK_TIMEOUT.
+            *self.now_paused_until.lock() = Some(Instant::now() + NOW_PAUSE);
+        }
+        r
+    }
+
+    async fn define(
+        &self,
+        batch_id: &str,
+        pipeline: &str,
+        correlation_id: Uuid,
+        after: Option<Uuid>,
+        trace: Option<&TraceContext>,
+        now: bool,
+    ) -> Result<Resolution, ConductorError> {
         let body = BCSPipelineDefinitionRequestV1 {
             batch_id: batch_id.to_owned(),
             requested_pipeline: pipeline.to_owned(),
@@ -178,7 +233,14 @@ impl Conductor {
             batch_metadata: None,
             after_pipeline_id: after.map(|a| a.to_string()),
         };
-        let req = traced(self.http.post(self.define_url.clone()).json(&body), trace);
+        let req = if now {
+            self.http
+                .post(self.define_now_url.clone())
+                .timeout(CHECK_TIMEOUT)
+        } else {
+            self.http.post(self.define_url.clone())
+        };
+        let req = traced(req.json(&body), trace);
         match ask::<BCSPipelineDefinitionResponseV1>(req).await? {
             Answer::Known(r) => Ok(Resolution::Resolved {
                 run: phases(&r.final_pipeline)?,

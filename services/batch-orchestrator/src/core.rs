@@ -315,6 +315,13 @@ impl Core {
         }
     }
 
+    /// This process's recent copy of a batch's state, if it has one (never a read). A guess:
+    /// every commit checks the version.
+    pub fn recent_copy(&self, batch_id: &str) -> Option<BatchState> {
+        let v = self.store.cached(batch_id)?;
+        self.decode(batch_id, &v).ok()
+    }
+
     /// Like [`Core::load`], but from this process's recent copy when it has one (no round trip).
     /// For deciding what to try next (the scheduler); every commit checks the version.
     pub async fn load_recent(&self, batch_id: &str) -> Result<(BatchState, u64), CoreError> {

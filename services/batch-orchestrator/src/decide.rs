@@ -9,6 +9,7 @@ use std::sync::Arc;
 use huleedu_contracts::phase::PhaseName;
 use huleedu_contracts::status::BatchStatus;
 use huleedu_contracts::timestamp::Timestamp;
+use uuid::Uuid;
 
 use crate::essays::essays_for_first_phase;
 use crate::events::{self, Outgoing, TerminalFigures};
@@ -273,6 +274,39 @@ pub fn on_request(
         d.state.queue.push_back(request);
         d.notes.push(Note::Queued);
     }
+    d
+}
+
+/// A request decided as [`on_request`] does and, in the same decision, started with
+/// `resolution` when it becomes the head of an idle batch's queue and the batch's last pipeline
+/// is still `after` (the one the conductor resolved it after) — one commit instead of two. In
+/// any other case (queued behind others, parked, rejected, a pipeline ended meanwhile) it is
+/// [`on_request`]'s decision: the scheduler starts the request as usual.
+#[allow(clippy::too_many_arguments)]
+pub fn on_request_started(
+    state: &BatchState,
+    batch_id: &str,
+    request: PendingRequest,
+    pipeline_known: bool,
+    after: Option<Uuid>,
+    resolution: Resolution,
+    limits: &Limits,
+    now: Timestamp,
+) -> Decision {
+    let request_id = request.request_id;
+    let mut d = on_request(state, batch_id, request, pipeline_known, limits, now);
+    let heads = d
+        .state
+        .queue
+        .front()
+        .is_some_and(|h| h.request_id == request_id);
+    if !(d.changed && heads && d.state.needs_start() && d.state.last_pipeline_id == after) {
+        return d;
+    }
+    let started = start_next(&d.state, batch_id, resolution, limits, now);
+    d.state = started.state;
+    d.events.extend(started.events);
+    d.notes.extend(started.notes);
     d
 }
 
@@ -968,6 +1002,90 @@ pub(crate) mod tests {
         let d = on_request(&s, B, req, true, &Limits::default(), now());
         assert!(!d.changed);
         assert_eq!(d.state.queue.len(), 1);
+    }
+
+    #[test]
+    fn a_request_that_finds_its_batch_idle_starts_in_the_same_decision() {
+        let limits = Limits::default();
+        let run = || Resolution::Resolved {
+            run: vec![PhaseName::Spellcheck, PhaseName::Nlp],
+            pruned: vec![],
+        };
+        // Idle, known batch: queued and started at once, as the two steps would.
+        let req = request("nlp");
+        let d = on_request_started(&known(3), B, req.clone(), true, None, run(), &limits, now());
+        let (two_steps, _) = started(
+            &known(3),
+            "nlp",
+            &[PhaseName::Spellcheck, PhaseName::Nlp],
+            &[],
+        );
+        assert!(d.changed);
+        assert!(d.state.queue.is_empty());
+        assert!(!d.state.needs_start());
+        let active = d.state.active.as_ref().expect("started");
+        assert_eq!(active.request.request_id, req.request_id);
+        assert_eq!(d.notes[0], Note::Queued);
+        assert_eq!(
+            d.events.iter().map(|e| e.topic).collect::<Vec<_>>(),
+            two_steps.events.iter().map(|e| e.topic).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            data(&d.events[0])["essays_to_process"],
+            data(&two_steps.events[0])["essays_to_process"]
+        );
+
+        // Resolved after a pipeline that is no longer the last one: only queued.
+        let d = on_request_started(
+            &known(3),
+            B,
+            request("nlp"),
+            true,
+            Some(Uuid::new_v4()),
+            run(),
+            &limits,
+            now(),
+        );
+        assert!(d.events.is_empty());
+        assert!(d.state.needs_start(), "left to the scheduler");
+
+        // A pipeline runs: queued behind it, nothing started.
+        let (busy, _) = started(&known(3), "spellcheck", &[PhaseName::Spellcheck], &[]);
+        let d = on_request_started(
+            &busy.state,
+            B,
+            request("nlp"),
+            true,
+            None,
+            run(),
+            &limits,
+            now(),
+        );
+        assert_eq!(d.state.queue.len(), 1);
+        assert_eq!(
+            d.state.active.as_ref().unwrap().request.request_id,
+            busy.state.active.as_ref().unwrap().request.request_id
+        );
+        assert!(d.events.is_empty());
+
+        // The batch is not known yet: parked.
+        let d = on_request_started(
+            &BatchState::default(),
+            B,
+            request("nlp"),
+            true,
+            None,
+            run(),
+            &limits,
+            now(),
+        );
+        assert_eq!(d.state.parked.len(), 1);
+        assert!(d.state.active.is_none() && d.events.is_empty());
+
+        // Seen before: nothing changes.
+        let d = on_request_started(&known(3), B, req.clone(), true, None, run(), &limits, now());
+        let again = on_request_started(&d.state, B, req, true, None, run(), &limits, now());
+        assert!(!again.changed && again.events.is_empty());
     }
 
     #[test]

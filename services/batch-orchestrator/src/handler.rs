@@ -140,18 +140,31 @@ impl BosHandler {
             // and with it the phase outcomes of every batch.
             let trace =
                 huleedu_service::telemetry::outgoing(&tracing::Span::current(), incoming.as_ref());
-            let known = match self
+            let (known, answered) = match self
                 .conductor
                 .check_pipeline(&d.requested_pipeline, trace.as_ref())
                 .await
             {
-                Ok(Resolution::Unknown { .. }) => false,
-                Ok(Resolution::Resolved { .. }) => true,
+                Ok(Resolution::Unknown { .. }) => (false, true),
+                Ok(Resolution::Resolved { .. }) => (true, true),
                 Err(e) => {
                     self.core.metrics.conductor_error();
                     tracing::warn!(error = %e, "pipeline name not verified now; verified at start");
-                    true
+                    (true, false)
                 }
+            };
+            // A request that finds its batch idle is started in its own commit when the
+            // conductor can resolve it at once (one commit and one scheduler round fewer).
+            let resolved = if known && answered {
+                self.resolve_now(
+                    batch_id,
+                    &d.requested_pipeline,
+                    env.correlation_id,
+                    trace.as_ref(),
+                )
+                .await
+            } else {
+                None
             };
             let request = PendingRequest {
                 request_id: env.event_id,
@@ -175,16 +188,64 @@ impl BosHandler {
                 .commit(batch_id, Some(env.event_id), |s, now| {
                     let mut req = request.clone();
                     req.received_at = now;
-                    decide::on_request(s, batch_id, req, known, &limits, now)
+                    match &resolved {
+                        Some((after, resolution)) => decide::on_request_started(
+                            s,
+                            batch_id,
+                            req,
+                            known,
+                            *after,
+                            resolution.clone(),
+                            &limits,
+                            now,
+                        ),
+                        None => decide::on_request(s, batch_id, req, known, &limits, now),
+                    }
                 })
                 .await;
             if let Ok(Committed::Done { notes, .. }) = &r {
+                if notes
+                    .iter()
+                    .any(|n| matches!(n, decide::Note::PipelineStarted { .. }))
+                {
+                    self.core.metrics.started_with_request();
+                }
                 tracing::info!(?notes, "pipeline request handled");
             }
             done(r)
         }
         .instrument(span)
         .await
+    }
+
+    /// The conductor's resolution of a request that will find its batch idle — judged from
+    /// this process's copy of the state (no read; none, busy, unknown or queued: `None`) —
+    /// asked without a causal wait, with the batch's last pipeline it was resolved after.
+    /// `None` when the conductor lags behind that pipeline or fails: the scheduler then starts
+    /// the request after its commit, waiting as long as it takes.
+    async fn resolve_now(
+        &self,
+        batch_id: &str,
+        pipeline: &str,
+        correlation_id: uuid::Uuid,
+        trace: Option<&TraceContext>,
+    ) -> Option<(Option<uuid::Uuid>, Resolution)> {
+        let state = self.core.recent_copy(batch_id)?;
+        if state.active.is_some() || state.batch.is_none() || !state.queue.is_empty() {
+            return None;
+        }
+        let after = state.last_pipeline_id;
+        match self
+            .conductor
+            .resolve_now(batch_id, pipeline, correlation_id, after, trace)
+            .await
+        {
+            Ok(resolution) => Some((after, resolution)),
+            Err(e) => {
+                tracing::debug!(error = %e, "not resolved at once; the scheduler starts the request");
+                None
+            }
+        }
     }
 
     async fn on_outcome(&self, mut env: EventEnvelope<ELSBatchPhaseOutcomeV1>) -> HandlerResult {

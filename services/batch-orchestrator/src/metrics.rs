@@ -57,6 +57,7 @@ pub struct BosMetrics {
     queue_length: Histogram,
     consumed: Family<ConsumedLabels, Counter>,
     conductor_errors: Counter,
+    started_with_request: Counter,
     dlq: DlqCounter,
 }
 
@@ -74,6 +75,7 @@ impl BosMetrics {
             queue_length: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
             consumed: Family::default(),
             conductor_errors: Counter::default(),
+            started_with_request: Counter::default(),
             dlq: metrics.register_with(|r| DlqCounter::register("bos", r)),
         };
         metrics.register(|r| {
@@ -121,6 +123,11 @@ impl BosMetrics {
                 "bos_conductor_errors",
                 "Failed or lagging resolution calls to the conductor (retried)",
                 m.conductor_errors.clone(),
+            );
+            r.register(
+                "bos_pipelines_started_with_request",
+                "Pipelines started in the commit of their request (idle batch, conductor answered without a wait)",
+                m.started_with_request.clone(),
             );
         });
         m
@@ -197,6 +204,10 @@ impl BosMetrics {
 
     pub fn conductor_error(&self) {
         self.conductor_errors.inc();
+    }
+
+    pub fn started_with_request(&self) {
+        self.started_with_request.inc();
     }
 
     fn consumed(&self, topic: &str, outcome: &str) {

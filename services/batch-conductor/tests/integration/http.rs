@@ -414,6 +414,55 @@ async fn define_answers_503_conductor_lagging_after_the_bound() {
 }
 
 #[tokio::test]
+async fn a_caller_may_shorten_the_causal_wait_but_not_lengthen_it() {
+    // A long bound: only the caller's wait_ms can end these early.
+    let state = api_state(store(), None, Duration::from_secs(30));
+    let app = router(state.clone());
+    let unseen = uuid::Uuid::new_v4().to_string();
+    let body = || define_body(&unique("b"), "nlp", Some(&unseen));
+    let started = Instant::now();
+    let (status, headers, answer) =
+        call(&app, post(&format!("{DEFINE}?wait_ms=0"), body(), None)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(answer["error"], "conductor_lagging");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("after 0 ms"),
+        "{answer}"
+    );
+    // A shortened wait is the caller's choice, not the conductor lagging: not counted.
+    assert!(state
+        .registry()
+        .render()
+        .contains("bcs_resolve_lagging_total 0"));
+    // Nothing to wait for: answered as usual.
+    let (status, _, answer) = call(
+        &app,
+        post(
+            &format!("{DEFINE}?wait_ms=0"),
+            define_body(&unique("b"), "nlp", None),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // Not a number: 422 naming the parameter.
+    let (status, _, answer) =
+        call(&app, post(&format!("{DEFINE}?wait_ms=soon"), body(), None)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"], "invalid_query");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("wait_ms"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn a_causal_wait_ends_at_once_when_the_consumer_stops() {
     // A long bound: only the consumer's stop can end this wait early.
     let state = api_state(store(), None, Duration::from_secs(30));
