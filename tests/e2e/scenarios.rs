@@ -588,12 +588,23 @@ pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
     // A second pipeline behind it proves both duplicates were consumed before we count.
     let (_, t2) = run_pipeline(&c, &b, "nlp").await?;
     expect_phases(&t2, &["nlp"], &["spellcheck"])?;
-    let outcomes = c.on(topics::ELS_BATCH_PHASE_OUTCOME, &b);
-    ensure!(
-        outcomes.len() >= 6,
-        "the worker doubled every outcome: {}",
-        outcomes.len()
-    );
+    // The second copy of the last outcome may reach the topic after the terminal event (the
+    // orchestrator ends the pipeline on the first copy): wait for it, with a deadline.
+    c.reader
+        .wait_for(
+            T,
+            "the worker's two copies of each of the 3 outcomes",
+            |all| {
+                all.iter()
+                    .filter(|m| {
+                        m.topic == topics::ELS_BATCH_PHASE_OUTCOME
+                            && m.key.as_deref() == Some(b.as_str())
+                    })
+                    .count()
+                    >= 6
+            },
+        )
+        .await;
     for topic in [
         topics::SPELLCHECK_INITIATE_COMMAND,
         topics::CJ_ASSESSMENT_INITIATE_COMMAND,
