@@ -1011,9 +1011,13 @@ pub(crate) mod tests {
             run: vec![PhaseName::Spellcheck, PhaseName::Nlp],
             pruned: vec![],
         };
+        // The request `req` on `state`, resolved after `after`.
+        let start = |state: &BatchState, req: PendingRequest, after: Option<Uuid>| {
+            on_request_started(state, B, req, true, after, run(), &limits, now())
+        };
         // Idle, known batch: queued and started at once, as the two steps would.
         let req = request("nlp");
-        let d = on_request_started(&known(3), B, req.clone(), true, None, run(), &limits, now());
+        let d = start(&known(3), req.clone(), None);
         let (two_steps, _) = started(
             &known(3),
             "nlp",
@@ -1036,31 +1040,13 @@ pub(crate) mod tests {
         );
 
         // Resolved after a pipeline that is no longer the last one: only queued.
-        let d = on_request_started(
-            &known(3),
-            B,
-            request("nlp"),
-            true,
-            Some(Uuid::new_v4()),
-            run(),
-            &limits,
-            now(),
-        );
+        let d = start(&known(3), request("nlp"), Some(Uuid::new_v4()));
         assert!(d.events.is_empty());
         assert!(d.state.needs_start(), "left to the scheduler");
 
         // A pipeline runs: queued behind it, nothing started.
         let (busy, _) = started(&known(3), "spellcheck", &[PhaseName::Spellcheck], &[]);
-        let d = on_request_started(
-            &busy.state,
-            B,
-            request("nlp"),
-            true,
-            None,
-            run(),
-            &limits,
-            now(),
-        );
+        let d = start(&busy.state, request("nlp"), None);
         assert_eq!(d.state.queue.len(), 1);
         assert_eq!(
             d.state.active.as_ref().unwrap().request.request_id,
@@ -1069,22 +1055,13 @@ pub(crate) mod tests {
         assert!(d.events.is_empty());
 
         // The batch is not known yet: parked.
-        let d = on_request_started(
-            &BatchState::default(),
-            B,
-            request("nlp"),
-            true,
-            None,
-            run(),
-            &limits,
-            now(),
-        );
+        let d = start(&BatchState::default(), request("nlp"), None);
         assert_eq!(d.state.parked.len(), 1);
         assert!(d.state.active.is_none() && d.events.is_empty());
 
         // Seen before: nothing changes.
-        let d = on_request_started(&known(3), B, req.clone(), true, None, run(), &limits, now());
-        let again = on_request_started(&d.state, B, req, true, None, run(), &limits, now());
+        let d = start(&known(3), req.clone(), None);
+        let again = start(&d.state, req, None);
         assert!(!again.changed && again.events.is_empty());
     }
 
