@@ -496,8 +496,13 @@ pub fn print_and_write(r: &Results, out: &Path) -> anyhow::Result<()> {
     let rows = rows(r);
     println!();
     println!(
-        "broker: {}; Redis: {}; machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
+        "broker: {}{}; Redis: {}; machine: {} CPUs ({}), {} MiB; load average {} at start, {} at end",
         r.machine.broker,
+        match r.machine.broker_data.as_str() {
+            "" => String::new(),
+            "memory" => " (log directory in memory)".to_owned(),
+            on => format!(" (log directory on {on})"),
+        },
         redis_setup(&r.redis),
         r.machine.cpus,
         r.machine.cpu_model,

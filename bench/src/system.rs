@@ -36,6 +36,9 @@ const SERVICES: [&str; 3] = ["batch-conductor", "batch-orchestrator", "els-simul
 pub struct Machine {
     /// The broker the run used (`BROKER` from scripts/bench.sh: kafka, tansu or external).
     pub broker: String,
+    /// Where Apache Kafka kept its log directory (`INFRA_KAFKA_DATA_ON` from
+    /// scripts/lib/infra.sh: `memory` or `disk`; empty for another broker).
+    pub broker_data: String,
     pub cpus: usize,
     pub cpu_model: String,
     pub mem_total_mib: u64,
@@ -691,6 +694,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let results = Results {
         machine: Machine {
             broker: std::env::var("BROKER").unwrap_or_else(|_| "kafka".to_owned()),
+            broker_data: std::env::var("INFRA_KAFKA_DATA_ON").unwrap_or_default(),
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(0),

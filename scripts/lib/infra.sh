@@ -15,7 +15,15 @@
 #                                        # KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, INFRA_DIR
 #
 # --durable: Redis with AOF (everysec) and tansu on SQLite, so either can be restarted without
-# losing data (Apache Kafka always keeps its data on disk).
+# losing data (Apache Kafka always keeps its data in files).
+#
+# Apache Kafka's log directory is in memory (/dev/shm) when that has INFRA_KAFKA_MEMORY_MIB
+# (default 2048) free, else in INFRA_DIR on disk; INFRA_KAFKA_DATA=memory or disk insists on
+# one (auto: the default). The data is thrown away when the script ends either way, and on a
+# disk whose journal stalls now and then (ext4 on this project's build machine) every such
+# stall holds a Produce for tens of milliseconds (docs/infrastructure.md). Exported: INFRA_KAFKA_DIR
+# (the broker's --dir) and INFRA_KAFKA_DATA_ON (memory or disk). A directory left in /dev/shm
+# by a script that was killed is removed by the next start.
 # --secure (Apache Kafka only): also TLS and SASL listeners with throw-away certificates and
 # users (scripts/lib/kafka-broker.sh), exported as INFRA_KAFKA_SSL, INFRA_KAFKA_MTLS,
 # INFRA_KAFKA_SASL_SSL (host:port), INFRA_TLS_DIR (certificates: scripts/lib/certs.sh),
@@ -189,6 +197,52 @@ infra_stop() {
   if [ -n "${INFRA_DIR:-}" ] && [ -d "$INFRA_DIR" ] && [ -z "${INFRA_KEEP:-}" ]; then
     rm -rf "$INFRA_DIR"
   fi
+  if [ "${INFRA_KAFKA_DATA_ON:-}" = memory ] && [ -d "${INFRA_KAFKA_DIR:-}" ] && [ -z "${INFRA_KEEP:-}" ]; then
+    rm -rf "$INFRA_KAFKA_DIR"
+  fi
+}
+
+# Remove broker directories in /dev/shm whose script (the pid in the name) no longer runs: a
+# killed script cannot clean up, and memory is not given back until someone does.
+infra_sweep_shm() {
+  local d pid
+  for d in /dev/shm/huleedu-kafka.*; do
+    [ -d "$d" ] || continue
+    pid=${d#/dev/shm/huleedu-kafka.}
+    pid=${pid%%.*}
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    kill -0 "$pid" 2>/dev/null || rm -rf "$d" 2>/dev/null || true
+  done
+}
+
+# Choose Apache Kafka's directory (see the top of this file); sets and exports INFRA_KAFKA_DIR
+# and INFRA_KAFKA_DATA_ON.
+infra_kafka_dir() {
+  local mode=${INFRA_KAFKA_DATA:-auto} need=${INFRA_KAFKA_MEMORY_MIB:-2048} free_kib=0
+  case "$mode" in
+    auto|memory|disk) ;;
+    *) infra_log "INFRA_KAFKA_DATA=$mode is not known: use auto, memory or disk"; return 2 ;;
+  esac
+  case "$need" in
+    ''|*[!0-9]*) infra_log "INFRA_KAFKA_MEMORY_MIB=$need is not a number of MiB"; return 2 ;;
+  esac
+  infra_sweep_shm
+  if [ "$mode" != disk ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    free_kib=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')
+    if [ "${free_kib:-0}" -ge $(( need * 1024 )) ]; then
+      INFRA_KAFKA_DIR=$(mktemp -d "/dev/shm/huleedu-kafka.$$.XXXXXX")
+      INFRA_KAFKA_DATA_ON=memory
+      export INFRA_KAFKA_DIR INFRA_KAFKA_DATA_ON
+      return 0
+    fi
+  fi
+  if [ "$mode" = memory ]; then
+    infra_log "INFRA_KAFKA_DATA=memory: /dev/shm has $(( ${free_kib:-0} / 1024 )) MiB free, INFRA_KAFKA_MEMORY_MIB asks for $need"
+    return 2
+  fi
+  INFRA_KAFKA_DIR="$INFRA_DIR/kafka"
+  INFRA_KAFKA_DATA_ON=disk
+  export INFRA_KAFKA_DIR INFRA_KAFKA_DATA_ON
 }
 
 infra_start_tansu() {
@@ -303,7 +357,8 @@ infra_start_redis_cluster() {
 
 infra_start_kafka() {
   local kport=$1 secure=$2
-  local args=(--dir "$INFRA_DIR/kafka" --port "$kport" --controller-port "$(infra_free_port)")
+  infra_kafka_dir || return
+  local args=(--dir "$INFRA_KAFKA_DIR" --port "$kport" --controller-port "$(infra_free_port)")
   if [ "$secure" = 1 ]; then
     local ssl mtls sasl
     read -r ssl mtls sasl <<<"$(infra_free_ports 3)"
@@ -357,7 +412,7 @@ infra_start() {
 
   local what="Apache Kafka $KAFKA_VERSION"
   case "$BROKER" in
-    kafka) infra_start_kafka "$kport" "$secure" ;;
+    kafka) infra_start_kafka "$kport" "$secure"; what="$what, its log directory $( [ "$INFRA_KAFKA_DATA_ON" = memory ] && echo "in memory" || echo "on disk")" ;;
     tansu) infra_start_tansu "$kport" "$durable"; what="tansu $TANSU_VERSION" ;;
     external) kport=${KAFKA_BOOTSTRAP_SERVERS#*:}; what="already running" ;;
   esac
