@@ -23,7 +23,7 @@
 # disk whose journal stalls now and then (ext4 on this project's build machine) every such
 # stall holds a Produce for tens of milliseconds (docs/infrastructure.md). Exported: INFRA_KAFKA_DIR
 # (the broker's --dir) and INFRA_KAFKA_DATA_ON (memory or disk). A directory left in /dev/shm
-# by a script that was killed is removed by the next start.
+# by a script that was killed (or kept with INFRA_KEEP) is removed by the next start.
 # --secure (Apache Kafka only): also TLS and SASL listeners with throw-away certificates and
 # users (scripts/lib/kafka-broker.sh), exported as INFRA_KAFKA_SSL, INFRA_KAFKA_MTLS,
 # INFRA_KAFKA_SASL_SSL (host:port), INFRA_TLS_DIR (certificates: scripts/lib/certs.sh),
