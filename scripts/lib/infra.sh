@@ -396,6 +396,9 @@ infra_start() {
   fi
   INFRA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/huleedu-infra.XXXXXX")
   export INFRA_DIR
+  # Only a broker directory this shell chose is removed by its infra_stop (not one named in the
+  # environment by a calling script).
+  unset INFRA_KAFKA_DIR INFRA_KAFKA_DATA_ON
   trap 'infra_stop' EXIT
   trap 'infra_stop; exit 130' INT
   trap 'infra_stop; exit 143' TERM
