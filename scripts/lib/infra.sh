@@ -20,8 +20,8 @@
 # Apache Kafka's log directory is in memory (/dev/shm) when that has INFRA_KAFKA_MEMORY_MIB
 # (default 2048) free, else in INFRA_DIR on disk; INFRA_KAFKA_DATA=memory or disk insists on
 # one (auto: the default). The data is thrown away when the script ends either way, and on a
-# disk whose journal stalls now and then (ext4 on this project's build machine) every such
-# stall holds a Produce for tens of milliseconds (docs/infrastructure.md). Exported: INFRA_KAFKA_DIR
+# disk that stalls a write now and then (ext4 on this project's build machine) every such stall
+# holds a Produce for tens of milliseconds (docs/infrastructure.md). Exported: INFRA_KAFKA_DIR
 # (the broker's --dir) and INFRA_KAFKA_DATA_ON (memory or disk). A directory left in /dev/shm
 # by a script that was killed (or kept with INFRA_KEEP) is removed by the next start.
 # --secure (Apache Kafka only): also TLS and SASL listeners with throw-away certificates and
