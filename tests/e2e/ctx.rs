@@ -171,6 +171,18 @@ impl Ctx {
         Ok(())
     }
 
+    /// Wait (deadline [`T`]) until at least `n` messages of `topic` keyed `batch` were seen,
+    /// and return those messages.
+    pub async fn wait_count(&self, topic: &str, batch: &str, n: usize, what: &str) -> Vec<Seen> {
+        let of = |m: &Seen| m.topic == topic && m.key.as_deref() == Some(batch);
+        self.reader
+            .wait_for(T, what, |all| all.iter().filter(|m| of(m)).count() >= n)
+            .await
+            .into_iter()
+            .filter(of)
+            .collect()
+    }
+
     /// Messages of `topic` whose key is `batch`.
     pub fn on(&self, topic: &str, batch: &str) -> Vec<Seen> {
         self.reader

@@ -238,19 +238,15 @@ pub async fn s08_s09_partial_failure_and_carry_over(c: Arc<Ctx>) -> R {
     );
     // Exactly 3 failed-essay DLQ records for this run.
     let dlq = c
-        .reader
-        .wait_for(T, "3 failed-essay DLQ records", |all| {
-            all.iter()
-                .filter(|m| {
-                    m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())
-                })
-                .count()
-                >= 3
-        })
+        .wait_count(
+            topics::FAILED_ESSAYS_DLQ,
+            &b,
+            3,
+            "3 failed-essay DLQ records",
+        )
         .await;
     let mut ids: Vec<String> = dlq
         .iter()
-        .filter(|m| m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str()))
         .map(|m| {
             m.json()["data"]["essay_id"]
                 .as_str()
@@ -514,15 +510,7 @@ pub async fn s_retry_failed_essays(c: Arc<Ctx>) -> R {
         "the retry ran the 3 failed essays only"
     );
     // The essay that failed again is dead-lettered again (3 + 1 records).
-    c.reader
-        .wait_for(T, "4 DLQ records", |all| {
-            all.iter()
-                .filter(|m| {
-                    m.topic == topics::FAILED_ESSAYS_DLQ && m.key.as_deref() == Some(b.as_str())
-                })
-                .count()
-                >= 4
-        })
+    c.wait_count(topics::FAILED_ESSAYS_DLQ, &b, 4, "4 DLQ records")
         .await;
     // A later pipeline includes the two recovered essays.
     let (_, t) = run_pipeline(&c, &b, "nlp").await?;
@@ -590,21 +578,13 @@ pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
     expect_phases(&t2, &["nlp"], &["spellcheck"])?;
     // The second copy of the last outcome may reach the topic after the terminal event (the
     // orchestrator ends the pipeline on the first copy): wait for it, with a deadline.
-    c.reader
-        .wait_for(
-            T,
-            "the worker's two copies of each of the 3 outcomes",
-            |all| {
-                all.iter()
-                    .filter(|m| {
-                        m.topic == topics::ELS_BATCH_PHASE_OUTCOME
-                            && m.key.as_deref() == Some(b.as_str())
-                    })
-                    .count()
-                    >= 6
-            },
-        )
-        .await;
+    c.wait_count(
+        topics::ELS_BATCH_PHASE_OUTCOME,
+        &b,
+        6,
+        "the worker's two copies of each of the 3 outcomes",
+    )
+    .await;
     for topic in [
         topics::SPELLCHECK_INITIATE_COMMAND,
         topics::CJ_ASSESSMENT_INITIATE_COMMAND,
