@@ -56,17 +56,40 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<&Essa
         else {
             continue;
         };
-        let succeeded: HashMap<&str, &EssayRef> = result
-            .succeeded
-            .iter()
-            .map(|s| (s.essay_id.as_str(), s))
-            .collect();
-        essays = essays
-            .iter()
-            .filter_map(|e| succeeded.get(e.essay_id.as_str()).copied())
-            .collect();
+        essays = keep_succeeded(&essays, &result.succeeded);
     }
     essays
+}
+
+/// The essays of `essays` that are in `succeeded`, in the order of `essays`, each as
+/// `succeeded` has it (with its output text id).
+///
+/// A result lists its essays in the order the phase received them, which is the order of
+/// `essays`, less the failed ones: one walk through both lists, no lookups. When `succeeded`
+/// is not in that order (or names an essay `essays` lacks), lookups by essay id instead. For a
+/// batch's essays, whose ids are distinct, both give the same answer (a property test below).
+fn keep_succeeded<'a>(essays: &[&'a EssayRef], succeeded: &'a [EssayRef]) -> Vec<&'a EssayRef> {
+    let mut out = Vec::with_capacity(succeeded.len().min(essays.len()));
+    let mut next = succeeded.iter().peekable();
+    for e in essays {
+        if let Some(s) = next.next_if(|s| s.essay_id == e.essay_id) {
+            out.push(s);
+        }
+    }
+    if next.peek().is_none() {
+        return out;
+    }
+    by_lookup(essays, succeeded)
+}
+
+/// [`keep_succeeded`] by lookups only.
+fn by_lookup<'a>(essays: &[&'a EssayRef], succeeded: &'a [EssayRef]) -> Vec<&'a EssayRef> {
+    let by_id: HashMap<&str, &EssayRef> =
+        succeeded.iter().map(|s| (s.essay_id.as_str(), s)).collect();
+    essays
+        .iter()
+        .filter_map(|e| by_id.get(e.essay_id.as_str()).copied())
+        .collect()
 }
 
 #[cfg(test)]
@@ -198,6 +221,35 @@ mod tests {
             result(RunStatus::FailedCritically, &[], "spell"),
         );
         assert_eq!(first(&s, PhaseName::Nlp).len(), 2);
+    }
+
+    proptest::proptest! {
+        /// Distinct essays; a result with any subset of them, in the batch's order or shuffled,
+        /// and now and then an essay the batch does not have.
+        #[test]
+        fn the_walk_keeps_what_the_lookups_keep(
+            n in 0usize..40,
+            keep in proptest::collection::vec(proptest::bool::ANY, 40),
+            shuffle in proptest::bool::ANY,
+            stranger in proptest::option::of(0usize..40),
+            seed in 0u64..1000,
+        ) {
+            let batch: Vec<EssayRef> = (0..n).map(|i| essay(i, "orig")).collect();
+            let essays: Vec<&EssayRef> = batch.iter().collect();
+            let mut succeeded: Vec<EssayRef> =
+                (0..n).filter(|i| keep[*i]).map(|i| essay(i, "out")).collect();
+            if let Some(at) = stranger {
+                succeeded.insert(at.min(succeeded.len()), essay(1000, "out"));
+            }
+            if shuffle && succeeded.len() > 1 {
+                let k = (seed as usize) % succeeded.len();
+                succeeded.rotate_left(k.max(1));
+            }
+            proptest::prop_assert_eq!(
+                keep_succeeded(&essays, &succeeded),
+                by_lookup(&essays, &succeeded)
+            );
+        }
     }
 
     #[test]
