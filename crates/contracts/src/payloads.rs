@@ -95,6 +95,30 @@ impl EssayProcessingInputRefV1 {
     }
 }
 
+/// An [`EssayProcessingInputRefV1`] with `spellcheck_metrics: null`, borrowing its ids: a
+/// command for thousands of essays is written from the essays its writer holds without copying
+/// each id first. Serializes to exactly the same JSON (a test below holds it to that).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EssayInputRefView<'a> {
+    /// Essay id.
+    pub essay_id: &'a str,
+    /// Content Service storage id of the text.
+    pub text_storage_id: &'a str,
+    /// Always `null`.
+    pub spellcheck_metrics: Option<&'a Value>,
+}
+
+impl<'a> EssayInputRefView<'a> {
+    /// The view of an essay reference with `spellcheck_metrics: null`.
+    pub fn new(essay_id: &'a str, text_storage_id: &'a str) -> Self {
+        Self {
+            essay_id,
+            text_storage_id,
+            spellcheck_metrics: None,
+        }
+    }
+}
+
 /// The platform's `SystemProcessingMetadata`, nested as `metadata` in several payloads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SystemProcessingMetadata {
@@ -319,7 +343,7 @@ pub struct ELSBatchPhaseOutcomeV1 {
 
 /// `huleedu.els.spellcheck.initiate.command.v1`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchServiceSpellcheckInitiateCommandDataV1 {
+pub struct BatchServiceSpellcheckInitiateCommandDataV1<E = EssayProcessingInputRefV1> {
     /// `"batch.spellcheck.initiate.command"` (see [`events`]).
     pub event_name: String,
     /// The batch id.
@@ -334,15 +358,16 @@ pub struct BatchServiceSpellcheckInitiateCommandDataV1 {
     /// When the command was created.
     #[serde(default = "Timestamp::now")]
     pub timestamp: Timestamp,
-    /// The essays to process.
-    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// The essays to process ([`EssayProcessingInputRefV1`]; a writer may use
+    /// [`EssayInputRefView`], the same JSON without copying the ids).
+    pub essays_to_process: Vec<E>,
     /// `en` or `sv`.
     pub language: String,
 }
 
 /// `huleedu.batch.nlp.initiate.command.v2`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchServiceNLPInitiateCommandDataV2 {
+pub struct BatchServiceNLPInitiateCommandDataV2<E = EssayProcessingInputRefV1> {
     /// `"batch.nlp.initiate.command.v2"` (see [`events`]).
     pub event_name: String,
     /// The batch id.
@@ -357,8 +382,9 @@ pub struct BatchServiceNLPInitiateCommandDataV2 {
     /// When the command was created.
     #[serde(default = "Timestamp::now")]
     pub timestamp: Timestamp,
-    /// The essays to process.
-    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// The essays to process ([`EssayProcessingInputRefV1`]; a writer may use
+    /// [`EssayInputRefView`], the same JSON without copying the ids).
+    pub essays_to_process: Vec<E>,
     /// `en` or `sv`.
     pub language: String,
     /// A `StorageReferenceMetadata` object or `null`.
@@ -368,7 +394,7 @@ pub struct BatchServiceNLPInitiateCommandDataV2 {
 
 /// `huleedu.batch.cj_assessment.initiate.command.v1`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchServiceCJAssessmentInitiateCommandDataV1 {
+pub struct BatchServiceCJAssessmentInitiateCommandDataV1<E = EssayProcessingInputRefV1> {
     /// `"batch.cj_assessment.initiate.command"` (see [`events`]).
     pub event_name: String,
     /// The batch id.
@@ -383,8 +409,9 @@ pub struct BatchServiceCJAssessmentInitiateCommandDataV1 {
     /// When the command was created.
     #[serde(default = "Timestamp::now")]
     pub timestamp: Timestamp,
-    /// The essays to process.
-    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// The essays to process ([`EssayProcessingInputRefV1`]; a writer may use
+    /// [`EssayInputRefView`], the same JSON without copying the ids).
+    pub essays_to_process: Vec<E>,
     /// `en` or `sv`.
     pub language: String,
     /// Platform `CourseCode`.
@@ -408,7 +435,7 @@ impl Validate for BatchServiceCJAssessmentInitiateCommandDataV1 {
 
 /// `huleedu.batch.ai_feedback.initiate.command.v1`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchServiceAIFeedbackInitiateCommandDataV1 {
+pub struct BatchServiceAIFeedbackInitiateCommandDataV1<E = EssayProcessingInputRefV1> {
     /// `"batch.ai_feedback.initiate.command"` (see [`events`]).
     pub event_name: String,
     /// The batch id.
@@ -423,8 +450,9 @@ pub struct BatchServiceAIFeedbackInitiateCommandDataV1 {
     /// When the command was created.
     #[serde(default = "Timestamp::now")]
     pub timestamp: Timestamp,
-    /// The essays to process.
-    pub essays_to_process: Vec<EssayProcessingInputRefV1>,
+    /// The essays to process ([`EssayProcessingInputRefV1`]; a writer may use
+    /// [`EssayInputRefView`], the same JSON without copying the ids).
+    pub essays_to_process: Vec<E>,
     /// `en` or `sv`.
     pub language: String,
     /// Platform `CourseCode`.
@@ -566,5 +594,63 @@ impl Validate for BatchServiceNLPInitiateCommandDataV2 {
 impl Validate for BatchServiceAIFeedbackInitiateCommandDataV1 {
     fn validate(&self) -> Result<(), String> {
         check_opt_object("student_prompt_ref", self.student_prompt_ref.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_essay_view_writes_the_same_json_as_the_owned_reference() {
+        // Plain ids, and ids that need escaping (quote, backslash, control, non-ASCII).
+        for (id, text) in [
+            (
+                "3f0c2a9e-1d4b-4f8a-9c61-2b7e5d8a0f13",
+                "0123456789abcdef0123456789abcdef",
+            ),
+            ("e\"1\\", "t\n\u{1}\u{e5}\u{1F600}"),
+            ("", ""),
+        ] {
+            let owned = EssayProcessingInputRefV1::new(id, text);
+            let view = EssayInputRefView::new(id, text);
+            assert_eq!(
+                serde_json::to_string(&view).unwrap(),
+                serde_json::to_string(&owned).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_of_views_writes_the_same_json_as_one_of_owned_references() {
+        let ids = [("e1", "t1"), ("e2", "t2")];
+        let owned = BatchServiceSpellcheckInitiateCommandDataV1 {
+            event_name: events::BATCH_SPELLCHECK_INITIATE_COMMAND.to_owned(),
+            entity_id: Some("b1".into()),
+            entity_type: Some("batch".into()),
+            parent_id: None,
+            timestamp: Timestamp::now(),
+            essays_to_process: ids
+                .iter()
+                .map(|(e, t)| EssayProcessingInputRefV1::new(*e, *t))
+                .collect(),
+            language: "en".into(),
+        };
+        let view = BatchServiceSpellcheckInitiateCommandDataV1 {
+            essays_to_process: ids
+                .iter()
+                .map(|(e, t)| EssayInputRefView::new(e, t))
+                .collect(),
+            event_name: owned.event_name.clone(),
+            entity_id: owned.entity_id.clone(),
+            entity_type: owned.entity_type.clone(),
+            parent_id: None,
+            timestamp: owned.timestamp,
+            language: owned.language.clone(),
+        };
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            serde_json::to_string(&owned).unwrap()
+        );
     }
 }

@@ -6,7 +6,7 @@ use huleedu_contracts::events;
 use huleedu_contracts::payloads::{
     BatchPipelineCompletedV1, BatchServiceAIFeedbackInitiateCommandDataV1,
     BatchServiceCJAssessmentInitiateCommandDataV1, BatchServiceNLPInitiateCommandDataV2,
-    BatchServiceSpellcheckInitiateCommandDataV1, EssayProcessingInputRefV1, PhaseSkippedV1,
+    BatchServiceSpellcheckInitiateCommandDataV1, EssayInputRefView, PhaseSkippedV1,
     SystemProcessingMetadata, ENTITY_TYPE_BATCH,
 };
 use huleedu_contracts::phase::PhaseName;
@@ -106,8 +106,12 @@ pub fn initiate_command(
 ) -> Option<Outgoing> {
     let topic = topics::initiate_command_topic(phase)?;
     let event_name = events::initiate_command_event_name(phase)?.to_owned();
-    let essays_to_process: Vec<EssayProcessingInputRefV1> =
-        essays.iter().map(|e| (*e).into()).collect();
+    // Views of the essays, not copies: a large batch's command is written without copying
+    // thousands of ids first.
+    let essays_to_process: Vec<EssayInputRefView<'_>> = essays
+        .iter()
+        .map(|e| EssayInputRefView::new(&e.essay_id, &e.text_storage_id))
+        .collect();
     let entity_id = Some(batch_id.to_owned());
     let entity_type = Some(ENTITY_TYPE_BATCH.to_owned());
     let prompt_ref = info.student_prompt_ref.clone().or_else(|| {

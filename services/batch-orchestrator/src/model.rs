@@ -69,12 +69,6 @@ impl From<EssayProcessingInputRefV1> for EssayRef {
     }
 }
 
-impl From<&EssayRef> for EssayProcessingInputRefV1 {
-    fn from(e: &EssayRef) -> Self {
-        EssayProcessingInputRefV1::new(e.essay_id.clone(), e.text_storage_id.clone())
-    }
-}
-
 /// The batch's essays and the context the initiate commands need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchInfo {
