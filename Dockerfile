@@ -40,9 +40,11 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 ENV LOG_FORMAT=json
-# glibc: allocations of 256 KiB and more get their own mappings, returned to the system when
-# freed. Without it glibc raises that threshold after the first large free, and the heap keeps
-# the space of a large batch's state long after it is gone (docs/operations.md, "Memory").
+# glibc, for the binaries that allocate with it (reference worker, console, hulectl; the
+# orchestrator and the conductor use jemalloc for everything): allocations of 256 KiB and more
+# get their own mappings, returned to the system when freed. Without it glibc raises that
+# threshold after the first large free, and the heap keeps the space of a large batch's
+# messages long after they are gone (docs/operations.md, "Memory").
 ENV MALLOC_MMAP_THRESHOLD_=262144
 EXPOSE 5000 4002 4010
 CMD ["batch-orchestrator"]
