@@ -104,7 +104,7 @@ pub struct EssayInputRefView<'a> {
     pub essay_id: &'a str,
     /// Content Service storage id of the text.
     pub text_storage_id: &'a str,
-    /// Always `null`.
+    /// `null` from [`EssayInputRefView::new`], as in every command of this project.
     pub spellcheck_metrics: Option<&'a Value>,
 }
 
