@@ -47,7 +47,8 @@ pub fn essays_for_first_phase(state: &BatchState, phase: PhaseName) -> Vec<&Essa
         return Vec::new();
     };
     let mut essays: Vec<&EssayRef> = batch.essays.iter().collect();
-    // Lookups by essay id: the cost stays linear in the batch size.
+    // Each completed dependency filters the essays (one walk, else lookups by id): linear in
+    // the batch size.
     for dep in upstream(phase) {
         let Some(result) = state
             .phase_results
