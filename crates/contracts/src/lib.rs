@@ -16,6 +16,8 @@
 //! - [`decode`] — [`decode_envelope`] / [`decode_json`], [`DecodeError`] (decode vs validation,
 //!   messages naming the field path) and the [`Validate`] trait for model rules.
 //! - [`payloads`] — the platform's event payloads (`data` objects).
+//! - [`json`] — writing a small hot object's JSON text directly (essay references of large
+//!   commands), byte for byte what serde_json writes.
 //! - [`http`] — BOS → BCS pipeline-definition request and response bodies; [`http::bos`], the
 //!   orchestrator's status document and retry request and answer.
 //! - [`dlq`] — [`FailedEssayDlqRecordV1`] and the poison-message DLQ header names.
@@ -33,6 +35,7 @@ pub mod dlq;
 pub mod envelope;
 pub mod events;
 pub mod http;
+pub mod json;
 pub mod payloads;
 pub mod phase;
 pub mod source;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use huleedu_contracts::events;
+use huleedu_contracts::json;
 use huleedu_contracts::payloads::{
     BatchContentProvisioningCompletedV1, BatchEssaysReady, EssayProcessingInputRefV1,
     PipelinePromptPayload,
@@ -44,11 +45,25 @@ pub struct BatchState {
     pub last_pipeline_id: Option<Uuid>,
 }
 
-/// One essay as a phase receives it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// One essay as a phase receives it. Stored as `{"essay_id":…,"text_storage_id":…}`, written
+/// by `huleedu_contracts::json` (the same bytes serde's derive wrote, see the tests): a large
+/// batch's recorded results are thousands of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 pub struct EssayRef {
     pub essay_id: String,
     pub text_storage_id: String,
+}
+
+impl Serialize for EssayRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        json::serialize_object(serializer, |out| {
+            out.push_str("{\"essay_id\":");
+            json::push_str(out, &self.essay_id);
+            out.push_str(",\"text_storage_id\":");
+            json::push_str(out, &self.text_storage_id);
+            out.push('}');
+        })
+    }
 }
 
 impl From<&EssayProcessingInputRefV1> for EssayRef {
@@ -225,6 +240,26 @@ impl BatchState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn an_essay_is_stored_as_the_derived_serialize_wrote_it(
+            essay_id in proptest::prelude::any::<String>(),
+            text_storage_id in "[\\x00-\\x7f\u{e5}]{0,40}",
+        ) {
+            #[derive(Serialize)]
+            struct Derived<'a> {
+                essay_id: &'a str,
+                text_storage_id: &'a str,
+            }
+            let e = EssayRef { essay_id: essay_id.clone(), text_storage_id: text_storage_id.clone() };
+            let derived = Derived { essay_id: &essay_id, text_storage_id: &text_storage_id };
+            let stored = serde_json::to_string(&[&e, &e]).unwrap();
+            proptest::prop_assert_eq!(&stored, &serde_json::to_string(&[&derived, &derived]).unwrap());
+            let back: Vec<EssayRef> = serde_json::from_str(&stored).unwrap();
+            proptest::prop_assert_eq!(back, vec![e.clone(), e]);
+        }
+    }
 
     #[test]
     fn language_follows_the_course_code() {
