@@ -45,9 +45,11 @@ pub struct BatchState {
     pub last_pipeline_id: Option<Uuid>,
 }
 
-/// One essay as a phase receives it. Stored as `{"essay_id":…,"text_storage_id":…}`, written
-/// by `huleedu_contracts::json` (the same bytes serde's derive wrote, see the tests): a large
-/// batch's recorded results are thousands of them.
+/// One essay as a phase receives it. Stored as a pair, `["<essay_id>","<text_storage_id>"]`
+/// (written by `huleedu_contracts::json`): a large batch's essays and recorded results are
+/// thousands of them, and the pair is a third smaller than the object with its two keys. Read
+/// in either form — the pair, or `{"essay_id":…,"text_storage_id":…}` as written before
+/// (serde's derived `Deserialize` takes both, in this version and the ones before it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 pub struct EssayRef {
     pub essay_id: String,
@@ -57,11 +59,11 @@ pub struct EssayRef {
 impl Serialize for EssayRef {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         json::serialize_object(serializer, |out| {
-            out.push_str("{\"essay_id\":");
+            out.push('[');
             json::push_str(out, &self.essay_id);
-            out.push_str(",\"text_storage_id\":");
+            out.push(',');
             json::push_str(out, &self.text_storage_id);
-            out.push('}');
+            out.push(']');
         })
     }
 }
@@ -243,7 +245,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn an_essay_is_stored_as_the_derived_serialize_wrote_it(
+        fn an_essay_is_stored_as_a_pair_and_read_back_in_either_form(
             essay_id in proptest::prelude::any::<String>(),
             text_storage_id in "[\\x00-\\x7f\u{e5}]{0,40}",
         ) {
@@ -253,11 +255,14 @@ mod tests {
                 text_storage_id: &'a str,
             }
             let e = EssayRef { essay_id: essay_id.clone(), text_storage_id: text_storage_id.clone() };
-            let derived = Derived { essay_id: &essay_id, text_storage_id: &text_storage_id };
             let stored = serde_json::to_string(&[&e, &e]).unwrap();
-            proptest::prop_assert_eq!(&stored, &serde_json::to_string(&[&derived, &derived]).unwrap());
+            let pair = serde_json::to_string(&(&essay_id, &text_storage_id)).unwrap();
+            proptest::prop_assert_eq!(&stored, &format!("[{pair},{pair}]"));
             let back: Vec<EssayRef> = serde_json::from_str(&stored).unwrap();
-            proptest::prop_assert_eq!(back, vec![e.clone(), e]);
+            proptest::prop_assert_eq!(&back, &vec![e.clone(), e.clone()]);
+            // As stored before the pair: an object with the two keys.
+            let object = serde_json::to_string(&Derived { essay_id: &essay_id, text_storage_id: &text_storage_id }).unwrap();
+            proptest::prop_assert_eq!(serde_json::from_str::<EssayRef>(&object).unwrap(), e);
         }
     }
 
