@@ -99,9 +99,10 @@ pub fn largest_batch(run: &str) -> usize {
 
 /// Batches run per size: more of the small ones, so each size's services use many of /proc's
 /// 10 ms CPU ticks (20 batches of 10 essays were ~12 ticks, one tick either way moved the
-/// flatness ratio by 8 %): 100 batches of 10 and 100 essays, 60 of 1000, 10 of the largest.
+/// flatness ratio by 8 %): 100 batches of 10 and 100 essays, 60 of 1000, 30 of the largest
+/// (10 until 2026-12-03: six rows of 8040–8045 essays in one run spread from 4.3 to 6.9 ms).
 fn batches_for(essays: usize) -> usize {
-    (60_000 / essays).clamp(10, 100)
+    (60_000 / essays).clamp(30, 100)
 }
 
 /// Bytes clients sent to Redis so far (`total_net_input_bytes`; summed over a cluster's
@@ -191,11 +192,13 @@ pub async fn measure(
         let bcs_us = per(cpu_before.1, cpu_after.1, idle.1);
         let kib = message_bytes as f64 / transitions as f64 / 1024.0;
         let relay_message_bytes = (message_bytes as f64 / transitions as f64 / 2.0) as usize;
-        // Enough messages that the relay's CPU is many of /proc's 10 ms ticks.
+        // Enough messages that the relay's CPU is many of /proc's 10 ms ticks, and the large
+        // ones enough to average out the broker's pauses (with 250, six rows of ~600 KB
+        // messages in one run gave 521–1032 µs per message).
         let relay_count = match relay_message_bytes {
             0..=16_384 => 1500,
             16_385..=131_072 => 500,
-            _ => 250,
+            _ => 1000,
         };
         let relay_cpu_us = crate::floor::relay_cpu_us(
             &ctx.args.kafka,
