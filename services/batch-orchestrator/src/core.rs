@@ -383,9 +383,12 @@ impl Core {
                 .decode(batch_id, current)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let now = Timestamp::now();
-            let d = decide(&state, now);
+            let mut d = decide(&state, now);
             Ok(if d.changed {
-                let change = self.change(batch_id, &state, &d, now);
+                // Moved into the outbox, not copied: a large batch's command is a megabyte.
+                // The decision's notes and state are what is used after the commit.
+                let events = std::mem::take(&mut d.events);
+                let change = self.change(batch_id, &state, &d, events, now);
                 let small: Arc<str> = change.set_fields[0].1.as_str().into();
                 Decided::Write(change, (d, Some(small)))
             } else {
@@ -432,8 +435,15 @@ impl Core {
     }
 
     /// What a decision writes: the changed state fields (the small state first), the deadline
-    /// and start indexes, the outgoing events.
-    fn change(&self, batch_id: &str, old: &BatchState, d: &Decision, now: Timestamp) -> Change {
+    /// and start indexes, the outgoing events (the decision's, taken out of it).
+    fn change(
+        &self,
+        batch_id: &str,
+        old: &BatchState,
+        d: &Decision,
+        events: Vec<crate::events::Outgoing>,
+        now: Timestamp,
+    ) -> Change {
         let deadline = match d.state.next_deadline() {
             Some(t) => IndexOp::Upsert {
                 index: DEADLINES.into(),
@@ -468,10 +478,9 @@ impl Core {
             set_fields: changed_fields(old, &d.state),
             state_ttl: Some(self.state_ttl),
             index_ops,
-            outbox: d
-                .events
-                .iter()
-                .map(|e| OutboxEntry::new(e.topic, batch_id, e.payload.clone()))
+            outbox: events
+                .into_iter()
+                .map(|e| OutboxEntry::new(e.topic, batch_id, e.payload))
                 .collect(),
         }
     }
