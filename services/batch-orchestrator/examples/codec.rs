@@ -62,7 +62,8 @@ fn main() {
         "essays", "outcome", "decode outcome", "copy", "scan", "write command", "write result"
     );
     for n in sizes {
-        let batch = format!("size-codec-{n:05}-00");
+        // As long as the bench's batch ids (`size-<run>-NNNNN-NN`, the run a timestamp).
+        let batch = format!("size-20261203T120000-{n:05}-00");
         let essays: Vec<EssayRef> = (0..n)
             .map(|i| EssayRef {
                 essay_id: format!("{batch}-e{i}"),

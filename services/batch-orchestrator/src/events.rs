@@ -48,9 +48,10 @@ fn envelope<T: Serialize>(
 
 /// Bytes of a command to start its buffer with: its envelope and context, and per essay the
 /// reference's JSON — `{"essay_id":"…","text_storage_id":"…","spellcheck_metrics":null},`,
-/// 62 bytes and the two ids (more only for ids that need escaping). Counted rather than
-/// guessed: a guess of 128 bytes per essay fell 14 KB short of an 8045-essay command with
-/// the bench's ids, and the buffer was reallocated to 2 MB and the megabyte copied.
+/// 63 bytes with its comma, and the two ids (more only for ids that need escaping). Counted
+/// rather than guessed: a guess of 128 bytes per essay fell 14 KB short of an 8045-essay
+/// command with the bench's ids, and the buffer was reallocated to 2 MB and the megabyte
+/// copied.
 fn command_capacity(essays: &[&EssayRef]) -> usize {
     2048 + essays
         .iter()

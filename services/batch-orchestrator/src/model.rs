@@ -254,14 +254,21 @@ mod tests {
                 essay_id: &'a str,
                 text_storage_id: &'a str,
             }
-            let e = EssayRef { essay_id: essay_id.clone(), text_storage_id: text_storage_id.clone() };
+            let e = EssayRef {
+                essay_id: essay_id.clone(),
+                text_storage_id: text_storage_id.clone(),
+            };
             let stored = serde_json::to_string(&[&e, &e]).unwrap();
             let pair = serde_json::to_string(&(&essay_id, &text_storage_id)).unwrap();
             proptest::prop_assert_eq!(&stored, &format!("[{pair},{pair}]"));
             let back: Vec<EssayRef> = serde_json::from_str(&stored).unwrap();
             proptest::prop_assert_eq!(&back, &vec![e.clone(), e.clone()]);
             // As stored before the pair: an object with the two keys.
-            let object = serde_json::to_string(&Derived { essay_id: &essay_id, text_storage_id: &text_storage_id }).unwrap();
+            let object = serde_json::to_string(&Derived {
+                essay_id: &essay_id,
+                text_storage_id: &text_storage_id,
+            })
+            .unwrap();
             proptest::prop_assert_eq!(serde_json::from_str::<EssayRef>(&object).unwrap(), e);
         }
     }
