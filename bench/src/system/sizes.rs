@@ -34,10 +34,14 @@ pub struct SizeRow {
     pub request_to_terminal_ms: Dist,
     /// Phase outcome produced → the orchestrator's next event, ms.
     pub transition_ms: Dist,
-    /// CPU time per transition, µs, per service, less the service's idle CPU (its timers and
-    /// sweeps, measured before the stage) over the same wall time.
+    /// CPU time per transition, µs, per service, less the service's idle CPU (its timers,
+    /// sweeps and client polling: the mean of 3 s measured right before this size's batches
+    /// were registered and 3 s right after its last terminal event) over the same wall time.
     pub orchestrator_cpu_us: f64,
     pub conductor_cpu_us: f64,
+    /// That idle CPU, core-seconds per second (before, after), per service.
+    pub orchestrator_idle: (f64, f64),
+    pub conductor_idle: (f64, f64),
     /// Bytes of the transition's own messages (the outcome in, the command or terminal event
     /// out), per transition.
     pub message_bytes_per_transition: f64,
@@ -136,17 +140,23 @@ pub async fn measure(
     let mut rows = Vec::new();
     let bos_pid = ctx.pid("batch-orchestrator")?;
     let bcs_pid = ctx.pid("batch-conductor")?;
-    // Idle CPU per wall second (timers, sweeps): one batch at a time leaves the services idle
-    // between events, and that would be charged to the few transitions of a large batch.
-    ctx.pump_for(Duration::from_millis(500)).await;
-    let idle_start = (cpu(bos_pid)?, cpu(bcs_pid)?, Instant::now());
-    ctx.pump_for(Duration::from_secs(3)).await;
-    let idle_wall = idle_start.2.elapsed().as_secs_f64();
-    let idle = (
-        (cpu(bos_pid)? - idle_start.0) / idle_wall,
-        (cpu(bcs_pid)? - idle_start.1) / idle_wall,
-    );
+    // Idle CPU per wall second (timers, sweeps, client polling): one batch at a time leaves
+    // the services idle between events, and that would be charged to the transitions. Measured
+    // around each size's batches, not once for the stage: the machine's speed drifts over the
+    // minutes the stage takes, and idle CPU is a large part of the 10-essay row — the
+    // flatness figure's denominator.
+    async fn idle(ctx: &mut Ctx, bos_pid: u32, bcs_pid: u32) -> anyhow::Result<(f64, f64)> {
+        ctx.pump_for(Duration::from_millis(500)).await;
+        let start = (cpu(bos_pid)?, cpu(bcs_pid)?, Instant::now());
+        ctx.pump_for(Duration::from_secs(3)).await;
+        let wall = start.2.elapsed().as_secs_f64();
+        Ok((
+            (cpu(bos_pid)? - start.0) / wall,
+            (cpu(bcs_pid)? - start.1) / wall,
+        ))
+    }
     for &essays in sizes {
+        let idle_before = idle(ctx, bos_pid, bcs_pid).await?;
         let n = batches_for(essays);
         eprintln!("[bench] batch sizes: {n} batches of {essays} essays, one at a time");
         let batches: Vec<String> = (0..n).map(|i| batch_id(&ctx.run, essays, i)).collect();
@@ -167,7 +177,11 @@ pub async fn measure(
         let cpu_after = (cpu(bos_pid)?, cpu(bcs_pid)?);
         let wall = cpu_before.2.elapsed().as_secs_f64();
         let redis_after = net_input_bytes(ctx).await?;
-        ctx.pump_for(Duration::from_millis(300)).await;
+        let idle_after = idle(ctx, bos_pid, bcs_pid).await?;
+        let idle = (
+            (idle_before.0 + idle_after.0) / 2.0,
+            (idle_before.1 + idle_after.1) / 2.0,
+        );
         let lat = latencies(&ctx.book, &batches);
         let transitions = lat.transitions.max(1);
         let obs = batches
@@ -217,6 +231,8 @@ pub async fn measure(
             transition_ms: lat.transition_ms.clone(),
             orchestrator_cpu_us: bos_us,
             conductor_cpu_us: bcs_us,
+            orchestrator_idle: (idle_before.0, idle_after.0),
+            conductor_idle: (idle_before.1, idle_after.1),
             message_bytes_per_transition: message_bytes as f64 / transitions as f64,
             orchestrator_cpu_us_per_kib: bos_us / kib,
             conductor_cpu_us_per_kib: bcs_us / kib,
