@@ -121,14 +121,31 @@ impl<'a> EssayInputRefView<'a> {
     }
 }
 
+/// The constant parts of an essay reference's JSON, in order (see its `Serialize`).
+const VIEW_OPEN: &str = "{\"essay_id\":";
+const VIEW_TEXT: &str = ",\"text_storage_id\":";
+const VIEW_METRICS: &str = ",\"spellcheck_metrics\":";
+/// The constant bytes of a reference with `spellcheck_metrics: null`, its ids' quotes and the
+/// comma that follows it in a list.
+const VIEW_FIXED_LEN: usize =
+    VIEW_OPEN.len() + VIEW_TEXT.len() + VIEW_METRICS.len() + "\"\"\"\"null},".len();
+
+impl EssayInputRefView<'_> {
+    /// Bytes this reference takes in a list's JSON (its comma included) when its ids need no
+    /// escaping and `spellcheck_metrics` is null: what a writer sizes its buffer with.
+    pub fn json_len(&self) -> usize {
+        VIEW_FIXED_LEN + self.essay_id.len() + self.text_storage_id.len()
+    }
+}
+
 impl Serialize for EssayInputRefView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         crate::json::serialize_object(serializer, |out| {
-            out.push_str("{\"essay_id\":");
+            out.push_str(VIEW_OPEN);
             crate::json::push_str(out, self.essay_id);
-            out.push_str(",\"text_storage_id\":");
+            out.push_str(VIEW_TEXT);
             crate::json::push_str(out, self.text_storage_id);
-            out.push_str(",\"spellcheck_metrics\":");
+            out.push_str(VIEW_METRICS);
             match self.spellcheck_metrics {
                 None => out.push_str("null"),
                 Some(v) => out.push_str(&v.to_string()),
@@ -638,6 +655,17 @@ mod tests {
                 serde_json::to_string(&owned).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn an_essay_views_json_len_is_its_place_in_a_list() {
+        let view = EssayInputRefView::new(
+            "3f0c2a9e-1d4b-4f8a-9c61-2b7e5d8a0f13",
+            "0123456789abcdef0123456789abcdef",
+        );
+        let one = serde_json::to_string(&[view]).unwrap().len();
+        let two = serde_json::to_string(&[view, view]).unwrap().len();
+        assert_eq!(view.json_len(), two - one);
     }
 
     #[test]

@@ -46,16 +46,14 @@ fn envelope<T: Serialize>(
     )
 }
 
-/// Bytes of a command to start its buffer with: its envelope and context, and per essay the
-/// reference's JSON — `{"essay_id":"…","text_storage_id":"…","spellcheck_metrics":null},`,
-/// 63 bytes with its comma, and the two ids (more only for ids that need escaping). Counted
-/// rather than guessed: a guess of 128 bytes per essay fell 14 KB short of an 8045-essay
-/// command with the bench's ids, and the buffer was reallocated to 2 MB and the megabyte
-/// copied.
-fn command_capacity(essays: &[&EssayRef]) -> usize {
+/// Bytes of a command to start its buffer with: its envelope and context, and each essay's
+/// reference ([`EssayInputRefView::json_len`]). Counted rather than guessed: a guess of 128
+/// bytes per essay fell 14 KB short of an 8045-essay command with the bench's ids, and the
+/// buffer was reallocated to 2 MB and the megabyte copied.
+fn command_capacity(essays: &[EssayInputRefView<'_>]) -> usize {
     2048 + essays
         .iter()
-        .map(|e| 64 + e.essay_id.len() + e.text_storage_id.len())
+        .map(EssayInputRefView::json_len)
         .sum::<usize>()
 }
 
@@ -128,7 +126,7 @@ pub fn initiate_command(
             .and_then(|p| p.cms_prompt_ref.clone())
     });
     let c = request.correlation_id;
-    let capacity = command_capacity(essays);
+    let capacity = command_capacity(&essays_to_process);
     Some(match phase {
         PhaseName::Spellcheck => envelope_sized(
             topic,
