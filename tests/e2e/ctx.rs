@@ -193,7 +193,9 @@ impl Ctx {
     }
 
     /// Wait for the terminal event of a request and return its `data`; checks there is exactly
-    /// one (distinct `event_id`).
+    /// one (distinct `event_id`). Returns once the reader has also seen everything published
+    /// before it on every topic (each topic is read on its own), so a scenario may assert on
+    /// the commands, skips and outcomes of the request with [`Ctx::on`].
     pub async fn terminal(&self, s: Submitted) -> anyhow::Result<Value> {
         let corr = s.correlation_id.to_string();
         let seen = self
@@ -211,6 +213,7 @@ impl Ctx {
             .map(Seen::json)
             .filter(|v| v["correlation_id"] == corr.as_str())
             .collect();
+        self.reader.caught_up(T).await?;
         let ids: BTreeSet<String> = mine.iter().map(|v| v["event_id"].to_string()).collect();
         ensure!(
             ids.len() == 1,

@@ -624,7 +624,10 @@ pub async fn s16_duplicates(c: Arc<Ctx>) -> R {
         "one terminal per request: {}",
         terminals.len()
     );
-    let dlq = c.on(topics::FAILED_ESSAYS_DLQ, &b);
+    // The conductor dead-letters while the orchestrator goes on: wait for both records.
+    let dlq = c
+        .wait_count(topics::FAILED_ESSAYS_DLQ, &b, 2, "2 DLQ records")
+        .await;
     ensure!(
         dlq.len() == 2,
         "one DLQ record per failed essay: {}",

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use huleedu_kafka::{KafkaSettings, TextMessage};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -181,6 +181,8 @@ impl JsonPayload for Seen {
 pub struct TopicReader {
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: CancellationToken,
+    bootstrap: String,
+    topics: Vec<String>,
 }
 
 impl TopicReader {
@@ -215,7 +217,44 @@ impl TopicReader {
             }
             tokio::task::spawn_blocking(move || drop(consumer));
         });
-        Self { seen, stop }
+        Self {
+            seen,
+            stop,
+            bootstrap: bootstrap.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    /// Wait (deadline `timeout`) until the reader has seen every message its topics held when
+    /// this was called. The reader consumes each partition on its own, so having seen one
+    /// message says nothing about another topic's messages published before it: call this
+    /// before asserting on a snapshot of what was published earlier.
+    pub async fn caught_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let (bootstrap, topics) = (self.bootstrap.clone(), self.topics.clone());
+        let ends = tokio::task::spawn_blocking(move || end_offsets(&bootstrap, &topics)).await??;
+        let start = Instant::now();
+        loop {
+            let behind: Vec<String> = {
+                let seen = self.seen.lock().unwrap();
+                ends.iter()
+                    .filter(|((t, p), high)| {
+                        !seen
+                            .iter()
+                            .any(|m| &m.topic == t && m.partition == *p && m.offset >= *high - 1)
+                    })
+                    .map(|((t, p), high)| format!("{t}[{p}] < {high}"))
+                    .collect()
+            };
+            if behind.is_empty() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                start.elapsed() < timeout,
+                "reader not caught up after {timeout:?}: {}",
+                behind.join(", ")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Everything seen so far.
@@ -260,6 +299,27 @@ impl TopicReader {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The end offset of every partition of `topics` that holds messages.
+fn end_offsets(bootstrap: &str, topics: &[String]) -> anyhow::Result<Vec<((String, i32), i64)>> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut out = Vec::new();
+    for topic in topics {
+        let meta = client.fetch_metadata(Some(topic), timeout)?;
+        for t in meta.topics() {
+            for p in t.partitions() {
+                let (_, high) = client.fetch_watermarks(topic, p.id(), timeout)?;
+                if high > 0 {
+                    out.push(((topic.clone(), p.id()), high));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Drop for TopicReader {
