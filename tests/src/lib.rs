@@ -9,6 +9,7 @@
 pub mod observer;
 pub mod stack;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -235,12 +236,16 @@ impl TopicReader {
         let start = Instant::now();
         loop {
             let behind: Vec<String> = {
+                // The highest offset seen per partition, in one pass.
+                let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
                 let seen = self.seen.lock().unwrap();
+                for m in seen.iter() {
+                    let h = highest.entry((m.topic.as_str(), m.partition)).or_insert(-1);
+                    *h = (*h).max(m.offset);
+                }
                 ends.iter()
                     .filter(|((t, p), high)| {
-                        !seen
-                            .iter()
-                            .any(|m| &m.topic == t && m.partition == *p && m.offset >= *high - 1)
+                        highest.get(&(t.as_str(), *p)).copied().unwrap_or(-1) < *high - 1
                     })
                     .map(|((t, p), high)| format!("{t}[{p}] < {high}"))
                     .collect()
